@@ -1,0 +1,1 @@
+"""dcsync: keep a DataCollect event log and external systems in step."""

@@ -1,0 +1,162 @@
+"""What a connector is: protocol code for one external system, and nothing else.
+
+The engine owns correctness (checkpoints, links, ordering, dead letters, retries); a connector only turns
+:class:`PushRecord` batches into its system's requests, says per record what happened, pages through the
+remote side on ``pull`` and classifies its failures as transient or permanent. That split is what lets a
+plugin author write a connector in an afternoon without re-deriving the sync rules.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Capability(StrEnum):
+    PUSH = "push"
+    PULL = "pull"
+
+
+class Operation(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+class ConnectorConfig(BaseModel):
+    """Base for connector settings: unknown keys are mistakes, so they are rejected with their name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True, slots=True)
+class PushRecord:
+    """One entity change to deliver.
+
+    ``ref`` is the stable idempotency reference (the entity guid): a connector must write it somewhere the
+    remote keeps (an external-id field, an xml-id, a header) so :meth:`Connector.lookup` can find a record
+    created by a request whose answer was lost.
+    """
+
+    ref: str
+    operation: Operation
+    entity_name: str | None
+    payload: dict[str, Any]
+    external_id: str | None = None
+    parent_ref: str | None = None
+    parent_external_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """The outcome of one :class:`PushRecord`; ``transient`` failures are retried, others dead-lettered."""
+
+    ref: str
+    ok: bool
+    external_id: str | None = None
+    error: str | None = None
+    transient: bool = False
+
+    @classmethod
+    def delivered(cls, ref: str, external_id: str | None) -> PushResult:
+        return cls(ref=ref, ok=True, external_id=external_id)
+
+    @classmethod
+    def rejected(cls, ref: str, error: str, *, transient: bool = False) -> PushResult:
+        return cls(ref=ref, ok=False, error=error, transient=transient)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteRecord:
+    """One record as the remote holds it, already unwrapped from the protocol.
+
+    ``ref`` is the entity guid the remote stored with the record when dcsync created it, if any;
+    ``version`` is whatever the remote uses to tell two states of a record apart (write_date, a counter).
+    """
+
+    external_id: str
+    data: dict[str, Any]
+    entity_name: str | None = None
+    ref: str | None = None
+    updated_at: str | None = None
+    version: str | None = None
+    deleted: bool = False
+    parent_external_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PullPage:
+    """A page of remote records and the cursor to resume after it (opaque to the engine)."""
+
+    records: list[RemoteRecord]
+    next_cursor: str | None
+    has_more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    ok: bool
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class ConnectorError(Exception):
+    """A failure talking to the remote. ``transient`` says whether a retry can help."""
+
+    transient: bool = False
+
+    def __init__(self, message: str, *, transient: bool | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.message = message
+        if transient is not None:
+            self.transient = transient
+        self.retry_after = retry_after
+
+
+class TransientError(ConnectorError):
+    transient = True
+
+
+class PermanentError(ConnectorError):
+    transient = False
+
+
+class Connector(ABC):
+    """Base class of every connector; subclasses declare the class attributes and implement the methods."""
+
+    type_name: ClassVar[str]
+    """The name users write as ``type:`` in ``dcsync.yaml``."""
+    config_model: ClassVar[type[ConnectorConfig]] = ConnectorConfig
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    description: ClassVar[str] = ""
+
+    def __init__(self, name: str, config: ConnectorConfig):
+        self.name = name
+        self.config = config
+
+    @abstractmethod
+    def check(self) -> CheckResult:
+        """Reach the remote and confirm the credentials work, without writing anything."""
+
+    def push(self, batch: Sequence[PushRecord]) -> list[PushResult]:
+        """Deliver ``batch``; return exactly one result per record, in any order.
+
+        Raise :class:`ConnectorError` only when the whole batch failed before any record could be judged.
+        """
+        raise PermanentError(f"connector type {self.type_name!r} cannot push")
+
+    def pull(self, cursor: str | None, limit: int) -> PullPage:
+        """Return up to ``limit`` records changed after ``cursor`` (``None``: from the beginning)."""
+        raise PermanentError(f"connector type {self.type_name!r} cannot pull")
+
+    def lookup(self, refs: Sequence[str]) -> dict[str, str]:
+        """Map refs the remote already holds to their external ids (used after an ambiguous failure)."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most connectors hold nothing to release
+        """Release clients and sockets."""

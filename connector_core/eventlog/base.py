@@ -1,0 +1,82 @@
+"""The event log contract every backend meets (SQLite, PostgreSQL, a live DataCollect).
+
+Reads go by an opaque cursor over the order of *ingestion*, never over event timestamps: DataCollect's own
+timestamp cursor skips ties and late arrivals (reference datacollect.md §2.1), and a sync engine that skips an
+event has lost it for good.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from connector_core.entities import Entity, EventIssue
+from connector_core.events import FormSubmission
+
+
+@dataclass(slots=True)
+class AppendResult:
+    """What an append did: the guids that were new, how many were already there, and fold issues."""
+
+    new_guids: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    issues: list[EventIssue] = field(default_factory=list)
+
+    @property
+    def new(self) -> int:
+        return len(self.new_guids)
+
+    def merge(self, other: AppendResult) -> None:
+        self.new_guids.extend(other.new_guids)
+        self.duplicates += other.duplicates
+        self.issues.extend(other.issues)
+
+
+@dataclass(slots=True)
+class EventPage:
+    """Events after a cursor; ``cursor`` is where the next read starts (unchanged when empty)."""
+
+    events: list[FormSubmission]
+    cursor: str | None
+    at_end: bool
+
+
+@runtime_checkable
+class EventLog(Protocol):
+    def append(self, events: Iterable[FormSubmission]) -> AppendResult:
+        """Store events not stored yet (by guid), in order, and fold them into the entity table.
+
+        Atomic per call: after a crash either all of a call's events are there or none.
+        """
+        ...
+
+    def read(self, after: str | None, limit: int) -> EventPage:
+        """Up to ``limit`` events ingested after ``after`` (``None``: from the start)."""
+        ...
+
+    def iter_events(self, after: str | None = None, page_size: int = 1000) -> Iterator[FormSubmission]:
+        """Every event after ``after``, streamed page by page."""
+        ...
+
+    def head(self) -> str | None:
+        """The cursor after the last event ingested (``None`` for an empty log)."""
+        ...
+
+    def count(self, after: str | None = None) -> int:
+        """How many events lie after ``after``: the lag of a checkpoint."""
+        ...
+
+    def get_entity(self, guid: str) -> Entity | None: ...
+
+    def get_entities(self, guids: Iterable[str]) -> dict[str, Entity]:
+        """The current state of each guid that exists (missing guids are left out)."""
+        ...
+
+    def iter_entities(self, page_size: int = 1000) -> Iterator[Entity]: ...
+
+    def stats(self) -> dict[str, Any]:
+        """Counts an operator wants at a glance: events, entities by type and form, issues, head."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,36 @@
+"""The whole plugin contract: one function per hook; each docstring is that hook's documentation.
+
+Built-in connectors register through these very hooks and the same ``dcsync.connectors`` entry points as a
+third party's, so the contract is exercised by the core itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from connector_core.connector import Connector
+
+hookspec = pluggy.HookspecMarker("dcsync")
+hookimpl = pluggy.HookimplMarker("dcsync")
+
+
+@hookspec
+def dcsync_connectors() -> list[type[Connector]]:
+    """Return the connector classes this plugin provides.
+
+    Each class subclasses :class:`connector_core.connector.Connector` and sets ``type_name`` (the value of
+    ``type:`` in ``dcsync.yaml``), ``config_model`` and ``capabilities``. Two plugins offering the same
+    ``type_name`` is an error reported at load time.
+    """
+
+
+@hookspec
+def dcsync_transforms() -> list[Any]:
+    """Return mapping transforms this plugin provides (see ``connector_core.mapping``).
+
+    Each item is a transform definition the mapping engine registers under its name; it declares whether it
+    is reversible so the validator can reject it inside a reversible field.
+    """

@@ -1,0 +1,130 @@
+"""The state store contract: what dcsync remembers about each connector, committed with each batch.
+
+Checkpoints, links and dead letters move together in one transaction (:meth:`StateStore.transaction`), so a
+crash leaves either the whole outcome of a batch or none of it, and the checkpoint never passes a record that
+is neither delivered nor dead-lettered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+
+class Direction(StrEnum):
+    PUSH = "push"
+    PULL = "pull"
+
+
+@dataclass(slots=True)
+class Link:
+    """Entity guid <-> external id for one connector, with the mapped payload last synced.
+
+    ``snapshot`` is the base of every diff: an unchanged mapped payload sends nothing, a pulled record equal
+    to it appends nothing, and a three-way merge compares both sides against it.
+    """
+
+    connector: str
+    entity_guid: str
+    external_id: str
+    entity_name: str | None = None
+    snapshot: dict[str, Any] = field(default_factory=dict)
+    remote_version: str | None = None
+    synced_at: str | None = None
+    deleted: bool = False
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    id: int
+    connector: str
+    direction: Direction
+    ref: str
+    reason: str
+    payload: dict[str, Any]
+    attempts: int
+    status: str  # open | replayed | discarded
+    created_at: str
+    updated_at: str
+
+
+@dataclass(slots=True)
+class RunRecord:
+    id: int
+    connector: str
+    direction: str  # push | pull | both
+    trigger: str  # manual | schedule | demo
+    started_at: str
+    finished_at: str | None
+    outcome: str  # running | ok | failed | interrupted
+    counts: dict[str, int]
+    error: str | None
+
+
+@runtime_checkable
+class StateTxn(Protocol):
+    """Writes that commit together when the ``transaction()`` block exits without an exception."""
+
+    def set_checkpoint(self, connector: str, direction: Direction, value: str | None) -> None: ...
+
+    def upsert_link(self, link: Link) -> None: ...
+
+    def delete_link(self, connector: str, entity_guid: str) -> None: ...
+
+    def add_dead_letter(
+        self,
+        connector: str,
+        direction: Direction,
+        ref: str,
+        reason: str,
+        payload: dict[str, Any],
+    ) -> None:
+        """Record a failure; a second open dead letter for the same (connector, direction, ref) bumps
+        ``attempts`` and replaces reason and payload instead of adding a row."""
+        ...
+
+    def resolve_dead_letter(self, connector: str, direction: Direction, ref: str, status: str) -> None:
+        """Close the open dead letter of ``ref`` (a later successful delivery marks it ``replayed``)."""
+        ...
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    def transaction(self) -> AbstractContextManager[StateTxn]: ...
+
+    def get_checkpoint(self, connector: str, direction: Direction) -> str | None: ...
+
+    def checkpoints(self) -> dict[tuple[str, str], str | None]: ...
+
+    def get_link(self, connector: str, entity_guid: str) -> Link | None: ...
+
+    def get_links(self, connector: str, entity_guids: Iterable[str]) -> dict[str, Link]: ...
+
+    def find_link(self, connector: str, external_id: str) -> Link | None:
+        """The link holding ``external_id`` for ``connector``, if any."""
+        ...
+
+    def iter_links(self, connector: str) -> Iterator[Link]: ...
+
+    def dead_letters(
+        self, connector: str | None = None, status: str | None = "open", limit: int = 100
+    ) -> list[DeadLetter]: ...
+
+    def get_dead_letter(self, dead_letter_id: int) -> DeadLetter | None: ...
+
+    def start_run(self, connector: str, direction: str, trigger: str) -> int: ...
+
+    def finish_run(
+        self, run_id: int, outcome: str, counts: dict[str, int], error: str | None = None
+    ) -> None: ...
+
+    def runs(
+        self, connector: str | None = None, limit: int = 20, failed_only: bool = False
+    ) -> list[RunRecord]: ...
+
+    def schema_version(self) -> int: ...
+
+    def close(self) -> None: ...
