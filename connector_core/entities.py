@@ -253,8 +253,11 @@ def _apply(view: _View, event: FormSubmission) -> None:
             view.put(group)
     elif kind == "remove-member":
         member_id = data.get("memberId")
-        if not member_id:
-            raise _ApplyError("INVALID_MEMBER_DATA: remove-member needs data.memberId")
+        if isinstance(member_id, int) and not isinstance(member_id, bool):
+            member_id = str(member_id)  # as add-member does with a member's guid
+        if not isinstance(member_id, str) or not member_id:
+            # an object or list here used to escape the fold as a TypeError (unhashable guid)
+            raise _ApplyError("INVALID_MEMBER_DATA: remove-member needs data.memberId (a guid)")
         group = view.get(guid)
         if group is None or group.type != "group":
             raise _ApplyError("INVALID_GROUP: remove-member needs an existing group")

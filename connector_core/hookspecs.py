@@ -34,3 +34,13 @@ def dcsync_transforms() -> list[Any]:
     Each item is a transform definition the mapping engine registers under its name; it declares whether it
     is reversible so the validator can reject it inside a reversible field.
     """
+
+
+@hookspec
+def dcsync_fake_servers() -> dict[str, Any]:
+    """Return fake remote systems this plugin ships, as ``{name: factory}``.
+
+    ``factory(data_file: pathlib.Path | None)`` returns an ASGI app that speaks the remote's real protocol
+    (never more leniently than the real system). ``dcsync mock-server NAME`` serves it, and the demo and
+    the contract tests aim connectors at it. ``data_file``, when given, keeps its records across restarts.
+    """

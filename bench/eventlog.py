@@ -1,0 +1,212 @@
+"""Event log benchmark: append and read throughput, and whether memory stays flat as the log grows.
+
+    python bench/eventlog.py                    # 1,000,000 events, RSS checkpoint at 100,000
+    python bench/eventlog.py --events 20000     # quick run (checkpoint at a tenth: 2,000)
+
+Events are what the mobile app produces (datacollect.md §1.7): households and their individuals as
+``create-individual`` with ``entityName``/``parentGuid``, plus edits that resend the whole form. They are
+generated as a stream and appended in batches, so the only memory that could grow is the backend's:
+peak RSS when the checkpoint's worth of events is in, against peak RSS at the end, must stay flat
+(ratio <= 1.3). Each backend is a column; add one to ``BACKENDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from pathlib import Path
+
+from connector_core.eventlog.base import EventLog
+from connector_core.eventlog.sqlite import SqliteEventLog
+from connector_core.events import FormSubmission, SyncLevel, format_timestamp
+
+BACKENDS: dict[str, Callable[[Path], EventLog]] = {
+    "sqlite": lambda workdir: SqliteEventLog(workdir / "events.db"),
+}
+
+MEMORY_GOAL = 1.3
+_FIRST = ("Jane", "John", "Amina", "Kofi", "Maria", "Wei", "Ana", "Omar", "Zoë", "Ravi")
+_LAST = ("Doe", "Smith", "Mensah", "Garcia", "Chen", "Silva", "Haddad", "O'Brien")
+
+
+def _guid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def generate(total: int, seed: int = 7) -> Iterator[FormSubmission]:
+    """``total`` mobile-style events, streamed. Only a window of recent entities is remembered (edits
+    mostly follow registration), so generating a million events costs no more memory than a thousand."""
+    rng = random.Random(seed)
+    clock = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
+    recent: deque[tuple[str, dict[str, object]]] = deque(maxlen=5000)
+    areas = [_guid(rng) for _ in range(20)]
+    emitted = 0
+    form: dict[str, object]
+
+    def submit(type_: str, entity_guid: str, data: dict[str, object]) -> FormSubmission:
+        nonlocal clock
+        clock += timedelta(milliseconds=rng.randint(0, 900))
+        # phones sync late: a few events carry a timestamp well before their neighbours'
+        at = clock - timedelta(hours=rng.randint(1, 48)) if rng.random() < 0.03 else clock
+        return FormSubmission.from_json(
+            {
+                "guid": _guid(rng),
+                "entityGuid": entity_guid,
+                "type": type_,
+                "data": data,
+                "timestamp": format_timestamp(at),
+                "userId": "admin",
+                "syncLevel": int(SyncLevel.LOCAL),
+            }
+        )
+
+    while emitted < total:
+        if recent and rng.random() < 0.12:
+            guid, form = recent[rng.randrange(len(recent))]
+            edited = dict(form)
+            edited["phone_number"] = f"+1{rng.randint(1000000, 9999999)}"
+            yield submit("update-individual", guid, edited)
+            emitted += 1
+            continue
+        household = _guid(rng)
+        last = rng.choice(_LAST)
+        form = {
+            "entityName": "household",
+            "parentGuid": rng.choice(areas),
+            "household_name": f"{last} HH",
+            "name": f"{last} HH",
+            "household_size": rng.randint(1, 8),
+            "belongs_to_ethnic_group": rng.choice(["yes", "no"]),
+            "location_gps": json.dumps(
+                {"coords": {"latitude": rng.uniform(-30, 30), "longitude": rng.uniform(-30, 30)}}
+            ),
+            "bank_details": [{"bank_name": "3", "account_type": "savings", "account_number": str(emitted)}],
+        }
+        recent.append((household, form))
+        yield submit("create-individual", household, form)
+        emitted += 1
+        for _ in range(rng.randint(1, 5)):
+            if emitted >= total:
+                break
+            first = rng.choice(_FIRST)
+            person = _guid(rng)
+            form = {
+                "entityName": "individual",
+                "parentGuid": household,
+                "first_name": first,
+                "last_name": last,
+                "name": f"{first} {last}",
+                "gender": rng.choice(["female", "male"]),
+                "date_of_birth": f"{rng.randint(1940, 2024)}-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}",
+                "relationship": str(rng.randint(1, 4)),
+                "training_records": [{"training_type": "agri", "training_start_date": "2024-01-01"}],
+            }
+            recent.append((person, form))
+            yield submit("create-individual", person, form)
+            emitted += 1
+
+
+def peak_rss_mb() -> float:
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / (1024 * 1024) if sys.platform == "darwin" else kib / 1024  # bytes on macOS
+
+
+def run(make: Callable[[Path], EventLog], total: int, checkpoint: int, batch: int) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="dcsync-bench-") as tmp:
+        log = make(Path(tmp))
+        events = generate(total)
+        appended = 0
+        append_seconds = 0.0
+        started = time.perf_counter()
+        while chunk := list(islice(events, batch)):
+            t0 = time.perf_counter()
+            log.append(chunk)
+            append_seconds += time.perf_counter() - t0
+            before, appended = appended, appended + len(chunk)
+            if before < checkpoint <= appended:
+                figures["rss_at_checkpoint_mb"] = peak_rss_mb()
+        figures["append_wall_s"] = time.perf_counter() - started
+        figures["append_s"] = append_seconds
+        figures["append_events_per_s"] = appended / append_seconds
+        figures["rss_at_end_mb"] = peak_rss_mb()
+
+        read = 0
+        cursor = None
+        t0 = time.perf_counter()
+        while True:
+            page = log.read(cursor, batch)
+            read += len(page.events)
+            cursor = page.cursor
+            if page.at_end:
+                break
+        figures["read_s"] = time.perf_counter() - t0
+        figures["read_events_per_s"] = read / figures["read_s"]
+        figures["rss_after_read_mb"] = peak_rss_mb()
+        if read != appended:
+            raise SystemExit(f"read back {read} events, appended {appended}")
+        stats = log.stats()
+        figures["events"] = stats["events"]
+        figures["entities"] = stats["entities"]
+        log.close()
+        figures["file_mb"] = sum(p.stat().st_size for p in Path(tmp).iterdir()) / 2**20
+    figures["memory_ratio"] = figures["rss_at_end_mb"] / figures["rss_at_checkpoint_mb"]
+    return figures
+
+
+ROWS = (
+    ("events", "events", "{:,.0f}"),
+    ("entities", "entities", "{:,.0f}"),
+    ("append events/s", "append_events_per_s", "{:,.0f}"),
+    ("append time (s)", "append_s", "{:.1f}"),
+    ("append incl. generation (s)", "append_wall_s", "{:.1f}"),
+    ("read events/s (cursor pages)", "read_events_per_s", "{:,.0f}"),
+    ("read time (s)", "read_s", "{:.1f}"),
+    ("peak RSS at checkpoint (MB)", "rss_at_checkpoint_mb", "{:.1f}"),
+    ("peak RSS at end (MB)", "rss_at_end_mb", "{:.1f}"),
+    ("peak RSS after read (MB)", "rss_after_read_mb", "{:.1f}"),
+    ("memory ratio end/checkpoint", "memory_ratio", "{:.2f}"),
+    ("files on disk (MB)", "file_mb", "{:.0f}"),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--checkpoint", type=int, help="RSS checkpoint (default: events / 10)")
+    parser.add_argument("--batch", type=int, default=1000, help="events per append and per page")
+    parser.add_argument("--backend", action="append", choices=sorted(BACKENDS))
+    args = parser.parse_args(argv)
+    checkpoint = args.checkpoint or max(1, args.events // 10)
+    if not 0 < checkpoint <= args.events:
+        parser.error("--checkpoint must lie between 1 and --events")
+
+    names = args.backend or list(BACKENDS)
+    results = {name: run(BACKENDS[name], args.events, checkpoint, args.batch) for name in names}
+
+    print(
+        f"event log benchmark: {args.events:,} events, batches of {args.batch:,}, "
+        f"RSS checkpoint at {checkpoint:,}"
+    )
+    width = max(len(label) for label, _, _ in ROWS)
+    print(f"{'':{width}}  " + "  ".join(f"{name:>12}" for name in names))
+    for label, key, fmt in ROWS:
+        cells = "  ".join(f"{fmt.format(results[name][key]):>12}" for name in names)
+        print(f"{label:{width}}  {cells}")
+    ok = all(r["memory_ratio"] <= MEMORY_GOAL for r in results.values())
+    print(f"memory flat (ratio <= {MEMORY_GOAL}): {'yes' if ok else 'NO'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

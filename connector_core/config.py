@@ -1,0 +1,251 @@
+"""The project file, ``dcsync.yaml``: where the event log and state live, and which connectors run how.
+
+Operators edit this file by hand, so every mistake is reported with file, line and key, all at once, before
+anything runs; ``${VAR}`` (or ``${VAR:-default}``) pulls secrets from the environment so the file itself can be
+committed. Relative paths are relative to the file, not to the shell's working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+CONFIG_FILE_NAME = "dcsync.yaml"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """One or more problems in a project file; ``str()`` gives one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    line: int
+    column: int
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EventLogConfig(_Strict):
+    backend: Literal["sqlite"] = "sqlite"
+    path: str = "events.db"
+
+
+class StateConfig(_Strict):
+    backend: Literal["sqlite"] = "sqlite"
+    path: str = "state.db"
+
+
+class ConnectorInstanceConfig(_Strict):
+    type: str = Field(description="Connector type, as `dcsync plugins` lists it")
+    enabled: bool = True
+    mapping: str | None = Field(
+        default=None, description="YAML mapping file; without one, entity data is sent as it is"
+    )
+    push: bool = True
+    pull: bool = True
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    page_size: int = Field(default=500, ge=1, le=100_000)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProjectConfig(_Strict):
+    version: Literal[1] = 1
+    eventlog: EventLogConfig = Field(default_factory=EventLogConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    connectors: dict[str, ConnectorInstanceConfig] = Field(default_factory=dict)
+
+
+@dataclass
+class LoadedConfig:
+    """A validated project file with what is needed to point later errors at their line."""
+
+    project: ProjectConfig
+    path: Path
+    marks: dict[tuple[str | int, ...], Mark]
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve_path(self, value: str) -> Path:
+        candidate = Path(value).expanduser()
+        return candidate if candidate.is_absolute() else (self.base_dir / candidate)
+
+    def where(self, *loc: str | int) -> str:
+        """``file:line:col`` of the deepest known node on ``loc``."""
+        for cut in range(len(loc), -1, -1):
+            mark = self.marks.get(tuple(loc[:cut]))
+            if mark is not None:
+                return f"{self.path}:{mark.line}:{mark.column}"
+        return str(self.path)
+
+    def error(self, loc: tuple[str | int, ...], message: str) -> ConfigError:
+        key = ".".join(str(p) for p in loc)
+        return ConfigError([f"{self.where(*loc)}: {key}: {message}"])
+
+
+def _interpolate(text: str, where: str, problems: list[str], key: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name)
+        if value is None:
+            if default is not None:
+                return default
+            problems.append(f"{where}: {key}: environment variable {name} is not set")
+            return ""
+        return value
+
+    if text.count("${") > len(_VAR.findall(text)):
+        problems.append(f"{where}: {key}: malformed ${{...}} reference (expected ${{NAME}} or ${{NAME:-default}})")
+        return text
+    return _VAR.sub(replace, text)
+
+
+def _to_python(
+    node: yaml.Node,
+    path: tuple[str | int, ...],
+    marks: dict[tuple[str | int, ...], Mark],
+    source: Path,
+    problems: list[str],
+) -> Any:
+    marks[path] = Mark(node.start_mark.line + 1, node.start_mark.column + 1)
+    where = f"{source}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+    key = ".".join(str(p) for p in path) or "(top)"
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            name = key_node.value
+            if name in out:
+                line = key_node.start_mark.line + 1
+                problems.append(f"{source}:{line}:{key_node.start_mark.column + 1}: duplicate key {name!r}")
+            out[name] = _to_python(value_node, (*path, name), marks, source, problems)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [
+            _to_python(item, (*path, i), marks, source, problems) for i, item in enumerate(node.value)
+        ]
+    value = yaml.SafeLoader("").construct_object(node, deep=True)
+    if isinstance(value, str) and "${" in value:
+        value = _interpolate(value, where, problems, key)
+    return value
+
+
+def parse_yaml_with_marks(
+    text: str, source: Path
+) -> tuple[Any, dict[tuple[str | int, ...], Mark], list[str]]:
+    """YAML to Python plus the line/column of every node, with ``${VAR}`` interpolated in strings."""
+    problems: list[str] = []
+    marks: dict[tuple[str | int, ...], Mark] = {}
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        place = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{place}: invalid YAML: {reason}"]) from None
+    if node is None:
+        return {}, marks, problems
+    return _to_python(node, (), marks, source, problems), marks, problems
+
+
+def _pydantic_problems(
+    exc: ValidationError, marks: dict[tuple[str | int, ...], Mark], source: Path, prefix: tuple = ()
+) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(prefix) + tuple(err["loc"])
+        where = str(source)
+        for cut in range(len(loc), -1, -1):
+            if loc[:cut] in marks:
+                mark = marks[loc[:cut]]
+                where = f"{source}:{mark.line}:{mark.column}"
+                break
+        key = ".".join(str(p) for p in loc) or "(top)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "is required"
+        problems.append(f"{where}: {key}: {msg}")
+    return problems
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            [f"{source}: no such file (create one with `dcsync init`)"]
+        ) from None
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read: {exc.strerror}"]) from None
+    data, marks, problems = parse_yaml_with_marks(text, source)
+    if not isinstance(data, dict):
+        problems.append(f"{source}:1:1: the project file must be a mapping of keys")
+        raise ConfigError(problems)
+    try:
+        project = ProjectConfig.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc, marks, source))
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return LoadedConfig(project=project, path=source.resolve(), marks=marks)
+
+
+def validate_settings(
+    loaded: LoadedConfig, name: str, model: type[BaseModel]
+) -> BaseModel:
+    """Validate one connector's ``settings`` against its type's config model, with line numbers."""
+    raw = loaded.project.connectors[name].settings
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(
+            _pydantic_problems(exc, loaded.marks, loaded.path, ("connectors", name, "settings"))
+        ) from None
+
+
+EXAMPLE_CONFIG = """\
+# dcsync project file. Paths are relative to this file; ${VAR} and ${VAR:-default} read the environment,
+# so secrets stay out of the file. `dcsync run NAME` runs one connector; `dcsync plugins` lists the types.
+version: 1
+
+# Where the DataCollect event log lives (the embedded default is a SQLite file).
+eventlog:
+  backend: sqlite
+  path: events.db
+
+# Where dcsync keeps checkpoints, links (entity guid <-> external id), dead letters and run history.
+state:
+  backend: sqlite
+  path: state.db
+
+connectors:
+  # A name of your choice -> one connector instance.
+  registry:
+    type: mock                 # connector type, see `dcsync plugins`
+    enabled: true
+    push: true                 # send entity changes from the log
+    pull: true                 # append remote changes to the log as events
+    batch_size: 100            # records per request
+    page_size: 500             # events read from the log (or records from the remote) per page
+    # mapping: mappings/datacollect-registrant.yaml   # without one, entity data is sent as it is
+    settings:
+      url: ${MOCK_URL:-http://127.0.0.1:8765}
+      timeout: 10
+"""

@@ -1,0 +1,96 @@
+"""A project opened from its ``dcsync.yaml``: the event log, the state store, plugins and connectors.
+
+Everything that can be wrong in the configuration (unknown connector type, bad settings, a mapping that does
+not validate) is found here, before any record moves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from connector_core.config import ConfigError, LoadedConfig, load_config, validate_settings
+from connector_core.connector import Connector
+from connector_core.eventlog.base import EventLog
+from connector_core.eventlog.sqlite import SqliteEventLog
+from connector_core.mapping import MappingError, MappingSet, identity_mapping, load_mapping
+from connector_core.plugins import PluginError, PluginHost, load_plugins
+from connector_core.state.base import StateStore
+from connector_core.state.sqlite import SqliteStateStore
+
+
+@dataclass
+class Project:
+    config: LoadedConfig
+    host: PluginHost
+    eventlog: EventLog
+    state: StateStore
+    _mappings: dict[str, MappingSet] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, path: str | Path, *, host: PluginHost | None = None, strict: bool = False) -> Project:
+        loaded = load_config(path)
+        host = host or load_plugins(strict=strict)
+        project = loaded.project
+        eventlog = SqliteEventLog(loaded.resolve_path(project.eventlog.path))
+        state = SqliteStateStore(loaded.resolve_path(project.state.path))
+        opened = cls(config=loaded, host=host, eventlog=eventlog, state=state)
+        try:
+            host_transforms = host.transforms()
+            if host_transforms:
+                from connector_core.mapping import register_transforms
+
+                register_transforms(host_transforms)
+            for name in project.connectors:
+                opened.connector_class(name)
+                opened.mapping(name)
+        except Exception:
+            opened.close()
+            raise
+        return opened
+
+    def connector_names(self) -> list[str]:
+        return list(self.config.project.connectors)
+
+    def instance(self, name: str) -> Any:
+        try:
+            return self.config.project.connectors[name]
+        except KeyError:
+            known = ", ".join(self.config.project.connectors) or "none"
+            raise ConfigError(
+                [f"{self.config.path}: no connector named {name!r} (configured: {known})"]
+            ) from None
+
+    def connector_class(self, name: str) -> type[Connector]:
+        instance = self.instance(name)
+        try:
+            return self.host.connector_class(instance.type)
+        except PluginError as exc:
+            raise self.config.error(("connectors", name, "type"), str(exc)) from None
+
+    def build_connector(self, name: str) -> Connector:
+        cls = self.connector_class(name)
+        settings = validate_settings(self.config, name, cls.config_model)
+        return cls(name, settings)  # type: ignore[arg-type]
+
+    def mapping(self, name: str) -> MappingSet:
+        if name not in self._mappings:
+            instance = self.instance(name)
+            if instance.mapping is None:
+                self._mappings[name] = identity_mapping()
+            else:
+                path = self.config.resolve_path(instance.mapping)
+                if not path.exists():
+                    raise self.config.error(
+                        ("connectors", name, "mapping"), f"mapping file {path} does not exist"
+                    )
+                try:
+                    self._mappings[name] = load_mapping(path)
+                except MappingError as exc:
+                    raise ConfigError([str(exc)]) from None
+        return self._mappings[name]
+
+    def close(self) -> None:
+        self.eventlog.close()
+        self.state.close()

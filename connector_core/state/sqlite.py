@@ -1,0 +1,473 @@
+"""The embedded state store: checkpoints, links, dead letters and runs in one SQLite file.
+
+A batch's outcome (links written, dead letters recorded, checkpoint moved) is committed in one
+``BEGIN IMMEDIATE`` transaction, so a crash can never leave a checkpoint past a record that was
+neither delivered nor dead-lettered. The schema is versioned and migrated forward in order, each
+step in a transaction, because a state store outlives many dcsync upgrades and losing it means
+re-syncing everything.
+
+One instance owns one connection; calls are serialised by a lock, so an instance may be handed
+between threads, and an open transaction keeps other threads out until it commits.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from connector_core.events import now_timestamp
+from connector_core.state.base import DeadLetter, Direction, Link, RunRecord
+
+BUSY_TIMEOUT_MS = 30_000
+_IN_CHUNK = 500
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _statements(*sql: str) -> Migration:
+    # Not executescript(): it COMMITs first, which would break one transaction per migration.
+    def run(conn: sqlite3.Connection) -> None:
+        for statement in sql:
+            conn.execute(statement)
+
+    return run
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    # 1: the initial layout
+    _statements(
+        """CREATE TABLE checkpoints (
+            connector TEXT NOT NULL,
+            direction TEXT NOT NULL,
+            value TEXT,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (connector, direction)
+        )""",
+        """CREATE TABLE links (
+            connector TEXT NOT NULL,
+            entity_guid TEXT NOT NULL,
+            external_id TEXT NOT NULL,
+            entity_name TEXT,
+            snapshot TEXT NOT NULL,
+            remote_version TEXT,
+            synced_at TEXT,
+            deleted INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (connector, entity_guid),
+            UNIQUE (connector, external_id)
+        )""",
+        """CREATE TABLE dead_letters (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            connector TEXT NOT NULL,
+            direction TEXT NOT NULL,
+            ref TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            status TEXT NOT NULL DEFAULT 'open',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        # at most one *open* dead letter per record; closed ones are history
+        """CREATE UNIQUE INDEX dead_letters_open ON dead_letters (connector, direction, ref)
+            WHERE status = 'open'""",
+        "CREATE INDEX dead_letters_status ON dead_letters (status, connector)",
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            connector TEXT NOT NULL,
+            direction TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            outcome TEXT NOT NULL,
+            counts TEXT NOT NULL,
+            error TEXT
+        )""",
+        "CREATE INDEX runs_connector ON runs (connector, id)",
+    ),
+)
+"""Ordered: migration ``i`` takes the schema from version ``i`` to ``i + 1``. Only ever append."""
+
+DEAD_LETTER_CLOSED = frozenset({"replayed", "discarded"})
+FAILED_OUTCOMES = ("failed", "interrupted")
+
+
+class SchemaVersionError(RuntimeError):
+    """The file was written by a newer dcsync: this code cannot know what its tables mean."""
+
+
+class DuplicateExternalIdError(ValueError):
+    """Another entity already holds this external id for this connector: two local records would
+    otherwise push to (and be overwritten by) one remote record."""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration], where: str) -> int:
+    """Bring ``conn`` to ``len(migrations)``, each step in its own transaction; return the version.
+
+    A step that fails rolls back whole, leaving the previous version intact and recorded.
+    """
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    latest = len(migrations)
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = int(row[0]) if row[0] is not None else 0
+            if current > latest:
+                raise SchemaVersionError(
+                    f"state store {where} has schema version {current}, newer than this dcsync "
+                    f"understands ({latest}): upgrade dcsync to open it"
+                )
+            if current < latest:
+                migrations[current](conn)
+                conn.execute("DELETE FROM schema_version")
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (current + 1,))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        _commit(conn)
+        if current == latest:
+            return current
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    """COMMIT, and if that fails make sure the transaction is gone rather than left half-open."""
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _link_from_row(row: tuple[Any, ...]) -> Link:
+    return Link(
+        connector=row[0],
+        entity_guid=row[1],
+        external_id=row[2],
+        entity_name=row[3],
+        snapshot=json.loads(row[4]),
+        remote_version=row[5],
+        synced_at=row[6],
+        deleted=bool(row[7]),
+    )
+
+
+_LINK_COLUMNS = (
+    "connector, entity_guid, external_id, entity_name, snapshot, remote_version, synced_at, deleted"
+)
+_DEAD_LETTER_COLUMNS = (
+    "id, connector, direction, ref, reason, payload, attempts, status, created_at, updated_at"
+)
+_RUN_COLUMNS = "id, connector, direction, trigger, started_at, finished_at, outcome, counts, error"
+
+
+def _dead_letter_from_row(row: tuple[Any, ...]) -> DeadLetter:
+    return DeadLetter(
+        id=row[0],
+        connector=row[1],
+        direction=Direction(row[2]),
+        ref=row[3],
+        reason=row[4],
+        payload=json.loads(row[5]),
+        attempts=row[6],
+        status=row[7],
+        created_at=row[8],
+        updated_at=row[9],
+    )
+
+
+def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
+    return RunRecord(
+        id=row[0],
+        connector=row[1],
+        direction=row[2],
+        trigger=row[3],
+        started_at=row[4],
+        finished_at=row[5],
+        outcome=row[6],
+        counts=json.loads(row[7]),
+        error=row[8],
+    )
+
+
+class SqliteStateTxn:
+    """The writes of one ``transaction()`` block; unusable once the block has ended, so a stray
+    write can never land outside the transaction it was meant for."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn: sqlite3.Connection | None = conn
+
+    def _c(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("this state transaction has already ended")
+        return self._conn
+
+    def _end(self) -> None:
+        self._conn = None
+
+    def set_checkpoint(self, connector: str, direction: Direction, value: str | None) -> None:
+        self._c().execute(
+            "INSERT INTO checkpoints (connector, direction, value, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (connector, direction) DO UPDATE SET value = excluded.value, "
+            "updated_at = excluded.updated_at",
+            (connector, Direction(direction).value, value, now_timestamp()),
+        )
+
+    def upsert_link(self, link: Link) -> None:
+        try:
+            self._c().execute(
+                f"INSERT INTO links ({_LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (connector, entity_guid) DO UPDATE SET "
+                "external_id = excluded.external_id, entity_name = excluded.entity_name, "
+                "snapshot = excluded.snapshot, remote_version = excluded.remote_version, "
+                "synced_at = excluded.synced_at, deleted = excluded.deleted",
+                (
+                    link.connector,
+                    link.entity_guid,
+                    str(link.external_id),
+                    link.entity_name,
+                    _dumps(link.snapshot),
+                    link.remote_version,
+                    link.synced_at,
+                    int(link.deleted),
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateExternalIdError(
+                f"connector {link.connector!r}: external id {link.external_id!r} is already linked "
+                f"to another entity (while linking {link.entity_guid})"
+            ) from exc
+
+    def delete_link(self, connector: str, entity_guid: str) -> None:
+        self._c().execute(
+            "DELETE FROM links WHERE connector = ? AND entity_guid = ?", (connector, entity_guid)
+        )
+
+    def add_dead_letter(
+        self,
+        connector: str,
+        direction: Direction,
+        ref: str,
+        reason: str,
+        payload: dict[str, Any],
+    ) -> None:
+        now = now_timestamp()
+        self._c().execute(
+            "INSERT INTO dead_letters (connector, direction, ref, reason, payload, attempts, "
+            "status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 1, 'open', ?, ?) "
+            "ON CONFLICT (connector, direction, ref) WHERE status = 'open' DO UPDATE SET "
+            "attempts = attempts + 1, reason = excluded.reason, payload = excluded.payload, "
+            "updated_at = excluded.updated_at",
+            (connector, Direction(direction).value, ref, reason, _dumps(payload), now, now),
+        )
+
+    def resolve_dead_letter(self, connector: str, direction: Direction, ref: str, status: str) -> None:
+        if status not in DEAD_LETTER_CLOSED:
+            raise ValueError(
+                f"a dead letter is resolved as one of {sorted(DEAD_LETTER_CLOSED)}, not {status!r}"
+            )
+        self._c().execute(
+            "UPDATE dead_letters SET status = ?, updated_at = ? "
+            "WHERE connector = ? AND direction = ? AND ref = ? AND status = 'open'",
+            (status, now_timestamp(), connector, Direction(direction).value, ref),
+        )
+
+
+class SqliteStateStore:
+    """A :class:`~connector_core.state.base.StateStore` in one SQLite file (WAL mode)."""
+
+    def __init__(self, path: str | Path, *, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+        self.path = str(path)
+        self._lock = threading.RLock()
+        if self.path != ":memory:" and not self.path.startswith("file:"):
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,  # explicit BEGIN IMMEDIATE / COMMIT
+            check_same_thread=False,  # guarded by self._lock
+            timeout=BUSY_TIMEOUT_MS / 1000,
+        )
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            migrate(self._conn, migrations, self.path)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> SqliteStateStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqliteStateTxn]:
+        with self._lock:
+            if self._conn.in_transaction:
+                raise RuntimeError("state transactions do not nest: commit the open one first")
+            self._conn.execute("BEGIN IMMEDIATE")
+            txn = SqliteStateTxn(self._conn)
+            try:
+                yield txn
+            except BaseException:
+                txn._end()
+                self._conn.execute("ROLLBACK")
+                raise
+            txn._end()
+            _commit(self._conn)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    def get_checkpoint(self, connector: str, direction: Direction) -> str | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT value FROM checkpoints WHERE connector = ? AND direction = ?",
+                (connector, Direction(direction).value),
+            ).fetchone()
+        return row[0] if row else None
+
+    def checkpoints(self) -> dict[tuple[str, str], str | None]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT connector, direction, value FROM checkpoints ORDER BY connector, direction"
+            ).fetchall()
+        return {(connector, direction): value for connector, direction, value in rows}
+
+    # -- links -------------------------------------------------------------------------------------
+
+    def get_link(self, connector: str, entity_guid: str) -> Link | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_LINK_COLUMNS} FROM links WHERE connector = ? AND entity_guid = ?",
+                (connector, entity_guid),
+            ).fetchone()
+        return _link_from_row(row) if row else None
+
+    def get_links(self, connector: str, entity_guids: Iterable[str]) -> dict[str, Link]:
+        guids = list(dict.fromkeys(entity_guids))
+        found: dict[str, Link] = {}
+        with self._lock:
+            for start in range(0, len(guids), _IN_CHUNK):
+                part = guids[start : start + _IN_CHUNK]
+                marks = ",".join("?" * len(part))
+                for row in self._conn.execute(
+                    f"SELECT {_LINK_COLUMNS} FROM links WHERE connector = ? AND entity_guid IN ({marks})",
+                    (connector, *part),
+                ):
+                    found[row[1]] = _link_from_row(row)
+        return found
+
+    def find_link(self, connector: str, external_id: str) -> Link | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_LINK_COLUMNS} FROM links WHERE connector = ? AND external_id = ?",
+                (connector, str(external_id)),
+            ).fetchone()
+        return _link_from_row(row) if row else None
+
+    def iter_links(self, connector: str, page_size: int = 1000) -> Iterator[Link]:
+        """Every link of ``connector`` in guid order, a page per query, so memory stays flat."""
+        last = ""
+        while True:
+            with self._lock:
+                rows = self._conn.execute(
+                    f"SELECT {_LINK_COLUMNS} FROM links WHERE connector = ? AND entity_guid > ? "
+                    "ORDER BY entity_guid LIMIT ?",
+                    (connector, last, page_size),
+                ).fetchall()
+            for row in rows:
+                yield _link_from_row(row)
+            if len(rows) < page_size:
+                return
+            last = rows[-1][1]
+
+    # -- dead letters ------------------------------------------------------------------------------
+
+    def dead_letters(
+        self, connector: str | None = None, status: str | None = "open", limit: int = 100
+    ) -> list[DeadLetter]:
+        where, params = [], []
+        if connector is not None:
+            where.append("connector = ?")
+            params.append(connector)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters {clause} ORDER BY id LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        return [_dead_letter_from_row(row) for row in rows]
+
+    def get_dead_letter(self, dead_letter_id: int) -> DeadLetter | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = ?", (dead_letter_id,)
+            ).fetchone()
+        return _dead_letter_from_row(row) if row else None
+
+    # -- runs --------------------------------------------------------------------------------------
+
+    def start_run(self, connector: str, direction: str, trigger: str) -> int:
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT INTO runs (connector, direction, trigger, started_at, outcome, counts) "
+                "VALUES (?, ?, ?, ?, 'running', '{}')",
+                (connector, str(direction), trigger, now_timestamp()),
+            )
+            run_id = cur.lastrowid
+        assert run_id is not None
+        return run_id
+
+    def finish_run(self, run_id: int, outcome: str, counts: dict[str, int], error: str | None = None) -> None:
+        with self._lock:
+            cur = self._conn.execute(
+                "UPDATE runs SET finished_at = ?, outcome = ?, counts = ?, error = ? WHERE id = ?",
+                (now_timestamp(), outcome, _dumps(counts), error, run_id),
+            )
+        if cur.rowcount == 0:
+            raise KeyError(f"no run with id {run_id}")
+
+    def runs(
+        self, connector: str | None = None, limit: int = 20, failed_only: bool = False
+    ) -> list[RunRecord]:
+        """Newest first. ``failed_only`` includes interrupted runs: both need an operator's look."""
+        where: list[str] = []
+        params: list[Any] = []
+        if connector is not None:
+            where.append("connector = ?")
+            params.append(connector)
+        if failed_only:
+            where.append(f"outcome IN ({','.join('?' * len(FAILED_OUTCOMES))})")
+            params.extend(FAILED_OUTCOMES)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs {clause} ORDER BY id DESC LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        return [_run_from_row(row) for row in rows]

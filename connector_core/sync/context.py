@@ -1,0 +1,39 @@
+"""Everything one run of one connector works with, and the ways a run stops early."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from connector_core.connector import Connector
+from connector_core.eventlog.base import EventLog
+from connector_core.mapping import MappingSet
+from connector_core.retry import RetryPolicy
+from connector_core.state.base import StateStore
+
+
+class RunStopped(Exception):
+    """The run cannot go on (a transient failure outlived its retry budget, or a shutdown was asked).
+
+    The checkpoint stays before every record that was not delivered or dead-lettered, so the next run
+    resumes exactly there.
+    """
+
+
+@dataclass
+class SyncContext:
+    name: str
+    connector: Connector
+    eventlog: EventLog
+    state: StateStore
+    mappings: MappingSet
+    batch_size: int = 100
+    page_size: int = 500
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    dry_run: bool = False
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def user_id(self) -> str:
+        """The ``userId`` of events this connector pulled: how echo suppression recognises them."""
+        return f"dcsync:{self.name}"

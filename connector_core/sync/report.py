@@ -1,0 +1,61 @@
+"""What one run did, counted the same way everywhere (CLI summary, run history, metrics)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Counts:
+    read: int = 0  # events read from the log (push) or records read from the remote (pull)
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    skipped: int = 0  # no mapping applies, or nothing to do
+    dead_lettered: int = 0
+    retries: int = 0
+    appended: int = 0  # events appended to the log by a pull
+    conflicts: int = 0
+    parked: int = 0
+
+    def add(self, other: Counts) -> None:
+        for key, value in asdict(other).items():
+            setattr(self, key, getattr(self, key) + value)
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class DirectionReport:
+    direction: str
+    counts: Counts = field(default_factory=Counts)
+    checkpoint_before: str | None = None
+    checkpoint_after: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class RunReport:
+    connector: str
+    run_id: int | None = None
+    push: DirectionReport | None = None
+    pull: DirectionReport | None = None
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(d is None or d.error is None for d in (self.push, self.pull))
+
+    @property
+    def error(self) -> str | None:
+        errors = [d.error for d in (self.push, self.pull) if d is not None and d.error]
+        return "; ".join(errors) if errors else None
+
+    def totals(self) -> Counts:
+        total = Counts()
+        for part in (self.push, self.pull):
+            if part is not None:
+                total.add(part.counts)
+        return total

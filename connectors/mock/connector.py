@@ -1,0 +1,182 @@
+"""The mock connector: DataCollect's mock-sync-server protocol over httpx.
+
+Push sends each record as a DataCollect event (``create-individual``/``update-individual`` carrying the
+mapped payload, ``delete-entity`` for deletes) whose ``entityGuid`` is the record's ref: that is the
+idempotency key the server upserts by. Pull reads ``GET /?since=`` and survives the timestamp cursor's traps
+(ties at a page boundary, a full page inside one millisecond) by re-reading from just before the last
+timestamp and skipping the ids it has already seen there.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from pydantic import Field
+
+from connector_core.connector import (
+    Capability,
+    CheckResult,
+    Connector,
+    ConnectorConfig,
+    Operation,
+    PermanentError,
+    PullPage,
+    PushRecord,
+    PushResult,
+    RemoteRecord,
+    TransientError,
+)
+from connector_core.events import now_timestamp, shift_timestamp
+
+_EVENT_NS = uuid.UUID("6f1f3c2e-3d5b-4a8e-9a0e-2f4d1c7b9e10")
+
+
+class MockConfig(ConnectorConfig):
+    url: str = Field(description="Base URL of the mock sync server, e.g. http://127.0.0.1:8765")
+    timeout: float = Field(default=10.0, gt=0, description="Seconds before a request is abandoned")
+
+
+def classify_status(response: httpx.Response) -> None:
+    """Raise the right error for a failed HTTP answer: 429 and 5xx may pass, other 4xx will not."""
+    if response.status_code < 400:
+        return
+    try:
+        message = response.json().get("message") or response.text
+    except (ValueError, AttributeError):
+        message = response.text[:200]
+    text = f"HTTP {response.status_code}: {message}"
+    if response.status_code == 429 or response.status_code >= 500:
+        retry_after = response.headers.get("Retry-After")
+        delay = float(retry_after) if retry_after and retry_after.isdigit() else None
+        raise TransientError(text, retry_after=delay)
+    raise PermanentError(text)
+
+
+class MockConnector(Connector):
+    type_name = "mock"
+    config_model = MockConfig
+    capabilities = frozenset({Capability.PUSH, Capability.PULL})
+    description = "DataCollect's mock-sync-server protocol (demo and tests)"
+
+    config: MockConfig
+
+    def __init__(self, name: str, config: MockConfig, client: httpx.Client | None = None):
+        super().__init__(name, config)
+        self._client = client or httpx.Client(
+            base_url=config.url.rstrip("/"), timeout=config.timeout
+        )
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"timed out talking to {self.config.url}: {exc}") from None
+        except httpx.TransportError as exc:
+            raise TransientError(f"cannot reach {self.config.url}: {exc}") from None
+        classify_status(response)
+        return response
+
+    def check(self) -> CheckResult:
+        try:
+            self._request("GET", "/", params={"since": "2999-01-01T00:00:00.000Z"})
+        except (TransientError, PermanentError) as exc:
+            return CheckResult(False, exc.message)
+        return CheckResult(True, f"mock server at {self.config.url} answers")
+
+    def _event_for(self, record: PushRecord, timestamp: str) -> dict[str, Any]:
+        if record.operation is Operation.DELETE:
+            kind, data = "delete-entity", {"reason": "deleted in DataCollect"}
+        else:
+            kind = (
+                "create-individual" if record.operation is Operation.CREATE else "update-individual"
+            )
+            data = dict(record.payload)
+            if record.entity_name:
+                data.setdefault("entityName", record.entity_name)
+            if record.parent_external_id:
+                data.setdefault("parentExternalId", record.parent_external_id)
+        body = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+        guid = uuid.uuid5(_EVENT_NS, f"{self.name}|{record.ref}|{kind}|{body}")
+        return {
+            "guid": str(guid),
+            "entityGuid": record.ref,
+            "type": kind,
+            "data": data,
+            "timestamp": timestamp,
+            "userId": f"dcsync:{self.name}",
+            "syncLevel": 2,
+        }
+
+    def push(self, batch: Sequence[PushRecord]) -> list[PushResult]:
+        if not batch:
+            return []
+        timestamp = now_timestamp()
+        events = [self._event_for(record, timestamp) for record in batch]
+        response = self._request("POST", "/", json={"data": events})
+        answers = {a.get("guid"): a for a in response.json().get("results", [])}
+        results = []
+        for record, event in zip(batch, events, strict=True):
+            answer = answers.get(event["guid"])
+            if answer is None:
+                results.append(
+                    PushResult.rejected(record.ref, "no answer for this record", transient=True)
+                )
+            elif answer.get("status") == "ok":
+                results.append(
+                    PushResult.delivered(record.ref, answer.get("id") or record.external_id)
+                )
+            else:
+                results.append(PushResult.rejected(record.ref, str(answer.get("error"))))
+        return results
+
+    def pull(self, cursor: str | None, limit: int) -> PullPage:
+        state = json.loads(cursor) if cursor else {"since": None, "seen": []}
+        since, seen = state["since"], set(state["seen"])
+        params: dict[str, Any] = {"limit": limit + len(seen)}
+        if since:
+            # Re-read from just before the last timestamp: the server's cursor is a strict ">" on
+            # millisecond timestamps, so records sharing the boundary millisecond would otherwise be lost.
+            params["since"] = shift_timestamp(since, -timedelta(milliseconds=1))
+        rows = self._request("GET", "/", params=params).json()
+        if not isinstance(rows, list):
+            raise PermanentError(
+                f"GET / answered {type(rows).__name__}, expected a list of records"
+            )
+        fresh = [r for r in rows if not (r["timestamp"] == since and r["id"] in seen)]
+        records = [
+            RemoteRecord(
+                external_id=str(r["id"]),
+                data={k: v for k, v in (r.get("data") or {}).items() if k != "parentExternalId"},
+                entity_name=r.get("entityName"),
+                ref=r.get("entityGuid"),
+                updated_at=r["timestamp"],
+                version=str(r.get("version")),
+                deleted=bool(r.get("deleted")),
+                parent_external_id=(r.get("data") or {}).get("parentExternalId"),
+            )
+            for r in fresh
+        ]
+        if rows:
+            last = rows[-1]["timestamp"]
+            at_last = {r["id"] for r in rows if r["timestamp"] == last}
+            new_seen = at_last | seen if last == since else at_last
+            next_cursor = json.dumps({"since": last, "seen": sorted(new_seen)})
+        else:
+            next_cursor = cursor
+        return PullPage(
+            records=records, next_cursor=next_cursor, has_more=len(rows) >= params["limit"]
+        )
+
+    def lookup(self, refs: Sequence[str]) -> dict[str, str]:
+        if not refs:
+            return {}
+        found = self._request("GET", "/records/by-ref", params={"refs": ",".join(refs)}).json()
+        return {str(k): str(v) for k, v in found.items()}
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,22 @@
+"""Registers the mock connector and its server through the same hooks a third-party plugin uses."""
+
+from pathlib import Path
+from typing import Any
+
+from connector_core.connector import Connector
+from connector_core.hookspecs import hookimpl
+from connectors.mock.connector import MockConnector
+from connectors.mock.server import create_app
+
+
+@hookimpl
+def dcsync_connectors() -> list[type[Connector]]:
+    return [MockConnector]
+
+
+@hookimpl
+def dcsync_fake_servers() -> dict[str, Any]:
+    def factory(data_file: Path | None = None) -> Any:
+        return create_app(data_file)
+
+    return {"mock": factory}

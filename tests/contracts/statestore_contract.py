@@ -1,0 +1,257 @@
+"""What every state store backend must do, as scenarios a sync operator would recognise.
+
+A backend's test module subclasses :class:`StateStoreContract` and provides ``make_state_store``: a
+callable that opens the backend on the *same* storage each time (so a test can simulate a restart).
+Every store it returns is closed by the suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from connector_core.state.base import Direction, Link, StateStore, StateTxn
+
+MakeStateStore = Callable[[], StateStore]
+PUSH, PULL = Direction.PUSH, Direction.PULL
+
+
+def link(guid: str, external_id: str, connector: str = "openspp", **kw: object) -> Link:
+    return Link(connector=connector, entity_guid=guid, external_id=external_id, **kw)  # type: ignore[arg-type]
+
+
+class StateStoreContract:
+    @pytest.fixture
+    def open_store(self, make_state_store: MakeStateStore) -> Iterator[MakeStateStore]:
+        opened: list[StateStore] = []
+
+        def open_() -> StateStore:
+            store = make_state_store()
+            opened.append(store)
+            return store
+
+        yield open_
+        for store in opened:
+            store.close()
+
+    @pytest.fixture
+    def store(self, open_store: MakeStateStore) -> StateStore:
+        return open_store()
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    def test_checkpoints_move_per_connector_and_direction(self, store: StateStore) -> None:
+        assert isinstance(store, StateStore)
+        assert store.get_checkpoint("openspp", PUSH) is None
+        with store.transaction() as txn:
+            assert isinstance(txn, StateTxn)
+            txn.set_checkpoint("openspp", PUSH, "10")
+            txn.set_checkpoint("openspp", PULL, "2025-07-01T08:00:00.000Z")
+            txn.set_checkpoint("openfn", PUSH, "3")
+        with store.transaction() as txn:
+            txn.set_checkpoint("openspp", PUSH, "25")
+        assert store.get_checkpoint("openspp", PUSH) == "25"
+        assert store.get_checkpoint("openspp", PULL) == "2025-07-01T08:00:00.000Z"
+        assert store.checkpoints() == {
+            ("openfn", "push"): "3",
+            ("openspp", "pull"): "2025-07-01T08:00:00.000Z",
+            ("openspp", "push"): "25",
+        }
+
+    def test_a_checkpoint_can_be_reset_to_the_start(self, store: StateStore) -> None:
+        with store.transaction() as txn:
+            txn.set_checkpoint("openspp", PUSH, "10")
+        with store.transaction() as txn:
+            txn.set_checkpoint("openspp", PUSH, None)
+        assert store.get_checkpoint("openspp", PUSH) is None
+
+    def test_state_survives_a_restart(self, open_store: MakeStateStore) -> None:
+        store = open_store()
+        with store.transaction() as txn:
+            txn.set_checkpoint("openspp", PUSH, "42")
+            txn.upsert_link(link("p-1", "101", snapshot={"name": "Jane"}))
+        run = store.start_run("openspp", "push", "manual")
+        store.finish_run(run, "ok", {"pushed": 1})
+        store.close()
+
+        again = open_store()
+        assert again.get_checkpoint("openspp", PUSH) == "42"
+        assert again.get_link("openspp", "p-1") == link("p-1", "101", snapshot={"name": "Jane"})
+        assert [r.outcome for r in again.runs()] == ["ok"]
+
+    # -- links -------------------------------------------------------------------------------------
+
+    def test_a_link_is_found_by_guid_and_by_external_id(self, store: StateStore) -> None:
+        snapshot = {
+            "name": "Zoë O'Brien",
+            "birthdate": None,
+            "ids": [{"type": "passport", "value": "P1"}],
+            "hh_size": 4,
+            "active": True,
+            "score": 2.5,
+        }
+        written = link(
+            "p-1",
+            "101",
+            entity_name="individual",
+            snapshot=snapshot,
+            remote_version="2025-07-01 08:00:00",
+            synced_at="2025-07-01T08:00:01.000Z",
+        )
+        with store.transaction() as txn:
+            txn.upsert_link(written)
+        assert store.get_link("openspp", "p-1") == written
+        assert store.find_link("openspp", "101") == written
+        assert store.get_link("openspp", "p-1").snapshot == snapshot  # type: ignore[union-attr]
+        assert store.get_link("openfn", "p-1") is None
+        assert store.find_link("openfn", "101") is None
+        assert store.find_link("openspp", "999") is None
+
+    def test_relinking_replaces_the_link(self, store: StateStore) -> None:
+        with store.transaction() as txn:
+            txn.upsert_link(link("p-1", "101", snapshot={"v": 1}))
+        with store.transaction() as txn:
+            txn.upsert_link(link("p-1", "202", snapshot={"v": 2}, deleted=True))
+        assert store.find_link("openspp", "101") is None
+        found = store.find_link("openspp", "202")
+        assert found is not None and found.snapshot == {"v": 2} and found.deleted
+
+    def test_one_external_id_cannot_be_linked_to_two_entities(self, store: StateStore) -> None:
+        with store.transaction() as txn:
+            txn.upsert_link(link("p-1", "101"))
+            txn.upsert_link(link("p-1", "101", connector="openfn"))  # another system: fine
+        with pytest.raises(ValueError, match="101"), store.transaction() as txn:
+            txn.set_checkpoint("openspp", PUSH, "99")
+            txn.upsert_link(link("p-2", "101"))
+        assert store.get_link("openspp", "p-2") is None
+        assert store.get_checkpoint("openspp", PUSH) is None  # the batch rolled back whole
+        assert store.find_link("openspp", "101").entity_guid == "p-1"  # type: ignore[union-attr]
+
+    def test_links_are_listed_and_fetched_in_bulk_per_connector(self, store: StateStore) -> None:
+        with store.transaction() as txn:
+            for i in range(7):
+                txn.upsert_link(link(f"p-{i}", str(100 + i)))
+            txn.upsert_link(link("p-0", "x-0", connector="openfn"))
+        assert [lk.entity_guid for lk in store.iter_links("openspp")] == [f"p-{i}" for i in range(7)]
+        assert [lk.external_id for lk in store.iter_links("openfn")] == ["x-0"]
+        bulk = store.get_links("openspp", ["p-3", "p-missing", "p-5"])
+        assert sorted(bulk) == ["p-3", "p-5"] and bulk["p-3"].external_id == "103"
+        assert store.get_links("openspp", []) == {}
+
+    def test_a_deleted_link_is_gone(self, store: StateStore) -> None:
+        with store.transaction() as txn:
+            txn.upsert_link(link("p-1", "101"))
+        with store.transaction() as txn:
+            txn.delete_link("openspp", "p-1")
+            txn.delete_link("openspp", "never-linked")
+        assert store.get_link("openspp", "p-1") is None
+        assert store.find_link("openspp", "101") is None
+
+    # -- dead letters ------------------------------------------------------------------------------
+
+    def test_a_record_failing_again_bumps_its_open_dead_letter(self, store: StateStore) -> None:
+        with store.transaction() as txn:
+            txn.add_dead_letter("openspp", PUSH, "p-1", "HTTP 500", {"name": "Jane"})
+        with store.transaction() as txn:
+            txn.add_dead_letter("openspp", PUSH, "p-1", "HTTP 422: bad gender", {"name": "J."})
+            txn.add_dead_letter("openspp", PULL, "p-1", "unmapped", {"id": 101})
+        open_ = store.dead_letters()
+        assert [(d.direction, d.ref, d.attempts) for d in open_] == [
+            (PUSH, "p-1", 2),
+            (PULL, "p-1", 1),
+        ]
+        push = open_[0]
+        assert push.reason == "HTTP 422: bad gender" and push.payload == {"name": "J."}
+        assert push.status == "open" and push.connector == "openspp"
+        assert push.created_at <= push.updated_at
+        assert store.get_dead_letter(push.id) == push
+        assert store.get_dead_letter(push.id + 1000) is None
+
+    def test_a_resolved_dead_letter_is_history_and_a_new_failure_opens_another(
+        self, store: StateStore
+    ) -> None:
+        with store.transaction() as txn:
+            txn.add_dead_letter("openspp", PUSH, "p-1", "HTTP 500", {"n": 1})
+            txn.add_dead_letter("openspp", PUSH, "p-2", "HTTP 500", {"n": 2})
+        with store.transaction() as txn:
+            txn.resolve_dead_letter("openspp", PUSH, "p-1", "replayed")
+            txn.resolve_dead_letter("openspp", PUSH, "p-2", "discarded")
+            txn.resolve_dead_letter("openspp", PUSH, "never-failed", "replayed")
+        assert store.dead_letters() == []
+        assert [d.status for d in store.dead_letters(status=None)] == ["replayed", "discarded"]
+        assert [d.ref for d in store.dead_letters(status="discarded")] == ["p-2"]
+
+        with store.transaction() as txn:
+            txn.add_dead_letter("openspp", PUSH, "p-1", "HTTP 500 again", {"n": 3})
+        (reopened,) = store.dead_letters()
+        assert reopened.ref == "p-1" and reopened.attempts == 1 and reopened.status == "open"
+        assert len(store.dead_letters(status=None)) == 3
+
+    def test_dead_letters_filter_by_connector_and_limit(self, store: StateStore) -> None:
+        with store.transaction() as txn:
+            for i in range(5):
+                txn.add_dead_letter("openspp", PUSH, f"p-{i}", "boom", {})
+            txn.add_dead_letter("openfn", PUSH, "p-0", "boom", {})
+        assert len(store.dead_letters()) == 6
+        assert [d.ref for d in store.dead_letters("openspp", limit=2)] == ["p-0", "p-1"]
+        assert [d.connector for d in store.dead_letters("openfn")] == ["openfn"]
+
+    # -- runs --------------------------------------------------------------------------------------
+
+    def test_runs_are_recorded_newest_first(self, store: StateStore) -> None:
+        first = store.start_run("openspp", "push", "manual")
+        running = store.runs()[0]
+        assert running.id == first and running.outcome == "running"
+        assert running.finished_at is None and running.trigger == "manual"
+        store.finish_run(first, "ok", {"pushed": 10, "failed": 0})
+        second = store.start_run("openspp", "both", "schedule")
+        store.finish_run(second, "failed", {"pushed": 0}, error="OpenSPP unreachable")
+        third = store.start_run("openfn", "pull", "schedule")
+
+        assert [r.id for r in store.runs()] == [third, second, first]
+        done = store.runs("openspp")[1]
+        assert done.outcome == "ok" and done.counts == {"pushed": 10, "failed": 0}
+        assert done.finished_at is not None and done.started_at <= done.finished_at
+        failed = store.runs(failed_only=True)
+        assert [(r.id, r.error) for r in failed] == [(second, "OpenSPP unreachable")]
+        assert [r.id for r in store.runs(limit=1)] == [third]
+        assert store.runs("openfn", failed_only=True) == []
+
+    # -- one transaction per batch -----------------------------------------------------------------
+
+    def test_a_failed_batch_leaves_no_trace(self, store: StateStore) -> None:
+        with store.transaction() as txn:
+            txn.set_checkpoint("openspp", PUSH, "10")
+        with pytest.raises(RuntimeError, match="crash"), store.transaction() as txn:
+            txn.set_checkpoint("openspp", PUSH, "20")
+            txn.upsert_link(link("p-1", "101"))
+            txn.add_dead_letter("openspp", PUSH, "p-2", "HTTP 500", {})
+            raise RuntimeError("crash before the batch was committed")
+        assert store.get_checkpoint("openspp", PUSH) == "10"
+        assert store.get_link("openspp", "p-1") is None
+        assert store.dead_letters(status=None) == []
+
+    def test_a_committed_batch_is_all_there(self, store: StateStore) -> None:
+        with store.transaction() as txn:
+            txn.set_checkpoint("openspp", PUSH, "20")
+            txn.upsert_link(link("p-1", "101"))
+            txn.add_dead_letter("openspp", PUSH, "p-2", "HTTP 500", {})
+        assert store.get_checkpoint("openspp", PUSH) == "20"
+        assert store.get_link("openspp", "p-1") is not None
+        assert [d.ref for d in store.dead_letters()] == ["p-2"]
+
+    # -- schema ------------------------------------------------------------------------------------
+
+    def test_a_fresh_store_is_at_the_latest_schema_and_reopening_changes_nothing(
+        self, open_store: MakeStateStore
+    ) -> None:
+        store = open_store()
+        version = store.schema_version()
+        assert version >= 1
+        with store.transaction() as txn:
+            txn.set_checkpoint("openspp", PUSH, "7")
+        store.close()
+        again = open_store()
+        assert again.schema_version() == version
+        assert again.get_checkpoint("openspp", PUSH) == "7"
