@@ -128,7 +128,9 @@ class MockStore:
             return record
         data = {k: v for k, v in event.data.items() if k != "entityName"}
         entity_name = event.data.get("entityName")
-        if record is None:
+        if record is None or event.type.startswith("create-"):
+            # Like most registries, a create makes a new record every time it is sent: only the client's
+            # lookup-before-retry keeps a lost answer from becoming a duplicate.
             record = MockRecord(
                 id=self._new_id(),
                 entity_guid=ref,
@@ -137,7 +139,7 @@ class MockStore:
                 timestamp=self._stamp(),
             )
             st.records[record.id] = record
-            st.by_ref[ref] = record.id
+            st.by_ref.setdefault(ref, record.id)
             st.creates_by_ref[ref] = st.creates_by_ref.get(ref, 0) + 1
         else:
             record.data = {**record.data, **data}
