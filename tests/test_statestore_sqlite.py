@@ -58,21 +58,23 @@ def test_an_upgrade_applies_only_the_new_migrations_in_order(tmp_path: Path) -> 
 
     applied: list[int] = []
 
+    n = len(MIGRATIONS)
+
     def add_note(conn: sqlite3.Connection) -> None:
-        applied.append(2)
+        applied.append(n + 1)
         conn.execute("ALTER TABLE checkpoints ADD COLUMN note TEXT")
 
     def fill_note(conn: sqlite3.Connection) -> None:
-        applied.append(3)
+        applied.append(n + 2)
         conn.execute("UPDATE checkpoints SET note = 'migrated'")
 
     new = SqliteStateStore(path, migrations=(*MIGRATIONS, add_note, fill_note))
-    assert applied == [2, 3] and new.schema_version() == 3
+    assert applied == [n + 1, n + 2] and new.schema_version() == n + 2
     assert new.get_checkpoint("openspp", Direction.PUSH) == "5"
     assert new._conn.execute("SELECT note FROM checkpoints").fetchone()[0] == "migrated"
     new.close()
     SqliteStateStore(path, migrations=(*MIGRATIONS, add_note, fill_note)).close()
-    assert applied == [2, 3]  # reopening is a no-op
+    assert applied == [n + 1, n + 2]  # reopening is a no-op
 
 
 def test_a_failing_migration_leaves_the_previous_version_intact(tmp_path: Path) -> None:
@@ -80,7 +82,7 @@ def test_a_failing_migration_leaves_the_previous_version_intact(tmp_path: Path) 
     SqliteStateStore(path).close()
 
     def half_done(conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE conflicts (id INTEGER PRIMARY KEY)")
+        conn.execute("CREATE TABLE half_done (id INTEGER PRIMARY KEY)")
         raise sqlite3.OperationalError("disk full")
 
     with pytest.raises(sqlite3.OperationalError, match="disk full"):
@@ -89,7 +91,7 @@ def test_a_failing_migration_leaves_the_previous_version_intact(tmp_path: Path) 
     conn = sqlite3.connect(path)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     conn.close()
-    assert "conflicts" not in tables
+    assert "half_done" not in tables
 
 
 def test_a_transaction_object_is_dead_after_its_block(tmp_path: Path) -> None:

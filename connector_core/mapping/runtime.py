@@ -90,6 +90,25 @@ def make_runner(plan: FieldPlan) -> Runner:
 
         return run_plain_nested
 
+    if len(steps) == 1 and not steps[0][1] and cond is None and not drop and single:
+        only, only_label = steps[0][0], steps[0][2]
+
+        def run_one_step(doc: Any, scope: Scope, out: dict[str, Any], errors: list[FieldError]) -> None:
+            v = get(doc)
+            if v is MISSING:
+                return
+            if v is not None:
+                try:
+                    v = only(v, scope)
+                except Exception as exc:  # a plugin's bug must dead-letter the record, not stop the run
+                    _fail(errors, target, v, only_label, exc)
+                    return
+                if type(v) is Missing:
+                    return
+            out[key] = v
+
+        return run_one_step
+
     def run(doc: Any, scope: Scope, out: dict[str, Any], errors: list[FieldError]) -> None:
         if cond is not None and not cond(doc):
             return

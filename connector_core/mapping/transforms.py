@@ -423,11 +423,11 @@ def _parser(formats: list[str] | None) -> Callable[[Any], datetime]:
     """Parse ISO-8601 (DataCollect), ``YYYY-MM-DD HH:MM:SS`` (Odoo), bare dates, or ``formats``."""
 
     def parse(value: Any) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        if isinstance(value, date):
-            return datetime(value.year, value.month, value.day)
         if type(value) is not str:
+            if isinstance(value, datetime):
+                return value
+            if isinstance(value, date):
+                return datetime(value.year, value.month, value.day)
             raise TransformError(f"not a date: {value!r}")
         text = value.strip()
         if formats:

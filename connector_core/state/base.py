@@ -35,6 +35,45 @@ class Link:
     remote_version: str | None = None
     synced_at: str | None = None
     deleted: bool = False
+    base: dict[str, Any] = field(default_factory=dict)
+    """The entity's data as of the last sync, in entity space: the common ancestor of a three-way merge."""
+
+
+class DuplicateExternalIdError(ValueError):
+    """Another entity already holds this external id for this connector: two local records would
+    otherwise push to (and be overwritten by) one remote record."""
+
+
+@dataclass(slots=True)
+class Parked:
+    """A child held back until its parent is delivered (never dropped: dead-lettered after a limit)."""
+
+    connector: str
+    entity_guid: str
+    parent_guid: str
+    reason: str
+    attempts: int
+    created_at: str
+    updated_at: str
+
+
+@dataclass(slots=True)
+class Conflict:
+    """An entity changed on both sides since its last sync, with the three versions that disagree."""
+
+    id: int
+    connector: str
+    entity_guid: str
+    external_id: str
+    policy: str
+    status: str  # open | resolved
+    resolution: str | None
+    base: dict[str, Any]
+    local: dict[str, Any]
+    remote: dict[str, Any]
+    remote_version: str | None
+    created_at: str
+    updated_at: str
 
 
 @dataclass(slots=True)
@@ -90,6 +129,41 @@ class StateTxn(Protocol):
         """Close the open dead letter of ``ref`` (a later successful delivery marks it ``replayed``)."""
         ...
 
+    def add_intents(self, connector: str, refs: Iterable[str]) -> None:
+        """Record that creates of ``refs`` are about to be sent, before they are.
+
+        If the process dies before their outcome commits, the next run finds the intents and asks the
+        remote for those refs first, so a create whose answer was lost is never sent twice.
+        """
+        ...
+
+    def clear_intents(self, connector: str, refs: Iterable[str]) -> None: ...
+
+    def park(self, connector: str, entity_guid: str, parent_guid: str, reason: str) -> None:
+        """Hold a child back until its parent lands; parking it again bumps ``attempts``."""
+        ...
+
+    def unpark(self, connector: str, entity_guid: str) -> None: ...
+
+    def add_conflict(
+        self,
+        connector: str,
+        entity_guid: str,
+        external_id: str,
+        policy: str,
+        base: dict[str, Any],
+        local: dict[str, Any],
+        remote: dict[str, Any],
+        remote_version: str | None,
+        *,
+        resolution: str | None = None,
+    ) -> None:
+        """Record a conflict: ``resolution=None`` leaves it open (manual policy); an automatic policy
+        records how it was settled, as history."""
+        ...
+
+    def resolve_conflict(self, conflict_id: int, resolution: str) -> None: ...
+
 
 @runtime_checkable
 class StateStore(Protocol):
@@ -124,6 +198,20 @@ class StateStore(Protocol):
     def runs(
         self, connector: str | None = None, limit: int = 20, failed_only: bool = False
     ) -> list[RunRecord]: ...
+
+    def intents(self, connector: str) -> set[str]: ...
+
+    def parked(self, connector: str, limit: int = 1000) -> list[Parked]: ...
+
+    def conflicts(
+        self, connector: str | None = None, status: str | None = "open", limit: int = 100
+    ) -> list[Conflict]: ...
+
+    def get_conflict(self, conflict_id: int) -> Conflict | None: ...
+
+    def open_conflicts(self, connector: str, entity_guids: Iterable[str]) -> set[str]:
+        """Which of ``entity_guids`` have an open conflict (held back from push until resolved)."""
+        ...
 
     def schema_version(self) -> int: ...
 

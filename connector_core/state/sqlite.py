@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from connector_core.events import now_timestamp
-from connector_core.state.base import DeadLetter, Direction, Link, RunRecord
+from connector_core.state.base import (
+    Conflict,
+    DeadLetter,
+    Direction,
+    DuplicateExternalIdError,
+    Link,
+    Parked,
+    RunRecord,
+)
 
 BUSY_TIMEOUT_MS = 30_000
 _IN_CHUNK = 500
@@ -89,6 +97,43 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "CREATE INDEX runs_connector ON runs (connector, id)",
     ),
+    # 2: three-way merge base on links; create intents; parked children; conflicts
+    _statements(
+        "ALTER TABLE links ADD COLUMN base TEXT NOT NULL DEFAULT '{}'",
+        """CREATE TABLE intents (
+            connector TEXT NOT NULL,
+            ref TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (connector, ref)
+        )""",
+        """CREATE TABLE parked (
+            connector TEXT NOT NULL,
+            entity_guid TEXT NOT NULL,
+            parent_guid TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (connector, entity_guid)
+        )""",
+        """CREATE TABLE conflicts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            connector TEXT NOT NULL,
+            entity_guid TEXT NOT NULL,
+            external_id TEXT NOT NULL,
+            policy TEXT NOT NULL,
+            status TEXT NOT NULL,
+            resolution TEXT,
+            base TEXT NOT NULL,
+            local TEXT NOT NULL,
+            remote TEXT NOT NULL,
+            remote_version TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        """CREATE UNIQUE INDEX conflicts_open ON conflicts (connector, entity_guid)
+            WHERE status = 'open'""",
+    ),
 )
 """Ordered: migration ``i`` takes the schema from version ``i`` to ``i + 1``. Only ever append."""
 
@@ -98,11 +143,6 @@ FAILED_OUTCOMES = ("failed", "interrupted")
 
 class SchemaVersionError(RuntimeError):
     """The file was written by a newer dcsync: this code cannot know what its tables mean."""
-
-
-class DuplicateExternalIdError(ValueError):
-    """Another entity already holds this external id for this connector: two local records would
-    otherwise push to (and be overwritten by) one remote record."""
 
 
 def _dumps(value: Any) -> str:
@@ -158,12 +198,36 @@ def _link_from_row(row: tuple[Any, ...]) -> Link:
         remote_version=row[5],
         synced_at=row[6],
         deleted=bool(row[7]),
+        base=json.loads(row[8]),
     )
 
 
 _LINK_COLUMNS = (
-    "connector, entity_guid, external_id, entity_name, snapshot, remote_version, synced_at, deleted"
+    "connector, entity_guid, external_id, entity_name, snapshot, remote_version, synced_at, deleted, base"
 )
+_PARKED_COLUMNS = "connector, entity_guid, parent_guid, reason, attempts, created_at, updated_at"
+_CONFLICT_COLUMNS = (
+    "id, connector, entity_guid, external_id, policy, status, resolution, base, local, remote, "
+    "remote_version, created_at, updated_at"
+)
+
+
+def _conflict_from_row(row: tuple[Any, ...]) -> Conflict:
+    return Conflict(
+        id=row[0],
+        connector=row[1],
+        entity_guid=row[2],
+        external_id=row[3],
+        policy=row[4],
+        status=row[5],
+        resolution=row[6],
+        base=json.loads(row[7]),
+        local=json.loads(row[8]),
+        remote=json.loads(row[9]),
+        remote_version=row[10],
+        created_at=row[11],
+        updated_at=row[12],
+    )
 _DEAD_LETTER_COLUMNS = (
     "id, connector, direction, ref, reason, payload, attempts, status, created_at, updated_at"
 )
@@ -225,11 +289,11 @@ class SqliteStateTxn:
     def upsert_link(self, link: Link) -> None:
         try:
             self._c().execute(
-                f"INSERT INTO links ({_LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO links ({_LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (connector, entity_guid) DO UPDATE SET "
                 "external_id = excluded.external_id, entity_name = excluded.entity_name, "
                 "snapshot = excluded.snapshot, remote_version = excluded.remote_version, "
-                "synced_at = excluded.synced_at, deleted = excluded.deleted",
+                "synced_at = excluded.synced_at, deleted = excluded.deleted, base = excluded.base",
                 (
                     link.connector,
                     link.entity_guid,
@@ -239,6 +303,7 @@ class SqliteStateTxn:
                     link.remote_version,
                     link.synced_at,
                     int(link.deleted),
+                    _dumps(link.base),
                 ),
             )
         except sqlite3.IntegrityError as exc:
@@ -280,6 +345,81 @@ class SqliteStateTxn:
             "WHERE connector = ? AND direction = ? AND ref = ? AND status = 'open'",
             (status, now_timestamp(), connector, Direction(direction).value, ref),
         )
+
+
+    def add_intents(self, connector: str, refs: Iterable[str]) -> None:
+        now = now_timestamp()
+        self._c().executemany(
+            "INSERT OR IGNORE INTO intents (connector, ref, created_at) VALUES (?, ?, ?)",
+            [(connector, ref, now) for ref in refs],
+        )
+
+    def clear_intents(self, connector: str, refs: Iterable[str]) -> None:
+        self._c().executemany(
+            "DELETE FROM intents WHERE connector = ? AND ref = ?", [(connector, ref) for ref in refs]
+        )
+
+    def park(self, connector: str, entity_guid: str, parent_guid: str, reason: str) -> None:
+        now = now_timestamp()
+        self._c().execute(
+            f"INSERT INTO parked ({_PARKED_COLUMNS}) VALUES (?, ?, ?, ?, 1, ?, ?) "
+            "ON CONFLICT (connector, entity_guid) DO UPDATE SET attempts = attempts + 1, "
+            "parent_guid = excluded.parent_guid, reason = excluded.reason, updated_at = excluded.updated_at",
+            (connector, entity_guid, parent_guid, reason, now, now),
+        )
+
+    def unpark(self, connector: str, entity_guid: str) -> None:
+        self._c().execute(
+            "DELETE FROM parked WHERE connector = ? AND entity_guid = ?", (connector, entity_guid)
+        )
+
+    def add_conflict(
+        self,
+        connector: str,
+        entity_guid: str,
+        external_id: str,
+        policy: str,
+        base: dict[str, Any],
+        local: dict[str, Any],
+        remote: dict[str, Any],
+        remote_version: str | None,
+        *,
+        resolution: str | None = None,
+    ) -> None:
+        now = now_timestamp()
+        status = "open" if resolution is None else "resolved"
+        conn = self._c()
+        if status == "open":
+            conn.execute(
+                "DELETE FROM conflicts WHERE connector = ? AND entity_guid = ? AND status = 'open'",
+                (connector, entity_guid),
+            )
+        conn.execute(
+            f"INSERT INTO conflicts ({_CONFLICT_COLUMNS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                connector,
+                entity_guid,
+                str(external_id),
+                policy,
+                status,
+                resolution,
+                _dumps(base),
+                _dumps(local),
+                _dumps(remote),
+                remote_version,
+                now,
+                now,
+            ),
+        )
+
+    def resolve_conflict(self, conflict_id: int, resolution: str) -> None:
+        cur = self._c().execute(
+            "UPDATE conflicts SET status = 'resolved', resolution = ?, updated_at = ? "
+            "WHERE id = ? AND status = 'open'",
+            (resolution, now_timestamp(), conflict_id),
+        )
+        if cur.rowcount == 0:
+            raise KeyError(f"no open conflict with id {conflict_id}")
 
 
 class SqliteStateStore:
@@ -429,6 +569,60 @@ class SqliteStateStore:
                 f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = ?", (dead_letter_id,)
             ).fetchone()
         return _dead_letter_from_row(row) if row else None
+
+    # -- intents, parked children, conflicts --------------------------------------------------------
+
+    def intents(self, connector: str) -> set[str]:
+        with self._lock:
+            rows = self._conn.execute("SELECT ref FROM intents WHERE connector = ?", (connector,)).fetchall()
+        return {row[0] for row in rows}
+
+    def parked(self, connector: str, limit: int = 1000) -> list[Parked]:
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_PARKED_COLUMNS} FROM parked WHERE connector = ? ORDER BY created_at LIMIT ?",
+                (connector, limit),
+            ).fetchall()
+        return [Parked(*row) for row in rows]
+
+    def conflicts(
+        self, connector: str | None = None, status: str | None = "open", limit: int = 100
+    ) -> list[Conflict]:
+        where, params = [], []
+        if connector is not None:
+            where.append("connector = ?")
+            params.append(connector)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_CONFLICT_COLUMNS} FROM conflicts {clause} ORDER BY id LIMIT ?", (*params, limit)
+            ).fetchall()
+        return [_conflict_from_row(row) for row in rows]
+
+    def get_conflict(self, conflict_id: int) -> Conflict | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_CONFLICT_COLUMNS} FROM conflicts WHERE id = ?", (conflict_id,)
+            ).fetchone()
+        return _conflict_from_row(row) if row else None
+
+    def open_conflicts(self, connector: str, entity_guids: Iterable[str]) -> set[str]:
+        guids = list(dict.fromkeys(entity_guids))
+        found: set[str] = set()
+        with self._lock:
+            for start in range(0, len(guids), _IN_CHUNK):
+                part = guids[start : start + _IN_CHUNK]
+                marks = ",".join("?" * len(part))
+                rows = self._conn.execute(
+                    f"SELECT entity_guid FROM conflicts WHERE connector = ? AND status = 'open' "
+                    f"AND entity_guid IN ({marks})",
+                    (connector, *part),
+                ).fetchall()
+                found.update(row[0] for row in rows)
+        return found
 
     # -- runs --------------------------------------------------------------------------------------
 

@@ -255,3 +255,53 @@ class StateStoreContract:
         again = open_store()
         assert again.schema_version() == version
         assert again.get_checkpoint("openspp", PUSH) == "7"
+
+    # -- merge base, intents, parked children, conflicts (schema 2) -------------------------------
+
+    def test_a_link_keeps_the_merge_base(self, store: StateStore) -> None:
+        with store.transaction() as txn:
+            txn.upsert_link(link("g1", "7", base={"first_name": "Ana", "size": 3}))
+        found = store.get_link("openspp", "g1")
+        assert found is not None and found.base == {"first_name": "Ana", "size": 3}
+
+    def test_create_intents_survive_until_cleared(self, open_store: MakeStateStore) -> None:
+        store = open_store()
+        with store.transaction() as txn:
+            txn.add_intents("openspp", ["a", "b", "c"])
+            txn.add_intents("openfn", ["a"])
+        with store.transaction() as txn:
+            txn.clear_intents("openspp", ["b"])
+        store.close()
+        reopened = open_store()
+        assert reopened.intents("openspp") == {"a", "c"}
+        assert reopened.intents("openfn") == {"a"}
+
+    def test_a_child_parked_again_counts_its_attempts(self, store: StateStore) -> None:
+        with store.transaction() as txn:
+            txn.park("openspp", "child", "parent", "parent parent is not delivered yet")
+        with store.transaction() as txn:
+            txn.park("openspp", "child", "parent", "still waiting")
+            txn.park("openspp", "other", "p2", "waiting")
+        parked = {p.entity_guid: p for p in store.parked("openspp")}
+        assert parked["child"].attempts == 2 and parked["child"].reason == "still waiting"
+        with store.transaction() as txn:
+            txn.unpark("openspp", "child")
+        assert [p.entity_guid for p in store.parked("openspp")] == ["other"]
+
+    def test_an_open_conflict_holds_the_entity_until_resolved(self, store: StateStore) -> None:
+        with store.transaction() as txn:
+            txn.add_conflict("openspp", "g1", "7", "manual", {"a": 1}, {"a": 2}, {"a": 3}, "v2")
+            txn.add_conflict(
+                "openspp", "g2", "8", "merge", {"a": 1}, {"a": 2}, {"b": 3}, "v9", resolution="merged"
+            )
+        assert store.open_conflicts("openspp", ["g1", "g2", "g3"]) == {"g1"}
+        (open_one,) = store.conflicts("openspp")
+        assert (open_one.local, open_one.remote, open_one.base) == ({"a": 2}, {"a": 3}, {"a": 1})
+        assert {c.entity_guid for c in store.conflicts("openspp", status=None)} == {"g1", "g2"}
+        with store.transaction() as txn:
+            txn.resolve_conflict(open_one.id, "local")
+        assert store.open_conflicts("openspp", ["g1"]) == set()
+        resolved = store.get_conflict(open_one.id)
+        assert resolved is not None and resolved.status == "resolved" and resolved.resolution == "local"
+        with pytest.raises(KeyError), store.transaction() as txn:
+            txn.resolve_conflict(open_one.id, "again")
