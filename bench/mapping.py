@@ -68,14 +68,20 @@ def make_entities(n: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, st
         }
         if rng.random() < 0.7:
             lat, lon = round(rng.uniform(-40, 40), 6), round(rng.uniform(-120, 120), 6)
-            data["location_gps"] = json.dumps({"coords": {"latitude": lat, "longitude": lon}}, separators=(",", ":"))
+            data["location_gps"] = json.dumps(
+                {"coords": {"latitude": lat, "longitude": lon}}, separators=(",", ":")
+            )
         if rng.random() < 0.6:
-            data["phone_number"] = f"+{rng.randint(1, 99)} ({rng.randint(100, 999)}) {rng.randint(100, 999)}-{rng.randint(1000, 9999)}"
+            area, mid, end = rng.randint(100, 999), rng.randint(100, 999), rng.randint(1000, 9999)
+            data["phone_number"] = f"+{rng.randint(1, 99)} ({area}) {mid}-{end}"
         if rng.random() < 0.4:
             data["email_address"] = f" {first.strip()}.{last}@Example.org "
         docs = []
         for _ in range(rng.randint(0, 2)):
-            doc = {"id_type": rng.choice(["passport", "national_id"]), "id_number": f"N{rng.randrange(10**7)}"}
+            doc = {
+                "id_type": rng.choice(["passport", "national_id"]),
+                "id_number": f"N{rng.randrange(10**7)}",
+            }
             doc["id_issuance_date"] = _iso_day(date(2010, 1, 1) + timedelta(days=rng.randrange(4000)))
             if rng.random() < 0.5:
                 doc["id_expiry_date"] = _iso_day(date(2026, 1, 1) + timedelta(days=rng.randrange(4000)))
@@ -92,7 +98,10 @@ def make_entities(n: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, st
                 }
             ]
         trainings = [
-            {"training_type": rng.choice(["agri", "literacy"]), "training_start_date": "2024-01-0" + str(k + 1)}
+            {
+                "training_type": rng.choice(["agri", "literacy"]),
+                "training_start_date": "2024-01-0" + str(k + 1),
+            }
             for k in range(rng.randint(0, 2))
         ]
         if trainings:
@@ -152,7 +161,11 @@ def _banks(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         sub: dict[str, Any] = {}
         if item.get("bank_name") is not None:
             sub["bank_id"] = int(item["bank_name"])
-        for src, dst in (("account_number", "number"), ("account_type", "type"), ("account_owner_name", "holder")):
+        for src, dst in (
+            ("account_number", "number"),
+            ("account_type", "type"),
+            ("account_owner_name", "holder"),
+        ):
             if src in item:
                 sub[dst] = item[src]
         out.append(sub)
@@ -245,7 +258,9 @@ def naive(entity: dict[str, Any], link: Callable[[str], str | None]) -> dict[str
     if (v := get(entity, "$.data.location_gps")) is not None:
         r["location"] = _coords(v)
 
-    def each(path: str, fields: list[tuple[str, str, Callable[[Any], Any] | None]]) -> list[dict[str, Any]] | None:
+    def each(
+        path: str, fields: list[tuple[str, str, Callable[[Any], Any] | None]]
+    ) -> list[dict[str, Any]] | None:
         items = get(entity, path)
         if items is None:
             return None
@@ -261,15 +276,23 @@ def naive(entity: dict[str, Any], link: Callable[[str], str | None]) -> dict[str
 
     ids = each(
         "$.data.document_ids",
-        [("type", "$.id_type", None), ("value", "$.id_number", None), ("issued", "$.id_issuance_date", _day),
-         ("expires", "$.id_expiry_date", _day)],
+        [
+            ("type", "$.id_type", None),
+            ("value", "$.id_number", None),
+            ("issued", "$.id_issuance_date", _day),
+            ("expires", "$.id_expiry_date", _day),
+        ],
     )
     if ids is not None:
         r["ids"] = ids
     banks = each(
         "$.data.bank_details",
-        [("bank_id", "$.bank_name", int), ("number", "$.account_number", None), ("type", "$.account_type", None),
-         ("holder", "$.account_owner_name", None)],
+        [
+            ("bank_id", "$.bank_name", int),
+            ("number", "$.account_number", None),
+            ("type", "$.account_type", None),
+            ("holder", "$.account_owner_name", None),
+        ],
     )
     if banks is not None:
         r["bank_accounts"] = banks
@@ -282,11 +305,17 @@ def naive(entity: dict[str, Any], link: Callable[[str], str | None]) -> dict[str
         r["name"] = SPACES.sub(" ", " ".join(parts).strip())
     if (v := get(entity, "$.data.email_address")) is not None and v.strip():
         r["email"] = v.strip().lower()
-    if (v := get(entity, "$.data.phone_number")) is not None and (m := PHONE_OK.search(PHONE_JUNK.sub("", v))):
+    if (v := get(entity, "$.data.phone_number")) is not None and (
+        m := PHONE_OK.search(PHONE_JUNK.sub("", v))
+    ):
         r["phone_e164"] = m.group(0)
     trainings = each(
         "$.data.training_records",
-        [("type", "$.training_type", None), ("start", "$.training_start_date", _day), ("end", "$.training_end_date", _day)],
+        [
+            ("type", "$.training_type", None),
+            ("start", "$.training_start_date", _day),
+            ("end", "$.training_end_date", _day),
+        ],
     )
     if trainings is not None:
         r["trainings"] = trainings
@@ -342,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     comp_out = [r.record for r in comp_results]
     if comp_out != hand_out:
         first = next(i for i, (a, b) in enumerate(zip(comp_out, hand_out, strict=True)) if a != b)
-        print(f"error: outputs differ at record {first}:\n  compiled: {comp_out[first]}\n  hand:     {hand_out[first]}")
+        print(f"error: outputs differ at record {first}:")
+        print(f"  compiled: {comp_out[first]}\n  hand:     {hand_out[first]}")
         return 1
 
     sample = entities[: min(args.naive_records, len(entities))]
@@ -365,7 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     ok_slow, ok_fast = slow <= 4.0, fast >= 10.0
     print(f"  compiled / hand-written time : {slow:6.2f}x   (goal <= 4x)   {'PASS' if ok_slow else 'FAIL'}")
     print(f"  naive / compiled time        : {fast:6.1f}x   (goal >= 10x)  {'PASS' if ok_fast else 'FAIL'}")
-    print(f"  outputs identical: compiled == hand-written on all {n:,}; naive == hand-written on {len(sample):,}")
+    print(
+        f"  outputs identical: compiled == hand-written on all {n:,}; "
+        f"naive == hand-written on {len(sample):,}"
+    )
     return 0 if ok_slow and ok_fast else 1
 
 

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from connector_core.retry import RetryPolicy
+
 CONFIG_FILE_NAME = "dcsync.yaml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -48,6 +50,9 @@ class StateConfig(_Strict):
     path: str = "state.db"
 
 
+ConflictPolicy = Literal["external-wins", "local-wins", "newest-wins", "merge", "manual"]
+
+
 class ConnectorInstanceConfig(_Strict):
     type: str = Field(description="Connector type, as `dcsync plugins` lists it")
     enabled: bool = True
@@ -58,6 +63,17 @@ class ConnectorInstanceConfig(_Strict):
     pull: bool = True
     batch_size: int = Field(default=100, ge=1, le=10_000)
     page_size: int = Field(default=500, ge=1, le=100_000)
+    conflict_policy: ConflictPolicy = Field(
+        default="external-wins",
+        description="What wins when a record changed on both sides since its last sync",
+    )
+    merge_fallback: Literal["local", "external"] = Field(
+        default="external", description="For conflict_policy merge: the side that wins a field both changed"
+    )
+    park_limit: int = Field(
+        default=5, ge=1, description="Runs a child waits for its parent before it is dead-lettered"
+    )
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
     settings: dict[str, Any] = Field(default_factory=dict)
 
 

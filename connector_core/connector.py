@@ -26,6 +26,8 @@ class Operation(StrEnum):
     CREATE = "create"
     UPDATE = "update"
     DELETE = "delete"
+    UNLINK = "unlink"
+    """End a membership: ``ref`` is the member, ``parent_ref``/``parent_external_id`` the group."""
 
 
 class ConnectorConfig(BaseModel):

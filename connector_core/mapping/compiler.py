@@ -1,5 +1,4 @@
-"""From YAML text to a :class:`MappingSet`: parse once, check everything, compile every path and
-transform.
+"""From YAML text to a :class:`MappingSet`: parse once, check everything, compile everything.
 
 The compiler never stops at the first mistake: each mapping and each field is validated and compiled
 on its own, and every issue is collected with the YAML node it came from; :class:`MappingError` then
@@ -298,8 +297,7 @@ class _Compiler:
         base: str,
         item: bool,
     ) -> _Compiled | None:
-        """Compile one field. ``mode`` is reversible/push/pull; ``base`` prefixes reads inside
-        ``each``."""
+        """Compile one field (``mode``: reversible/push/pull; ``base``: read prefix inside ``each``)."""
         before = len(self.issues)
         spec: FieldSpec | None = self._validate(FieldSpec, raw, ypath, mapping, label)
         if spec is None:
@@ -370,8 +368,7 @@ class _Compiler:
                 )
         else:
             assert spec.each is not None
-            # not recorded as a read: coverage counts the item fields actually used, not the whole
-            # list
+            # not a read of its own: coverage counts the item fields actually used, not the list
             source_path = self._path(spec.each, (*ypath, "each"), mapping, label, record=False)
             vtype = "list"
             if source_path is not None:
@@ -497,7 +494,8 @@ class _Compiler:
             steps=tuple(inverse_steps),
             drop_if_empty=spec.drop_if_empty,
             each=tuple(sub_inverse) if kind == "each" else None,
-            reads=(_join(base, target), *(f"{target}[].{r}" for r in sub_inverse_reads)),
+            # record-side reads, relative to the record (or item); a list counts through its items
+            reads=tuple(f"{target}[].{r}" for r in sub_inverse_reads) if kind == "each" else (target,),
             targets=(entity_target, *(f"{entity_target}[].{t}" for t in sub_inverse_targets)),
         )
         return _Compiled(forward, inverse, entity_keys, source_path.text)

@@ -1,10 +1,8 @@
-"""What a mapping may ask of the world while it maps one record: links between entities and external
-ids.
+"""What a mapping may ask of the world while it maps one record: links to external ids.
 
 A mapping is a pure function of the record *and* of the links the connector holds, e.g. a member's
 ``parent_ref`` is its household's external id. The sync engine passes these lookups in through
-:class:`MapContext`, so the mapping engine never touches the state store and stays testable without
-it.
+:class:`MapContext`, so the mapping engine never touches the state store and is tested without one.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""The objects the sync engine calls: :class:`MappingSet` selects an :class:`EntityMapping` per
-entity,
-which maps one entity to an external record (push) or one external record to entity data (pull).
+"""The objects the sync engine calls.
+
+:class:`MappingSet` selects an :class:`EntityMapping` per entity, which maps one entity to an external
+record (push) or one external record to entity data (pull).
 
 Mapping is a pure function of its inputs and the :class:`MapContext`; it never raises for bad data.
 A record's failures come back as :class:`FieldError` values in :class:`MapResult`, and the caller
@@ -134,8 +135,7 @@ class EntityMapping:
     def pull(
         self, record: Mapping[str, Any], ctx: MapContext = DEFAULT_CONTEXT, *, explain: bool = False
     ) -> MapResult:
-        """Map an external record to entity ``data`` (``entityName`` is added when the mapping has
-        one)."""
+        """Map an external record to entity ``data``, with the mapping's ``entityName`` added."""
         if explain:
             result = self._explain("pull", record, ctx, self.pull_fields, self.pull_when)
         else:
@@ -238,6 +238,7 @@ class MappingSet:
         self._by_entity_name: dict[str, EntityMapping] = {}
         self._by_name: dict[str, EntityMapping] = {}
         self._by_type: dict[str, EntityMapping] = {}
+        self._identities: dict[str | None, EntityMapping] = {}
         for m in self.mappings:
             self._by_name[m.name] = m
             if m.entity_name:
@@ -274,7 +275,7 @@ class MappingSet:
         if self.identity:
             data = entity_json.get("data")
             name = data.get("entityName") if isinstance(data, Mapping) else None
-            return IdentityMapping(name if isinstance(name, str) else None)
+            return self._identity(name if isinstance(name, str) else None)
         data = entity_json.get("data")
         name = data.get("entityName") if isinstance(data, Mapping) else None
         kind = entity_json.get("type")
@@ -290,8 +291,14 @@ class MappingSet:
     def for_entity_name(self, name: str) -> EntityMapping | None:
         """The mapping pulled records of ``name`` go through (by entity name, then mapping name)."""
         if self.identity:
-            return IdentityMapping(name)
+            return self._identity(name)
         return self._by_entity_name.get(name) or self._by_name.get(name)
+
+    def _identity(self, name: str | None) -> EntityMapping:
+        found = self._identities.get(name)
+        if found is None:
+            found = self._identities[name] = IdentityMapping(name)
+        return found
 
 
 def identity_mapping() -> MappingSet:

@@ -1,5 +1,4 @@
-"""Explanations: for every output field, where its value came from and what each transform did to
-it.
+"""Explanations: for every output field, where its value came from and what each transform did.
 
 This is the answer to "why is this field null / wrong?", the question mapping tools are worst at. An
 explanation is produced by running the very same compiled steps as the fast path, one at a time,

@@ -1,5 +1,4 @@
-"""Lookup tables for ``map``/``lookup``: inline, or loaded once from a CSV or YAML file next to the
-mapping.
+"""Lookup tables for ``map``/``lookup``: inline, or loaded once from a CSV or YAML file.
 
 Keys are compared as text (``1``, ``"1"`` and ``1.0`` are the same key) because DataCollect form
 answers arrive as strings while YAML turns bare digits into numbers; without this a code table

@@ -313,6 +313,8 @@ def run_test(
             result = mapping.pull(sample.doc, ctx, explain=want)
         if want:
             explanation = result.explanation
+            if explanation is not None:
+                explanation.record_id = sample.key
         outcomes.append(Outcome(sample.key, mapping.name, sample.entity_name, result.record, result.errors))
         used[mapping.name] = mapping
         sources.setdefault(mapping.name, []).append(sample.doc)

@@ -31,6 +31,9 @@ class SyncContext:
     page_size: int = 500
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     dry_run: bool = False
+    park_limit: int = 5
+    conflict_policy: str = "external-wins"
+    merge_fallback: str = "external"
     stop: threading.Event = field(default_factory=threading.Event)
 
     @property

@@ -2,10 +2,13 @@
 
 Each remote record is mapped back, resolved to its entity through links (a record dcsync never saw gets a
 deterministic guid, uuid5 of connector and external id, so a re-pull cannot make a second entity), and
-diffed against the entity's current state: an event is appended only when a mapped field changed, in
-DataCollect's mobile style, with a deterministic guid, so re-reading a page appends nothing. The link's
-snapshot becomes the pushed form of the new state, which is what stops the change echoing back on the next
-push. The pull cursor moves only after the page's events are committed.
+compared with the *merge base* kept on its link (the entity's data as of the last sync): only fields the
+remote changed since then are applied, so re-reading an unchanged record never reverts a local edit that is
+waiting to be pushed. When both sides changed, the connector's conflict policy decides (see
+``sync/conflicts.py``). An event is appended only when something changes, in DataCollect's mobile style,
+with a deterministic guid, so re-reading a page appends nothing. The link's snapshot becomes the pushed form
+of the remote's state, which is what stops a pulled change echoing back on the next push. The pull cursor
+moves only after the page's events are committed.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from connector_core.events import FormSubmission, SyncLevel, normalize_timestamp
 from connector_core.mapping import MapContext
 from connector_core.retry import call_with_retry
 from connector_core.state.base import Direction, Link
+from connector_core.sync.conflicts import decide
 from connector_core.sync.context import SyncContext
 from connector_core.sync.report import DirectionReport
 
@@ -28,6 +32,7 @@ log = logging.getLogger("dcsync.pull")
 
 ENTITY_NS = uuid.UUID("8d0c5f8e-7a51-4c1b-9a59-3f4f3f0a6b21")
 EVENT_NS = uuid.UUID("1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b")
+_BOOKKEEPING = ("entityName",)
 
 
 def entity_guid_for(connector: str, external_id: str) -> str:
@@ -35,18 +40,41 @@ def entity_guid_for(connector: str, external_id: str) -> str:
     return str(uuid.uuid5(ENTITY_NS, f"{connector}|{external_id}"))
 
 
-class _PagePuller:
-    """Turns one page of remote records into events and links, seeing its own earlier records."""
+def parents_first(records: list[RemoteRecord]) -> list[RemoteRecord]:
+    """Order a page so a record comes after its parent when both are in it (a household's new members
+    can then be linked to it in the same page)."""
+    in_page = {r.external_id: r for r in records}
+    depth: dict[str, int] = {}
+
+    def level(record: RemoteRecord, trail: frozenset[str]) -> int:
+        if record.external_id in depth:
+            return depth[record.external_id]
+        parent = in_page.get(record.parent_external_id or "")
+        value = 0
+        if parent is not None and parent.external_id not in trail:
+            value = level(parent, trail | {record.external_id}) + 1
+        depth[record.external_id] = value
+        return value
+
+    return sorted(records, key=lambda r: level(r, frozenset()))
+
+
+class PagePuller:
+    """Turns remote records into events and links, seeing its own earlier records (also used to replay)."""
 
     def __init__(self, ctx: SyncContext, report: DirectionReport):
         self.ctx = ctx
         self.counts = report.counts
+        self.plan = report.plan if ctx.dry_run else None
         self.events: list[FormSubmission] = []
         self.links: dict[str, Link] = {}  # external id -> link, this page
         self.deleted_links: list[str] = []
         self.dead_letters: list[tuple[str, str, dict[str, Any]]] = []
+        self.resolved_dead_letters: list[str] = []
+        self.conflicts: list[dict[str, Any]] = []
         self.local: dict[str, Entity | None] = {}
 
+    # -- lookups that see this page's own work ----------------------------------------------------
     def find_link(self, external_id: str) -> Link | None:
         if external_id in self.links:
             return self.links[external_id]
@@ -68,13 +96,11 @@ class _PagePuller:
         link = self.ctx.state.get_link(self.ctx.name, guid)
         return link.external_id if link else None
 
+    # -- one record -------------------------------------------------------------------------------
     def take(self, record: RemoteRecord) -> None:
         ctx = self.ctx
         link = self.find_link(record.external_id)
-        if link is not None:
-            guid = link.entity_guid
-        else:
-            guid = record.ref or entity_guid_for(ctx.name, record.external_id)
+        guid = link.entity_guid if link is not None else (record.ref or entity_guid_for(ctx.name, record.external_id))
         entity = self.entity(guid)
         entity_name = (
             record.entity_name
@@ -92,106 +118,137 @@ class _PagePuller:
             return
         result = mapping.pull(record.data, MapContext(link=self.external_id_of, resolve=self.resolve))
         if result.errors:
-            reason = "; ".join(f"field {e.field}: {e.reason} (value {e.value!r})" for e in result.errors)
-            self._dead_letter(record, f"mapping failed: {reason}")
+            self._dead_letter(record, f"mapping failed: {result.reason}")
             return
         if result.record is None:
             self.counts.skipped += 1
             return
-        data = dict(result.record)
+        remote = dict(result.record)
         if entity_name:
-            data["entityName"] = entity_name
+            remote["entityName"] = entity_name
         if record.parent_external_id:
             parent_guid = self.resolve(record.parent_external_id)
             if parent_guid is None:
-                self._dead_letter(
-                    record, f"parent {record.parent_external_id} is not known to dcsync yet"
-                )
+                self._dead_letter(record, f"parent {record.parent_external_id} is not known to dcsync yet")
                 return
-            data["parentGuid"] = parent_guid
-        if entity is None:
-            changed = data
-        else:
-            changed = {k: v for k, v in data.items() if entity.data.get(k) != v}
-            if set(changed) <= {"entityName"}:
-                changed = {}
+            remote["parentGuid"] = parent_guid
         version = record.version or record.updated_at or ""
-        if not changed:
+        base = link.base if link is not None and link.base else None
+
+        if entity is None:
+            apply = remote
+        elif base is None:
+            apply = {k: v for k, v in remote.items() if entity.data.get(k) != v}
+        else:
+            remote_delta = {k: v for k, v in remote.items() if base.get(k) != v}
+            decision = decide(
+                ctx,
+                entity,
+                link,
+                remote_delta,
+                record.updated_at,
+                local_changed=self._changed_locally(entity, link),
+            )
+            if decision.conflict is not None:
+                self.counts.conflicts += 1
+                self.conflicts.append(
+                    {**decision.conflict, "external_id": record.external_id, "remote_version": version}
+                )
+                if decision.hold:
+                    log.warning("%s: conflict on %s held for an operator", ctx.name, guid)
+                    return
+            apply = {k: v for k, v in decision.apply.items() if entity.data.get(k) != v}
+        if set(apply) <= set(_BOOKKEEPING) and entity is not None:
+            apply = {}
+        remote_state = {**(base if base is not None else (entity.data if entity else {})), **remote}
+        if not apply:
             self.counts.unchanged += 1
-            if link is None or link.remote_version != version:
-                self._link(record, guid, entity_name, entity, version)
+            if link is None or link.remote_version != version or link.base != remote_state:
+                self._link(record, guid, entity_name, entity, remote_state, version)
+            self.resolved_dead_letters.append(record.external_id)
             return
-        kind = "create-individual" if entity is None else "update-individual"
-        body = json.dumps(changed, sort_keys=True, separators=(",", ":"), default=str)
-        event = FormSubmission(
-            guid=str(uuid.uuid5(EVENT_NS, f"{ctx.name}|{record.external_id}|{version}|{body}")),
-            entity_guid=guid,
-            type=kind,
-            data=changed,
-            timestamp=normalize_timestamp(record.updated_at) if record.updated_at else now_timestamp(),
-            user_id=ctx.user_id,
-            sync_level=SyncLevel.EXTERNAL,
-        )
+        event = self._event(record, guid, "create-individual" if entity is None else "update-individual", apply, version)
         new_state = fold([event], self.entity).changed[guid]
         self.local[guid] = new_state
-        self.events.append(event)
         if entity is None:
             self.counts.created += 1
         else:
             self.counts.updated += 1
-        self._link(record, guid, entity_name, new_state, version)
+        self._note("create" if entity is None else "update", guid, entity_name)
+        self._link(record, guid, entity_name, new_state, remote_state, version)
+        self.resolved_dead_letters.append(record.external_id)
+
+    def _changed_locally(self, entity: Entity, link: Link) -> bool:
+        """Has the entity changed since its last sync in a way its push mapping would send?"""
+        mapping = self.ctx.mappings.for_entity(entity.to_json())
+        if mapping is None:
+            return False
+        mapped = mapping.push(entity.to_json(), MapContext(link=self.external_id_of))
+        return mapped.errors != [] or mapped.record != link.snapshot
+
+    def _event(
+        self, record: RemoteRecord, guid: str, kind: str, data: dict[str, Any], version: str
+    ) -> FormSubmission:
+        body = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+        event = FormSubmission(
+            guid=str(uuid.uuid5(EVENT_NS, f"{self.ctx.name}|{record.external_id}|{version}|{kind}|{body}")),
+            entity_guid=guid,
+            type=kind,
+            data=data,
+            timestamp=normalize_timestamp(record.updated_at) if record.updated_at else now_timestamp(),
+            user_id=self.ctx.user_id,
+            sync_level=SyncLevel.EXTERNAL,
+        )
+        self.events.append(event)
+        return event
 
     def _link(
         self,
         record: RemoteRecord,
         guid: str,
         entity_name: str | None,
-        state: Entity | None,
+        template: Entity | None,
+        remote_state: dict[str, Any],
         version: str,
     ) -> None:
-        """Remember the record with the pushed form of the entity as the snapshot (no echo on push)."""
-        snapshot: dict[str, Any] = {}
-        if state is not None:
-            mapping = self.ctx.mappings.for_entity(state.to_json())
-            if mapping is not None:
-                mapped = mapping.push(state.to_json(), MapContext(link=self.external_id_of))
-                if not mapped.errors and mapped.record is not None:
-                    snapshot = mapped.record
-        self.links[record.external_id] = Link(
-            connector=self.ctx.name,
-            entity_guid=guid,
-            external_id=record.external_id,
-            entity_name=entity_name,
-            snapshot=snapshot,
-            remote_version=version,
-            synced_at=now_timestamp(),
+        """Remember the remote's state: in entity space as the merge base, and in its pushed form as the
+        snapshot, so the next push sends exactly the local changes the remote does not have."""
+        self.links[record.external_id] = remote_link(
+            self.ctx, guid, record.external_id, entity_name, template, remote_state, version, self.external_id_of
         )
 
     def _deleted(self, record: RemoteRecord, guid: str, entity: Entity | None) -> None:
         if entity is None:
             self.counts.unchanged += 1
             return
-        event = FormSubmission(
-            guid=str(uuid.uuid5(EVENT_NS, f"{self.ctx.name}|{record.external_id}|deleted")),
-            entity_guid=guid,
-            type="delete-entity",
-            data={"reason": f"deleted in {self.ctx.name}"},
-            timestamp=normalize_timestamp(record.updated_at) if record.updated_at else now_timestamp(),
-            user_id=self.ctx.user_id,
-            sync_level=SyncLevel.EXTERNAL,
-        )
-        self.events.append(event)
+        self._event(record, guid, "delete-entity", {"reason": f"deleted in {self.ctx.name}"}, "deleted")
         self.local[guid] = None
         self.counts.deleted += 1
+        self._note("delete", guid, entity.entity_name)
         self.deleted_links.append(guid)
+
+    def _note(self, operation: str, ref: str, entity_name: str | None, detail: str = "") -> None:
+        if self.plan is not None and len(self.plan) < 10_000:
+            from connector_core.sync.report import PlannedOperation
+
+            self.plan.append(PlannedOperation(f"pull {operation}", ref, entity_name, detail))
 
     def _dead_letter(self, record: RemoteRecord, reason: str) -> None:
         self.counts.dead_lettered += 1
+        self._note("invalid", record.external_id, record.entity_name, reason)
         log.warning("dead letter %s/%s: %s", self.ctx.name, record.external_id, reason)
-        payload = {"external_id": record.external_id, "entity_name": record.entity_name, "data": record.data}
+        payload = {
+            "external_id": record.external_id,
+            "entity_name": record.entity_name,
+            "ref": record.ref,
+            "data": record.data,
+            "updated_at": record.updated_at,
+            "version": record.version,
+            "parent_external_id": record.parent_external_id,
+        }
         self.dead_letters.append((record.external_id, reason, payload))
 
-    def commit(self, next_cursor: str | None) -> None:
+    def commit(self, next_cursor: str | None, *, move_cursor: bool = True) -> None:
         ctx = self.ctx
         if self.events:
             appended = ctx.eventlog.append(self.events)
@@ -201,9 +258,55 @@ class _PagePuller:
                 tx.upsert_link(link)
             for guid in self.deleted_links:
                 tx.delete_link(ctx.name, guid)
+            for ref in self.resolved_dead_letters:
+                tx.resolve_dead_letter(ctx.name, Direction.PULL, ref, "replayed")
             for ref, reason, payload in self.dead_letters:
                 tx.add_dead_letter(ctx.name, Direction.PULL, ref, reason, payload)
-            tx.set_checkpoint(ctx.name, Direction.PULL, next_cursor)
+            for conflict in self.conflicts:
+                tx.add_conflict(
+                    ctx.name,
+                    conflict["entity_guid"],
+                    conflict["external_id"],
+                    ctx.conflict_policy,
+                    conflict["base"],
+                    conflict["local"],
+                    conflict["remote"],
+                    conflict["remote_version"],
+                    resolution=conflict["resolution"],
+                )
+            if move_cursor:
+                tx.set_checkpoint(ctx.name, Direction.PULL, next_cursor)
+
+
+def remote_link(
+    ctx: SyncContext,
+    guid: str,
+    external_id: str,
+    entity_name: str | None,
+    template: Entity | None,
+    remote_state: dict[str, Any],
+    version: str | None,
+    external_id_of: Any,
+) -> Link:
+    """The link that records ``remote_state`` as what the remote holds for ``guid``."""
+    snapshot: dict[str, Any] = {}
+    shape = template.copy() if template is not None else Entity(guid=guid, type="individual")
+    shape.data = dict(remote_state)
+    mapping = ctx.mappings.for_entity(shape.to_json())
+    if mapping is not None:
+        mapped = mapping.push(shape.to_json(), MapContext(link=external_id_of))
+        if not mapped.errors and mapped.record is not None:
+            snapshot = mapped.record
+    return Link(
+        connector=ctx.name,
+        entity_guid=guid,
+        external_id=external_id,
+        entity_name=entity_name,
+        snapshot=snapshot,
+        remote_version=version,
+        synced_at=now_timestamp(),
+        base=dict(remote_state),
+    )
 
 
 def run_pull(ctx: SyncContext, report: DirectionReport) -> None:
@@ -212,14 +315,14 @@ def run_pull(ctx: SyncContext, report: DirectionReport) -> None:
     while not ctx.stop.is_set():
         current = cursor
         page = call_with_retry(
-            lambda: ctx.connector.pull(current, ctx.page_size),
+            lambda at=current: ctx.connector.pull(at, ctx.page_size),
             ctx.retry,
             what=f"pull from {ctx.name}",
             on_retry=lambda *_: setattr(report.counts, "retries", report.counts.retries + 1),
         )
         report.counts.read += len(page.records)
-        puller = _PagePuller(ctx, report)
-        for record in page.records:
+        puller = PagePuller(ctx, report)
+        for record in parents_first(page.records):
             puller.take(record)
         if not ctx.dry_run:
             puller.commit(page.next_cursor)

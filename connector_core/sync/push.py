@@ -3,39 +3,49 @@
 Pages of events are read from the push checkpoint; the entities they touch are coalesced (many events of one
 entity become one change of its current state), mapped, compared with the payload last synced (an unchanged
 payload sends nothing, which is also what keeps pulled changes from echoing back), ordered parents first, and
-delivered in batches. Each batch's outcomes (links, dead letters) commit in one transaction; the checkpoint
-moves past a page only once every record of it is delivered or dead-lettered.
+delivered in batches. Each batch's outcomes (links, dead letters, parked children) commit in one
+transaction; the checkpoint moves past a page only once every record of it is delivered, dead-lettered or
+parked.
+
+Before a batch of creates leaves, their refs are written down as *intents*. A create whose answer was lost
+(a timeout, a reset, a 5xx, or this process killed mid-request) is therefore always looked up on the remote
+before it is sent again, and turned into an update if it is there: a retry never creates a second record.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from connector_core.connector import (
-    ConnectorError,
-    Operation,
-    PushRecord,
-    PushResult,
-    TransientError,
-)
+from connector_core.connector import ConnectorError, Operation, PushRecord, PushResult, TransientError
 from connector_core.entities import Entity
 from connector_core.events import FormSubmission, now_timestamp
 from connector_core.mapping import MapContext
 from connector_core.retry import call_with_retry
-from connector_core.state.base import Direction, Link
+from connector_core.state.base import Direction, Link, StateTxn
 from connector_core.sync.context import RunStopped, SyncContext
-from connector_core.sync.report import Counts, DirectionReport
+from connector_core.sync.report import Counts, DirectionReport, PlannedOperation
 
 log = logging.getLogger("dcsync.push")
 
 _MEMBER_EVENTS = {"create-group", "update-group", "add-member"}
 
 
-def touched_entities(events: Iterable[FormSubmission], own_user_id: str) -> list[str]:
-    """Entity guids a page of events changed, in first-touch order, minus this connector's own pulls."""
+@dataclass
+class PageChanges:
+    """What one page of events asks the remote to do."""
+
+    entities: list[str] = field(default_factory=list)
+    unlinks: list[tuple[str, str]] = field(default_factory=list)  # (group guid, member guid)
+
+
+def touched_entities(events: Iterable[FormSubmission], own_user_id: str) -> PageChanges:
+    """Entity guids a page changed (first-touch order) and memberships it ended, minus this
+    connector's own pulls (echo suppression)."""
     seen: dict[str, None] = {}
+    changes = PageChanges()
     for event in events:
         if event.user_id == own_user_id:
             continue
@@ -45,8 +55,11 @@ def touched_entities(events: Iterable[FormSubmission], own_user_id: str) -> list
                 if isinstance(member, dict) and member.get("guid"):
                     seen.setdefault(str(member["guid"]), None)
         elif event.type == "remove-member" and event.data.get("memberId"):
-            seen.setdefault(str(event.data["memberId"]), None)
-    return list(seen)
+            member_guid = str(event.data["memberId"])
+            seen.setdefault(member_guid, None)
+            changes.unlinks.append((event.entity_guid, member_guid))
+    changes.entities = list(seen)
+    return changes
 
 
 def _depths(entities: dict[str, Entity]) -> dict[str, int]:
@@ -71,14 +84,27 @@ def _depths(entities: dict[str, Entity]) -> dict[str, int]:
 @dataclass
 class _Planned:
     record: PushRecord
-    snapshot: dict
+    snapshot: dict[str, Any]
+    base: dict[str, Any]
 
 
-class _Pusher:
-    def __init__(self, ctx: SyncContext, counts: Counts):
+class Pusher:
+    """Plans and delivers entity changes for one run; also used to replay dead letters."""
+
+    def __init__(self, ctx: SyncContext, counts: Counts, plan: list[PlannedOperation] | None = None):
         self.ctx = ctx
         self.counts = counts
+        self.plan = plan
         self._links: dict[str, str] = {}  # delivered in this run: entity guid -> external id
+        self._stale_intents = ctx.state.intents(ctx.name) if not ctx.dry_run else set()
+        self._parked = {p.entity_guid: p.attempts for p in ctx.state.parked(ctx.name, limit=1_000_000)}
+        self._parked_now: set[str] = set()
+        if self._stale_intents:
+            log.warning(
+                "%s: %d creates of an interrupted run may have reached the remote; they are looked up first",
+                ctx.name,
+                len(self._stale_intents),
+            )
 
     # -- links as the mapping sees them ---------------------------------------------------------
     def external_id(self, guid: str) -> str | None:
@@ -89,18 +115,23 @@ class _Pusher:
             return None
         return link.external_id
 
-    # -- one page -------------------------------------------------------------------------------
-    def push_entities(self, guids: list[str]) -> None:
+    # -- planning -------------------------------------------------------------------------------
+    def push_entities(self, guids: list[str], unlinks: Sequence[tuple[str, str]] = ()) -> None:
+        """Deliver the current state of ``guids`` (parents first), then ended memberships, then deletes."""
         ctx = self.ctx
+        held = ctx.state.open_conflicts(ctx.name, guids)
+        if held:
+            self.counts.skipped += len(held)
+            log.info("%s: %d entities held back by open conflicts", ctx.name, len(held))
+            guids = [g for g in guids if g not in held]
         entities = ctx.eventlog.get_entities(guids)
         links = ctx.state.get_links(ctx.name, guids)
-        deletes = [
-            g for g in guids if g not in entities and g in links and not links[g].deleted
-        ]
+        deletes = [g for g in guids if g not in entities and g in links and not links[g].deleted]
         depths = _depths(entities)
         for level in sorted(set(depths.values())):
             wave = [entities[g] for g in guids if g in entities and depths[g] == level]
             self._deliver([p for e in wave if (p := self._plan(e, links.get(e.guid)))])
+        self._deliver([p for group, member in unlinks if (p := self._plan_unlink(group, member))])
         self._deliver(
             [
                 _Planned(
@@ -112,11 +143,15 @@ class _Pusher:
                         external_id=links[g].external_id,
                     ),
                     {},
+                    {},
                 )
                 for g in deletes
             ]
         )
-        self.counts.skipped += sum(1 for g in guids if g not in entities and g not in deletes)
+        for guid in guids:
+            if guid not in entities and guid not in deletes:
+                self.counts.skipped += 1
+                self._unpark(guid)
 
     def _plan(self, entity: Entity, link: Link | None) -> _Planned | None:
         ctx = self.ctx
@@ -124,62 +159,124 @@ class _Pusher:
         mapping = ctx.mappings.for_entity(doc)
         if mapping is None:
             self.counts.skipped += 1
+            self._unpark(entity.guid)
             return None
         result = mapping.push(doc, MapContext(link=self.external_id))
         if result.errors:
-            reason = "; ".join(
-                f"field {e.field}: {e.reason} (value {e.value!r})" for e in result.errors
-            )
-            self._dead_letter(entity.guid, f"mapping failed: {reason}", {"entity": doc})
+            self._record_failure(entity.guid, f"mapping failed: {result.reason}", {"entity": doc})
             return None
         if result.record is None:
             self.counts.skipped += 1
+            self._unpark(entity.guid)
             return None
         payload = result.record
-        if link is not None and not link.deleted and link.snapshot == payload:
+        live_link = link if link is not None and not link.deleted else None
+        if live_link is not None and live_link.snapshot == payload:
             self.counts.unchanged += 1
+            self._unpark(entity.guid)
             return None
         parent_guid = entity.parent_guid
         parent_external = self.external_id(parent_guid) if parent_guid else None
         if parent_guid and parent_external is None and self._parent_expected(parent_guid):
-            self._dead_letter(
-                entity.guid,
-                f"parent {parent_guid} is not delivered to {ctx.name} yet",
-                {"entity": doc},
-            )
+            self._park(entity.guid, parent_guid, f"parent {parent_guid} is not delivered to {ctx.name} yet")
             return None
-        operation = Operation.UPDATE if link is not None and not link.deleted else Operation.CREATE
+        operation = Operation.UPDATE if live_link is not None else Operation.CREATE
         return _Planned(
             PushRecord(
                 ref=entity.guid,
                 operation=operation,
                 entity_name=entity.entity_name or entity.type,
                 payload=payload,
-                external_id=link.external_id if operation is Operation.UPDATE else None,
+                external_id=live_link.external_id if live_link is not None else None,
                 parent_ref=parent_guid,
                 parent_external_id=parent_external,
             ),
             payload,
+            dict(entity.data),
         )
+
+    def _plan_unlink(self, group_guid: str, member_guid: str) -> _Planned | None:
+        group_external, member_external = self.external_id(group_guid), self.external_id(member_guid)
+        if group_external is None or member_external is None:
+            self.counts.skipped += 1  # never delivered as a membership: nothing to end remotely
+            return None
+        record = PushRecord(
+            ref=member_guid,
+            operation=Operation.UNLINK,
+            entity_name=None,
+            payload={},
+            external_id=member_external,
+            parent_ref=group_guid,
+            parent_external_id=group_external,
+        )
+        return _Planned(record, {}, {})
 
     def _parent_expected(self, parent_guid: str) -> bool:
         """A parent must be delivered first only if it exists and some mapping sends it."""
         parent = self.ctx.eventlog.get_entity(parent_guid)
         return parent is not None and self.ctx.mappings.for_entity(parent.to_json()) is not None
 
-    def _dead_letter(self, ref: str, reason: str, payload: dict) -> None:
+    # -- parked children --------------------------------------------------------------------------
+    def _park(self, guid: str, parent_guid: str, reason: str) -> None:
+        """Hold a child back; one attempt per run, dead-lettered with the reason after ``park_limit`` runs."""
+        ctx = self.ctx
+        self._note(Operation.CREATE, guid, None, f"parked: {reason}")
+        if guid in self._parked_now:
+            return  # parked earlier in this run: the retry at the end of a run is not a new attempt
+        self._parked_now.add(guid)
+        self.counts.parked += 1
+        if ctx.dry_run:
+            return
+        attempts = self._parked.get(guid, 0) + 1
+        with ctx.state.transaction() as tx:
+            if attempts >= ctx.park_limit:
+                tx.unpark(ctx.name, guid)
+                entity = ctx.eventlog.get_entity(guid)
+                tx.add_dead_letter(
+                    ctx.name,
+                    Direction.PUSH,
+                    guid,
+                    f"{reason} after {attempts} runs",
+                    {"entity": entity.to_json() if entity else None},
+                )
+                self.counts.dead_lettered += 1
+                self._parked.pop(guid, None)
+            else:
+                tx.park(ctx.name, guid, parent_guid, reason)
+                self._parked[guid] = attempts
+
+    def _unpark(self, guid: str) -> None:
+        if guid in self._parked and not self.ctx.dry_run:
+            with self.ctx.state.transaction() as tx:
+                tx.unpark(self.ctx.name, guid)
+            del self._parked[guid]
+
+    def retry_parked(self) -> None:
+        """Give every parked child another chance now that this run delivered what it could."""
+        if self._parked and not self.ctx.dry_run:
+            log.info("%s: retrying %d parked children", self.ctx.name, len(self._parked))
+            self.push_entities(list(self._parked))
+
+    # -- delivery -------------------------------------------------------------------------------
+    def _note(self, operation: Operation, ref: str, entity_name: str | None, detail: str = "") -> None:
+        if self.plan is not None and len(self.plan) < 10_000:
+            self.plan.append(PlannedOperation(str(operation), ref, entity_name, detail))
+
+    def _record_failure(self, ref: str, reason: str, payload: dict[str, Any]) -> None:
         self.counts.dead_lettered += 1
+        self._note(Operation.CREATE, ref, None, f"invalid: {reason}")
         log.warning("dead letter %s: %s", ref, reason)
         if not self.ctx.dry_run:
             with self.ctx.state.transaction() as tx:
+                tx.unpark(self.ctx.name, ref)
                 tx.add_dead_letter(self.ctx.name, Direction.PUSH, ref, reason, payload)
+            self._parked.pop(ref, None)
 
-    # -- delivery -------------------------------------------------------------------------------
     def _deliver(self, planned: list[_Planned]) -> None:
         size = self.ctx.batch_size
         for start in range(0, len(planned), size):
             if self.ctx.stop.is_set():
-                raise RunStopped("shutdown requested")
+                raise RunStopped("shutdown requested; the checkpoint stays before the undelivered records")
             self._deliver_batch(planned[start : start + size])
 
     def _deliver_batch(self, batch: list[_Planned]) -> None:
@@ -187,36 +284,33 @@ class _Pusher:
         if ctx.dry_run:
             for item in batch:
                 self._count(item.record.operation)
-                if item.record.operation is not Operation.DELETE:
+                self._note(item.record.operation, item.record.ref, item.record.entity_name)
+                if item.record.operation in (Operation.CREATE, Operation.UPDATE):
                     self._links[item.record.ref] = item.record.external_id or "(new)"
             return
+        creates = [p.record.ref for p in batch if p.record.operation is Operation.CREATE]
+        if creates:
+            with ctx.state.transaction() as tx:
+                tx.add_intents(ctx.name, creates)
         results: dict[str, PushResult] = {}
-        sender = _BatchSender(ctx, [p.record for p in batch], results)
+        sender = _BatchSender(ctx, [p.record for p in batch], results, self._stale_intents)
         error: ConnectorError | None = None
         try:
             call_with_retry(
                 sender.attempt,
                 ctx.retry,
-                what=f"push of {len(sender.pending)} records to {ctx.name}",
+                what=f"push of {len(batch)} records to {ctx.name}",
                 on_retry=lambda *_: self._count_retry(),
             )
         except ConnectorError as exc:
             error = exc
-        self._commit(batch, results, sender)
-        if error is not None:
-            if error.transient:
-                raise RunStopped(
-                    f"{ctx.name}: gave up after retries: {error.message}; "
-                    "the checkpoint stays before the undelivered records"
-                ) from None
-            # the whole batch was refused for a reason a retry cannot fix: dead-letter each record
-            for item in batch:
-                if item.record.ref not in results:
-                    self._dead_letter(
-                        item.record.ref,
-                        error.message,
-                        {"operation": str(item.record.operation), "payload": item.record.payload},
-                    )
+        refused = error is not None and not error.transient
+        self._commit(batch, results, sender, error.message if refused and error else None)
+        if error is not None and error.transient:
+            raise RunStopped(
+                f"{ctx.name}: gave up after retries: {error.message}; "
+                "the checkpoint stays before the undelivered records"
+            ) from None
 
     def _count_retry(self) -> None:
         self.counts.retries += 1
@@ -224,50 +318,33 @@ class _Pusher:
     def _count(self, operation: Operation) -> None:
         if operation is Operation.CREATE:
             self.counts.created += 1
-        elif operation is Operation.UPDATE:
+        elif operation in (Operation.UPDATE, Operation.UNLINK):
             self.counts.updated += 1
         else:
             self.counts.deleted += 1
 
     def _commit(
-        self, batch: list[_Planned], results: dict[str, PushResult], sender: _BatchSender
+        self,
+        batch: list[_Planned],
+        results: dict[str, PushResult],
+        sender: _BatchSender,
+        refused: str | None,
     ) -> None:
+        """One transaction for the batch: links, dead letters, parked children and intents move together."""
         ctx = self.ctx
         now = now_timestamp()
+        settled: list[str] = []
         with ctx.state.transaction() as tx:
             for item in batch:
                 record = sender.final.get(item.record.ref, item.record)
                 result = results.get(record.ref)
+                if result is None and refused is not None:
+                    result = PushResult.rejected(record.ref, refused)
                 if result is None:
-                    continue
+                    continue  # transient to the end: stays pending behind the unmoved checkpoint
+                settled.append(record.ref)
                 if result.ok:
-                    self._count(record.operation)
-                    if record.operation is Operation.DELETE:
-                        tx.delete_link(ctx.name, record.ref)
-                    else:
-                        external_id = result.external_id or record.external_id
-                        if external_id is None:
-                            self.counts.dead_lettered += 1
-                            tx.add_dead_letter(
-                                ctx.name,
-                                Direction.PUSH,
-                                record.ref,
-                                f"{ctx.name} answered success without an external id",
-                                {"operation": str(record.operation), "payload": record.payload},
-                            )
-                            continue
-                        tx.upsert_link(
-                            Link(
-                                connector=ctx.name,
-                                entity_guid=record.ref,
-                                external_id=str(external_id),
-                                entity_name=record.entity_name,
-                                snapshot=item.snapshot,
-                                synced_at=now,
-                            )
-                        )
-                        self._links[record.ref] = str(external_id)
-                    tx.resolve_dead_letter(ctx.name, Direction.PUSH, record.ref, "replayed")
+                    self._delivered(tx, item, record, result, now)
                 else:
                     self.counts.dead_lettered += 1
                     tx.add_dead_letter(
@@ -281,6 +358,44 @@ class _Pusher:
                             "payload": record.payload,
                         },
                     )
+            tx.clear_intents(ctx.name, settled)
+        self._stale_intents.difference_update(settled)
+
+    def _delivered(
+        self, tx: StateTxn, item: _Planned, record: PushRecord, result: PushResult, now: str
+    ) -> None:
+        ctx = self.ctx
+        self._count(record.operation)
+        self._note(record.operation, record.ref, record.entity_name)
+        if record.operation is Operation.DELETE:
+            tx.delete_link(ctx.name, record.ref)
+        elif record.operation in (Operation.CREATE, Operation.UPDATE):
+            external_id = result.external_id or record.external_id
+            if external_id is None:
+                self.counts.dead_lettered += 1
+                tx.add_dead_letter(
+                    ctx.name,
+                    Direction.PUSH,
+                    record.ref,
+                    f"{ctx.name} answered success without an external id",
+                    {"operation": str(record.operation), "payload": record.payload},
+                )
+                return
+            tx.upsert_link(
+                Link(
+                    connector=ctx.name,
+                    entity_guid=record.ref,
+                    external_id=str(external_id),
+                    entity_name=record.entity_name,
+                    snapshot=item.snapshot,
+                    synced_at=now,
+                    base=item.base,
+                )
+            )
+            tx.unpark(ctx.name, record.ref)
+            self._parked.pop(record.ref, None)
+            self._links[record.ref] = str(external_id)
+        tx.resolve_dead_letter(ctx.name, Direction.PUSH, record.ref, "replayed")
 
 
 class _BatchSender:
@@ -295,12 +410,15 @@ class _BatchSender:
         ctx: SyncContext,
         records: Sequence[PushRecord],
         results: dict[str, PushResult],
+        stale_intents: set[str],
     ):
         self.ctx = ctx
         self.pending = list(records)
         self.results = results
         self.final: dict[str, PushRecord] = {}
-        self.ambiguous = False
+        self.ambiguous = any(
+            r.operation is Operation.CREATE and r.ref in stale_intents for r in self.pending
+        )
 
     def attempt(self) -> None:
         connector = self.ctx.connector
@@ -311,9 +429,7 @@ class _BatchSender:
             if found:
                 log.info("%d records of an unanswered request already exist; updating them", len(found))
             pending = [
-                replace(r, operation=Operation.UPDATE, external_id=found[r.ref])
-                if r.ref in found
-                else r
+                replace(r, operation=Operation.UPDATE, external_id=found[r.ref]) if r.ref in found else r
                 for r in pending
             ]
             self.pending = pending
@@ -344,13 +460,14 @@ class _BatchSender:
 def run_push(ctx: SyncContext, report: DirectionReport) -> None:
     cursor = ctx.state.get_checkpoint(ctx.name, Direction.PUSH)
     report.checkpoint_before = cursor
-    pusher = _Pusher(ctx, report.counts)
+    pusher = Pusher(ctx, report.counts, report.plan if ctx.dry_run else None)
     while not ctx.stop.is_set():
         page = ctx.eventlog.read(cursor, ctx.page_size)
         if not page.events:
             break
         report.counts.read += len(page.events)
-        pusher.push_entities(touched_entities(page.events, ctx.user_id))
+        changes = touched_entities(page.events, ctx.user_id)
+        pusher.push_entities(changes.entities, changes.unlinks)
         if not ctx.dry_run:
             with ctx.state.transaction() as tx:
                 tx.set_checkpoint(ctx.name, Direction.PUSH, page.cursor)
@@ -358,4 +475,6 @@ def run_push(ctx: SyncContext, report: DirectionReport) -> None:
         log.info("%s: pushed through event cursor %s", ctx.name, cursor)
         if page.at_end:
             break
+    if not ctx.stop.is_set():
+        pusher.retry_parked()
     report.checkpoint_after = cursor

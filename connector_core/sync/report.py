@@ -27,10 +27,21 @@ class Counts:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class PlannedOperation:
+    """One line of a dry run's plan (kept for real runs only when asked)."""
+
+    operation: str
+    ref: str
+    entity_name: str | None
+    detail: str = ""
+
+
 @dataclass
 class DirectionReport:
     direction: str
     counts: Counts = field(default_factory=Counts)
+    plan: list[PlannedOperation] = field(default_factory=list)
     checkpoint_before: str | None = None
     checkpoint_after: str | None = None
     error: str | None = None

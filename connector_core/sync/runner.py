@@ -1,6 +1,7 @@
 """One run of one connector, in one or both directions: what the CLI, the demo and the scheduler call.
 
-Push goes before pull so a remote change pulled in the same run is diffed against what was just delivered.
+Pull goes before push: remote changes are merged into the log (conflicts detected against the merge base)
+before local changes are sent, so a push never overwrites a remote edit it has not seen.
 A run holds the connector's lock for its whole length: two runs of one connector would each read the same
 checkpoint and deliver the same page twice.
 """
@@ -51,6 +52,39 @@ def connector_lock(project: Project, name: str) -> Iterator[None]:
         os.close(fd)
 
 
+@contextmanager
+def sync_session(
+    project: Project,
+    name: str,
+    *,
+    dry_run: bool = False,
+    stop: threading.Event | None = None,
+    retry: RetryPolicy | None = None,
+) -> Iterator[SyncContext]:
+    """Hold the connector's lock and give the engine everything one run works with."""
+    instance = project.instance(name)
+    with connector_lock(project, name):
+        connector = project.build_connector(name)
+        try:
+            yield SyncContext(
+                name=name,
+                connector=connector,
+                eventlog=project.eventlog,
+                state=project.state,
+                mappings=project.mapping(name),
+                batch_size=instance.batch_size,
+                page_size=instance.page_size,
+                retry=retry or instance.retry,
+                dry_run=dry_run,
+                park_limit=instance.park_limit,
+                conflict_policy=instance.conflict_policy,
+                merge_fallback=instance.merge_fallback,
+                stop=stop or threading.Event(),
+            )
+        finally:
+            connector.close()
+
+
 def run_connector(
     project: Project,
     name: str,
@@ -68,48 +102,30 @@ def run_connector(
     do_pull = pull and instance.pull and Capability.PULL in cls.capabilities
     report = RunReport(connector=name, dry_run=dry_run)
     direction = "both" if do_push and do_pull else ("push" if do_push else "pull")
-    with connector_lock(project, name):
-        connector = project.build_connector(name)
-        ctx = SyncContext(
-            name=name,
-            connector=connector,
-            eventlog=project.eventlog,
-            state=project.state,
-            mappings=project.mapping(name),
-            batch_size=instance.batch_size,
-            page_size=instance.page_size,
-            retry=retry or RetryPolicy(),
-            dry_run=dry_run,
-            stop=stop or threading.Event(),
-        )
+    with sync_session(project, name, dry_run=dry_run, stop=stop, retry=retry) as ctx:
         if not dry_run:
             report.run_id = project.state.start_run(name, direction, trigger)
         outcome = "ok"
         try:
-            if do_push:
-                report.push = DirectionReport("push")
-                _guarded(run_push, ctx, report.push)
-            if do_pull and (report.push is None or report.push.error is None):
+            if do_pull:
                 report.pull = DirectionReport("pull")
                 _guarded(run_pull, ctx, report.pull)
+            if do_push and not ctx.stop.is_set():
+                report.push = DirectionReport("push")
+                _guarded(run_push, ctx, report.push)
             if ctx.stop.is_set():
                 outcome = "interrupted"
             elif not report.ok:
                 outcome = "failed"
         except BaseException as exc:
-            outcome = "failed"
             if report.run_id is not None:
                 project.state.finish_run(
-                    report.run_id, outcome, report.totals().as_dict(), f"{type(exc).__name__}: {exc}"
+                    report.run_id, "failed", report.totals().as_dict(), f"{type(exc).__name__}: {exc}"
                 )
                 report.run_id = None
             raise
-        finally:
-            connector.close()
-            if report.run_id is not None:
-                project.state.finish_run(
-                    report.run_id, outcome, report.totals().as_dict(), report.error
-                )
+        if report.run_id is not None:
+            project.state.finish_run(report.run_id, outcome, report.totals().as_dict(), report.error)
     return report
 
 

@@ -89,8 +89,12 @@ class MockConnector(Connector):
         return CheckResult(True, f"mock server at {self.config.url} answers")
 
     def _event_for(self, record: PushRecord, timestamp: str) -> dict[str, Any]:
+        entity_guid = record.ref
         if record.operation is Operation.DELETE:
             kind, data = "delete-entity", {"reason": "deleted in DataCollect"}
+        elif record.operation is Operation.UNLINK:
+            kind, data = "remove-member", {"memberId": record.ref}
+            entity_guid = record.parent_ref or record.ref
         else:
             kind = (
                 "create-individual" if record.operation is Operation.CREATE else "update-individual"
@@ -104,7 +108,7 @@ class MockConnector(Connector):
         guid = uuid.uuid5(_EVENT_NS, f"{self.name}|{record.ref}|{kind}|{body}")
         return {
             "guid": str(guid),
-            "entityGuid": record.ref,
+            "entityGuid": entity_guid,
             "type": kind,
             "data": data,
             "timestamp": timestamp,

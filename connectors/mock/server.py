@@ -118,6 +118,14 @@ class MockStore:
         st.writes_by_ref[ref] = st.writes_by_ref.get(ref, 0) + 1
         rid = st.by_ref.get(ref)
         record = st.records.get(rid) if rid else None
+        if event.type == "remove-member":
+            member_id = st.by_ref.get(str(event.data.get("memberId")))
+            member = st.records.get(member_id) if member_id else None
+            if member is not None and "parentExternalId" in member.data:
+                member.data = {k: v for k, v in member.data.items() if k != "parentExternalId"}
+                member.version += 1
+                member.timestamp = self._stamp()
+            return member
         if event.type == "delete-entity":
             if record is not None and not record.deleted:
                 record.deleted = True

@@ -408,10 +408,14 @@ class OdooClient:
     def name_search(
         self, model: str, name: str, *, operator: str = "ilike", limit: int = 100
     ) -> list[tuple[int, str]]:
-        result = self.execute_kw(model, "name_search", [], {"name": name, "operator": operator, "limit": limit})
+        result = self.execute_kw(
+            model, "name_search", [], {"name": name, "operator": operator, "limit": limit}
+        )
         return [(int(r[0]), str(r[1])) for r in result or []]
 
-    def xmlid_target(self, xmlid: str, *, context: dict[str, Any] | None = None) -> tuple[str, int | None] | None:
+    def xmlid_target(
+        self, xmlid: str, *, context: dict[str, Any] | None = None
+    ) -> tuple[str, int | None] | None:
         """``ir.model.data.check_object_reference``: usable by registrars, who cannot read that model."""
         module, _, name = xmlid.rpartition(".")
         try:
@@ -424,7 +428,9 @@ class OdooClient:
         if not isinstance(result, list) or len(result) != 2:
             return None
         res_id = result[1]
-        return str(result[0]), (int(res_id) if isinstance(res_id, int) and not isinstance(res_id, bool) else None)
+        return str(result[0]), (
+            int(res_id) if isinstance(res_id, int) and not isinstance(res_id, bool) else None
+        )
 
     def has_group(self, group: str) -> bool:
         """Is the logged-in user in ``group``? Checked the way DataCollect does it.

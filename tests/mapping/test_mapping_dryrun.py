@@ -227,6 +227,8 @@ def test_pull_dry_run_over_external_records(tmp_path: Path):
                     "relationship": "spouse",
                     "parent_ref": f"ext-{HOUSEHOLD}",
                     "email": "ANA@EXAMPLE.ORG ",
+                    "ids": [{"type": "passport", "value": "P9", "note": "seen by the registrar"}],
+                    "score": 7,
                 },
             }
         )
@@ -234,7 +236,10 @@ def test_pull_dry_run_over_external_records(tmp_path: Path):
     )
     result = invoke("test", SHIPPED, "--sample", records, "--direction", "pull", "--format", "json")
     assert result.exit_code == 0, result.output
-    first, row = json.loads(result.stdout)["records"]
+    report = json.loads(result.stdout)
+    first, row = report["records"]
+    coverage = {c["mapping"]: c for c in report["coverage"]}
+    assert coverage["individual"]["unused_sources"] == ["ids[].note", "score"]
     assert first["record"] == {
         "household_name": "Lima HH",
         "household_size": 3,
@@ -252,6 +257,7 @@ def test_pull_dry_run_over_external_records(tmp_path: Path):
         "parentGuid": HOUSEHOLD,
         "name": "Ana Lima",
         "email_address": "ana@example.org",
+        "document_ids": [{"id_type": "passport", "id_number": "P9"}],
         "entityName": "individual",
     }
 

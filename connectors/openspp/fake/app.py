@@ -68,14 +68,18 @@ class _ResetResponse(Response):
 
 def _html_error(status: int, title: str, text: str) -> HTMLResponse:
     body = (
-        f"<!doctype html>\n<html lang=en>\n<title>{status} {title}</title>\n<h1>{title}</h1>\n"
-        f"<p>{text}</p>\n"
+        f"<!doctype html>\n<html lang=en>\n<title>{status} {title}</title>\n<h1>{title}</h1>\n<p>{text}</p>\n"
     )
     return HTMLResponse(body, status_code=status)
 
 
 def _proxy_error(status: int) -> HTMLResponse:
-    titles = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
+    titles = {
+        500: "Internal Server Error",
+        502: "Bad Gateway",
+        503: "Service Temporarily Unavailable",
+        504: "Gateway Time-out",
+    }
     title = titles.get(status, "Error")
     body = (
         f"<html>\r\n<head><title>{status} {title}</title></head>\r\n<body>\r\n"
@@ -155,10 +159,25 @@ class FakeApp:
         fake = self.fake
         rid = payload.get("id") if isinstance(payload, dict) else None
         if not isinstance(payload, dict):
-            return self._json(error_envelope(None, RpcError("builtins.AttributeError", f"'{type(payload).__name__}' object has no attribute 'get'")))
+            return self._json(
+                error_envelope(
+                    None,
+                    RpcError(
+                        "builtins.AttributeError", f"'{type(payload).__name__}' object has no attribute 'get'"
+                    ),
+                )
+            )
         params = payload.get("params", {})
         if not isinstance(params, dict):
-            return self._json(error_envelope(rid, RpcError("builtins.ValueError", "dictionary update sequence element #0 has length 1; 2 is required")))
+            return self._json(
+                error_envelope(
+                    rid,
+                    RpcError(
+                        "builtins.ValueError",
+                        "dictionary update sequence element #0 has length 1; 2 is required",
+                    ),
+                )
+            )
         ignored = sorted(k for k in params if k not in ("service", "method", "args"))
         if "kwargs" in ignored:
             fake.flag("params_kwargs", detail="kwargs sent in params are ignored by Odoo")
@@ -182,15 +201,22 @@ class FakeApp:
         if missing:
             names = " and ".join(f"'{m}'" for m in missing)
             plural = "s" if len(missing) > 1 else ""
-            err = RpcError("builtins.TypeError", f"RPC.jsonrpc() missing {len(missing)} required positional argument{plural}: {names}")
+            err = RpcError(
+                "builtins.TypeError",
+                f"RPC.jsonrpc() missing {len(missing)} required positional argument{plural}: {names}",
+            )
             entry["outcome"] = err.name
             return self._json(error_envelope(rid, err))
         scope_method = obj_method if service == "object" else method
         call_args = args[5] if service == "object" and isinstance(args, list) and len(args) > 5 else []
         fault = fake.faults.pick(
-            str(service), model if isinstance(model, str) else None,
+            str(service),
+            model if isinstance(model, str) else None,
             scope_method if isinstance(scope_method, str) else None,
-            call_values(scope_method if isinstance(scope_method, str) else None, call_args if isinstance(call_args, list) else []),
+            call_values(
+                scope_method if isinstance(scope_method, str) else None,
+                call_args if isinstance(call_args, list) else [],
+            ),
         )
         groups = fake.writer_groups(model, obj_method, call_args) if service == "object" else set()
         fake.enter_writers(groups)
@@ -279,7 +305,16 @@ class FakeApp:
         sid = secrets.token_hex(20)
         self.sessions[sid] = int(uid)
         response = self._json(
-            {"jsonrpc": "2.0", "id": rid, "result": {"uid": uid, "db": fake.database, "username": params.get("login"), "server_version": "17.0"}}
+            {
+                "jsonrpc": "2.0",
+                "id": rid,
+                "result": {
+                    "uid": uid,
+                    "db": fake.database,
+                    "username": params.get("login"),
+                    "server_version": "17.0",
+                },
+            }
         )
         response.set_cookie("session_id", sid, httponly=True)
         return response
@@ -296,12 +331,26 @@ class FakeApp:
         missing = [k for k in ("model", "method", "args", "kwargs") if k not in params]
         if missing:
             names = " and ".join(f"'{m}'" for m in missing)
-            return self._json(error_envelope(rid, RpcError("builtins.TypeError", f"DataSet.call_kw() missing {len(missing)} required positional argument(s): {names}")))
+            return self._json(
+                error_envelope(
+                    rid,
+                    RpcError(
+                        "builtins.TypeError",
+                        f"DataSet.call_kw() missing {len(missing)} required positional argument(s): {names}",
+                    ),
+                )
+            )
         fake = self.fake
         creds = fake.credentials.get(uid)
         try:
             outcome = fake.execute_kw(
-                fake.database, uid, creds.password if creds else "", params["model"], params["method"], params["args"], params["kwargs"]
+                fake.database,
+                uid,
+                creds.password if creds else "",
+                params["model"],
+                params["method"],
+                params["args"],
+                params["kwargs"],
             )
         except RpcError as exc:
             return self._json(error_envelope(rid, exc))
@@ -349,7 +398,13 @@ class FakeApp:
                     fake.clock.advance(float(body["advance"]))
                 if "skew" in body:
                     fake.clock_skew = float(body["skew"])
-            return JSONResponse({"now": format_datetime_us(fake.clock.peek()), "frozen": fake.clock.frozen, "skew": fake.clock_skew})
+            return JSONResponse(
+                {
+                    "now": format_datetime_us(fake.clock.peek()),
+                    "frozen": fake.clock.frozen,
+                    "skew": fake.clock_skew,
+                }
+            )
         if action == "faults":
             if request.method == "POST":
                 specs = body if isinstance(body, list) else [body]
@@ -384,7 +439,9 @@ class FakeApp:
         if action == "jobs" and request.method == "POST":
             return JSONResponse({"groups": fake.run_jobs()})
         if action == "users" and request.method == "POST":
-            uid = fake.add_user(body["login"], body["password"], body.get("groups", []), api_keys=body.get("api_keys"))
+            uid = fake.add_user(
+                body["login"], body["password"], body.get("groups", []), api_keys=body.get("api_keys")
+            )
             return JSONResponse({"uid": uid})
         return JSONResponse({"error": f"unknown control action {action!r}"}, status_code=404)
 

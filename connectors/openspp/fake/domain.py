@@ -83,9 +83,7 @@ def parse(domain: Any) -> Any:
             stack.append(("!", stack.pop()))
         elif is_leaf(term):
             if len(term) < 3:
-                raise RpcError(
-                    VALUE_ERROR, f"not enough values to unpack (expected 3, got {len(term)})"
-                )
+                raise RpcError(VALUE_ERROR, f"not enough values to unpack (expected 3, got {len(term)})")
             if len(term) > 3:
                 raise RpcError(VALUE_ERROR, "too many values to unpack (expected 3)")
             stack.append(("leaf", tuple(term)))
@@ -148,13 +146,9 @@ class Compiler:
         parts = path.split(".")
         f = model.fields.get(parts[0])
         if f is None:
-            raise RpcError(
-                VALUE_ERROR, f"Invalid field {model.name}.{parts[0]} in leaf {leaf_repr(leaf)}"
-            )
+            raise RpcError(VALUE_ERROR, f"Invalid field {model.name}.{parts[0]} in leaf {leaf_repr(leaf)}")
         if not f.store and f.type != "one2many" and parts[0] != "display_name":
-            raise RpcError(
-                VALUE_ERROR, f"Non-stored field {model.name}.{parts[0]} cannot be searched."
-            )
+            raise RpcError(VALUE_ERROR, f"Non-stored field {model.name}.{parts[0]} cannot be searched.")
         if parts[0] == "display_name":
             target = model.rec_name
             return self._leaf(model, (target, op, value))
@@ -224,9 +218,7 @@ class Compiler:
         if names:
             name_op = "ilike" if op in ("like", "ilike", "not like", "not ilike") else "="
             for name in names:
-                ids |= self.env.search_ids(
-                    f.relation, [("display_name", name_op, name)], False
-                )
+                ids |= self.env.search_ids(f.relation, [("display_name", name_op, name)], False)
         return ids, null
 
     def _many2one(self, model: ModelDef, f: Field, op: str, value: Any, leaf: Any) -> Pred:
@@ -265,13 +257,11 @@ class Compiler:
         if op in ("like", "ilike", "not like", "not ilike", "=like", "=ilike"):
             assert f.relation is not None
             target_rec = env.registry[f.relation].rec_name
-            matching = env.search_ids(
-                f.relation, [(target_rec, op.replace("not ", ""), value)], False
-            )
+            matching = env.search_ids(f.relation, [(target_rec, op.replace("not ", ""), value)], False)
             negate = op.startswith("not")
-            return lambda rid, row: any(
-                i in matching for i in env.x2many_ids(mname, fname, rid, row)
-            ) != negate
+            return lambda rid, row: (
+                any(i in matching for i in env.x2many_ids(mname, fname, rid, row)) != negate
+            )
         if op not in ("=", "!=", "in", "not in"):
             raise RpcError(VALUE_ERROR, f"Invalid leaf {leaf_repr(leaf)}")
         ids, null = self._ids_value(f, value, op, leaf)
@@ -291,9 +281,7 @@ class Compiler:
         comodel = self.env.registry[comodel_name]
         parent = comodel.parent_field
         if parent is None:
-            raise RpcError(
-                VALUE_ERROR, f"Invalid hierarchy operator {op} on model {comodel_name}"
-            )
+            raise RpcError(VALUE_ERROR, f"Invalid hierarchy operator {op} on model {comodel_name}")
         roots = value if isinstance(value, list | tuple) else [value]
         if not all(isinstance(r, int) and not isinstance(r, bool) for r in roots):
             raise RpcError(VALUE_ERROR, f"Invalid leaf {leaf_repr(leaf)}")
@@ -320,9 +308,7 @@ class Compiler:
         if f.type in X2MANY:
             env = self.env
             mname = model.name
-            return lambda rid, row: any(
-                i in found for i in env.x2many_ids(mname, name, rid, row)
-            )
+            return lambda rid, row: any(i in found for i in env.x2many_ids(mname, name, rid, row))
         if name == "id":
             return lambda rid, row: rid in found
         return lambda rid, row: row.get(name) in found
@@ -536,8 +522,6 @@ def sort_ids(
     ids: Iterable[int],
     rows: dict[int, dict[str, Any]],
     terms: list[tuple[str, bool, bool | None]],
-    display: Callable[[str, int], str] | None = None,
-    model: ModelDef | None = None,
 ) -> list[int]:
     """Stable multi-key sort with PostgreSQL's NULL placement (ASC nulls last, DESC nulls first)."""
     result = list(ids)
@@ -545,11 +529,13 @@ def sort_ids(
         if nulls_first is None:
             nulls_first = descending
 
-        def key(rid: int, fname: str = fname, nulls_first: bool = nulls_first) -> tuple[int, Any]:
+        null_rank = 0 if nulls_first != descending else 2
+
+        def key(rid: int, fname: str = fname, null_rank: int = null_rank) -> tuple[int, Any]:
             value = rid if fname == "id" else rows[rid].get(fname)
             if value is None:
-                # reverse=True flips the tuple order, so encode the wanted placement after the flip
-                return (0 if nulls_first != descending else 2, 0)
+                # reverse=True flips the order, so the rank encodes the placement after the flip
+                return (null_rank, 0)
             if isinstance(value, str):
                 return (1, (value.casefold(), value))
             if isinstance(value, bool):

@@ -83,9 +83,7 @@ def access_denied() -> RpcError:
 
 
 def session_expired() -> RpcError:
-    return RpcError(
-        SESSION_EXPIRED, "Session expired", code=100, http_message="Odoo Session Expired"
-    )
+    return RpcError(SESSION_EXPIRED, "Session expired", code=100, http_message="Odoo Session Expired")
 
 
 def not_null_error(model_label: str, model: str, field_label: str, field: str) -> RpcError:

@@ -88,8 +88,7 @@ ERRORS: dict[str, tuple[str, str]] = {
 }
 
 PRE_EXECUTION = frozenset(
-    set(ERRORS)
-    | {"session_expired", "http_status", "http_500_html", "invalid_json_body", "reset_connection"}
+    set(ERRORS) | {"session_expired", "http_status", "http_500_html", "invalid_json_body", "reset_connection"}
 )
 
 

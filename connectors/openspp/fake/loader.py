@@ -83,8 +83,7 @@ def load(env: Env, model: str, fields: list[str], data: list[list[Any]]) -> dict
                     _message(
                         index,
                         None,
-                        f"Unknown error during import: <class '{exc.name.split('.')[-1]}'>: "
-                        f"{exc.message}",
+                        f"Unknown error during import: <class '{exc.name.split('.')[-1]}'>: {exc.message}",
                         "Resolve other errors first",
                     )
                 )
@@ -128,9 +127,7 @@ def _message(index: int, f: Field | None, text: str, moreinfo: Any) -> dict[str,
 def _convert(env: Env, md: ModelDef, f: Field, sub: str | None, cell: Any) -> Any:
     if not isinstance(cell, str):
         # the import converters call str methods on every cell
-        raise RpcError(
-            "builtins.AttributeError", f"'{type(cell).__name__}' object has no attribute 'lower'"
-        )
+        raise RpcError("builtins.AttributeError", f"'{type(cell).__name__}' object has no attribute 'lower'")
     label = f.string
     if not cell:
         return [(6, 0, [])] if f.type in X2MANY else False

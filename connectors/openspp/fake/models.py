@@ -200,9 +200,7 @@ def build_registry() -> dict[str, ModelDef]:
                 "active": boolean("Active", default=True),
                 "ref": char("Reference"),
                 "type": selection("Address Type", PARTNER_TYPES, default="contact"),
-                "z_ind_grp_num_individuals": integer(
-                    "Number of individuals", readonly=True, computed=True
-                ),
+                "z_ind_grp_num_individuals": integer("Number of individuals", readonly=True, computed=True),
                 "force_recompute_canary": datetime_("Recompute canary", readonly=True, computed=True),
             },
             _REGISTRY_RWC,
@@ -213,9 +211,7 @@ def build_registry() -> dict[str, ModelDef]:
             "Group Membership",
             {
                 "group": many2one("res.partner", "Group", required=True, ondelete="restrict"),
-                "individual": many2one(
-                    "res.partner", "Individual", required=True, ondelete="cascade"
-                ),
+                "individual": many2one("res.partner", "Individual", required=True, ondelete="cascade"),
                 "kind": many2many("g2p.group.membership.kind", "Kind"),
                 "start_date": datetime_("Start Date", default=lambda env: env.stamp_seconds),
                 "ended_date": datetime_("Ended Date"),
@@ -229,9 +225,7 @@ def build_registry() -> dict[str, ModelDef]:
                 "individual_birthdate": date_(
                     "Individual Birthdate", readonly=True, computed=True, store=False
                 ),
-                "individual_gender": char(
-                    "Individual Gender", readonly=True, computed=True, store=False
-                ),
+                "individual_gender": char("Individual Gender", readonly=True, computed=True, store=False),
             },
             _REGISTRY_RWC,
             order="id desc",
@@ -249,9 +243,7 @@ def build_registry() -> dict[str, ModelDef]:
             "g2p.reg.id",
             "Registrant ID",
             {
-                "partner_id": many2one(
-                    "res.partner", "Registrant", required=True, ondelete="cascade"
-                ),
+                "partner_id": many2one("res.partner", "Registrant", required=True, ondelete="cascade"),
                 "id_type": many2one("g2p.id.type", "ID Type", required=True),
                 "value": char("Value", size=100),
                 "expiry_date": date_("Expiry Date"),
@@ -274,9 +266,7 @@ def build_registry() -> dict[str, ModelDef]:
             "g2p.phone.number",
             "Phone Number",
             {
-                "partner_id": many2one(
-                    "res.partner", "Registrant", required=True, ondelete="cascade"
-                ),
+                "partner_id": many2one("res.partner", "Registrant", required=True, ondelete="cascade"),
                 "phone_no": char("Phone Number", required=True),
                 "date_collected": date_("Date Collected"),
                 "disabled": datetime_("Date Disabled"),
@@ -315,9 +305,7 @@ def build_registry() -> dict[str, ModelDef]:
             "res.partner.bank",
             "Bank Accounts",
             {
-                "partner_id": many2one(
-                    "res.partner", "Account Holder", required=True, ondelete="cascade"
-                ),
+                "partner_id": many2one("res.partner", "Account Holder", required=True, ondelete="cascade"),
                 "acc_number": char("Account Number", required=True),
                 "bank_id": many2one("res.bank", "Bank"),
                 "acc_holder_name": char("Account Holder Name"),
@@ -330,18 +318,27 @@ def build_registry() -> dict[str, ModelDef]:
         _model(
             "res.bank",
             "Bank",
-            {"name": char("Name", required=True), "bic": char("Bank Identifier Code"),
-             "active": boolean("Active", default=True)},
+            {
+                "name": char("Name", required=True),
+                "bic": char("Bank Identifier Code"),
+                "active": boolean("Active", default=True),
+            },
             _CONFIG_READ,
             order="name",
         ),
-        _model("res.company", "Companies", {"name": char("Company Name", required=True)},
-               {USER: "r", REGISTRAR: "r", **_ADMIN_ALL}),
+        _model(
+            "res.company",
+            "Companies",
+            {"name": char("Company Name", required=True)},
+            {USER: "r", REGISTRAR: "r", **_ADMIN_ALL},
+        ),
         _model(
             "res.groups",
             "Access Groups",
-            {"name": char("Name", required=True), "full_name": char("Group Name", readonly=True,
-                                                                    computed=True)},
+            {
+                "name": char("Name", required=True),
+                "full_name": char("Group Name", readonly=True, computed=True),
+            },
             {USER: "r", REGISTRAR: "r", ERP_MANAGER: "rwcu", SYSTEM: "rwcu"},
         ),
         _model(

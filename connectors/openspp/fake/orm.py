@@ -26,7 +26,6 @@ from connectors.openspp.fake.errors import (
     TYPE_ERROR,
     USER_ERROR,
     USER_ERROR_FAMILY,
-    VALUE_ERROR,
     RpcError,
     foreign_key_error,
     missing_error,
@@ -37,7 +36,6 @@ from connectors.openspp.fake.errors import (
     value_error,
 )
 from connectors.openspp.fake.models import (
-    ERP_MANAGER,
     G2P_ADMIN,
     GROUPS,
     SYSTEM,
@@ -174,14 +172,10 @@ class Env:
         if model not in self.registry:
             raise user_error(f"Object {model} doesn't exist")
         if method.startswith("_"):
-            raise RpcError(
-                ACCESS_ERROR, f"Private methods (such as {method}) cannot be called remotely."
-            )
+            raise RpcError(ACCESS_ERROR, f"Private methods (such as {method}) cannot be called remotely.")
         fn = self._method(model, method)
         if fn is None:
-            raise RpcError(
-                ATTRIBUTE_ERROR, f"The method '{method}' does not exist on the model '{model}'"
-            )
+            raise RpcError(ATTRIBUTE_ERROR, f"The method '{method}' does not exist on the model '{model}'")
         kwargs = dict(kwargs)
         context = kwargs.pop("context", None)
         if context is not None:
@@ -344,9 +338,7 @@ class Env:
         ids = self.search(model, domain, limit=limit)
         return [[rid, self.display_name(model, rid)] for rid in ids]
 
-    def m_check_access_rights(
-        self, model: str, operation: str, raise_exception: bool = True
-    ) -> bool:
+    def m_check_access_rights(self, model: str, operation: str, raise_exception: bool = True) -> bool:
         if operation not in _OP_LETTER:
             raise value_error(f"Invalid access mode: {operation}")
         try:
@@ -385,9 +377,7 @@ class Env:
         if self.search(target, [("id", "=", res_id)], ordered=False):
             return [target, res_id]
         if raise_on_access_error:
-            raise RpcError(
-                ACCESS_ERROR, f"Not enough access rights on the external ID '{module}.{xml_id}'"
-            )
+            raise RpcError(ACCESS_ERROR, f"Not enough access rights on the external ID '{module}.{xml_id}'")
         return [target, False]
 
     def m_has_group(self, model: str, ids: Any, group_ext_id: str) -> bool:
@@ -520,7 +510,9 @@ class Env:
             if not birthdate:
                 return False
             today = self.stamp.date()
-            years = today.year - birthdate.year - ((today.month, today.day) < (birthdate.month, birthdate.day))
+            years = (
+                today.year - birthdate.year - ((today.month, today.day) < (birthdate.month, birthdate.day))
+            )
             return str(years)
         if md.name == "res.partner" and name == "kind_as_str":
             return self.display_name("g2p.group.kind", row["kind"]) if row.get("kind") else False
@@ -540,9 +532,7 @@ class Env:
     def selection_options(self, model: str, f: Field) -> list[tuple[str, str]]:
         if f.dynamic_selection == "gender":
             rows = [self.row("gender.type", i) for i in self.txn.ids("gender.type")]
-            options = sorted(
-                ((r["value"], r["code"]) for r in rows if r is not None), key=lambda o: o[0]
-            )
+            options = sorted(((r["value"], r["code"]) for r in rows if r is not None), key=lambda o: o[0])
             return options
         return list(f.selection or ())
 
@@ -701,9 +691,7 @@ class Env:
                 row.setdefault(fname, ())
         row.update(scalars)
         rid = self.store.next_id(model)
-        row.update(
-            create_date=self.stamp, write_date=self.stamp, create_uid=self.uid, write_uid=self.uid
-        )
+        row.update(create_date=self.stamp, write_date=self.stamp, create_uid=self.uid, write_uid=self.uid)
         self.before_save(md, rid, row, None, vals)
         self.check_row(md, row)
         self.txn.put(model, rid, row)
@@ -968,9 +956,7 @@ class Env:
             for other in self.store.referencing("res.partner.bank", "partner_id", partner):
                 orow = self.row("res.partner.bank", other)
                 if other != rid and orow and orow.get("acc_number") == number:
-                    raise sql_constraint_error(
-                        "The combination Account Number/Partner must be unique."
-                    )
+                    raise sql_constraint_error("The combination Account Number/Partner must be unique.")
 
     def _before_ir_model_data(self, rid: int, row: Row, old: Row | None, vals: dict[str, Any]) -> None:
         if " " in (row.get("name") or ""):
@@ -1051,7 +1037,12 @@ class Env:
             self.txn.put(
                 "res.partner",
                 gid,
-                {**row, "write_date": self.stamp, "force_recompute_canary": self.stamp, "write_uid": self.uid},
+                {
+                    **row,
+                    "write_date": self.stamp,
+                    "force_recompute_canary": self.stamp,
+                    "write_uid": self.uid,
+                },
             )
 
 

@@ -141,7 +141,9 @@ class FakeOpenSpp:
             self.seed()
 
     # -- bookkeeping used by the ORM -------------------------------------------------------------
-    def flag(self, kind: str, *, model: str | None = None, method: str | None = None, detail: str = "") -> None:
+    def flag(
+        self, kind: str, *, model: str | None = None, method: str | None = None, detail: str = ""
+    ) -> None:
         """Record a client mistake a real server would silently accept or punish later (§6.9)."""
         self.flags.append({"flag": kind, "model": model, "method": method, "detail": detail})
 
@@ -176,9 +178,7 @@ class FakeOpenSpp:
                 return self.execute_kw(*_bind_execute_kw(args))
             if method == "execute":
                 if len(args) < 5:
-                    raise RpcError(
-                        TYPE_ERROR, "execute() missing required positional arguments"
-                    )
+                    raise RpcError(TYPE_ERROR, "execute() missing required positional arguments")
                 return self.execute_kw(args[0], args[1], args[2], args[3], args[4], list(args[5:]), {})
             raise RpcError(KEY_ERROR, f"exp_{method}")
         if service == "db":
@@ -231,8 +231,11 @@ class FakeOpenSpp:
             row = self.store.visible("res.users", uid)
             if row and row.get("login") == login and row.get("active"):
                 creds = self.credentials.get(uid)
-                if creds and isinstance(password, str) and password and (
-                    password == creds.password or password in creds.api_keys
+                if (
+                    creds
+                    and isinstance(password, str)
+                    and password
+                    and (password == creds.password or password in creds.api_keys)
                 ):
                     return uid
                 return None
@@ -325,7 +328,9 @@ class FakeOpenSpp:
                                 groups_of_partner(imd["res_id"])
                 elif model == "g2p.group.membership" and method == "create" and args:
                     vals = args[0] if isinstance(args[0], list) else [args[0]]
-                    groups.update(v["group"] for v in vals if isinstance(v, dict) and isinstance(v.get("group"), int))
+                    groups.update(
+                        v["group"] for v in vals if isinstance(v, dict) and isinstance(v.get("group"), int)
+                    )
                 elif model == "g2p.group.membership" and method in ("write", "unlink") and args:
                     ids = args[0] if isinstance(args[0], list) else [args[0]]
                     for mid in ids:
@@ -382,7 +387,15 @@ class FakeOpenSpp:
         with self.lock:
             seed(self)
 
-    def add_user(self, login: str, password: str, groups: list[str], *, api_keys: list[str] | None = None, name: str | None = None) -> int:
+    def add_user(
+        self,
+        login: str,
+        password: str,
+        groups: list[str],
+        *,
+        api_keys: list[str] | None = None,
+        name: str | None = None,
+    ) -> int:
         """Create a user with groups given by xml-id (``g2p_registry_base.group_g2p_registrar``)."""
         with self.lock:
             txn = Transaction(self.store)

@@ -184,9 +184,7 @@ class Transaction:
         store = self.store
         key = (model, rid)
         if store.pending_models.get(model) and key in store.pending:
-            raise RpcError(
-                SERIALIZATION_FAILURE, "could not serialize access due to concurrent update"
-            )
+            raise RpcError(SERIALIZATION_FAILURE, "could not serialize access due to concurrent update")
         self.undo.append((model, rid, store.tables[model].get(rid)))
         store.set_row(model, rid, row)
 

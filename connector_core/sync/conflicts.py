@@ -1,0 +1,127 @@
+"""Conflicts: a record changed on both sides since its last sync.
+
+The three versions are the merge base (the entity's data at the last sync, kept on the link), the local
+entity now, and the remote record now. Policies, per connector:
+
+- ``external-wins``: the remote's changes are applied; local changes to *other* fields stay and are pushed.
+- ``local-wins``: the remote's changes are discarded; the next push writes the local state over them.
+- ``newest-wins``: whichever side changed last (entity ``lastUpdated`` vs the record's ``updated_at``) wins.
+- ``merge``: field by field: disjoint changes both survive; a field both sides changed goes to
+  ``merge_fallback``.
+- ``manual``: nothing is applied; the conflict is recorded open and the entity is held back from push until
+  ``dcsync conflicts resolve`` settles it.
+
+Every conflict is recorded (automatic ones as resolved history), so an operator can see what was decided.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from connector_core.entities import Entity, fold
+from connector_core.events import FormSubmission, SyncLevel, now_timestamp, parse_timestamp
+from connector_core.state.base import Conflict, Link
+from connector_core.sync.context import SyncContext
+
+
+@dataclass
+class Decision:
+    apply: dict[str, Any]
+    conflict: dict[str, Any] | None = None
+    hold: bool = False
+
+
+def _newer_side(entity: Entity, remote_updated_at: str | None) -> str:
+    if not remote_updated_at or not entity.last_updated:
+        return "external"
+    remote = parse_timestamp(remote_updated_at)
+    local = parse_timestamp(entity.last_updated)
+    return "local" if local > remote else "external"
+
+
+def decide(
+    ctx: SyncContext,
+    entity: Entity,
+    link: Link,
+    remote_delta: dict[str, Any],
+    remote_updated_at: str | None,
+    *,
+    local_changed: bool,
+) -> Decision:
+    """What to apply of ``remote_delta`` (the fields the remote changed since the base)."""
+    if not remote_delta or not local_changed:
+        return Decision(apply=remote_delta)
+    base = link.base
+    local_delta = {
+        k: entity.data.get(k) for k in set(entity.data) | set(base) if entity.data.get(k) != base.get(k)
+    }
+    if all(entity.data.get(k) == v for k, v in remote_delta.items()):
+        return Decision(apply={})  # both sides made the same change: nothing disagrees
+    overlapping = {k for k, v in remote_delta.items() if k in local_delta and local_delta[k] != v}
+    policy = ctx.conflict_policy
+    side = _newer_side(entity, remote_updated_at) if policy == "newest-wins" else None
+    keys = set(local_delta) | set(remote_delta)
+    record = {
+        "entity_guid": entity.guid,
+        "base": {k: base.get(k) for k in sorted(keys)},
+        "local": local_delta,
+        "remote": remote_delta,
+    }
+    if policy == "manual":
+        return Decision(apply={}, conflict={**record, "resolution": None}, hold=True)
+    if policy == "external-wins" or side == "external":
+        apply, resolution = remote_delta, "external"
+    elif policy == "local-wins" or side == "local":
+        apply, resolution = {}, "local"
+    else:  # merge
+        take_remote_overlap = ctx.merge_fallback == "external"
+        apply = {k: v for k, v in remote_delta.items() if k not in overlapping or take_remote_overlap}
+        resolution = f"merged ({ctx.merge_fallback} won {sorted(overlapping)})" if overlapping else "merged"
+    return Decision(apply=apply, conflict={**record, "resolution": resolution})
+
+
+def resolve_open_conflict(ctx: SyncContext, conflict: Conflict, take: str) -> FormSubmission | None:
+    """Settle a held conflict: ``take`` is ``external`` (apply the remote's changes) or ``local`` (keep
+    the entity; the next push overwrites the remote). Returns the event appended, if any."""
+    from connector_core.sync.pull import EVENT_NS, remote_link
+
+    if take not in ("external", "local"):
+        raise ValueError("take must be 'external' or 'local'")
+    entity = ctx.eventlog.get_entity(conflict.entity_guid)
+    link = ctx.state.get_link(ctx.name, conflict.entity_guid)
+    event = None
+    base = link.base if link is not None else dict(conflict.base)
+    remote_state = {**base, **conflict.remote}
+    if take == "external" and entity is not None:
+        apply = {k: v for k, v in conflict.remote.items() if entity.data.get(k) != v}
+        if apply:
+            import json
+            import uuid
+
+            body = json.dumps(apply, sort_keys=True, separators=(",", ":"), default=str)
+            event = FormSubmission(
+                guid=str(uuid.uuid5(EVENT_NS, f"{ctx.name}|conflict|{conflict.id}|{body}")),
+                entity_guid=entity.guid,
+                type="update-individual",
+                data=apply,
+                timestamp=now_timestamp(),
+                user_id=ctx.user_id,
+                sync_level=SyncLevel.EXTERNAL,
+            )
+            ctx.eventlog.append([event])
+            entity = fold([event], lambda g: entity if g == entity.guid else None).changed[entity.guid]
+    new_link = remote_link(
+        ctx,
+        conflict.entity_guid,
+        conflict.external_id,
+        link.entity_name if link else (entity.entity_name if entity else None),
+        entity,
+        remote_state,
+        conflict.remote_version,
+        lambda guid: (found.external_id if (found := ctx.state.get_link(ctx.name, guid)) else None),
+    )
+    with ctx.state.transaction() as tx:
+        tx.upsert_link(new_link)
+        tx.resolve_conflict(conflict.id, take)
+    return event
