@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -41,9 +44,7 @@ err = Console(stderr=True)
 
 ConfigOption = Annotated[
     Path,
-    typer.Option(
-        "--config", "-c", envvar="DCSYNC_CONFIG", help="Project file.", show_default=True
-    ),
+    typer.Option("--config", "-c", envvar="DCSYNC_CONFIG", help="Project file.", show_default=True),
 ]
 
 
@@ -93,9 +94,7 @@ def _root(
 
 @app.command()
 def init(
-    path: Annotated[Path, typer.Argument(help="Where to write the project file.")] = Path(
-        CONFIG_FILE_NAME
-    ),
+    path: Annotated[Path, typer.Argument(help="Where to write the project file.")] = Path(CONFIG_FILE_NAME),
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented example dcsync.yaml."""
@@ -162,30 +161,98 @@ def run(
     from connector_core.sync.runner import run_connector
 
     both = not push and not pull
-    with handled():
+    stop = threading.Event()
+    with handled(), _graceful_stop(stop):
         project = Project.open(config)
         try:
             report = run_connector(
-                project, name, push=push or both, pull=pull or both, dry_run=dry_run
+                project, name, push=push or both, pull=pull or both, dry_run=dry_run, stop=stop
             )
         finally:
             project.close()
     _print_report(report)
+    if report.dry_run:
+        _print_plan(report)
+    if stop.is_set():
+        fail(f"{name}: interrupted; the current batch finished and the checkpoint is consistent", 130)
     if not report.ok:
         fail(f"{name}: {report.error}", 1)
 
 
+@contextmanager
+def _graceful_stop(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM finish the batch in flight and stop cleanly; a second signal aborts at once."""
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        err.print(
+            f"[yellow]{signal.Signals(signum).name}: finishing the current batch (again to abort)[/]",
+            highlight=False,
+        )
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _print_plan(report) -> None:  # type: ignore[no-untyped-def]
+    table = Table("direction", "operation", "entity", "form", "detail", title="plan (first 200)")
+    shown = 0
+    for part in (report.pull, report.push):
+        if part is None:
+            continue
+        for op in part.plan[: 200 - shown]:
+            table.add_row(part.direction, op.operation, op.ref, op.entity_name or "-", op.detail)
+            shown += 1
+    if shown:
+        out.print(table)
+
+
 def _print_report(report) -> None:  # type: ignore[no-untyped-def]
     title = f"{report.connector}" + (" (dry run: nothing was written)" if report.dry_run else "")
-    table = Table("direction", "read", "created", "updated", "deleted", "unchanged", "skipped",
-                  "dead letters", "appended", "retries", title=title)
-    for part in (report.push, report.pull):
+    table = Table(
+        "direction",
+        "read",
+        "created",
+        "updated",
+        "deleted",
+        "unchanged",
+        "skipped",
+        "dead letters",
+        "appended",
+        "retries",
+        "parked",
+        "conflicts",
+        title=title,
+    )
+    for part in (report.pull, report.push):
         if part is None:
             continue
         c = part.counts
-        table.add_row(part.direction, *(str(v) for v in (
-            c.read, c.created, c.updated, c.deleted, c.unchanged, c.skipped, c.dead_lettered,
-            c.appended, c.retries)))
+        table.add_row(
+            part.direction,
+            *(
+                str(v)
+                for v in (
+                    c.read,
+                    c.created,
+                    c.updated,
+                    c.deleted,
+                    c.unchanged,
+                    c.skipped,
+                    c.dead_lettered,
+                    c.appended,
+                    c.retries,
+                    c.parked,
+                    c.conflicts,
+                )
+            ),
+        )
     out.print(table)
 
 
@@ -208,8 +275,16 @@ def runs(
     table = Table("id", "connector", "direction", "trigger", "started", "outcome", "counts", "error")
     for r in rows:
         counts = ", ".join(f"{k}={v}" for k, v in r.counts.items() if v)
-        table.add_row(str(r.id), r.connector, r.direction, r.trigger, r.started_at, r.outcome,
-                      counts or "-", r.error or "")
+        table.add_row(
+            str(r.id),
+            r.connector,
+            r.direction,
+            r.trigger,
+            r.started_at,
+            r.outcome,
+            counts or "-",
+            r.error or "",
+        )
     out.print(table)
 
 
@@ -227,6 +302,180 @@ def mock_server(
         factory = load_plugins().fake_server(name)
     out.print(f"serving fake {name!r} on http://{host}:{port} (Ctrl-C to stop)")
     uvicorn.run(factory(data), host=host, port=port, log_level="warning")
+
+
+# -- dead letters and conflicts ----------------------------------------------------------------------
+
+dlq_app = typer.Typer(
+    help="Records that could not be delivered: list, show, replay, discard.", no_args_is_help=True
+)
+conflicts_app = typer.Typer(help="Records changed on both sides: list, show, resolve.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(conflicts_app, name="conflicts")
+
+
+@contextmanager
+def _project(config: Path) -> Iterator[Any]:
+    from connector_core.project import Project
+
+    project = Project.open(config)
+    try:
+        yield project
+    finally:
+        project.close()
+
+
+@dlq_app.command("list")
+def dlq_list(
+    connector: Annotated[str | None, typer.Option(help="Only this connector.")] = None,
+    status: Annotated[str, typer.Option(help="open, replayed, discarded or all.")] = "open",
+    limit: int = 100,
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """List dead letters with their reasons."""
+    with handled(), _project(config) as project:
+        letters = project.state.dead_letters(connector, None if status == "all" else status, limit)
+    table = Table("id", "connector", "direction", "ref", "attempts", "status", "updated", "reason")
+    for d in letters:
+        table.add_row(
+            str(d.id), d.connector, str(d.direction), d.ref, str(d.attempts), d.status, d.updated_at, d.reason
+        )
+    out.print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(dead_letter_id: int, config: ConfigOption = Path(CONFIG_FILE_NAME)) -> None:
+    """Show one dead letter with its payload."""
+    with handled(), _project(config) as project:
+        letter = project.state.get_dead_letter(dead_letter_id)
+    if letter is None:
+        fail(f"no dead letter with id {dead_letter_id}")
+    out.print_json(json.dumps({**asdict(letter), "direction": str(letter.direction)}))
+
+
+def _select_letters(project: Any, connector: str, ids: list[int] | None, all_: bool) -> list[Any]:
+    if ids:
+        letters = [project.state.get_dead_letter(i) for i in ids]
+        missing = [str(i) for i, d in zip(ids, letters, strict=True) if d is None or d.connector != connector]
+        if missing:
+            fail(f"no dead letter of {connector!r} with id {', '.join(missing)}")
+        return [d for d in letters if d is not None and d.status == "open"]
+    if not all_:
+        fail("name dead letter ids, or pass --all")
+    return list(project.state.dead_letters(connector, "open", limit=1_000_000))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    connector: str,
+    ids: Annotated[list[int] | None, typer.Argument(help="Dead letter ids (or --all).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every open dead letter of the connector.")] = False,
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """Deliver dead-lettered records again (the entity's current state for push)."""
+    from connector_core.sync.replay import replay
+    from connector_core.sync.runner import sync_session
+
+    with handled(), _project(config) as project:
+        letters = _select_letters(project, connector, ids, all_)
+        with sync_session(project, connector) as ctx:
+            report = replay(ctx, letters)
+        still_open = len(project.state.dead_letters(connector, "open", limit=1_000_000))
+    c = report.counts
+    out.print(
+        f"replayed {len(letters)}: {c.created} created, {c.updated} updated, {c.appended} appended, "
+        f"{c.dead_lettered} failed again; {still_open} dead letters still open"
+    )
+    if c.dead_lettered:
+        raise typer.Exit(1)
+
+
+@dlq_app.command("discard")
+def dlq_discard(
+    connector: str,
+    ids: Annotated[list[int] | None, typer.Argument(help="Dead letter ids (or --all).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every open dead letter of the connector.")] = False,
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """Close dead letters without delivering them (kept as history)."""
+    with handled(), _project(config) as project:
+        letters = _select_letters(project, connector, ids, all_)
+        with project.state.transaction() as tx:
+            for letter in letters:
+                tx.resolve_dead_letter(letter.connector, letter.direction, letter.ref, "discarded")
+    out.print(f"discarded {len(letters)} dead letters")
+
+
+@conflicts_app.command("list")
+def conflicts_list(
+    connector: Annotated[str | None, typer.Option(help="Only this connector.")] = None,
+    status: Annotated[str, typer.Option(help="open, resolved or all.")] = "open",
+    limit: int = 100,
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """List conflicts: open ones hold their entity back from push until resolved."""
+    with handled(), _project(config) as project:
+        rows = project.state.conflicts(connector, None if status == "all" else status, limit)
+    table = Table("id", "connector", "entity", "external id", "policy", "status", "resolution", "fields")
+    for c in rows:
+        fields = ", ".join(sorted(set(c.local) | set(c.remote)))
+        table.add_row(
+            str(c.id),
+            c.connector,
+            c.entity_guid,
+            c.external_id,
+            c.policy,
+            c.status,
+            c.resolution or "-",
+            fields,
+        )
+    out.print(table)
+
+
+@conflicts_app.command("show")
+def conflicts_show(conflict_id: int, config: ConfigOption = Path(CONFIG_FILE_NAME)) -> None:
+    """Show the base, local and remote values of each field in a conflict."""
+    with handled(), _project(config) as project:
+        c = project.state.get_conflict(conflict_id)
+    if c is None:
+        fail(f"no conflict with id {conflict_id}")
+    table = Table(
+        "field",
+        "base (last sync)",
+        "local",
+        "remote",
+        title=f"conflict {c.id}: {c.connector} {c.entity_guid} ({c.status})",
+    )
+    for key in sorted(set(c.local) | set(c.remote)):
+        table.add_row(
+            key,
+            json.dumps(c.base.get(key)),
+            json.dumps(c.local.get(key, c.base.get(key))),
+            json.dumps(c.remote.get(key, c.base.get(key))),
+        )
+    out.print(table)
+
+
+@conflicts_app.command("resolve")
+def conflicts_resolve(
+    conflict_id: int,
+    take: Annotated[str, typer.Option(help="external: apply the remote's changes; local: keep ours.")],
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """Settle an open conflict; the entity is pushed again on the next run."""
+    from connector_core.sync.conflicts import resolve_open_conflict
+    from connector_core.sync.runner import sync_session
+
+    if take not in ("external", "local"):
+        fail("--take must be 'external' or 'local'")
+    with handled(), _project(config) as project:
+        conflict = project.state.get_conflict(conflict_id)
+        if conflict is None or conflict.status != "open":
+            fail(f"no open conflict with id {conflict_id}")
+        with sync_session(project, conflict.connector) as ctx:
+            event = resolve_open_conflict(ctx, conflict, take)
+    what = f"appended event {event.guid}" if event else "nothing appended"
+    out.print(f"conflict {conflict_id} resolved ({take}): {what}")
 
 
 # -- event log -------------------------------------------------------------------------------------
@@ -311,9 +560,7 @@ def log_stats(
 
 @app.command()
 def demo(
-    workspace: Annotated[Path, typer.Option(help="Directory for the demo's files.")] = Path(
-        "dcsync-demo"
-    ),
+    workspace: Annotated[Path, typer.Option(help="Directory for the demo's files.")] = Path("dcsync-demo"),
     households: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
 ) -> None:
     """Seed a sample log, push it to a local mock system, edit records there, pull them back."""
@@ -328,8 +575,10 @@ def demo(
     table.add_row("events seeded (new)", str(result.seeded))
     table.add_row("events read for push", str(push.counts.read))
     table.add_row("records pushed", str(pushed))
-    table.add_row("  created / updated / unchanged",
-                  f"{push.counts.created} / {push.counts.updated} / {push.counts.unchanged}")
+    table.add_row(
+        "  created / updated / unchanged",
+        f"{push.counts.created} / {push.counts.updated} / {push.counts.unchanged}",
+    )
     table.add_row("records edited on the mock side", str(result.remote_edits))
     table.add_row("records pulled", str(pull.counts.read))
     table.add_row("events appended by the pull", str(pull.counts.appended))

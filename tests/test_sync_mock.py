@@ -2,52 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import httpx
 import pytest
 
-from connector_core.events import FormSubmission
+from sync_support import FAST_RETRY, make_project, mock_server, project  # noqa: F401 - fixtures
+from sync_support import event as _event
+from sync_support import remote_records as _remote
+
 from connector_core.project import Project
 from connector_core.sample import mobile_log
 from connector_core.state.base import Direction
 from connector_core.sync.runner import ConnectorBusy, connector_lock, run_connector
-from connectors.mock.server import create_app
-from connector_core.testing.server import serve
-from connector_core.retry import RetryPolicy
-
-FAST_RETRY = RetryPolicy(max_attempts=4, initial_delay=0.01, max_delay=0.05, max_elapsed=10)
-
-
-@pytest.fixture
-def mock_server() -> Iterator[httpx.Client]:
-    with serve(create_app()) as served, httpx.Client(base_url=served.url, timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
-def project(tmp_path: Path, mock_server: httpx.Client) -> Iterator[Project]:
-    (tmp_path / "dcsync.yaml").write_text(
-        "connectors:\n"
-        "  reg:\n"
-        "    type: mock\n"
-        "    batch_size: 7\n"
-        "    page_size: 13\n"
-        "    settings:\n"
-        f"      url: {mock_server.base_url}\n"
-    )
-    opened = Project.open(tmp_path / "dcsync.yaml")
-    yield opened
-    opened.close()
-
-
-def _event(guid: str, entity: str, kind: str, data: dict, ts: str = "2025-03-01T10:00:00.000Z") -> FormSubmission:
-    return FormSubmission(guid=guid, entity_guid=entity, type=kind, data=data, timestamp=ts, user_id="admin")
-
-
-def _remote(client: httpx.Client) -> list[dict]:
-    return client.get("/_control/records").json()
 
 
 def test_every_entity_arrives_once_and_a_second_run_sends_nothing(project: Project, mock_server) -> None:

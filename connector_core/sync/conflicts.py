@@ -119,7 +119,7 @@ def resolve_open_conflict(ctx: SyncContext, conflict: Conflict, take: str) -> Fo
         entity,
         remote_state,
         conflict.remote_version,
-        lambda guid: (found.external_id if (found := ctx.state.get_link(ctx.name, guid)) else None),
+        lambda guid: found.external_id if (found := ctx.state.get_link(ctx.name, guid)) else None,
     )
     with ctx.state.transaction() as tx:
         tx.upsert_link(new_link)

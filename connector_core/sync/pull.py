@@ -100,7 +100,11 @@ class PagePuller:
     def take(self, record: RemoteRecord) -> None:
         ctx = self.ctx
         link = self.find_link(record.external_id)
-        guid = link.entity_guid if link is not None else (record.ref or entity_guid_for(ctx.name, record.external_id))
+        guid = (
+            link.entity_guid
+            if link is not None
+            else (record.ref or entity_guid_for(ctx.name, record.external_id))
+        )
         entity = self.entity(guid)
         entity_name = (
             record.entity_name
@@ -167,7 +171,9 @@ class PagePuller:
                 self._link(record, guid, entity_name, entity, remote_state, version)
             self.resolved_dead_letters.append(record.external_id)
             return
-        event = self._event(record, guid, "create-individual" if entity is None else "update-individual", apply, version)
+        event = self._event(
+            record, guid, "create-individual" if entity is None else "update-individual", apply, version
+        )
         new_state = fold([event], self.entity).changed[guid]
         self.local[guid] = new_state
         if entity is None:
@@ -214,7 +220,14 @@ class PagePuller:
         """Remember the remote's state: in entity space as the merge base, and in its pushed form as the
         snapshot, so the next push sends exactly the local changes the remote does not have."""
         self.links[record.external_id] = remote_link(
-            self.ctx, guid, record.external_id, entity_name, template, remote_state, version, self.external_id_of
+            self.ctx,
+            guid,
+            record.external_id,
+            entity_name,
+            template,
+            remote_state,
+            version,
+            self.external_id_of,
         )
 
     def _deleted(self, record: RemoteRecord, guid: str, entity: Entity | None) -> None:

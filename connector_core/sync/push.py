@@ -91,8 +91,16 @@ class _Planned:
 class Pusher:
     """Plans and delivers entity changes for one run; also used to replay dead letters."""
 
-    def __init__(self, ctx: SyncContext, counts: Counts, plan: list[PlannedOperation] | None = None):
+    def __init__(
+        self,
+        ctx: SyncContext,
+        counts: Counts,
+        plan: list[PlannedOperation] | None = None,
+        *,
+        replaying: bool = False,
+    ):
         self.ctx = ctx
+        self.replaying = replaying
         self.counts = counts
         self.plan = plan
         self._links: dict[str, str] = {}  # delivered in this run: entity guid -> external id
@@ -174,6 +182,9 @@ class Pusher:
         if live_link is not None and live_link.snapshot == payload:
             self.counts.unchanged += 1
             self._unpark(entity.guid)
+            if self.replaying:  # delivered meanwhile: the remote already holds this payload
+                with ctx.state.transaction() as tx:
+                    tx.resolve_dead_letter(ctx.name, Direction.PUSH, entity.guid, "replayed")
             return None
         parent_guid = entity.parent_guid
         parent_external = self.external_id(parent_guid) if parent_guid else None
@@ -416,9 +427,7 @@ class _BatchSender:
         self.pending = list(records)
         self.results = results
         self.final: dict[str, PushRecord] = {}
-        self.ambiguous = any(
-            r.operation is Operation.CREATE and r.ref in stale_intents for r in self.pending
-        )
+        self.ambiguous = any(r.operation is Operation.CREATE and r.ref in stale_intents for r in self.pending)
 
     def attempt(self) -> None:
         connector = self.ctx.connector

@@ -70,6 +70,7 @@ class MockState:
     events_received: int = 0
     writes_by_ref: dict[str, int] = field(default_factory=dict)
     creates_by_ref: dict[str, int] = field(default_factory=dict)
+    types_received: dict[str, int] = field(default_factory=dict)
 
 
 class MockStore:
@@ -92,6 +93,7 @@ class MockStore:
             events_received=raw.get("events_received", 0),
             writes_by_ref=raw.get("writes_by_ref", {}),
             creates_by_ref=raw.get("creates_by_ref", {}),
+            types_received=raw.get("types_received", {}),
         )
 
     def save(self) -> None:
@@ -114,6 +116,7 @@ class MockStore:
     def receive(self, event: FormSubmission) -> MockRecord | None:
         st = self.state
         st.events_received += 1
+        st.types_received[event.type] = st.types_received.get(event.type, 0) + 1
         ref = event.entity_guid
         st.writes_by_ref[ref] = st.writes_by_ref.get(ref, 0) + 1
         rid = st.by_ref.get(ref)
@@ -308,6 +311,7 @@ def create_app(data_file: str | Path | None = None) -> Starlette:
                 {
                     "records": len(st.records),
                     "events_received": st.events_received,
+                    "types_received": st.types_received,
                     "duplicate_creates": {r: n for r, n in st.creates_by_ref.items() if n > 1},
                 }
             )

@@ -163,6 +163,12 @@ class OdooClient:
         if self._owns_http:
             self._http.close()
 
+    def __enter__(self) -> OdooClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @property
     def uid(self) -> int | None:
         return self._uid
