@@ -23,7 +23,9 @@ def mock_server() -> Iterator[httpx.Client]:
         yield client
 
 
-def write_config(path: Path, url: str, *, extra: str = "", batch_size: int = 7, page_size: int = 13) -> Path:
+def write_config(
+    path: Path, url: str, *, extra: str = "", batch_size: int = 7, page_size: int = 13, timeout: float = 10
+) -> Path:
     path.write_text(
         "connectors:\n"
         "  reg:\n"
@@ -33,6 +35,7 @@ def write_config(path: Path, url: str, *, extra: str = "", batch_size: int = 7, 
         f"{extra}"
         "    settings:\n"
         f"      url: {url}\n"
+        f"      timeout: {timeout}\n"
     )
     return path
 
@@ -41,8 +44,8 @@ def write_config(path: Path, url: str, *, extra: str = "", batch_size: int = 7, 
 def make_project(tmp_path: Path, mock_server: httpx.Client) -> Iterator[Callable[..., Project]]:
     opened: list[Project] = []
 
-    def make(extra: str = "", **kw: int) -> Project:
-        config = write_config(tmp_path / "dcsync.yaml", str(mock_server.base_url), extra=extra, **kw)
+    def make(extra: str = "", **kw: float) -> Project:
+        config = write_config(tmp_path / "dcsync.yaml", str(mock_server.base_url), extra=extra, **kw)  # type: ignore[arg-type]
         project = Project.open(config)
         opened.append(project)
         return project

@@ -8,6 +8,8 @@ seeded generator, so a stress test is reproducible. Kinds:
 - ``reset``: drop the connection mid-answer (after doing the work when ``commit`` is set);
 - ``slow``: wait ``delay`` seconds before answering (past the client's timeout), after doing the work when
   ``commit`` is set.
+
+``latency`` adds a delay to every request, so a test can kill a client while its requests are in flight.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class FaultPlan:
     choices: list[Fault] = field(default_factory=list)
     rng: random.Random = field(default_factory=random.Random)
     rejects: dict[str, str] = field(default_factory=dict)
+    latency: float = 0.0
     injected: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -59,6 +62,7 @@ class FaultPlan:
             choices=[Fault(**f) for f in rand.get("faults", [])],
             rng=random.Random(rand.get("seed", 0)),
             rejects=dict(body.get("reject", {})),
+            latency=float(body.get("latency", 0.0)),
         )
 
     def draw(self, target: str) -> Fault | None:

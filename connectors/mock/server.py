@@ -219,6 +219,8 @@ def create_app(data_file: str | Path | None = None) -> Starlette:
         if not isinstance(events, list):
             return _error(400, 'body must be {"data": [events]}')
         results = []
+        if store.faults.latency:
+            await asyncio.sleep(store.faults.latency)
         fault = store.faults.draw("push")
         if fault is not None and not fault.applies_work:
             return await _fail(fault)

@@ -212,6 +212,7 @@ class _Catalog:
     banks_by_key: dict[str, int]
     bank_names: dict[int, str]
     pull_fields: list[str]
+    defaulted: frozenset[str] = frozenset()
     m2o_cache: dict[tuple[str, str], int] = field(default_factory=dict)
     xmlids_readable: bool | None = None
 
@@ -366,6 +367,7 @@ class OpenSppConnector(Connector):
                     "(Insufficient permissions)"
                 )
             fields = client.fields_get(PARTNER, ["type", "relation", "required", "readonly", "store"])
+            defaults = client.execute_kw(PARTNER, "default_get", [sorted(fields)]) or {}
             kinds = client.search_read("g2p.group.membership.kind", [], ["name", "is_unique"], order="id asc")
             types = client.search_read("g2p.id.type", [], ["name"], order="id asc")
             banks = client.search_read("res.bank", [], ["name", "bic"], order="id asc")
@@ -400,6 +402,7 @@ class OpenSppConnector(Connector):
                 banks_by_key=bank_keys,
                 bank_names={b["id"]: str(b["name"]) for b in banks},
                 pull_fields=pull_fields,
+                defaulted=frozenset(defaults),
             )
             return self._catalog
 
@@ -624,7 +627,11 @@ class OpenSppConnector(Connector):
         chunks = self._chunks(creates)
         self._parallel([lambda c=chunk: self._create_chunk(c, catalog) for chunk in chunks])
         touched = [i for i in live if i.ok and i.partner_id is not None]
-        memberships = self._memberships([i.partner_id for i in touched if not i.is_group])
+        people = [i for i in touched if not i.is_group]
+        memberships = self._guarded(people, lambda: self._memberships([i.partner_id for i in people]))
+        if memberships is None:
+            memberships = {}
+            touched = [i for i in touched if i.ok]
         units = self._units(touched, memberships)
         self._parallel([lambda u=unit: self._unit(u, memberships, catalog) for unit in units])
 
@@ -676,9 +683,10 @@ class OpenSppConnector(Connector):
         if self.config.reference == "reg_id":
             self._bisect(chunk, lambda part: self._create_partners(part, catalog), lambda i: [i])
         else:
+            # one load per set of fields with a server default; other missing cells load as empty
             by_fields: dict[tuple[str, ...], list[_Item]] = defaultdict(list)
             for item in chunk:
-                by_fields[tuple(sorted(item.values))].append(item)
+                by_fields[tuple(sorted(k for k in item.values if k in catalog.defaulted))].append(item)
             for group in by_fields.values():
                 self._bisect(group, lambda part: self._load_partners(part, catalog), lambda i: [i])
         created = [i for i in chunk if i.ok and i.partner_id is not None]
@@ -712,7 +720,7 @@ class OpenSppConnector(Connector):
     def _load_partners(self, items: list[_Item], catalog: _Catalog) -> None:
         """``reference: xmlid``: ``res.partner.load`` creates or updates the partner and its xml-id."""
         fields = catalog.partner_fields
-        names = sorted(items[0].values)
+        names = sorted({name for item in items for name in item.values})
         header = ["id"]
         for name in names:
             ftype = fields[name].get("type")
@@ -721,7 +729,7 @@ class OpenSppConnector(Connector):
         module = self.config.xmlid_module
         for item in items:
             row = [f"{module}.{xmlid_name(item.ref)}"]
-            row += [_load_cell(item.values[name], fields[name].get("type")) for name in names]
+            row += [_load_cell(item.values.get(name), fields[name].get("type")) for name in names]
             rows.append(row)
         result = self.client.load(PARTNER, header, rows)
         if result.ids is not None:

@@ -210,6 +210,7 @@ class Env:
             "exists": self.m_exists,
             "get_external_id": self.m_get_external_id,
             "load": self.m_load,
+            "default_get": self.m_default_get,
         }
         return generic.get(method)
 
@@ -348,6 +349,21 @@ class Env:
                 raise
             return False
         return True
+
+    def m_default_get(self, model: str, fields_list: list[str]) -> dict[str, Any]:
+        md = self.registry[model]
+        out: dict[str, Any] = {}
+        for fname in fields_list:
+            f = md.fields.get(fname)
+            if f is None or f.computed or f.default is None:
+                continue
+            value = default_value(f, self)
+            if isinstance(value, datetime):
+                value = format_datetime(value)
+            elif isinstance(value, date):
+                value = format_date(value)
+            out[fname] = value
+        return out
 
     def m_exists(self, model: str, ids: Any) -> list[int]:
         return [i for i in _ids(ids) if self.row(model, i) is not None]

@@ -443,10 +443,13 @@ class FakeOpenSpp:
             out = {}
             for name in models:
                 rows = []
+                stored = [
+                    f for f, d in self.registry[name].fields.items() if d.store and d.type != "one2many"
+                ]
                 for rid in sorted(self.store.visible_ids(name)):
                     row = self.store.visible(name, rid)
                     if row is not None:
-                        rows.append({"id": rid, **{k: _jsonable(v) for k, v in row.items()}})
+                        rows.append({"id": rid, **{f: _jsonable(row.get(f)) for f in stored if f != "id"}})
                 out[name] = rows
             return out
 
