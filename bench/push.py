@@ -1,14 +1,19 @@
 """Push throughput: the engine (batched) against one request per record, as DataCollect's adapters do.
 
-Both push the same entities to the same mock server over loopback HTTP in this run; the figure that matters
-is the ratio. Usage: python bench/push.py [--entities 20000] [--batch-size 500]
+Both push the same entities to a mock server running as its own process (as a remote system is), over
+loopback HTTP, in this run; the figure that matters is the ratio.
+Usage: python bench/push.py [--entities 20000] [--batch-size 500]
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -16,18 +21,42 @@ import httpx
 from connector_core.project import Project
 from connector_core.sample import mobile_log
 from connector_core.sync.runner import run_connector
-from connector_core.testing.server import serve
-from connectors.mock.server import create_app
+from connector_core.testing.server import free_port
+
+
+@contextmanager
+def mock_server_process() -> Iterator[str]:
+    """``dcsync mock-server mock`` in a child process; yields its URL once it answers."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "connector_core.cli", "mock-server", "mock", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{url}/_control/stats", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or child.poll() is not None:
+                    raise RuntimeError("the mock server did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
 
 
 def bench_engine(entities: int, batch_size: int) -> tuple[float, int]:
     households = max(1, entities // 5)
-    with tempfile.TemporaryDirectory() as tmp, serve(create_app()) as server:
+    with tempfile.TemporaryDirectory() as tmp, mock_server_process() as url:
         config = Path(tmp) / "dcsync.yaml"
         config.write_text(
             "connectors:\n  bench:\n    type: mock\n"
             f"    batch_size: {batch_size}\n    page_size: 5000\n"
-            f"    settings:\n      url: {server.url}\n"
+            f"    settings:\n      url: {url}\n"
         )
         project = Project.open(config)
         project.eventlog.append(mobile_log(households=households, members=4, updates=0))
@@ -42,7 +71,7 @@ def bench_engine(entities: int, batch_size: int) -> tuple[float, int]:
 def bench_per_record(entities: int) -> tuple[float, int]:
     households = max(1, entities // 5)
     events = list(mobile_log(households=households, members=4, updates=0))
-    with serve(create_app()) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+    with mock_server_process() as url, httpx.Client(base_url=url, timeout=30) as client:
         started = time.perf_counter()
         for event in events:
             client.post("/", json={"data": [event.to_json()]}).raise_for_status()

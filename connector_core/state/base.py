@@ -111,6 +111,10 @@ class StateTxn(Protocol):
 
     def upsert_link(self, link: Link) -> None: ...
 
+    def upsert_links(self, links: Iterable[Link]) -> None:
+        """Many links at once (a delivered batch): same rules as :meth:`upsert_link`."""
+        ...
+
     def delete_link(self, connector: str, entity_guid: str) -> None: ...
 
     def add_dead_letter(

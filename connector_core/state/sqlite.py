@@ -287,30 +287,43 @@ class SqliteStateTxn:
         )
 
     def upsert_link(self, link: Link) -> None:
-        try:
-            self._c().execute(
-                f"INSERT INTO links ({_LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (connector, entity_guid) DO UPDATE SET "
-                "external_id = excluded.external_id, entity_name = excluded.entity_name, "
-                "snapshot = excluded.snapshot, remote_version = excluded.remote_version, "
-                "synced_at = excluded.synced_at, deleted = excluded.deleted, base = excluded.base",
-                (
-                    link.connector,
-                    link.entity_guid,
-                    str(link.external_id),
-                    link.entity_name,
-                    _dumps(link.snapshot),
-                    link.remote_version,
-                    link.synced_at,
-                    int(link.deleted),
-                    _dumps(link.base),
-                ),
+        self.upsert_links([link])
+
+    def upsert_links(self, links: Iterable[Link]) -> None:
+        rows = [
+            (
+                link.connector,
+                link.entity_guid,
+                str(link.external_id),
+                link.entity_name,
+                _dumps(link.snapshot),
+                link.remote_version,
+                link.synced_at,
+                int(link.deleted),
+                _dumps(link.base),
             )
+            for link in links
+        ]
+        sql = (
+            f"INSERT INTO links ({_LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (connector, entity_guid) DO UPDATE SET "
+            "external_id = excluded.external_id, entity_name = excluded.entity_name, "
+            "snapshot = excluded.snapshot, remote_version = excluded.remote_version, "
+            "synced_at = excluded.synced_at, deleted = excluded.deleted, base = excluded.base"
+        )
+        conn = self._c()
+        try:
+            conn.executemany(sql, rows)
         except sqlite3.IntegrityError as exc:
-            raise DuplicateExternalIdError(
-                f"connector {link.connector!r}: external id {link.external_id!r} is already linked "
-                f"to another entity (while linking {link.entity_guid})"
-            ) from exc
+            for row in rows:  # name the offending link; the whole transaction rolls back anyway
+                try:
+                    conn.execute(sql, row)
+                except sqlite3.IntegrityError:
+                    raise DuplicateExternalIdError(
+                        f"connector {row[0]!r}: external id {row[2]!r} is already linked "
+                        f"to another entity (while linking {row[1]})"
+                    ) from exc
+            raise
 
     def delete_link(self, connector: str, entity_guid: str) -> None:
         self._c().execute(

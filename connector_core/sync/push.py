@@ -106,6 +106,9 @@ class Pusher:
         self._links: dict[str, str] = {}  # delivered in this run: entity guid -> external id
         self._stale_intents = ctx.state.intents(ctx.name) if not ctx.dry_run else set()
         self._parked = {p.entity_guid: p.attempts for p in ctx.state.parked(ctx.name, limit=1_000_000)}
+        self._open_letters = {
+            d.ref for d in ctx.state.dead_letters(ctx.name, "open", limit=1_000_000) if d.direction == Direction.PUSH
+        }
         self._parked_now: set[str] = set()
         if self._stale_intents:
             log.warning(
@@ -123,6 +126,13 @@ class Pusher:
             return None
         return link.external_id
 
+    def _preload_parents(self, entities: dict[str, Entity]) -> None:
+        """One query for every parent a page refers to, instead of one per child."""
+        parents = {e.parent_guid for e in entities.values() if e.parent_guid} - set(self._links)
+        for guid, link in self.ctx.state.get_links(self.ctx.name, parents).items():
+            if not link.deleted:
+                self._links[guid] = link.external_id
+
     # -- planning -------------------------------------------------------------------------------
     def push_entities(self, guids: list[str], unlinks: Sequence[tuple[str, str]] = ()) -> None:
         """Deliver the current state of ``guids`` (parents first), then ended memberships, then deletes."""
@@ -134,6 +144,7 @@ class Pusher:
             guids = [g for g in guids if g not in held]
         entities = ctx.eventlog.get_entities(guids)
         links = ctx.state.get_links(ctx.name, guids)
+        self._preload_parents(entities)
         deletes = [g for g in guids if g not in entities and g in links and not links[g].deleted]
         depths = _depths(entities)
         for level in sorted(set(depths.values())):
@@ -282,6 +293,7 @@ class Pusher:
                 tx.unpark(self.ctx.name, ref)
                 tx.add_dead_letter(self.ctx.name, Direction.PUSH, ref, reason, payload)
             self._parked.pop(ref, None)
+            self._open_letters.add(ref)
 
     def _deliver(self, planned: list[_Planned]) -> None:
         size = self.ctx.batch_size
@@ -345,6 +357,7 @@ class Pusher:
         ctx = self.ctx
         now = now_timestamp()
         settled: list[str] = []
+        links: list[Link] = []
         with ctx.state.transaction() as tx:
             for item in batch:
                 record = sender.final.get(item.record.ref, item.record)
@@ -355,9 +368,10 @@ class Pusher:
                     continue  # transient to the end: stays pending behind the unmoved checkpoint
                 settled.append(record.ref)
                 if result.ok:
-                    self._delivered(tx, item, record, result, now)
+                    self._delivered(tx, item, record, result, now, links)
                 else:
                     self.counts.dead_lettered += 1
+                    self._open_letters.add(record.ref)
                     tx.add_dead_letter(
                         ctx.name,
                         Direction.PUSH,
@@ -369,11 +383,12 @@ class Pusher:
                             "payload": record.payload,
                         },
                     )
+            tx.upsert_links(links)
             tx.clear_intents(ctx.name, settled)
         self._stale_intents.difference_update(settled)
 
     def _delivered(
-        self, tx: StateTxn, item: _Planned, record: PushRecord, result: PushResult, now: str
+        self, tx: StateTxn, item: _Planned, record: PushRecord, result: PushResult, now: str, links: list[Link]
     ) -> None:
         ctx = self.ctx
         self._count(record.operation)
@@ -392,7 +407,7 @@ class Pusher:
                     {"operation": str(record.operation), "payload": record.payload},
                 )
                 return
-            tx.upsert_link(
+            links.append(
                 Link(
                     connector=ctx.name,
                     entity_guid=record.ref,
@@ -403,10 +418,12 @@ class Pusher:
                     base=item.base,
                 )
             )
-            tx.unpark(ctx.name, record.ref)
-            self._parked.pop(record.ref, None)
+            if self._parked.pop(record.ref, None) is not None:
+                tx.unpark(ctx.name, record.ref)
             self._links[record.ref] = str(external_id)
-        tx.resolve_dead_letter(ctx.name, Direction.PUSH, record.ref, "replayed")
+        if record.ref in self._open_letters:
+            tx.resolve_dead_letter(ctx.name, Direction.PUSH, record.ref, "replayed")
+            self._open_letters.discard(record.ref)
 
 
 class _BatchSender:

@@ -104,7 +104,7 @@ class MockConnector(Connector):
                 data.setdefault("entityName", record.entity_name)
             if record.parent_external_id:
                 data.setdefault("parentExternalId", record.parent_external_id)
-        body = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+        body = json.dumps(data, separators=(",", ":"), default=str)  # mapped payloads keep a stable key order
         guid = uuid.uuid5(_EVENT_NS, f"{self.name}|{record.ref}|{kind}|{body}")
         return {
             "guid": str(guid),

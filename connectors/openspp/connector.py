@@ -606,9 +606,10 @@ class OpenSppConnector(Connector):
                     to_lookup[record.parent_ref].append(item)
         if to_lookup:
             owners = [i for group in to_lookup.values() for i in group]
-            found = self._guarded(owners, lambda: self.lookup(list(to_lookup)))
-            if found is None:
+            answer = self._guarded(owners, lambda: self._lookup(list(to_lookup)))
+            if answer is None:
                 return
+            found, _unchecked = answer
             for ref, waiting in to_lookup.items():
                 for item in waiting:
                     if ref in found:
@@ -649,13 +650,16 @@ class OpenSppConnector(Connector):
                 needed.append(item)
         if not needed:
             return
-        found = self._guarded(needed, lambda: self.lookup([i.ref for i in needed]))
-        if found is None:
+        answer = self._guarded(needed, lambda: self._lookup([i.ref for i in needed]))
+        if answer is None:
             return
+        found, unchecked = answer
         for item in needed:
             if item.ref in found:
                 item.partner_id = int(found[item.ref])
                 item.existing = True
+            elif item.ref in unchecked and item.record.operation is Operation.DELETE:
+                item.fail(f"could not look up {item.ref} in OpenSPP; retry", transient=True)
 
     def _chunks(self, creates: list[_Item]) -> list[list[_Item]]:
         """Batches of ``batch_size`` that never split one household across two concurrent calls."""
@@ -1033,8 +1037,20 @@ class OpenSppConnector(Connector):
 
     # -- lookup --------------------------------------------------------------------------------------
     def lookup(self, refs: Sequence[str]) -> dict[str, str]:
+        """Partner ids of the refs OpenSPP holds, found through the reference (xml-id or guid ID).
+
+        With ``reference: xmlid`` a registrar cannot search ``ir.model.data``, so each ref is checked with
+        ``check_object_reference``; a ref whose check failed transiently is left out rather than failing
+        the whole lookup. That is safe because an xml-id create is a ``load()`` upsert: re-sending it
+        updates the record it created.
+        """
+        found, _unchecked = self._lookup(refs)
+        return found
+
+    def _lookup(self, refs: Sequence[str]) -> tuple[dict[str, str], set[str]]:
+        """``(found, unchecked)``: refs held by OpenSPP, and refs whose presence is unknown."""
         if not refs:
-            return {}
+            return {}, set()
         catalog = self._ensure_catalog()
         found: dict[str, str] = {}
         unique = list(dict.fromkeys(refs))
@@ -1051,32 +1067,45 @@ class OpenSppConnector(Connector):
                 )
                 for row in rows:
                     found.setdefault(row["value"], str(_id(row["partner_id"])))
-            return found
+            return found, set()
         module = self.config.xmlid_module
         names = {xmlid_name(ref): ref for ref in unique}
         if catalog.xmlids_readable is not False:
             try:
-                for start in range(0, len(unique), _IN_CHUNK):
-                    part = list(names)[start : start + _IN_CHUNK]
+                listed = list(names)
+                for start in range(0, len(listed), _IN_CHUNK):
                     rows = self.client.search_read(
                         "ir.model.data",
-                        [["module", "=", module], ["model", "=", PARTNER], ["name", "in", part]],
+                        [
+                            ["module", "=", module],
+                            ["model", "=", PARTNER],
+                            ["name", "in", listed[start : start + _IN_CHUNK]],
+                        ],
                         ["name", "res_id"],
                         order="id asc",
                     )
                     for row in rows:
                         found[names[row["name"]]] = str(row["res_id"])
                 catalog.xmlids_readable = True
-                return found
+                return found, set()
             except OdooPermanentError as exc:
                 if exc.odoo_name != ACCESS_ERROR:
                     raise
                 catalog.xmlids_readable = False
+        unchecked: set[str] = set()
         for name, ref in names.items():
-            target = self.client.xmlid_target(f"{module}.{name}", context=_NO_ARCHIVE_FILTER)
+            try:
+                target = self.client.xmlid_target(f"{module}.{name}", context=_NO_ARCHIVE_FILTER)
+            except OdooAuthError:
+                raise
+            except ConnectorError as exc:
+                if not exc.transient:
+                    raise
+                unchecked.add(ref)
+                continue
             if target is not None and target[0] == PARTNER and target[1]:
                 found[ref] = str(target[1])
-        return found
+        return found, unchecked
 
     # -- pull ----------------------------------------------------------------------------------------
     def pull(self, cursor: str | None, limit: int) -> PullPage:

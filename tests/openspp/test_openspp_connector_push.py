@@ -377,7 +377,6 @@ def test_check_reports_bad_credentials_without_the_secret(make_connector: Factor
     assert make_connector(api_key="registrar-api-key-0001").check().ok
 
 
-@pytest.mark.slow
 def test_exactly_once_under_commit_then_fail_and_transient_faults(
     make_connector: Factory, fake: FakeOpenSpp
 ) -> None:
@@ -415,6 +414,7 @@ def test_exactly_once_under_commit_then_fail_and_transient_faults(
                     r.payload,
                     external_id=links.get(r.ref),
                     parent_ref=r.parent_ref,
+                    parent_external_id=links.get(r.parent_ref or ""),
                 )
                 for r in pending
             ]
