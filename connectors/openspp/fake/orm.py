@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from connectors.openspp.fake.domain import Compiler, parse, parse_order, sort_ids
@@ -22,10 +22,7 @@ from connectors.openspp.fake.errors import (
     ATTRIBUTE_ERROR,
     INDEX_ERROR,
     INVALID_TEXT_REPRESENTATION,
-    KEY_ERROR,
     TYPE_ERROR,
-    USER_ERROR,
-    USER_ERROR_FAMILY,
     RpcError,
     foreign_key_error,
     missing_error,
@@ -1070,18 +1067,3 @@ def _ids(value: Any) -> list[int]:
     if isinstance(value, list | tuple) and all(isinstance(i, int) and not isinstance(i, bool) for i in value):
         return list(value)
     raise value_error(f"Invalid ids {value!r}")
-
-
-def stamp_after(stamp: datetime, seconds: float) -> datetime:
-    return stamp + timedelta(seconds=seconds)
-
-
-__all__ = [
-    "CONFIG_MODELS",
-    "Env",
-    "KEY_ERROR",
-    "SUPERUSER",
-    "USER_ERROR",
-    "USER_ERROR_FAMILY",
-    "date",
-]

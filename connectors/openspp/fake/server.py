@@ -478,6 +478,9 @@ class FakeOpenSpp:
             for rid, row in rows.items():
                 self.store.set_row(model, int(rid), {k: _untagged(v) for k, v in row.items()})
         self.store.sequences.update(payload["sequences"])
+        self._used_codes.update(
+            str(row["spp_id"])[4:] for row in self.store.tables["res.partner"].values() if row.get("spp_id")
+        )
         for uid, (password, keys) in payload["credentials"].items():
             self.credentials[int(uid)] = Credentials(password, keys)
 
