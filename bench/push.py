@@ -88,7 +88,8 @@ def main() -> None:
     naive_s, naive_n = bench_per_record(args.entities)
     engine_rate, naive_rate = engine_n / engine_s, naive_n / naive_s
     print(
-        f"engine (batch {args.batch_size}): {engine_n} records in {engine_s:.2f}s = {engine_rate:,.0f} records/s"
+        f"engine (batch {args.batch_size}): {engine_n} records in {engine_s:.2f}s "
+        f"= {engine_rate:,.0f} records/s"
     )
     print(f"one request per record:     {naive_n} records in {naive_s:.2f}s = {naive_rate:,.0f} records/s")
     print(f"ratio engine/per-record: {engine_rate / naive_rate:.1f}x (goal >= 10x)")

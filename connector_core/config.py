@@ -1,8 +1,8 @@
 """The project file, ``dcsync.yaml``: where the event log and state live, and which connectors run how.
 
 Operators edit this file by hand, so every mistake is reported with file, line and key, all at once, before
-anything runs; ``${VAR}`` (or ``${VAR:-default}``) pulls secrets from the environment so the file itself can be
-committed. Relative paths are relative to the file, not to the shell's working directory.
+anything runs; ``${VAR}`` (or ``${VAR:-default}``) pulls secrets from the environment so the file itself can
+be committed. Relative paths are relative to the file, not to the shell's working directory.
 """
 
 from __future__ import annotations
@@ -125,7 +125,9 @@ def _interpolate(text: str, where: str, problems: list[str], key: str) -> str:
         return value
 
     if text.count("${") > len(_VAR.findall(text)):
-        problems.append(f"{where}: {key}: malformed ${{...}} reference (expected ${{NAME}} or ${{NAME:-default}})")
+        problems.append(
+            f"{where}: {key}: malformed ${{...}} reference (expected ${{NAME}} or ${{NAME:-default}})"
+        )
         return text
     return _VAR.sub(replace, text)
 
@@ -150,9 +152,7 @@ def _to_python(
             out[name] = _to_python(value_node, (*path, name), marks, source, problems)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [
-            _to_python(item, (*path, i), marks, source, problems) for i, item in enumerate(node.value)
-        ]
+        return [_to_python(item, (*path, i), marks, source, problems) for i, item in enumerate(node.value)]
     value = yaml.SafeLoader("").construct_object(node, deep=True)
     if isinstance(value, str) and "${" in value:
         value = _interpolate(value, where, problems, key)
@@ -204,9 +204,7 @@ def load_config(path: str | Path) -> LoadedConfig:
     try:
         text = source.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(
-            [f"{source}: no such file (create one with `dcsync init`)"]
-        ) from None
+        raise ConfigError([f"{source}: no such file (create one with `dcsync init`)"]) from None
     except OSError as exc:
         raise ConfigError([f"{source}: cannot read: {exc.strerror}"]) from None
     data, marks, problems = parse_yaml_with_marks(text, source)
@@ -223,9 +221,7 @@ def load_config(path: str | Path) -> LoadedConfig:
     return LoadedConfig(project=project, path=source.resolve(), marks=marks)
 
 
-def validate_settings(
-    loaded: LoadedConfig, name: str, model: type[BaseModel]
-) -> BaseModel:
+def validate_settings(loaded: LoadedConfig, name: str, model: type[BaseModel]) -> BaseModel:
     """Validate one connector's ``settings`` against its type's config model, with line numbers."""
     raw = loaded.project.connectors[name].settings
     try:

@@ -50,7 +50,7 @@ def parse_timestamp(value: str | datetime) -> datetime:
     """Read a timestamp leniently and return an aware UTC datetime.
 
     Accepts ISO-8601 with ``Z``, offsets or µs, Odoo's ``YYYY-MM-DD HH:MM:SS`` (UTC without a marker, as
-    Odoo stores it) and bare dates. Naive values are taken as UTC, which is what both DataCollect and Odoo mean.
+    Odoo stores it) and bare dates. Naive values are taken as UTC, which is what DataCollect and Odoo mean.
     """
     if isinstance(value, datetime):
         dt = value

@@ -18,7 +18,7 @@ hookimpl = pluggy.HookimplMarker("dcsync")
 
 
 @hookspec
-def dcsync_connectors() -> list[type[Connector]]:
+def dcsync_connectors() -> list[type[Connector]]:  # type: ignore[empty-body]
     """Return the connector classes this plugin provides.
 
     Each class subclasses :class:`connector_core.connector.Connector` and sets ``type_name`` (the value of
@@ -28,7 +28,7 @@ def dcsync_connectors() -> list[type[Connector]]:
 
 
 @hookspec
-def dcsync_transforms() -> list[Any]:
+def dcsync_transforms() -> list[Any]:  # type: ignore[empty-body]
     """Return mapping transforms this plugin provides (see ``connector_core.mapping``).
 
     Each item is a transform definition the mapping engine registers under its name; it declares whether it
@@ -37,7 +37,7 @@ def dcsync_transforms() -> list[Any]:
 
 
 @hookspec
-def dcsync_fake_servers() -> dict[str, Any]:
+def dcsync_fake_servers() -> dict[str, Any]:  # type: ignore[empty-body]
     """Return fake remote systems this plugin ships, as ``{name: factory}``.
 
     ``factory(data_file: pathlib.Path | None)`` returns an ASGI app that speaks the remote's real protocol

@@ -80,16 +80,12 @@ def call_with_retry(
         if on_retry is not None and exc is not None:
             on_retry(state.attempt_number, exc, delay)
 
-    kwargs = {}
-    if sleep is not None:
-        kwargs["sleep"] = sleep
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
-        stop=tenacity.stop_after_attempt(policy.max_attempts)
-        | tenacity.stop_after_delay(policy.max_elapsed),
+        stop=tenacity.stop_after_attempt(policy.max_attempts) | tenacity.stop_after_delay(policy.max_elapsed),
         wait=_Wait(policy, rng or random.Random()),
         before_sleep=before_sleep,
         reraise=True,
-        **kwargs,
+        sleep=sleep if sleep is not None else tenacity.nap.sleep,
     )
     return retrying(fn)

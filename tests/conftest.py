@@ -15,6 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# The end-to-end sync fixtures (a served mock system, a project aimed at it) for every test module.
+pytest_plugins = ["sync_support"]
+
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 _SESSION = uuid.uuid4().hex[:8]
 _counter = iter(range(1, 1_000_000))

@@ -60,7 +60,9 @@ def project(make_project: Callable[..., Project]) -> Project:
     return make_project()
 
 
-def event(guid: str, entity: str, kind: str, data: dict, ts: str = "2025-03-01T10:00:00.000Z") -> FormSubmission:
+def event(
+    guid: str, entity: str, kind: str, data: dict, ts: str = "2025-03-01T10:00:00.000Z"
+) -> FormSubmission:
     return FormSubmission(guid=guid, entity_guid=entity, type=kind, data=data, timestamp=ts, user_id="admin")
 
 

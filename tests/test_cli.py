@@ -47,9 +47,13 @@ def test_import_export_round_trip(workdir: Path) -> None:
 @pytest.mark.parametrize(
     ("bad_line", "expected"),
     [
-        ('{"guid": "g-9", "entityGuid": "e", "type": "create-individual", ', ":3: event without guid: field '(line)': not valid JSON"),
         (
-            '{"guid": "g-9", "type": "create-individual", "data": {"a": 1}, "timestamp": "2025-01-01T00:00:00Z", "userId": "u"}',
+            '{"guid": "g-9", "entityGuid": "e", "type": "create-individual", ',
+            ":3: event without guid: field '(line)': not valid JSON",
+        ),
+        (
+            '{"guid": "g-9", "type": "create-individual", "data": {"a": 1}, '
+            '"timestamp": "2025-01-01T00:00:00Z", "userId": "u"}',
             ":3: event g-9: field 'entityGuid': is missing",
         ),
     ],
@@ -68,7 +72,9 @@ def test_a_bad_line_is_named_and_nothing_is_written(workdir: Path, bad_line: str
 
 def test_config_with_an_unknown_key_is_one_line_naming_the_place(tmp_path: Path) -> None:
     config = tmp_path / "dcsync.yaml"
-    config.write_text("connectors:\n  r:\n    type: mock\n    bach_size: 10\n    settings: {url: 'http://x'}\n")
+    config.write_text(
+        "connectors:\n  r:\n    type: mock\n    bach_size: 10\n    settings: {url: 'http://x'}\n"
+    )
     result = _invoke("run", "r", "-c", str(config))
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: {config}:4:16: connectors.r.bach_size: unknown key"
@@ -80,12 +86,17 @@ def test_config_with_an_unset_variable_is_one_line_naming_the_place(tmp_path: Pa
     config.write_text("connectors:\n  r:\n    type: mock\n    settings:\n      url: ${DCSYNC_NOT_SET}\n")
     result = _invoke("run", "r", "-c", str(config))
     assert result.exit_code == 2
-    assert f"{config}:5:12: connectors.r.settings.url: environment variable DCSYNC_NOT_SET is not set" in result.stderr
+    assert (
+        f"{config}:5:12: connectors.r.settings.url: environment variable DCSYNC_NOT_SET is not set"
+        in result.stderr
+    )
 
 
 def test_connector_settings_are_checked_against_the_connector_model(tmp_path: Path) -> None:
     config = tmp_path / "dcsync.yaml"
-    config.write_text("connectors:\n  r:\n    type: mock\n    settings:\n      url: http://x\n      colour: 3\n")
+    config.write_text(
+        "connectors:\n  r:\n    type: mock\n    settings:\n      url: http://x\n      colour: 3\n"
+    )
     result = _invoke("run", "r", "-c", str(config))
     assert result.exit_code == 2
     assert f"{config}:6:15: connectors.r.settings.colour: unknown key" in result.stderr
@@ -109,14 +120,22 @@ def test_init_writes_a_valid_example(tmp_path: Path) -> None:
 def test_demo_pushes_and_pulls_then_a_second_run_pushes_nothing(tmp_path: Path) -> None:
     first = _invoke("demo", "--workspace", str(tmp_path / "ws"))
     assert first.exit_code == 0, first.output
-    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in first.stdout.splitlines() if line.count("│") >= 3}
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in first.stdout.splitlines()
+        if line.count("│") >= 3
+    }
     assert int(rows["records pushed"]) == 250
     assert int(rows["events appended by the pull"]) == 5
     assert rows["dead letters"] == "0"
 
     second = _invoke("demo", "--workspace", str(tmp_path / "ws"))
     assert second.exit_code == 0, second.output
-    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in second.stdout.splitlines() if line.count("│") >= 3}
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in second.stdout.splitlines()
+        if line.count("│") >= 3
+    }
     assert rows["records pushed"] == "0"
     assert rows["events seeded (new)"] == "0"
     assert rows["events appended by the pull"] == "0"

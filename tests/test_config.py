@@ -1,4 +1,4 @@
-"""The project file: every mistake reported with file, line and key, all at once; secrets from the environment."""
+"""The project file: every mistake reported with file, line and key, all at once; secrets from the env."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sync_support import make_project, mock_server, project, write_config  # noqa: F401 - fixtures
+from sync_support import write_config
 
 from connector_core.project import Project
 from connector_core.retry import RetryPolicy

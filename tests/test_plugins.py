@@ -12,7 +12,7 @@ import pytest
 
 from connector_core.plugins import PluginError, load_plugins
 
-TINY_CONNECTOR = '''
+TINY_CONNECTOR = """
 from connector_core.connector import Capability, CheckResult, Connector, ConnectorConfig
 from connector_core.hookspecs import hookimpl
 
@@ -34,7 +34,7 @@ class TinyConnector(Connector):
 @hookimpl
 def dcsync_connectors():
     return [TinyConnector]
-'''
+"""
 
 
 def _make_dist(root: Path, name: str, module_source: str, entry_name: str) -> Path:
@@ -65,8 +65,7 @@ def _make_dist(root: Path, name: str, module_source: str, entry_name: str) -> Pa
 
 def _install(src: Path, target: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-         "--target", str(target), str(src)],
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(src)],
         check=True,
         capture_output=True,
     )

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sync_support import FAST_RETRY, make_project, mock_server, project  # noqa: F401 - fixtures
-from sync_support import event, remote_records
+from sync_support import FAST_RETRY, event, remote_records
 from typer.testing import CliRunner
 
 from connector_core.cli import app
@@ -23,15 +22,23 @@ FUTURE = "2099-01-01T00:00:00.000Z"
 def _synced_person(project: Project, mock: httpx.Client) -> dict:
     """One individual pushed to the remote; returns its remote record."""
     project.eventlog.append(
-        [event("e0", "p1", "create-individual", {"entityName": "individual", "first_name": "Ana",
-                                                 "last_name": "Cruz", "phone_number": "+1"})]
+        [
+            event(
+                "e0",
+                "p1",
+                "create-individual",
+                {"entityName": "individual", "first_name": "Ana", "last_name": "Cruz", "phone_number": "+1"},
+            )
+        ]
     )
     assert run_connector(project, "reg", retry=FAST_RETRY).ok
     (record,) = remote_records(mock)
     return record
 
 
-def _both_sides_change(project: Project, mock: httpx.Client, local: dict, remote: dict, ts: str = PAST) -> None:
+def _both_sides_change(
+    project: Project, mock: httpx.Client, local: dict, remote: dict, ts: str = PAST
+) -> None:
     record = _synced_person(project, mock)
     project.eventlog.append([event("e1", "p1", "update-individual", local, ts)])
     mock.patch(f"/_control/records/{record['id']}", json={"data": remote})
@@ -47,7 +54,9 @@ def test_external_wins_applies_the_remote_and_still_pushes_the_local_change_to_o
     make_project: Callable[..., Project], mock_server: httpx.Client
 ) -> None:
     project = make_project("    conflict_policy: external-wins\n")
-    _both_sides_change(project, mock_server, {"phone_number": "+2", "first_name": "Anna"}, {"first_name": "Ann"})
+    _both_sides_change(
+        project, mock_server, {"phone_number": "+2", "first_name": "Anna"}, {"first_name": "Ann"}
+    )
     report = run_connector(project, "reg", retry=FAST_RETRY)
     assert report.pull.counts.conflicts == 1
     assert _person(project)["first_name"] == "Ann" and _person(project)["phone_number"] == "+2"
@@ -61,7 +70,9 @@ def test_local_wins_keeps_the_entity_and_overwrites_the_remote(
     make_project: Callable[..., Project], mock_server: httpx.Client
 ) -> None:
     project = make_project("    conflict_policy: local-wins\n")
-    _both_sides_change(project, mock_server, {"first_name": "Anna"}, {"first_name": "Ann", "last_name": "Cruz-Lee"})
+    _both_sides_change(
+        project, mock_server, {"first_name": "Anna"}, {"first_name": "Ann", "last_name": "Cruz-Lee"}
+    )
     report = run_connector(project, "reg", retry=FAST_RETRY)
     assert report.pull.counts.appended == 0 and report.pull.counts.conflicts == 1
     assert _person(project)["first_name"] == "Anna" and _person(project)["last_name"] == "Cruz"
@@ -98,7 +109,10 @@ def test_merge_gives_a_field_both_sides_changed_to_the_declared_side(
 ) -> None:
     project = make_project("    conflict_policy: merge\n    merge_fallback: local\n")
     _both_sides_change(
-        project, mock_server, {"first_name": "Anna", "phone_number": "+2"}, {"first_name": "Ann", "last_name": "Lee"}
+        project,
+        mock_server,
+        {"first_name": "Anna", "phone_number": "+2"},
+        {"first_name": "Ann", "last_name": "Lee"},
     )
     run_connector(project, "reg", retry=FAST_RETRY)
     data = _person(project)
@@ -122,7 +136,12 @@ def test_manual_holds_the_entity_until_an_operator_resolves_it(
     runner = CliRunner()
     config = str(tmp_path / "dcsync.yaml")
     shown = runner.invoke(app, ["conflicts", "show", str(conflict.id), "-c", config], env={"COLUMNS": "200"})
-    assert shown.exit_code == 0 and '"Ana"' in shown.stdout and '"Anna"' in shown.stdout and '"Ann"' in shown.stdout
+    assert (
+        shown.exit_code == 0
+        and '"Ana"' in shown.stdout
+        and '"Anna"' in shown.stdout
+        and '"Ann"' in shown.stdout
+    )
     done = runner.invoke(app, ["conflicts", "resolve", str(conflict.id), "--take", "external", "-c", config])
     assert done.exit_code == 0, done.output
     assert _person(project)["first_name"] == "Ann"
@@ -148,7 +167,12 @@ def test_a_child_that_arrives_before_its_parent_is_parked_then_delivered(
     project = make_project(page_size=1)
     project.eventlog.append(
         [
-            event("c", "kid", "create-individual", {"entityName": "individual", "parentGuid": "hh", "first_name": "K"}),
+            event(
+                "c",
+                "kid",
+                "create-individual",
+                {"entityName": "individual", "parentGuid": "hh", "first_name": "K"},
+            ),
             event("h", "hh", "create-individual", {"entityName": "household", "household_name": "H"}),
         ]
     )
@@ -168,13 +192,20 @@ def test_a_child_whose_parent_never_lands_is_dead_lettered_after_the_limit(
     project.eventlog.append(
         [
             event("h", "hh", "create-individual", {"entityName": "household", "household_name": "H"}),
-            event("c", "kid", "create-individual", {"entityName": "individual", "parentGuid": "hh", "first_name": "K"}),
+            event(
+                "c",
+                "kid",
+                "create-individual",
+                {"entityName": "individual", "parentGuid": "hh", "first_name": "K"},
+            ),
         ]
     )
     run_connector(project, "reg", pull=False, retry=FAST_RETRY)
     (parked,) = project.state.parked("reg")
     assert parked.entity_guid == "kid" and "parent hh" in parked.reason
-    assert project.state.get_checkpoint("reg", Direction.PUSH) == project.eventlog.head(), "parked is recorded"
+    assert project.state.get_checkpoint("reg", Direction.PUSH) == project.eventlog.head(), (
+        "parked is recorded"
+    )
     run_connector(project, "reg", pull=False, retry=FAST_RETRY)
     assert project.state.parked("reg")[0].attempts == 2
     run_connector(project, "reg", pull=False, retry=FAST_RETRY)
@@ -188,7 +219,9 @@ def test_dead_letters_are_replayed_once_the_cause_is_fixed(
     project: Project, mock_server: httpx.Client, tmp_path: Path
 ) -> None:
     mock_server.put("/_control/faults", json={"reject": {"p9": "phone number format invalid"}})
-    project.eventlog.append([event("a", "p9", "create-individual", {"entityName": "individual", "phone_number": "x"})])
+    project.eventlog.append(
+        [event("a", "p9", "create-individual", {"entityName": "individual", "phone_number": "x"})]
+    )
     run_connector(project, "reg", pull=False, retry=FAST_RETRY)
     (letter,) = project.state.dead_letters("reg")
     runner = CliRunner()
@@ -206,12 +239,23 @@ def test_dead_letters_are_replayed_once_the_cause_is_fixed(
     assert project.state.get_dead_letter(letter.id).status == "replayed"
 
 
-def test_a_removed_member_reaches_the_remote_as_an_unlink(project: Project, mock_server: httpx.Client) -> None:
+def test_a_removed_member_reaches_the_remote_as_an_unlink(
+    project: Project, mock_server: httpx.Client
+) -> None:
     project.eventlog.append(
         [
-            event("g1", "grp", "create-group", {"name": "Smith", "members": [
-                {"guid": "m1", "name": "John", "type": "individual"},
-                {"guid": "m2", "name": "Mary", "type": "individual"}]}),
+            event(
+                "g1",
+                "grp",
+                "create-group",
+                {
+                    "name": "Smith",
+                    "members": [
+                        {"guid": "m1", "name": "John", "type": "individual"},
+                        {"guid": "m2", "name": "Mary", "type": "individual"},
+                    ],
+                },
+            ),
         ]
     )
     assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).push.counts.created == 3
@@ -225,7 +269,12 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
 ) -> None:
     project.eventlog.append(
         [
-            event("c", "kid", "create-individual", {"entityName": "individual", "parentGuid": "hh", "first_name": "K"}),
+            event(
+                "c",
+                "kid",
+                "create-individual",
+                {"entityName": "individual", "parentGuid": "hh", "first_name": "K"},
+            ),
             event("h", "hh", "create-individual", {"entityName": "household", "household_name": "H"}),
         ]
     )

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from sync_support import FAST_RETRY, make_project, mock_server, project  # noqa: F401 - fixtures
+from sync_support import FAST_RETRY
 from sync_support import event as _event
 from sync_support import remote_records as _remote
 
@@ -42,7 +41,9 @@ def test_households_are_delivered_before_their_members(project: Project, mock_se
 
 
 def test_a_local_edit_is_pushed_as_one_update_of_the_current_state(project: Project, mock_server) -> None:
-    project.eventlog.append([_event("e1", "p1", "create-individual", {"entityName": "individual", "first_name": "Ana"})])
+    project.eventlog.append(
+        [_event("e1", "p1", "create-individual", {"entityName": "individual", "first_name": "Ana"})]
+    )
     run_connector(project, "reg", pull=False, retry=FAST_RETRY)
     project.eventlog.append(
         [
@@ -76,7 +77,9 @@ def test_remote_edits_come_back_as_events_and_do_not_echo(project: Project, mock
     assert again.pull.counts.appended == 0, "a pushed record was pulled back as a change"
 
 
-def test_a_record_created_remotely_becomes_one_entity_however_often_it_is_pulled(project: Project, mock_server) -> None:
+def test_a_record_created_remotely_becomes_one_entity_however_often_it_is_pulled(
+    project: Project, mock_server
+) -> None:
     mock_server.post("/_control/records", json={"entityName": "individual", "data": {"first_name": "Remote"}})
     first = run_connector(project, "reg", push=False, retry=FAST_RETRY)
     assert first.pull.counts.created == 1
@@ -89,7 +92,9 @@ def test_a_record_created_remotely_becomes_one_entity_however_often_it_is_pulled
     assert len(people) == 1 and people[0].data["entityName"] == "individual"
 
 
-def test_records_sharing_a_timestamp_across_page_boundaries_are_all_pulled(project: Project, mock_server) -> None:
+def test_records_sharing_a_timestamp_across_page_boundaries_are_all_pulled(
+    project: Project, mock_server
+) -> None:
     for i in range(30):  # page_size is 13: ties straddle two page boundaries
         mock_server.post(
             "/_control/records",
@@ -105,7 +110,9 @@ def test_transient_failures_are_retried_without_duplicates(project: Project, moc
     project.eventlog.append(mobile_log(households=4, members=2, updates=0))
     mock_server.put(
         "/_control/faults",
-        json={"script": [{"status": 503}, {"status": 502, "commit": True}, {"status": 429, "retry_after": 0}]},
+        json={
+            "script": [{"status": 503}, {"status": 502, "commit": True}, {"status": 429, "retry_after": 0}]
+        },
     )
     report = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
     assert report.ok, report.error
@@ -114,7 +121,9 @@ def test_transient_failures_are_retried_without_duplicates(project: Project, moc
     assert mock_server.get("/_control/stats").json()["duplicate_creates"] == {}
 
 
-def test_a_refused_record_is_dead_lettered_with_the_remote_message_and_the_run_goes_on(project: Project, mock_server) -> None:
+def test_a_refused_record_is_dead_lettered_with_the_remote_message_and_the_run_goes_on(
+    project: Project, mock_server
+) -> None:
     project.eventlog.append(
         [
             _event("a", "bad", "create-individual", {"entityName": "individual", "first_name": "X"}),
@@ -130,7 +139,9 @@ def test_a_refused_record_is_dead_lettered_with_the_remote_message_and_the_run_g
     assert project.state.get_checkpoint("reg", Direction.PUSH) == project.eventlog.head()
 
 
-def test_when_retries_run_out_the_checkpoint_stays_and_the_next_run_delivers(project: Project, mock_server) -> None:
+def test_when_retries_run_out_the_checkpoint_stays_and_the_next_run_delivers(
+    project: Project, mock_server
+) -> None:
     project.eventlog.append(mobile_log(households=2, members=1, updates=0))
     mock_server.put("/_control/faults", json={"script": [{"status": 503}] * 10})
     report = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
@@ -143,7 +154,9 @@ def test_when_retries_run_out_the_checkpoint_stays_and_the_next_run_delivers(pro
 
 
 def test_a_deleted_entity_is_deleted_remotely(project: Project, mock_server) -> None:
-    project.eventlog.append([_event("a", "p", "create-individual", {"entityName": "individual", "first_name": "Z"})])
+    project.eventlog.append(
+        [_event("a", "p", "create-individual", {"entityName": "individual", "first_name": "Z"})]
+    )
     run_connector(project, "reg", pull=False, retry=FAST_RETRY)
     project.eventlog.append([_event("b", "p", "delete-entity", {"reason": "moved away"})])
     report = run_connector(project, "reg", pull=False, retry=FAST_RETRY)

@@ -228,6 +228,8 @@ def _conflict_from_row(row: tuple[Any, ...]) -> Conflict:
         created_at=row[11],
         updated_at=row[12],
     )
+
+
 _DEAD_LETTER_COLUMNS = (
     "id, connector, direction, ref, reason, payload, attempts, status, created_at, updated_at"
 )
@@ -358,7 +360,6 @@ class SqliteStateTxn:
             "WHERE connector = ? AND direction = ? AND ref = ? AND status = 'open'",
             (status, now_timestamp(), connector, Direction(direction).value, ref),
         )
-
 
     def add_intents(self, connector: str, refs: Iterable[str]) -> None:
         now = now_timestamp()

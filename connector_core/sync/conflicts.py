@@ -16,10 +16,12 @@ Every conflict is recorded (automatic ones as resolved history), so an operator 
 
 from __future__ import annotations
 
+import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from connector_core.entities import Entity, fold
+from connector_core.entities import Entity
 from connector_core.events import FormSubmission, SyncLevel, now_timestamp, parse_timestamp
 from connector_core.state.base import Conflict, Link
 from connector_core.sync.context import SyncContext
@@ -96,9 +98,6 @@ def resolve_open_conflict(ctx: SyncContext, conflict: Conflict, take: str) -> Fo
     if take == "external" and entity is not None:
         apply = {k: v for k, v in conflict.remote.items() if entity.data.get(k) != v}
         if apply:
-            import json
-            import uuid
-
             body = json.dumps(apply, sort_keys=True, separators=(",", ":"), default=str)
             event = FormSubmission(
                 guid=str(uuid.uuid5(EVENT_NS, f"{ctx.name}|conflict|{conflict.id}|{body}")),
@@ -110,7 +109,7 @@ def resolve_open_conflict(ctx: SyncContext, conflict: Conflict, take: str) -> Fo
                 sync_level=SyncLevel.EXTERNAL,
             )
             ctx.eventlog.append([event])
-            entity = fold([event], lambda g: entity if g == entity.guid else None).changed[entity.guid]
+            entity = ctx.eventlog.get_entity(conflict.entity_guid)
     new_link = remote_link(
         ctx,
         conflict.entity_guid,

@@ -18,7 +18,7 @@ import logging
 import uuid
 from typing import Any
 
-from connector_core.connector import RemoteRecord
+from connector_core.connector import PullPage, RemoteRecord
 from connector_core.entities import Entity, fold
 from connector_core.events import FormSubmission, SyncLevel, normalize_timestamp, now_timestamp
 from connector_core.mapping import MapContext
@@ -93,8 +93,8 @@ class PagePuller:
         for link in self.links.values():
             if link.entity_guid == guid:
                 return link.external_id
-        link = self.ctx.state.get_link(self.ctx.name, guid)
-        return link.external_id if link else None
+        stored = self.ctx.state.get_link(self.ctx.name, guid)
+        return stored.external_id if stored else None
 
     # -- one record -------------------------------------------------------------------------------
     def take(self, record: RemoteRecord) -> None:
@@ -144,6 +144,7 @@ class PagePuller:
         elif base is None:
             apply = {k: v for k, v in remote.items() if entity.data.get(k) != v}
         else:
+            assert link is not None  # a merge base only exists on a link
             remote_delta = {k: v for k, v in remote.items() if base.get(k) != v}
             decision = decide(
                 ctx,
@@ -327,8 +328,12 @@ def run_pull(ctx: SyncContext, report: DirectionReport) -> None:
     report.checkpoint_before = cursor
     while not ctx.stop.is_set():
         current = cursor
+
+        def fetch(at: str | None = current) -> PullPage:
+            return ctx.connector.pull(at, ctx.page_size)
+
         page = call_with_retry(
-            lambda at=current: ctx.connector.pull(at, ctx.page_size),
+            fetch,
             ctx.retry,
             what=f"pull from {ctx.name}",
             on_retry=lambda *_: setattr(report.counts, "retries", report.counts.retries + 1),

@@ -107,7 +107,9 @@ class Pusher:
         self._stale_intents = ctx.state.intents(ctx.name) if not ctx.dry_run else set()
         self._parked = {p.entity_guid: p.attempts for p in ctx.state.parked(ctx.name, limit=1_000_000)}
         self._open_letters = {
-            d.ref for d in ctx.state.dead_letters(ctx.name, "open", limit=1_000_000) if d.direction == Direction.PUSH
+            d.ref
+            for d in ctx.state.dead_letters(ctx.name, "open", limit=1_000_000)
+            if d.direction == Direction.PUSH
         }
         self._parked_now: set[str] = set()
         if self._stale_intents:
@@ -388,7 +390,13 @@ class Pusher:
         self._stale_intents.difference_update(settled)
 
     def _delivered(
-        self, tx: StateTxn, item: _Planned, record: PushRecord, result: PushResult, now: str, links: list[Link]
+        self,
+        tx: StateTxn,
+        item: _Planned,
+        record: PushRecord,
+        result: PushResult,
+        now: str,
+        links: list[Link],
     ) -> None:
         ctx = self.ctx
         self._count(record.operation)

@@ -37,8 +37,7 @@ class ServedApp:
             lifespan="off",
             timeout_graceful_shutdown=1,
         )
-        self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._server = uvicorn.Server(config)  # in a thread, uvicorn leaves the process's signals alone
         self._thread = threading.Thread(target=self._server.run, name=f"serve-{self.port}", daemon=True)
 
     @property

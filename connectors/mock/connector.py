@@ -67,9 +67,7 @@ class MockConnector(Connector):
 
     def __init__(self, name: str, config: MockConfig, client: httpx.Client | None = None):
         super().__init__(name, config)
-        self._client = client or httpx.Client(
-            base_url=config.url.rstrip("/"), timeout=config.timeout
-        )
+        self._client = client or httpx.Client(base_url=config.url.rstrip("/"), timeout=config.timeout)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -96,9 +94,7 @@ class MockConnector(Connector):
             kind, data = "remove-member", {"memberId": record.ref}
             entity_guid = record.parent_ref or record.ref
         else:
-            kind = (
-                "create-individual" if record.operation is Operation.CREATE else "update-individual"
-            )
+            kind = "create-individual" if record.operation is Operation.CREATE else "update-individual"
             data = dict(record.payload)
             if record.entity_name:
                 data.setdefault("entityName", record.entity_name)
@@ -127,13 +123,9 @@ class MockConnector(Connector):
         for record, event in zip(batch, events, strict=True):
             answer = answers.get(event["guid"])
             if answer is None:
-                results.append(
-                    PushResult.rejected(record.ref, "no answer for this record", transient=True)
-                )
+                results.append(PushResult.rejected(record.ref, "no answer for this record", transient=True))
             elif answer.get("status") == "ok":
-                results.append(
-                    PushResult.delivered(record.ref, answer.get("id") or record.external_id)
-                )
+                results.append(PushResult.delivered(record.ref, answer.get("id") or record.external_id))
             else:
                 results.append(PushResult.rejected(record.ref, str(answer.get("error"))))
         return results
@@ -148,9 +140,7 @@ class MockConnector(Connector):
             params["since"] = shift_timestamp(since, -timedelta(milliseconds=1))
         rows = self._request("GET", "/", params=params).json()
         if not isinstance(rows, list):
-            raise PermanentError(
-                f"GET / answered {type(rows).__name__}, expected a list of records"
-            )
+            raise PermanentError(f"GET / answered {type(rows).__name__}, expected a list of records")
         fresh = [r for r in rows if not (r["timestamp"] == since and r["id"] in seen)]
         records = [
             RemoteRecord(
@@ -172,9 +162,7 @@ class MockConnector(Connector):
             next_cursor = json.dumps({"since": last, "seen": sorted(new_seen)})
         else:
             next_cursor = cursor
-        return PullPage(
-            records=records, next_cursor=next_cursor, has_more=len(rows) >= params["limit"]
-        )
+        return PullPage(records=records, next_cursor=next_cursor, has_more=len(rows) >= params["limit"])
 
     def lookup(self, refs: Sequence[str]) -> dict[str, str]:
         if not refs:

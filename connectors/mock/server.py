@@ -194,9 +194,7 @@ class MockStore:
 async def _fail(fault: Fault) -> Response:
     if fault.kind == "slow":
         await asyncio.sleep(fault.delay)
-        return JSONResponse(
-            {"status": "error", "message": "injected fault: too slow"}, status_code=504
-        )
+        return JSONResponse({"status": "error", "message": "injected fault: too slow"}, status_code=504)
     if fault.kind == "reset":
         return DroppedConnection()
     return status_response(fault)

@@ -476,6 +476,8 @@ class OpenSppConnector(Connector):
                 if key not in fields:
                     raise OdooPermanentError(f"Invalid field {key!r} on model 'res.partner'")
                 values[key] = self._value(key, value, fields[key], catalog)
+        except OdooAuthError:
+            raise
         except ConnectorError as exc:
             item.fail(exc.message, exc.transient)
             return

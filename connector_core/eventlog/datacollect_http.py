@@ -1,0 +1,846 @@
+"""The ``datacollect`` event log: a live DataCollect backend as the source of truth, mirrored locally.
+
+Why a mirror. The sync engine needs three things DataCollect's API cannot give: a cursor over *ingestion*
+order that never skips (DataCollect's cursor is the client-supplied timestamp, compared with a strict ``>``,
+datacollect.md §2.1), the current state of any entity in one call (``/api/entities`` loads every entity of
+the tenant), and pages of more than 10 events. So this backend keeps a local SQLite event log (the *mirror*)
+and fills it from DataCollect; readers read the mirror, with all of the SQLite log's guarantees.
+
+Reading (:meth:`DataCollectEventLog.refresh`, run on its own when a reader reaches the mirror's head and the
+last refresh is older than ``refresh_interval``): ``GET /api/sync/pull`` from a high-water mark minus a
+look-back window, so events that arrive late with an older timestamp are picked up, and with every event
+appended by guid, so re-reading the window duplicates nothing. Each next ``since`` is one microsecond before
+the last timestamp of a page, so the events tied with it are read again rather than skipped (the server
+stores microseconds and filters on them; ``since`` may carry them). A full page inside one millisecond cannot
+be paged through at all (10 events, all tied), so for such a page the events of that millisecond are found
+through the server-time audit feed and each entity's event list, and the walk steps past it; a ``since`` that
+would not move forward stops the refresh with an error instead of looping. The high-water mark lives in the
+mirror's own table and moves only after the events below it are committed. A tenant whose pulls are blocked
+by potential duplicates raises :class:`DataCollectBlocked` and moves nothing: it is not an empty log.
+
+Writing (:meth:`DataCollectEventLog.append`, which is what a registry pull calls): events go to
+``POST /api/sync/push`` with millisecond timestamps. DataCollect drops every update of an entity after the
+first one it applies in a push (its conflict rule, §1.4), so several updates of one entity in one call are
+coalesced into one event (the last event's guid and envelope, the data shallow-merged: what applying them in
+order gives); events that cannot be merged go in successive pushes. DataCollect answers success to
+everything (§3.5), so each push is verified by reading the entities' events back; what is missing raises
+:class:`DataCollectPushError` naming the guids, and what is there is appended to the mirror *as DataCollect
+stored it*. Events the server stored but did not apply (its conflict rule kept its own, newer state) are
+reported as issues, found through the audit feed.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import httpx
+
+from connector_core.entities import Entity, EventIssue
+from connector_core.eventlog.base import AppendResult, EventPage
+from connector_core.eventlog.sqlite import SqliteEventLog, _referenced_guids
+from connector_core.events import EventError, FormSubmission, format_timestamp, parse_timestamp, utc_now
+
+log = logging.getLogger("dcsync.datacollect")
+
+PULL_PAGE_SIZE = 10
+"""Fixed by the backend's route (§3.4); a full page is how the client knows more may follow."""
+DEFAULT_LOOKBACK_SECONDS = 3600.0
+DEFAULT_PUSH_BATCH = 10
+DEFAULT_REFRESH_INTERVAL = 30.0
+_US = timedelta(microseconds=1)
+_MS = timedelta(milliseconds=1)
+_APPEND_CHUNK = 500
+_NOT_EVENT_ACTIONS = frozenset({"conflict-resolution", "flag-potential-duplicate", "cascade-delete-entity"})
+_MERGEABLE = {
+    "create-individual": "individual",
+    "update-individual": "individual",
+    "create-group": "group",
+    "update-group": "group",
+}
+
+
+class DataCollectError(RuntimeError):
+    """DataCollect refused, failed or answered something unusable. Messages never hold the token."""
+
+
+class DataCollectAuthError(DataCollectError):
+    """The credentials were refused (or none were configured)."""
+
+
+class DataCollectUnavailable(DataCollectError):
+    """DataCollect could not be reached, or kept answering 502/503/504."""
+
+
+class DataCollectBlocked(DataCollectError):
+    """The tenant's pulls are blocked by unresolved potential duplicates: nothing can be read until an
+    administrator resolves them. Not an empty log."""
+
+
+class DataCollectPushError(DataCollectError):
+    """DataCollect answered success to a push but did not store some of its events."""
+
+    def __init__(self, message: str, missing: Sequence[str]):
+        super().__init__(message)
+        self.missing = list(missing)
+
+
+def since_text(value: datetime | None) -> str:
+    """A ``since`` for the pull API: ISO with microseconds and ``Z`` (never ``+00:00``: an unencoded ``+``
+    becomes a space), or empty for the start of the log."""
+    if value is None:
+        return ""
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond:06d}Z"
+
+
+def _excerpt(text: str) -> str:
+    """The one useful line of an Express error page (its ``<pre>`` up to the stack trace), or of any body."""
+    found = re.search(r"<pre>(.*?)(?:<br>|</pre>)", text, re.S | re.I)
+    if found is None:
+        found = re.search(r"<title>(.*?)</title>", text, re.S | re.I)
+    raw = found.group(1) if found else text
+    line = html.unescape(re.sub(r"<[^>]+>", " ", raw))
+    line = " ".join(line.split())
+    return line[:200] + ("..." if len(line) > 200 else "")
+
+
+# -- the HTTP client -------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PulledPage:
+    events: list[FormSubmission]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    action: str
+    entity_guid: str | None
+    event_guid: str | None
+    changes: dict[str, Any]
+    timestamp: str | None
+
+
+_NOT_JSON = object()
+
+
+class DataCollectClient:
+    """DataCollect's backend API as dcsync uses it: login, pull, push, an entity's events, audit rows.
+
+    ``token`` is used as given (DataCollect's tokens never expire, §3.2); without one the client logs in with
+    ``email``/``password`` on first use, and once more if the token is refused. The token lives in request
+    headers only: it is not in ``repr()``, in log lines or in error messages.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        config_id: str,
+        *,
+        token: str | None = None,
+        email: str | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+        attempts: int = 3,
+        client: httpx.Client | None = None,
+    ) -> None:
+        if not token and not (email and password):
+            raise DataCollectAuthError(
+                f"DataCollect at {url}: configure a token, or an email and a password to log in with"
+            )
+        self.url = url.rstrip("/")
+        self.config_id = config_id
+        self._token = token or None
+        self._email = email
+        self._password = password
+        self._attempts = max(1, attempts)
+        self._http = client or httpx.Client(base_url=self.url, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"DataCollectClient(url={self.url!r}, config_id={self.config_id!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    def login(self) -> None:
+        if not (self._email and self._password):
+            raise DataCollectAuthError(f"DataCollect at {self.url} refused the token and no email/password is set")
+        body = self._request(
+            "POST",
+            "/api/users/login",
+            json_body={"email": self._email, "password": self._password},
+            what=f"login as {self._email}",
+            auth=False,
+        )
+        token = body.get("token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise DataCollectAuthError(f"login as {self._email} at {self.url}: the answer held no token")
+        self._token = token
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        auth: bool = True,
+    ) -> Any:
+        relogged = False
+        attempt = 0
+        while True:
+            attempt += 1
+            headers = {}
+            if auth:
+                if self._token is None:
+                    self.login()
+                headers["Authorization"] = f"Bearer {self._token}"
+            try:
+                response = self._http.request(method, path, params=params, json=json_body, headers=headers)
+            except httpx.TransportError as exc:
+                if attempt < self._attempts:
+                    time.sleep(0.2 * attempt)
+                    continue
+                raise DataCollectUnavailable(
+                    f"{what}: cannot reach DataCollect at {self.url}: {type(exc).__name__}: {exc}"
+                ) from None
+            if response.status_code in (502, 503, 504) and attempt < self._attempts:
+                time.sleep(0.2 * attempt)
+                continue
+            if response.status_code == 401 and auth and not relogged and self._email and self._password:
+                relogged = True
+                self._token = None
+                continue
+            return self._decode(response, what)
+
+    def _decode(self, response: httpx.Response, what: str) -> Any:
+        status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            body = _NOT_JSON
+        if body is _NOT_JSON:
+            text = response.text
+            kind = "an HTML page" if "<html" in text[:500].lower() else "a body that is not JSON"
+            excerpt = _excerpt(text)
+            raise (DataCollectUnavailable if status in (502, 503, 504) else DataCollectError)(
+                f"{what}: DataCollect at {self.url} answered HTTP {status} with {kind}"
+                + (f": {excerpt}" if excerpt else "")
+            )
+        message = ""
+        if isinstance(body, dict):
+            message = str(body.get("error") or body.get("message") or "")
+        if status == 401:
+            raise DataCollectAuthError(f"{what}: DataCollect at {self.url} refused the credentials: {message}")
+        if status >= 400:
+            raise DataCollectError(f"{what}: DataCollect at {self.url} answered HTTP {status}: {message}")
+        if isinstance(body, dict) and body.get("status") == "error":
+            raise DataCollectError(f"{what}: DataCollect reported an error: {message or body}")
+        return body
+
+    def _event(self, raw: Any, what: str) -> FormSubmission:
+        try:
+            return FormSubmission.from_json(raw, where=what)
+        except EventError as exc:
+            raise DataCollectError(f"DataCollect at {self.url} returned an event dcsync cannot read: {exc}") from None
+
+    # -- operations --------------------------------------------------------------------------------
+
+    def pull(self, since: str) -> PulledPage:
+        """One page (at most 10 events) with a timestamp strictly after ``since`` (``""``: the start)."""
+        what = f"pull from tenant {self.config_id!r} since {since or 'the start'}"
+        body = self._request(
+            "GET", "/api/sync/pull", params={"since": since, "configId": self.config_id}, what=what
+        )
+        if not isinstance(body, dict) or not isinstance(body.get("events", []), list):
+            raise DataCollectError(f"{what}: unexpected answer shape from DataCollect at {self.url}")
+        if body.get("error"):
+            error = str(body["error"])
+            if "duplicate" in error.lower():
+                raise DataCollectBlocked(
+                    f"DataCollect tenant {self.config_id!r} at {self.url} is blocked by unresolved duplicates "
+                    "in DataCollect: its sync API returns no events until an administrator resolves the "
+                    f"potential duplicates (admin app, or POST /api/potential-duplicates/resolve). "
+                    f"Server said: {error}"
+                )
+            raise DataCollectError(f"{what}: DataCollect reported: {error}")
+        events = [self._event(raw, f"{what}, event {i}") for i, raw in enumerate(body.get("events") or [])]
+        cursor = body.get("nextCursor")
+        return PulledPage(events=events, next_cursor=cursor if isinstance(cursor, str) and cursor else None)
+
+    def push(self, events: Sequence[FormSubmission]) -> None:
+        """Send events; the answer says nothing (it is success whatever happened), so callers verify."""
+        what = f"push of {len(events)} events to tenant {self.config_id!r}"
+        body = self._request(
+            "POST",
+            "/api/sync/push",
+            json_body={"events": [e.to_json() for e in events], "configId": self.config_id},
+            what=what,
+        )
+        if not isinstance(body, dict) or body.get("status") != "success":
+            raise DataCollectError(f"{what}: unexpected answer from DataCollect at {self.url}: {body!r:.200}")
+
+    def entity_events(self, entity_guid: str) -> list[FormSubmission]:
+        what = f"events of entity {entity_guid}"
+        body = self._request(
+            "GET",
+            f"/api/entities/{quote(entity_guid, safe='')}/events",
+            params={"configId": self.config_id},
+            what=what,
+        )
+        if not isinstance(body, list):
+            raise DataCollectError(f"{what}: unexpected answer shape from DataCollect at {self.url}")
+        return [self._event(raw, what) for raw in body]
+
+    def audit_logs(self, since: str) -> list[AuditEntry]:
+        """Audit rows written after ``since`` by the server's clock (unpaginated, §3.3)."""
+        what = f"audit rows of tenant {self.config_id!r} since {since or 'the start'}"
+        body = self._request(
+            "GET", "/api/sync/pull/audit-logs", params={"since": since, "configId": self.config_id}, what=what
+        )
+        if not isinstance(body, list):
+            raise DataCollectError(f"{what}: unexpected answer shape from DataCollect at {self.url}")
+        return [
+            AuditEntry(
+                action=str(row.get("action") or ""),
+                entity_guid=row.get("entityGuid") or None,
+                event_guid=row.get("eventGuid") or None,
+                changes=row.get("changes") if isinstance(row.get("changes"), dict) else {},
+                timestamp=row.get("timestamp"),
+            )
+            for row in body
+            if isinstance(row, dict)
+        ]
+
+
+# -- reading: feeds --------------------------------------------------------------------------------------
+
+
+class Feed(Protocol):
+    """Where a mirror's refresh reads DataCollect's events from, oldest first."""
+
+    description: str
+
+    def batches(self, high_water: datetime | None) -> Iterator[list[FormSubmission]]:
+        """Every event from ``high_water`` minus the feed's look-back window on, in batches.
+
+        After a batch is yielded, every event with an earlier timestamp has been yielded (late arrivals
+        aside), which is what lets the mirror move its high-water mark to the batch's newest timestamp.
+        """
+        ...
+
+
+class ApiFeed:
+    """``GET /api/sync/pull`` walked so that nothing is lost (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: DataCollectClient,
+        *,
+        lookback: timedelta,
+        known: Callable[[Iterable[str]], set[str]],
+    ) -> None:
+        self.client = client
+        self.lookback = lookback
+        self._known = known
+        self.description = f"{client.url} /api/sync/pull (tenant {client.config_id!r})"
+        self.saturated: list[str] = []
+        self.unreachable: list[str] = []
+
+    def batches(self, high_water: datetime | None) -> Iterator[list[FormSubmission]]:
+        since = None if high_water is None else high_water - self.lookback - _US
+        while True:
+            page = self.client.pull(since_text(since))
+            if not page.events:
+                return
+            yield page.events
+            if page.next_cursor is None:
+                return  # not a full page: nothing after it
+            stamps = [parse_timestamp(e.timestamp) for e in page.events]
+            last = max(stamps)
+            step = last - _US  # re-read the ties of the last timestamp rather than skip them (§2.1 b)
+            if since is not None and step <= since:
+                # A full page inside one millisecond: the API cannot page within it (§2.1 c).
+                for millisecond in sorted(set(stamps)):
+                    found = self._millisecond(millisecond)
+                    if found:
+                        yield found
+                step = last + _MS - _US
+                if step <= since:
+                    raise DataCollectError(
+                        f"pull from tenant {self.client.config_id!r} at {self.client.url} does not move past "
+                        f"{format_timestamp(last)} (the server keeps answering the same page); stopped "
+                        "instead of looping"
+                    )
+            since = step
+
+    def _millisecond(self, millisecond: datetime) -> list[FormSubmission]:
+        """Every event stamped within ``millisecond``, found without the pull cursor.
+
+        The audit feed (server time) names each applied event and its entity; events not in the mirror yet
+        whose audit row falls within the look-back window around the millisecond are fetched through their
+        entity's event list, and those stamped in the millisecond are kept.
+        """
+        label = format_timestamp(millisecond)
+        self.saturated.append(label)
+        window = max(self.lookback, timedelta(minutes=5))
+        try:
+            rows = self.client.audit_logs(since_text(millisecond - window))
+        except DataCollectError as exc:
+            self.unreachable.append(label)
+            log.warning(
+                "DataCollect returned a full page of events stamped %s and its audit feed failed (%s): "
+                "events of that millisecond beyond the first 10 may be missing; the datacollect database "
+                "reader does not have this limit",
+                label,
+                exc,
+            )
+            return []
+        upper = millisecond + window
+        candidates: dict[str, str] = {}
+        for row in rows:
+            if row.action in _NOT_EVENT_ACTIONS or not row.event_guid or not row.entity_guid:
+                continue
+            try:
+                if row.timestamp and parse_timestamp(row.timestamp) > upper:
+                    continue
+            except ValueError:
+                pass
+            candidates[row.event_guid] = row.entity_guid
+        unknown = set(candidates) - self._known(list(candidates))
+        found: dict[str, FormSubmission] = {}
+        for entity_guid in sorted({candidates[g] for g in unknown}):
+            for event in self.client.entity_events(entity_guid):
+                if event.guid in unknown and parse_timestamp(event.timestamp) == millisecond:
+                    found[event.guid] = event
+        log.info("millisecond %s held more than a page; %d more events found through the audit feed", label, len(found))
+        return sorted(found.values(), key=lambda e: e.timestamp)
+
+
+# -- the mirror's own bookkeeping ------------------------------------------------------------------------
+
+
+class _MirrorMeta:
+    """The mirror file's own tables: the high-water mark, the tenant it belongs to, and coalesced guids.
+
+    A second connection to the mirror's SQLite file (WAL mode), so the event log itself stays a plain
+    :class:`SqliteEventLog`.
+    """
+
+    def __init__(self, path: str, url: str, config_id: str) -> None:
+        self.path = path
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        try:
+            self._conn.execute("PRAGMA busy_timeout = 30000")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS datacollect_mirror (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS datacollect_aliases (guid TEXT PRIMARY KEY, stored_as TEXT NOT NULL)"
+            )
+            tenant = self.get("config_id")
+            if tenant is None:
+                self.set("config_id", config_id)
+                self.set("url", url)
+            elif tenant != config_id:
+                raise DataCollectError(
+                    f"mirror {path} holds DataCollect tenant {tenant!r}, not {config_id!r}: "
+                    "give each tenant its own mirror file"
+                )
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def get(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM datacollect_mirror WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set(self, key: str, value: str) -> None:
+        self._conn.execute(
+            "INSERT INTO datacollect_mirror (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def high_water(self) -> datetime | None:
+        value = self.get("high_water")
+        return parse_timestamp(value) if value else None
+
+    def known(self, guids: Iterable[str]) -> set[str]:
+        """Which guids the mirror holds, as events or folded into a coalesced event."""
+        batch = list(dict.fromkeys(guids))
+        found: set[str] = set()
+        for start in range(0, len(batch), 500):
+            part = batch[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for table in ("events", "datacollect_aliases"):
+                found.update(
+                    row[0] for row in self._conn.execute(f"SELECT guid FROM {table} WHERE guid IN ({marks})", part)
+                )
+        return found
+
+    def add_aliases(self, aliases: Mapping[str, str]) -> None:
+        if aliases:
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO datacollect_aliases (guid, stored_as) VALUES (?, ?)", list(aliases.items())
+            )
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+# -- writing: one update per entity per push -------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PlannedEvent:
+    """An event to push, with the guids of earlier events of the same entity merged into it."""
+
+    event: FormSubmission
+    absorbed: list[str] = field(default_factory=list)
+
+
+def _mergeable(first: FormSubmission, later: FormSubmission) -> bool:
+    kind = _MERGEABLE.get(first.type)
+    if kind is None or kind != _MERGEABLE.get(later.type) or first.user_id != later.user_id:
+        return False
+    if later.type.startswith("create-") and not first.type.startswith("create-"):
+        return False  # keep a re-create as its own event
+    if kind == "group":
+        for event in (first, later):
+            members = event.data.get("members")
+            if members is not None and not isinstance(members, list):
+                return False
+    return True
+
+
+def _merge(first: FormSubmission, later: FormSubmission) -> FormSubmission:
+    """One event that does what ``first`` then ``later`` do: DataCollect's upsert is a shallow merge."""
+    data = {**first.data, **later.data}
+    if "members" in first.data or "members" in later.data:
+        merged: dict[Any, Any] = {}
+        for member in [*(first.data.get("members") or []), *(later.data.get("members") or [])]:
+            key = member.get("guid") if isinstance(member, Mapping) and member.get("guid") else object()
+            previous = merged.get(key)
+            merged[key] = {**previous, **member} if isinstance(previous, Mapping) else member
+        data["members"] = list(merged.values())
+    return FormSubmission(
+        guid=later.guid,
+        entity_guid=later.entity_guid,
+        type=first.type if first.type.startswith("create-") else later.type,
+        data=data,
+        timestamp=max(first.timestamp, later.timestamp),  # same-format UTC strings order as times
+        user_id=later.user_id,
+        sync_level=later.sync_level,
+    )
+
+
+def plan_pushes(events: Iterable[FormSubmission], batch: int) -> list[list[PlannedEvent]]:
+    """Split events into pushes that DataCollect applies exactly as the log would.
+
+    Within one push the events are pairwise independent (no two touch the same entity, member or pair), so
+    the server's re-sorting by timestamp cannot change the outcome and its conflict rule never sees a second
+    event of an entity; a later event of an entity already in the push is merged into it when the merge is
+    exact, and otherwise starts the next push. Pushes keep the caller's order.
+    """
+    if batch < 1:
+        raise ValueError("batch must be at least 1")
+    pushes: list[list[PlannedEvent]] = []
+    current: list[PlannedEvent] = []
+    owner: dict[str, int] = {}  # a guid referenced in the current push -> the index of the event that does
+
+    def flush() -> None:
+        nonlocal current
+        if current:
+            pushes.append(current)
+        current = []
+        owner.clear()
+
+    for event in events:
+        refs: set[str] = set()
+        _referenced_guids(event, refs)
+        hits = {owner[g] for g in refs if g in owner}
+        if len(hits) == 1:
+            index = next(iter(hits))
+            planned = current[index]
+            if planned.event.entity_guid == event.entity_guid and _mergeable(planned.event, event):
+                current[index] = PlannedEvent(_merge(planned.event, event), [*planned.absorbed, planned.event.guid])
+                for guid in refs:
+                    owner[guid] = index
+                continue
+        if hits or len(current) >= batch:
+            flush()
+        for guid in refs:
+            owner[guid] = len(current)
+        current.append(PlannedEvent(event))
+    flush()
+    return pushes
+
+
+# -- the backend -----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RefreshReport:
+    """What one refresh read: events seen (re-reads included), new to the mirror, and the marks."""
+
+    seen: int = 0
+    new: int = 0
+    batches: int = 0
+    high_water_before: str | None = None
+    high_water_after: str | None = None
+    issues: list[EventIssue] = field(default_factory=list)
+
+
+class DataCollectEventLog:
+    """An :class:`~connector_core.eventlog.base.EventLog` whose source of truth is a DataCollect tenant.
+
+    See the module docstring. Cursors, counts and entities are the mirror's; ``append`` writes through to
+    DataCollect and then to the mirror; reading past the mirror's head refreshes it first (at most once per
+    ``refresh_interval`` seconds; ``None`` refreshes only when :meth:`refresh` is called).
+    """
+
+    def __init__(
+        self,
+        client: DataCollectClient,
+        mirror: str | Path,
+        *,
+        lookback_seconds: float = DEFAULT_LOOKBACK_SECONDS,
+        refresh_interval: float | None = DEFAULT_REFRESH_INTERVAL,
+        push_batch: int = DEFAULT_PUSH_BATCH,
+        feed: Feed | None = None,
+        check_applied: bool = True,
+    ) -> None:
+        if lookback_seconds < 0:
+            raise ValueError("lookback_seconds cannot be negative")
+        if push_batch < 1:
+            raise ValueError("push_batch must be at least 1")
+        self.client = client
+        self.lookback = timedelta(seconds=lookback_seconds)
+        self.refresh_interval = refresh_interval
+        self.push_batch = push_batch
+        self.check_applied = check_applied
+        self._lock = threading.RLock()
+        self._last_refresh: float | None = None
+        self.local = SqliteEventLog(mirror)
+        try:
+            self._meta = _MirrorMeta(self.local.path, client.url, client.config_id)
+        except BaseException:
+            self.local.close()
+            raise
+        self.feed: Feed = feed or ApiFeed(client, lookback=self.lookback, known=self._meta.known)
+
+    def __repr__(self) -> str:
+        return f"DataCollectEventLog({self.client!r}, mirror={self.local.path!r})"
+
+    def close(self) -> None:
+        with self._lock:
+            self.local.close()
+            self._meta.close()
+            self.client.close()
+            closer = getattr(self.feed, "close", None)
+            if callable(closer):
+                closer()
+
+    def __enter__(self) -> DataCollectEventLog:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- refresh -----------------------------------------------------------------------------------
+
+    def refresh(self) -> RefreshReport:
+        """Bring the mirror up to date with DataCollect (see the module docstring)."""
+        with self._lock:
+            high_water = self._meta.high_water()
+            report = RefreshReport(high_water_before=format_timestamp(high_water) if high_water else None)
+            buffer: list[FormSubmission] = []
+
+            def flush() -> None:
+                nonlocal high_water
+                if not buffer:
+                    return
+                appended = self.local.append(buffer)
+                report.new += appended.new
+                report.issues.extend(appended.issues)
+                newest = max(parse_timestamp(e.timestamp) for e in buffer)
+                if high_water is None or newest > high_water:
+                    high_water = newest
+                    self._meta.set("high_water", format_timestamp(newest))  # only after the append committed
+                buffer.clear()
+
+            for batch in self.feed.batches(high_water):
+                report.batches += 1
+                report.seen += len(batch)
+                buffer.extend(batch)
+                if len(buffer) >= _APPEND_CHUNK:
+                    flush()
+            flush()
+            self._meta.set("last_refresh", format_timestamp(utc_now()))
+            self._last_refresh = time.monotonic()
+            report.high_water_after = format_timestamp(high_water) if high_water else None
+            log.info(
+                "refreshed mirror of %s: %d events read, %d new, high water %s",
+                self.feed.description,
+                report.seen,
+                report.new,
+                report.high_water_after,
+            )
+            return report
+
+    def _refresh_due(self) -> bool:
+        if self.refresh_interval is None:
+            return False
+        return self._last_refresh is None or time.monotonic() - self._last_refresh >= self.refresh_interval
+
+    # -- append (push) -----------------------------------------------------------------------------
+
+    def append(self, events: Iterable[FormSubmission]) -> AppendResult:
+        """Push ``events`` to DataCollect (coalesced and verified), then append them to the mirror.
+
+        Not atomic across the network: a push DataCollect stored stays stored even if a later one fails. What
+        is guaranteed: the mirror holds only what DataCollect stored, an event DataCollect did not store raises
+        :class:`DataCollectPushError`, and appending the same events again stores nothing twice.
+        """
+        result = AppendResult()
+        with self._lock:
+            iterator = iter(events)
+            while chunk := list(islice(iterator, _APPEND_CHUNK)):
+                self._append_chunk(chunk, result)
+        return result
+
+    def _append_chunk(self, chunk: list[FormSubmission], result: AppendResult) -> None:
+        unique: dict[str, FormSubmission] = {}
+        for event in chunk:
+            if event.guid in unique:
+                result.duplicates += 1
+            else:
+                unique[event.guid] = event
+        known = self._meta.known(unique)
+        result.duplicates += len(known)
+        todo = [event for guid, event in unique.items() if guid not in known]
+        for push in plan_pushes(todo, self.push_batch):
+            self._push(push, result)
+
+    def _push(self, push: list[PlannedEvent], result: AppendResult) -> None:
+        started = utc_now()
+        events = [planned.event for planned in push]
+        self.client.push(events)
+        stored: dict[str, FormSubmission] = {}
+        wanted = {e.guid for e in events}
+        for entity_guid in dict.fromkeys(e.entity_guid for e in events):
+            for event in self.client.entity_events(entity_guid):
+                if event.guid in wanted:
+                    stored[event.guid] = event
+        copies = [stored[e.guid] for e in events if e.guid in stored]
+        appended = self.local.append(copies)
+        self._meta.add_aliases(
+            {absorbed: p.event.guid for p in push if p.event.guid in stored for absorbed in p.absorbed}
+        )
+        new = set(appended.new_guids)
+        for planned in push:
+            if planned.event.guid in new:
+                result.new_guids.extend([*planned.absorbed, planned.event.guid])
+        result.issues.extend(appended.issues)
+        if self.check_applied and copies:
+            result.issues.extend(self._not_applied(copies, started))
+        missing = [e.guid for e in events if e.guid not in stored]
+        if missing:
+            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            raise DataCollectPushError(
+                f"DataCollect tenant {self.client.config_id!r} at {self.client.url} answered success but did not "
+                f"store {len(missing)} of {len(events)} pushed events: {shown} (it swallows every error: check "
+                "the events are valid, their guids unused in any other tenant, and the server's log)",
+                missing,
+            )
+
+    def _not_applied(self, copies: list[FormSubmission], started: datetime) -> list[EventIssue]:
+        """Events DataCollect stored but did not apply because its conflict rule kept its own state."""
+        try:
+            rows = self.client.audit_logs(since_text(started - timedelta(minutes=5)))
+        except DataCollectError as exc:
+            log.warning("could not check that DataCollect applied the pushed events: %s", exc)
+            return []
+        ours = {e.guid: e for e in copies}
+        issues = []
+        for row in rows:
+            if (
+                row.action == "conflict-resolution"
+                and row.changes.get("resolution") == "kept-local"
+                and row.event_guid in ours
+            ):
+                event = ours[row.event_guid]
+                issues.append(
+                    EventIssue(
+                        event.guid,
+                        event.entity_guid,
+                        "stored in DataCollect but not applied: its conflict rule kept the entity's state "
+                        f"(last updated {row.changes.get('localLastUpdated')}, event stamped {event.timestamp})",
+                    )
+                )
+                log.warning("DataCollect did not apply event %s (entity %s): kept its own state", event.guid, event.entity_guid)
+        return issues
+
+    # -- read (the mirror) -------------------------------------------------------------------------
+
+    def read(self, after: str | None, limit: int) -> EventPage:
+        page = self.local.read(after, limit)
+        if page.at_end and self._refresh_due():
+            self.refresh()
+            page = self.local.read(after, limit)
+        return page
+
+    def iter_events(self, after: str | None = None, page_size: int = 1000) -> Iterator[FormSubmission]:
+        cursor = after
+        while True:
+            page = self.read(cursor, page_size)
+            yield from page.events
+            if page.at_end:
+                return
+            cursor = page.cursor
+
+    def head(self) -> str | None:
+        return self.local.head()
+
+    def count(self, after: str | None = None) -> int:
+        return self.local.count(after)
+
+    def get_entity(self, guid: str) -> Entity | None:
+        return self.local.get_entity(guid)
+
+    def get_entities(self, guids: Iterable[str]) -> dict[str, Entity]:
+        return self.local.get_entities(guids)
+
+    def iter_entities(self, page_size: int = 1000) -> Iterator[Entity]:
+        return self.local.iter_entities(page_size)
+
+    def iter_issues(self, after: str | None = None) -> Iterator[EventIssue]:
+        return self.local.iter_issues(after)
+
+    def stats(self) -> dict[str, Any]:
+        stats = self.local.stats()
+        stats["datacollect"] = {
+            "url": self.client.url,
+            "config_id": self.client.config_id,
+            "mirror": self.local.path,
+            "high_water": self._meta.get("high_water") or "-",
+            "last_refresh": self._meta.get("last_refresh") or "never",
+        }
+        return stats
