@@ -15,6 +15,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
+from connector_core.logs import register_secret
+
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -100,6 +102,12 @@ def connect(
     if read_only:
         options["options"] = "-c default_transaction_read_only=on"
     options.update(kwargs)
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if password:
+        register_secret(password)  # a driver or server message that echoes it is masked in every log line
     try:
         return psycopg.connect(url, **options)
     except psycopg.Error as exc:

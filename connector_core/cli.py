@@ -21,12 +21,13 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
+from rich.progress import TextColumn
 from rich.table import Table
 
 from connector_core.config import CONFIG_FILE_NAME, EXAMPLE_CONFIG, ConfigError
 from connector_core.connector import ConnectorError
 from connector_core.events import EventError
+from connector_core.logs import configure_logging
 from connector_core.plugins import PluginError, load_plugins
 
 app = typer.Typer(
@@ -78,15 +79,13 @@ def handled() -> Iterator[None]:
 @app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False,
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="human (default) or json (one object per line).")
+    ] = "human",
 ) -> None:
-    level = logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
-        force=True,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if log_format not in ("human", "json"):
+        fail("--log-format must be 'human' or 'json'")
+    configure_logging(logging.INFO if verbose else logging.WARNING, log_format)
 
 
 # -- project -----------------------------------------------------------------------------------
@@ -162,11 +161,17 @@ def run(
 
     both = not push and not pull
     stop = threading.Event()
-    with handled(), _graceful_stop(stop):
+    with handled(), _graceful_stop(stop), _progress() as on_progress:
         project = Project.open(config)
         try:
             report = run_connector(
-                project, name, push=push or both, pull=pull or both, dry_run=dry_run, stop=stop
+                project,
+                name,
+                push=push or both,
+                pull=pull or both,
+                dry_run=dry_run,
+                stop=stop,
+                on_progress=on_progress,
             )
         finally:
             project.close()
@@ -177,6 +182,46 @@ def run(
         fail(f"{name}: interrupted; the current batch finished and the checkpoint is consistent", 130)
     if not report.ok:
         fail(f"{name}: {report.error}", 1)
+
+
+class TransferSpeedColumnless(TextColumn):
+    """Records per second (rich's speed column speaks bytes)."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def render(self, task: Any) -> Any:
+        from rich.text import Text
+
+        return Text(f"{task.speed:,.0f}/s" if task.speed else "")
+
+
+@contextmanager
+def _progress() -> Iterator[Any]:
+    """Rich progress bars with rates and ETA on a terminal; nothing when output is piped or logged."""
+    if not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TransferSpeedColumnless(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def update(direction: str, done: int, total: int | None) -> None:
+            if direction not in tasks:
+                label = "pushing events" if direction == "push" else "pulling records"
+                tasks[direction] = progress.add_task(label, total=total)
+            progress.update(tasks[direction], completed=done, total=total)
+
+        yield update
 
 
 @contextmanager

@@ -11,10 +11,21 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 from connector_core.retry import RetryPolicy
 
@@ -40,17 +51,137 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class EventLogConfig(_Strict):
+# -- storage backends -----------------------------------------------------------------------------------
+# ``eventlog`` and ``state`` are unions keyed by ``backend`` (``sqlite`` when the key is left out, so existing
+# project files keep working). Opened by ``connector_core.eventlog.open_event_log`` and
+# ``connector_core.state.open_state_store``; docs/eventlog-backends.md describes every key.
+
+
+class SqliteEventLogConfig(_Strict):
     backend: Literal["sqlite"] = "sqlite"
     path: str = "events.db"
 
 
-class StateConfig(_Strict):
+class PostgresEventLogConfig(_Strict):
+    backend: Literal["postgres"]
+    url: SecretStr = Field(description="postgresql://user:password@host:port/db, usually ${VAR}")
+    db_schema: str = Field(default="dcsync", alias="schema", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class DataCollectEventLogConfig(_Strict):
+    backend: Literal["datacollect"]
+    url: str = Field(description="Base URL of the DataCollect backend, e.g. https://sync.example.org")
+    config_id: str = Field(description="The tenant: the app config id", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+    token: SecretStr | None = None
+    email: str | None = None
+    password: SecretStr | None = None
+    mirror: str = Field(default="datacollect-mirror.db", description="Local SQLite mirror of the tenant's log")
+    lookback_seconds: float = Field(default=3600.0, ge=0, description="Re-read window for late events")
+    refresh_interval: float | None = Field(default=30.0, ge=0, description="Seconds between automatic refreshes")
+    push_batch: int = Field(default=10, ge=1, le=1000)
+    timeout: float = Field(default=30.0, gt=0)
+    read: Literal["api", "database"] = "api"
+    database_url: SecretStr | None = Field(default=None, description="Read-only URL of DataCollect's PostgreSQL")
+    database_schema: str = Field(default="public", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> DataCollectEventLogConfig:
+        if self.token is None and (self.email is None or self.password is None):
+            raise ValueError("set token, or email and password")
+        if self.read == "database" and self.database_url is None:
+            raise ValueError("read: database needs database_url")
+        return self
+
+
+class SqliteStateConfig(_Strict):
     backend: Literal["sqlite"] = "sqlite"
     path: str = "state.db"
 
 
+class PostgresStateConfig(_Strict):
+    backend: Literal["postgres"]
+    url: SecretStr = Field(description="postgresql://user:password@host:port/db, usually ${VAR}")
+    db_schema: str = Field(default="dcsync", alias="schema", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+_BACKEND_TAGS = ("sqlite", "postgres", "datacollect")
+
+
+def _backend_of(value: Any) -> str:
+    backend = value.get("backend", "sqlite") if isinstance(value, dict) else getattr(value, "backend", "sqlite")
+    return backend if isinstance(backend, str) else repr(backend)
+
+
+def _backends(message: str) -> Discriminator:
+    return Discriminator(_backend_of, custom_error_type="unknown_backend", custom_error_message=message)
+
+
+EventLogConfig = Annotated[
+    Annotated[SqliteEventLogConfig, Tag("sqlite")]
+    | Annotated[PostgresEventLogConfig, Tag("postgres")]
+    | Annotated[DataCollectEventLogConfig, Tag("datacollect")],
+    _backends("unknown backend (expected sqlite, postgres or datacollect)"),
+]
+StateConfig = Annotated[
+    Annotated[SqliteStateConfig, Tag("sqlite")] | Annotated[PostgresStateConfig, Tag("postgres")],
+    _backends("unknown backend (expected sqlite or postgres)"),
+]
+
+
 ConflictPolicy = Literal["external-wins", "local-wins", "newest-wins", "merge", "manual"]
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: str | float) -> float:
+    """``90``, ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"`` -> seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (write e.g. 30s, 15m, 2h, 1d)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+class ScheduleConfig(_Strict):
+    """When a connector runs unattended (``dcsync schedule run``)."""
+
+    direction: Literal["push", "pull", "both"] = "both"
+    every: str | float | None = Field(default=None, description="Interval: 30s, 15m, 2h, 1d")
+    cron: str | None = Field(default=None, description="Crontab expression: minute hour day month weekday")
+    timezone: str = Field(default="UTC", description="Time zone of the cron expression")
+    jitter: float = Field(default=0, ge=0, description="Random delay of each run, in seconds")
+    misfire_grace: float = Field(
+        default=300, gt=0, description="A run missed by less than this (seconds) still happens"
+    )
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> ScheduleConfig:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError("give exactly one of 'every' or 'cron'")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.timezone!r}") from None
+        if self.every is not None:
+            seconds = parse_duration(self.every)
+            if seconds < 1:
+                raise ValueError("'every' must be at least 1 second")
+            if self.jitter >= seconds:
+                raise ValueError("jitter must be shorter than the interval")
+        if self.cron is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(self.cron, timezone=self.timezone)
+            except ValueError as exc:
+                raise ValueError(f"bad cron expression {self.cron!r}: {exc}") from None
+        return self
+
+    @property
+    def interval_seconds(self) -> float | None:
+        return parse_duration(self.every) if self.every is not None else None
 
 
 class ConnectorInstanceConfig(_Strict):
@@ -74,13 +205,14 @@ class ConnectorInstanceConfig(_Strict):
         default=5, ge=1, description="Runs a child waits for its parent before it is dead-lettered"
     )
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    schedule: list[ScheduleConfig] = Field(default_factory=list)
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
 class ProjectConfig(_Strict):
     version: Literal[1] = 1
-    eventlog: EventLogConfig = Field(default_factory=EventLogConfig)
-    state: StateConfig = Field(default_factory=StateConfig)
+    eventlog: EventLogConfig = Field(default_factory=SqliteEventLogConfig)
+    state: StateConfig = Field(default_factory=SqliteStateConfig)
     connectors: dict[str, ConnectorInstanceConfig] = Field(default_factory=dict)
 
 
@@ -177,12 +309,20 @@ def parse_yaml_with_marks(
     return _to_python(node, (), marks, source, problems), marks, problems
 
 
+def _without_union_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """Pydantic puts the chosen backend in an error's location (``eventlog.postgres.url``); the file has no
+    such key, so take it out before the location is matched to a line."""
+    if len(loc) >= 2 and loc[0] in ("eventlog", "state") and loc[1] in _BACKEND_TAGS:
+        return (loc[0], *loc[2:])
+    return loc
+
+
 def _pydantic_problems(
     exc: ValidationError, marks: dict[tuple[str | int, ...], Mark], source: Path, prefix: tuple = ()
 ) -> list[str]:
     problems = []
     for err in exc.errors():
-        loc = tuple(prefix) + tuple(err["loc"])
+        loc = _without_union_tags(tuple(prefix) + tuple(err["loc"]))
         where = str(source)
         for cut in range(len(loc), -1, -1):
             if loc[:cut] in marks:
@@ -195,6 +335,8 @@ def _pydantic_problems(
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = "is required"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
         problems.append(f"{where}: {key}: {msg}")
     return problems
 

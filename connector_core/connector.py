@@ -128,6 +128,11 @@ class PermanentError(ConnectorError):
     transient = False
 
 
+class AuthenticationError(PermanentError):
+    """The remote refused dcsync's credentials: no record is at fault, so the run stops (nothing is
+    dead-lettered) and says so in one line, without the secret."""
+
+
 class Connector(ABC):
     """Base class of every connector; subclasses declare the class attributes and implement the methods."""
 

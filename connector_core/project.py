@@ -13,11 +13,12 @@ from typing import Any
 from connector_core.config import ConfigError, LoadedConfig, load_config, validate_settings
 from connector_core.connector import Connector
 from connector_core.eventlog.base import EventLog
-from connector_core.eventlog.sqlite import SqliteEventLog
+from connector_core.logs import register_secrets_of
 from connector_core.mapping import MappingError, MappingSet, identity_mapping, load_mapping
 from connector_core.plugins import PluginError, PluginHost, load_plugins
-from connector_core.state.base import StateStore
-from connector_core.state.sqlite import SqliteStateStore
+from connector_core.eventlog import open_event_log
+from connector_core.state import open_state_store
+from connector_core.state.lease import LeasedStateStore
 
 
 @dataclass
@@ -25,7 +26,7 @@ class Project:
     config: LoadedConfig
     host: PluginHost
     eventlog: EventLog
-    state: StateStore
+    state: LeasedStateStore
     _mappings: dict[str, MappingSet] = field(default_factory=dict)
 
     @classmethod
@@ -33,8 +34,14 @@ class Project:
         loaded = load_config(path)
         host = host or load_plugins(strict=strict)
         project = loaded.project
-        eventlog = SqliteEventLog(loaded.resolve_path(project.eventlog.path))
-        state = SqliteStateStore(loaded.resolve_path(project.state.path))
+        register_secrets_of(project.eventlog)  # tokens, passwords and URLs with passwords never reach a log
+        register_secrets_of(project.state)
+        eventlog = open_event_log(project.eventlog, loaded.base_dir)
+        try:
+            state = open_state_store(project.state, loaded.base_dir)
+        except BaseException:
+            eventlog.close()
+            raise
         opened = cls(config=loaded, host=host, eventlog=eventlog, state=state)
         try:
             host_transforms = host.transforms()
@@ -72,6 +79,7 @@ class Project:
     def build_connector(self, name: str) -> Connector:
         cls = self.connector_class(name)
         settings = validate_settings(self.config, name, cls.config_model)
+        register_secrets_of(settings)
         return cls(name, settings)  # type: ignore[arg-type]
 
     def mapping(self, name: str) -> MappingSet:

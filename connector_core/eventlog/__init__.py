@@ -1,16 +1,218 @@
-"""Event logs: the protocol every backend meets, and the embedded SQLite backend."""
+"""Event logs: the protocol every backend meets, the backends, and the one place that opens them.
+
+Backends: ``sqlite`` (the embedded default), ``postgres`` (dcsync's own log in PostgreSQL) and
+``datacollect`` (a live DataCollect tenant, mirrored locally; optionally read straight from its database).
+docs/eventlog-backends.md describes each one and its keys. The PostgreSQL and DataCollect modules are imported
+only when used, so a SQLite project never pays for psycopg or a network client.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from connector_core.eventlog.base import AppendResult, EventLog, EventPage
 from connector_core.eventlog.jsonl import export_jsonl, import_jsonl, iter_jsonl
 from connector_core.eventlog.sqlite import SchemaVersionError, SqliteEventLog
 
+if TYPE_CHECKING:
+    from connector_core.config import DataCollectEventLogConfig, EventLogConfig
+    from connector_core.eventlog.datacollect_http import DataCollectEventLog
+
 __all__ = [
     "AppendResult",
+    "CopyReport",
     "EventLog",
     "EventPage",
     "SchemaVersionError",
+    "SPEC_HELP",
     "SqliteEventLog",
+    "copy_events",
     "export_jsonl",
     "import_jsonl",
     "iter_jsonl",
+    "open_event_log",
+    "open_event_log_spec",
 ]
+
+
+def _resolve(base_dir: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def open_event_log(config: EventLogConfig, base_dir: Path) -> EventLog:
+    """The event log a project file's ``eventlog`` section describes (relative paths from ``base_dir``)."""
+    from connector_core.config import DataCollectEventLogConfig, PostgresEventLogConfig
+
+    if isinstance(config, PostgresEventLogConfig):
+        from connector_core.eventlog.postgres import PostgresEventLog
+
+        return PostgresEventLog(config.url.get_secret_value(), schema=config.db_schema)
+    if isinstance(config, DataCollectEventLogConfig):
+        return open_datacollect(config, base_dir)
+    return SqliteEventLog(_resolve(base_dir, config.path))
+
+
+def open_datacollect(config: DataCollectEventLogConfig, base_dir: Path) -> DataCollectEventLog:
+    from datetime import timedelta
+
+    from connector_core.eventlog.datacollect_http import DataCollectClient, DataCollectEventLog, Feed
+
+    client = DataCollectClient(
+        config.url,
+        config.config_id,
+        token=config.token.get_secret_value() if config.token else None,
+        email=config.email,
+        password=config.password.get_secret_value() if config.password else None,
+        timeout=config.timeout,
+    )
+    feed: Feed | None = None
+    try:
+        if config.read == "database":
+            from connector_core.eventlog.datacollect_db import DataCollectDbFeed
+
+            assert config.database_url is not None  # checked by the config model
+            feed = DataCollectDbFeed(
+                config.database_url.get_secret_value(),
+                config.config_id,
+                lookback=timedelta(seconds=config.lookback_seconds),
+                schema=config.database_schema,
+            )
+        return DataCollectEventLog(
+            client,
+            _resolve(base_dir, config.mirror),
+            lookback_seconds=config.lookback_seconds,
+            refresh_interval=config.refresh_interval,
+            push_batch=config.push_batch,
+            feed=feed,
+        )
+    except BaseException:
+        client.close()
+        raise
+
+
+SPEC_HELP = """\
+an event log is named by one of:
+  path/to/dcsync.yaml                     the event log of that project (any backend)
+  sqlite:PATH, or a PATH ending .db       a SQLite event log file (sqlite:///abs/path works too)
+  postgresql://USER@HOST/DB?schema=NAME   dcsync's PostgreSQL event log (schema defaults to dcsync)
+  datacollect+http(s)://HOST[:PORT]/?config_id=TENANT[&mirror=PATH][&lookback_seconds=N]
+                                          a DataCollect tenant; credentials from DCSYNC_DATACOLLECT_TOKEN,
+                                          or DCSYNC_DATACOLLECT_EMAIL and DCSYNC_DATACOLLECT_PASSWORD;
+                                          without mirror= a temporary mirror is used and removed"""
+
+
+def open_event_log_spec(spec: str, *, base_dir: Path | None = None) -> EventLog:
+    """Open an event log from a one-word spec (``dcsync log copy SRC DST``); see :data:`SPEC_HELP`."""
+    base = base_dir or Path.cwd()
+    lowered = spec.lower()
+    if lowered.startswith(("postgresql://", "postgres://")):
+        from connector_core._postgres import split_option
+        from connector_core.eventlog.postgres import DEFAULT_SCHEMA, PostgresEventLog
+
+        url, schema = split_option(spec, "schema")
+        return PostgresEventLog(url, schema=schema or DEFAULT_SCHEMA)
+    if lowered.startswith(("datacollect+http://", "datacollect+https://")):
+        return _open_datacollect_spec(spec, base)
+    if lowered.startswith("sqlite:"):
+        rest = spec[len("sqlite:") :]
+        path = rest[2:] if rest.startswith("//") else rest
+        if not path:
+            raise ValueError(f"{spec!r}: no file after sqlite:")
+        return SqliteEventLog(_resolve(base, path))
+    if lowered.endswith((".yaml", ".yml")):
+        from connector_core.config import load_config
+
+        loaded = load_config(_resolve(base, spec))
+        return open_event_log(loaded.project.eventlog, loaded.base_dir)
+    if lowered.endswith((".db", ".sqlite", ".sqlite3")):
+        return SqliteEventLog(_resolve(base, spec))
+    raise ValueError(f"cannot tell which event log {spec!r} is\n{SPEC_HELP}")
+
+
+def _open_datacollect_spec(spec: str, base: Path) -> EventLog:
+    from connector_core.eventlog.datacollect_http import DataCollectClient, DataCollectEventLog
+
+    parts = urlsplit(spec)
+    options = dict(parse_qsl(parts.query))
+    config_id = options.get("config_id")
+    if not config_id:
+        raise ValueError(f"{parts.scheme}://{parts.netloc}: add ?config_id=TENANT (the app config id)")
+    url = urlunsplit((parts.scheme.split("+", 1)[1], parts.netloc, parts.path, "", ""))
+    client = DataCollectClient(
+        url,
+        config_id,
+        token=os.environ.get("DCSYNC_DATACOLLECT_TOKEN") or None,
+        email=os.environ.get("DCSYNC_DATACOLLECT_EMAIL") or None,
+        password=os.environ.get("DCSYNC_DATACOLLECT_PASSWORD") or None,
+    )
+    scratch = None
+    if options.get("mirror"):
+        mirror = _resolve(base, options["mirror"])
+    else:
+        scratch = tempfile.mkdtemp(prefix="dcsync-mirror-")
+        mirror = Path(scratch) / "mirror.db"
+    try:
+        log = DataCollectEventLog(
+            client,
+            mirror,
+            lookback_seconds=float(options.get("lookback_seconds", 3600)),
+            refresh_interval=None,  # a copy refreshes once, explicitly
+        )
+    except BaseException:
+        client.close()
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    if scratch:
+        log.on_close(lambda: shutil.rmtree(scratch, ignore_errors=True))
+    return log
+
+
+@dataclass(slots=True)
+class CopyReport:
+    """What ``copy_events`` did: events read from the source, and what the target made of them."""
+
+    read: int = 0
+    result: AppendResult = field(default_factory=AppendResult)
+
+
+def copy_events(
+    source: EventLog,
+    target: EventLog,
+    *,
+    batch: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> CopyReport:
+    """Stream every event of ``source`` into ``target``, a page at a time, in ingestion order.
+
+    Memory stays at one page whatever the size of the log; each page is one atomic append, and appends are
+    idempotent by guid, so an interrupted copy is completed by running it again. A source that mirrors a
+    remote (``datacollect``) is refreshed first, so the copy holds the remote's log as of now.
+    ``progress(done, total)`` is called after each page.
+    """
+    if batch < 1:
+        raise ValueError("batch must be at least 1")
+    refresh = getattr(source, "refresh", None)
+    if callable(refresh):
+        refresh()
+    total = source.count()
+    report = CopyReport()
+    cursor: str | None = None
+    while True:
+        page = source.read(cursor, batch)
+        if page.events:
+            report.result.merge(target.append(page.events))
+            report.read += len(page.events)
+            if progress is not None:
+                progress(report.read, max(total, report.read))
+        cursor = page.cursor
+        if page.at_end:
+            return report

@@ -32,6 +32,7 @@ reported as issues, found through the audit feed.
 from __future__ import annotations
 
 import html
+import json
 import logging
 import re
 import sqlite3
@@ -51,6 +52,7 @@ from connector_core.entities import Entity, EventIssue
 from connector_core.eventlog.base import AppendResult, EventPage
 from connector_core.eventlog.sqlite import SqliteEventLog, _referenced_guids
 from connector_core.events import EventError, FormSubmission, format_timestamp, parse_timestamp, utc_now
+from connector_core.logs import register_secret
 
 log = logging.getLogger("dcsync.datacollect")
 
@@ -163,6 +165,9 @@ class DataCollectClient:
             )
         self.url = url.rstrip("/")
         self.config_id = config_id
+        for secret in (token, password):
+            if secret:
+                register_secret(secret)  # masked in every log line, should anything echo it
         self._token = token or None
         self._email = email
         self._password = password
@@ -190,6 +195,7 @@ class DataCollectClient:
         token = body.get("token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
             raise DataCollectAuthError(f"login as {self._email} at {self.url}: the answer held no token")
+        register_secret(token)
         self._token = token
 
     def _request(
@@ -337,11 +343,14 @@ class Feed(Protocol):
 
     description: str
 
-    def batches(self, high_water: datetime | None) -> Iterator[list[FormSubmission]]:
+    def batches(self, high_water: datetime | None, pending: set[str]) -> Iterator[list[FormSubmission]]:
         """Every event from ``high_water`` minus the feed's look-back window on, in batches.
 
-        After a batch is yielded, every event with an earlier timestamp has been yielded (late arrivals
-        aside), which is what lets the mirror move its high-water mark to the batch's newest timestamp.
+        After a batch is yielded, every event with an earlier timestamp has been yielded, except late
+        arrivals and the events of the milliseconds in ``pending``: milliseconds (ISO-ms strings) the feed
+        could not page through. The feed adds to ``pending`` before it yields anything past such a
+        millisecond, and removes a millisecond once the batch holding its events has been yielded; the mirror
+        persists the set, so a crash never loses track of one.
         """
         ...
 
@@ -360,27 +369,24 @@ class ApiFeed:
         self.lookback = lookback
         self._known = known
         self.description = f"{client.url} /api/sync/pull (tenant {client.config_id!r})"
-        self.saturated: list[str] = []
-        self.unreachable: list[str] = []
 
-    def batches(self, high_water: datetime | None) -> Iterator[list[FormSubmission]]:
+    def batches(self, high_water: datetime | None, pending: set[str]) -> Iterator[list[FormSubmission]]:
         since = None if high_water is None else high_water - self.lookback - _US
         while True:
             page = self.client.pull(since_text(since))
             if not page.events:
-                return
+                break
             yield page.events
             if page.next_cursor is None:
-                return  # not a full page: nothing after it
+                break  # not a full page: nothing after it
             stamps = [parse_timestamp(e.timestamp) for e in page.events]
             last = max(stamps)
             step = last - _US  # re-read the ties of the last timestamp rather than skip them (§2.1 b)
             if since is not None and step <= since:
-                # A full page inside one millisecond: the API cannot page within it (§2.1 c).
-                for millisecond in sorted(set(stamps)):
-                    found = self._millisecond(millisecond)
-                    if found:
-                        yield found
+                # A full page inside one millisecond: the API cannot page within it (§2.1 c). Remember it
+                # and step past; its other events are recovered once the walk has caught up.
+                pending.update(format_timestamp(stamp) for stamp in stamps)
+                log.info("more than %d events stamped %s: recovering them later", PULL_PAGE_SIZE, format_timestamp(last))
                 step = last + _MS - _US
                 if step <= since:
                     raise DataCollectError(
@@ -389,48 +395,47 @@ class ApiFeed:
                         "instead of looping"
                     )
             since = step
+        if pending:
+            yield from self._recover(pending)
 
-    def _millisecond(self, millisecond: datetime) -> list[FormSubmission]:
-        """Every event stamped within ``millisecond``, found without the pull cursor.
+    def _recover(self, pending: set[str]) -> Iterator[list[FormSubmission]]:
+        """The events of milliseconds that held more than a page, found without the pull cursor.
 
-        The audit feed (server time) names each applied event and its entity; events not in the mirror yet
-        whose audit row falls within the look-back window around the millisecond are fetched through their
-        entity's event list, and those stamped in the millisecond are kept.
+        Run once the walk has caught up, so every event not in the mirror by now is one the cursor could not
+        reach. The audit feed (server time) names each applied event and its entity, from the look-back window
+        before the earliest pending millisecond on; each unknown event is fetched through its entity's event
+        list. Unknown events stamped outside the pending milliseconds (late arrivals older than the look-back,
+        events applied while the walk ran) are kept too: they are real events the mirror lacks.
         """
-        label = format_timestamp(millisecond)
-        self.saturated.append(label)
-        window = max(self.lookback, timedelta(minutes=5))
+        earliest = min(parse_timestamp(ms) for ms in pending)
+        window = max(self.lookback, timedelta(minutes=5))  # phones' clocks run ahead of the server's too
         try:
-            rows = self.client.audit_logs(since_text(millisecond - window))
+            rows = self.client.audit_logs(since_text(earliest - window))
         except DataCollectError as exc:
-            self.unreachable.append(label)
             log.warning(
-                "DataCollect returned a full page of events stamped %s and its audit feed failed (%s): "
-                "events of that millisecond beyond the first 10 may be missing; the datacollect database "
-                "reader does not have this limit",
-                label,
+                "events stamped %s outnumber a pull page and the audit feed failed (%s): they stay pending and "
+                "are retried on the next refresh (the datacollect database reader has no such limit)",
+                ", ".join(sorted(pending)),
                 exc,
             )
-            return []
-        upper = millisecond + window
+            return
         candidates: dict[str, str] = {}
         for row in rows:
-            if row.action in _NOT_EVENT_ACTIONS or not row.event_guid or not row.entity_guid:
-                continue
-            try:
-                if row.timestamp and parse_timestamp(row.timestamp) > upper:
-                    continue
-            except ValueError:
-                pass
-            candidates[row.event_guid] = row.entity_guid
+            if row.action not in _NOT_EVENT_ACTIONS and row.event_guid and row.entity_guid:
+                candidates[row.event_guid] = row.entity_guid
         unknown = set(candidates) - self._known(list(candidates))
         found: dict[str, FormSubmission] = {}
         for entity_guid in sorted({candidates[g] for g in unknown}):
             for event in self.client.entity_events(entity_guid):
-                if event.guid in unknown and parse_timestamp(event.timestamp) == millisecond:
+                if event.guid in unknown:
                     found[event.guid] = event
-        log.info("millisecond %s held more than a page; %d more events found through the audit feed", label, len(found))
-        return sorted(found.values(), key=lambda e: e.timestamp)
+        log.info(
+            "recovered %d events of %d crowded milliseconds through the audit feed", len(found), len(pending)
+        )
+        recovered = sorted(found.values(), key=lambda e: e.timestamp)
+        pending.clear()
+        if recovered:
+            yield recovered
 
 
 # -- the mirror's own bookkeeping ------------------------------------------------------------------------
@@ -481,6 +486,12 @@ class _MirrorMeta:
     def high_water(self) -> datetime | None:
         value = self.get("high_water")
         return parse_timestamp(value) if value else None
+
+    def pending(self) -> set[str]:
+        return set(json.loads(self.get("pending_milliseconds") or "[]"))
+
+    def set_pending(self, pending: set[str]) -> None:
+        self.set("pending_milliseconds", json.dumps(sorted(pending)))
 
     def known(self, guids: Iterable[str]) -> set[str]:
         """Which guids the mirror holds, as events or folded into a coalesced event."""
@@ -605,6 +616,8 @@ class RefreshReport:
     batches: int = 0
     high_water_before: str | None = None
     high_water_after: str | None = None
+    pending: list[str] = field(default_factory=list)
+    """Milliseconds whose events could not all be read yet (retried on the next refresh)."""
     issues: list[EventIssue] = field(default_factory=list)
 
 
@@ -638,6 +651,7 @@ class DataCollectEventLog:
         self.check_applied = check_applied
         self._lock = threading.RLock()
         self._last_refresh: float | None = None
+        self._on_close: list[Callable[[], object]] = []
         self.local = SqliteEventLog(mirror)
         try:
             self._meta = _MirrorMeta(self.local.path, client.url, client.config_id)
@@ -649,6 +663,10 @@ class DataCollectEventLog:
     def __repr__(self) -> str:
         return f"DataCollectEventLog({self.client!r}, mirror={self.local.path!r})"
 
+    def on_close(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` after :meth:`close` (e.g. remove a temporary mirror)."""
+        self._on_close.append(callback)
+
     def close(self) -> None:
         with self._lock:
             self.local.close()
@@ -657,6 +675,9 @@ class DataCollectEventLog:
             closer = getattr(self.feed, "close", None)
             if callable(closer):
                 closer()
+            callbacks, self._on_close = self._on_close, []
+            for callback in callbacks:
+                callback()
 
     def __enter__(self) -> DataCollectEventLog:
         return self
@@ -670,23 +691,27 @@ class DataCollectEventLog:
         """Bring the mirror up to date with DataCollect (see the module docstring)."""
         with self._lock:
             high_water = self._meta.high_water()
+            pending = self._meta.pending()
             report = RefreshReport(high_water_before=format_timestamp(high_water) if high_water else None)
             buffer: list[FormSubmission] = []
 
             def flush() -> None:
+                # Order matters for a crash at any point: a pending millisecond is recorded before the
+                # high-water mark can pass it, and forgotten only after its events are committed.
                 nonlocal high_water
-                if not buffer:
-                    return
-                appended = self.local.append(buffer)
-                report.new += appended.new
-                report.issues.extend(appended.issues)
-                newest = max(parse_timestamp(e.timestamp) for e in buffer)
-                if high_water is None or newest > high_water:
-                    high_water = newest
-                    self._meta.set("high_water", format_timestamp(newest))  # only after the append committed
-                buffer.clear()
+                self._meta.set_pending(self._meta.pending() | pending)
+                if buffer:
+                    appended = self.local.append(buffer)
+                    report.new += appended.new
+                    report.issues.extend(appended.issues)
+                    newest = max(parse_timestamp(e.timestamp) for e in buffer)
+                    if high_water is None or newest > high_water:
+                        high_water = newest
+                        self._meta.set("high_water", format_timestamp(newest))
+                    buffer.clear()
+                self._meta.set_pending(pending)
 
-            for batch in self.feed.batches(high_water):
+            for batch in self.feed.batches(high_water, pending):
                 report.batches += 1
                 report.seen += len(batch)
                 buffer.extend(batch)
@@ -696,6 +721,7 @@ class DataCollectEventLog:
             self._meta.set("last_refresh", format_timestamp(utc_now()))
             self._last_refresh = time.monotonic()
             report.high_water_after = format_timestamp(high_water) if high_water else None
+            report.pending = sorted(pending)
             log.info(
                 "refreshed mirror of %s: %d events read, %d new, high water %s",
                 self.feed.description,
@@ -841,6 +867,7 @@ class DataCollectEventLog:
             "config_id": self.client.config_id,
             "mirror": self.local.path,
             "high_water": self._meta.get("high_water") or "-",
+            "pending_milliseconds": len(self._meta.pending()),
             "last_refresh": self._meta.get("last_refresh") or "never",
         }
         return stats

@@ -217,6 +217,18 @@ class StateStore(Protocol):
         """Which of ``entity_guids`` have an open conflict (held back from push until resolved)."""
         ...
 
+    def claim_tick(self, connector: str, direction: str, tick: str, holder: str) -> bool:
+        """Claim one scheduled run (a schedule's fire time); only the first claimant gets ``True``.
+
+        Several schedulers may share one state store (one per machine, for availability); the claim makes
+        each tick run once, even when the first run is over before the second scheduler wakes up.
+        """
+        ...
+
+    def last_tick(self, connector: str, direction: str) -> str | None:
+        """The latest claimed tick: where a restarted scheduler decides whether it missed one."""
+        ...
+
     def schema_version(self) -> int: ...
 
     def close(self) -> None: ...

@@ -12,7 +12,10 @@ between threads, and an open transaction keeps other threads out until it commit
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,6 +33,7 @@ from connector_core.state.base import (
     Parked,
     RunRecord,
 )
+from connector_core.state.lease import ConnectorBusy, LeaseHolder, this_process
 
 BUSY_TIMEOUT_MS = 30_000
 _IN_CHUNK = 500
@@ -133,6 +137,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         """CREATE UNIQUE INDEX conflicts_open ON conflicts (connector, entity_guid)
             WHERE status = 'open'""",
+    ),
+    # 3: scheduled runs claimed per tick, so schedulers sharing a store run each tick once
+    _statements(
+        """CREATE TABLE ticks (
+            connector TEXT NOT NULL,
+            direction TEXT NOT NULL,
+            tick TEXT NOT NULL,
+            holder TEXT NOT NULL,
+            claimed_at TEXT NOT NULL,
+            PRIMARY KEY (connector, direction, tick)
+        )""",
     ),
 )
 """Ordered: migration ``i`` takes the schema from version ``i`` to ``i + 1``. Only ever append."""
@@ -492,6 +507,32 @@ class SqliteStateStore:
             txn._end()
             _commit(self._conn)
 
+    # -- the connector lease (connector_core/state/lease.py) -------------------------------------------
+
+    @contextmanager
+    def lease(self, connector: str, *, wait: bool = False) -> Iterator[None]:
+        """An exclusive lock file beside the store (``state.db.<connector>.lock``) naming its holder.
+
+        The OS releases the lock when the holding process dies, however it dies; the file itself stays, and
+        its stale content is overwritten by the next holder.
+        """
+        lock_path = Path(f"{self.path}.{connector}.lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                busy = ConnectorBusy(connector, LeaseHolder.decode(os.pread(fd, 512, 0).decode(errors="replace")))
+                if not wait:
+                    raise busy from None
+                logging.getLogger("dcsync.run").warning("%s; waiting for it", busy)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, this_process().encode().encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
     # -- checkpoints -------------------------------------------------------------------------------
 
     def get_checkpoint(self, connector: str, direction: Direction) -> str | None:
@@ -637,6 +678,24 @@ class SqliteStateStore:
                 ).fetchall()
                 found.update(row[0] for row in rows)
         return found
+
+    # -- scheduled ticks -------------------------------------------------------------------------------
+
+    def claim_tick(self, connector: str, direction: str, tick: str, holder: str) -> bool:
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT OR IGNORE INTO ticks (connector, direction, tick, holder, claimed_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (connector, direction, tick, holder, now_timestamp()),
+            )
+        return cur.rowcount == 1
+
+    def last_tick(self, connector: str, direction: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT max(tick) FROM ticks WHERE connector = ? AND direction = ?", (connector, direction)
+            ).fetchone()
+        return row[0] if row else None
 
     # -- runs --------------------------------------------------------------------------------------
 

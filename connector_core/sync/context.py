@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connector_core.connector import Connector
@@ -35,6 +36,12 @@ class SyncContext:
     conflict_policy: str = "external-wins"
     merge_fallback: str = "external"
     stop: threading.Event = field(default_factory=threading.Event)
+    on_progress: Callable[[str, int, int | None], None] | None = None
+    """Called after each page with (direction, done, total or None): the CLI's progress bar."""
+
+    def progress(self, direction: str, done: int, total: int | None) -> None:
+        if self.on_progress is not None:
+            self.on_progress(direction, done, total)
 
     @property
     def user_id(self) -> str:

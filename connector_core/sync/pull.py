@@ -344,6 +344,7 @@ def run_pull(ctx: SyncContext, report: DirectionReport) -> None:
             puller.take(record)
         if not ctx.dry_run:
             puller.commit(page.next_cursor)
+        ctx.progress("pull", report.counts.read, None)
         if page.has_more and page.next_cursor == current:
             log.warning("%s: the remote answered a full page without moving its cursor", ctx.name)
             break

@@ -19,7 +19,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from connector_core.connector import ConnectorError, Operation, PushRecord, PushResult, TransientError
+from connector_core.connector import (
+    AuthenticationError,
+    ConnectorError,
+    Operation,
+    PushRecord,
+    PushResult,
+    TransientError,
+)
 from connector_core.entities import Entity
 from connector_core.events import FormSubmission, now_timestamp
 from connector_core.mapping import MapContext
@@ -329,6 +336,9 @@ class Pusher:
             )
         except ConnectorError as exc:
             error = exc
+        if isinstance(error, AuthenticationError):
+            self._commit(batch, results, sender, None)
+            raise RunStopped(f"{ctx.name}: {error.message}") from None
         refused = error is not None and not error.transient
         self._commit(batch, results, sender, error.message if refused and error else None)
         if error is not None and error.transient:
@@ -495,6 +505,7 @@ def run_push(ctx: SyncContext, report: DirectionReport) -> None:
     cursor = ctx.state.get_checkpoint(ctx.name, Direction.PUSH)
     report.checkpoint_before = cursor
     pusher = Pusher(ctx, report.counts, report.plan if ctx.dry_run else None)
+    total = ctx.eventlog.count(cursor) if ctx.on_progress is not None else None
     while not ctx.stop.is_set():
         page = ctx.eventlog.read(cursor, ctx.page_size)
         if not page.events:
@@ -506,6 +517,7 @@ def run_push(ctx: SyncContext, report: DirectionReport) -> None:
             with ctx.state.transaction() as tx:
                 tx.set_checkpoint(ctx.name, Direction.PUSH, page.cursor)
         cursor = page.cursor
+        ctx.progress("push", report.counts.read, total)
         log.info("%s: pushed through event cursor %s", ctx.name, cursor)
         if page.at_end:
             break

@@ -54,6 +54,7 @@ class RunReport:
     push: DirectionReport | None = None
     pull: DirectionReport | None = None
     dry_run: bool = False
+    skipped: bool = False
 
     @property
     def ok(self) -> bool:

@@ -8,17 +8,16 @@ checkpoint and deliver the same page twice.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 from connector_core.connector import Capability, ConnectorError
+from connector_core.logs import redact, run_context
 from connector_core.project import Project
 from connector_core.retry import RetryPolicy
+from connector_core.state.lease import ConnectorBusy
 from connector_core.sync.context import RunStopped, SyncContext
 from connector_core.sync.pull import run_pull
 from connector_core.sync.push import run_push
@@ -26,30 +25,14 @@ from connector_core.sync.report import DirectionReport, RunReport
 
 log = logging.getLogger("dcsync.run")
 
-
-class ConnectorBusy(Exception):
-    """Another process is running this connector right now."""
+__all__ = ["ConnectorBusy", "connector_lock", "run_connector", "sync_session"]
 
 
-@contextmanager
-def connector_lock(project: Project, name: str) -> Iterator[None]:
-    """An exclusive lock file beside the state store; the OS releases it if the process dies."""
-    state_path = project.config.resolve_path(project.config.project.state.path)
-    lock_path = Path(f"{state_path}.{name}.lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            raise ConnectorBusy(
-                f"connector {name!r} is already running (lock held by pid {holder})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
+def connector_lock(project: Project, name: str, *, wait: bool = False) -> AbstractContextManager[None]:
+    """The connector's lease, granted by the state store (connector_core/state/lease.py): a lock file beside
+    a SQLite store, an advisory lock for a PostgreSQL one. Raises ``ConnectorBusy`` naming the holder, or with
+    ``wait`` blocks until the holder is done."""
+    return project.state.lease(name, wait=wait)
 
 
 @contextmanager
@@ -60,10 +43,12 @@ def sync_session(
     dry_run: bool = False,
     stop: threading.Event | None = None,
     retry: RetryPolicy | None = None,
+    on_progress: Callable[[str, int, int | None], None] | None = None,
+    wait: bool = False,
 ) -> Iterator[SyncContext]:
     """Hold the connector's lock and give the engine everything one run works with."""
     instance = project.instance(name)
-    with connector_lock(project, name):
+    with connector_lock(project, name, wait=wait):
         connector = project.build_connector(name)
         try:
             yield SyncContext(
@@ -80,6 +65,7 @@ def sync_session(
                 conflict_policy=instance.conflict_policy,
                 merge_fallback=instance.merge_fallback,
                 stop=stop or threading.Event(),
+                on_progress=on_progress,
             )
         finally:
             connector.close()
@@ -95,43 +81,59 @@ def run_connector(
     trigger: str = "manual",
     stop: threading.Event | None = None,
     retry: RetryPolicy | None = None,
+    gate: Callable[[], bool] | None = None,
+    on_progress: Callable[[str, int, int | None], None] | None = None,
+    wait: bool = False,
 ) -> RunReport:
+    """Run one connector. ``gate`` is asked once the connector's lock is held; ``False`` skips the run
+    (the scheduler's tick was already run by another process)."""
     instance = project.instance(name)
     cls = project.connector_class(name)
     do_push = push and instance.push and Capability.PUSH in cls.capabilities
     do_pull = pull and instance.pull and Capability.PULL in cls.capabilities
     report = RunReport(connector=name, dry_run=dry_run)
     direction = "both" if do_push and do_pull else ("push" if do_push else "pull")
-    with sync_session(project, name, dry_run=dry_run, stop=stop, retry=retry) as ctx:
+    with sync_session(
+        project, name, dry_run=dry_run, stop=stop, retry=retry, on_progress=on_progress, wait=wait
+    ) as ctx:
+        if gate is not None and not gate():
+            report.skipped = True
+            return report
         if not dry_run:
             report.run_id = project.state.start_run(name, direction, trigger)
         outcome = "ok"
-        try:
-            if do_pull:
-                report.pull = DirectionReport("pull")
-                _guarded(run_pull, ctx, report.pull)
-            if do_push and not ctx.stop.is_set():
-                report.push = DirectionReport("push")
-                _guarded(run_push, ctx, report.push)
+        with run_context(run_id=report.run_id, connector=name, trigger=trigger):
+            _run_directions(project, ctx, report, do_pull=do_pull, do_push=do_push)
             if ctx.stop.is_set():
                 outcome = "interrupted"
             elif not report.ok:
                 outcome = "failed"
-        except BaseException as exc:
-            if report.run_id is not None:
-                project.state.finish_run(
-                    report.run_id, "failed", report.totals().as_dict(), f"{type(exc).__name__}: {exc}"
-                )
-                report.run_id = None
-            raise
         if report.run_id is not None:
             project.state.finish_run(report.run_id, outcome, report.totals().as_dict(), report.error)
     return report
+
+
+def _run_directions(project: Project, ctx: SyncContext, report: RunReport, *, do_pull: bool, do_push: bool) -> None:
+    """Pull, then push; an unexpected error still closes the run record as failed before it propagates."""
+    try:
+        if do_pull:
+            report.pull = DirectionReport("pull")
+            _guarded(run_pull, ctx, report.pull)
+        if do_push and not ctx.stop.is_set():
+            report.push = DirectionReport("push")
+            _guarded(run_push, ctx, report.push)
+    except BaseException as exc:
+        if report.run_id is not None:
+            project.state.finish_run(
+                report.run_id, "failed", report.totals().as_dict(), f"{type(exc).__name__}: {exc}"
+            )
+            report.run_id = None
+        raise
 
 
 def _guarded(step, ctx: SyncContext, part: DirectionReport) -> None:  # type: ignore[no-untyped-def]
     try:
         step(ctx, part)
     except (RunStopped, ConnectorError) as exc:
-        part.error = str(exc)
+        part.error = redact(str(exc))
         log.error("%s %s stopped: %s", ctx.name, part.direction, exc)

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from connector_core.connector import ConnectorError, PermanentError, TransientError
+from connector_core.connector import AuthenticationError, ConnectorError, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class OdooPermanentError(PermanentError):
         self.odoo_name = odoo_name
 
 
-class OdooAuthError(OdooPermanentError):
+class OdooAuthError(OdooPermanentError, AuthenticationError):
     """Credentials refused (or a login cooldown is running): every call would fail the same way."""
 
 
@@ -106,7 +106,8 @@ class LoadResult:
 
 def classify(error: dict[str, Any], *, secret: str | None = None) -> ConnectorError:
     """Turn a JSON-RPC ``error`` member into the right exception, keeping Odoo's message."""
-    data = error.get("data") if isinstance(error.get("data"), dict) else {}
+    raw = error.get("data")
+    data: dict[str, Any] = raw if isinstance(raw, dict) else {}
     name = str(data.get("name") or "")
     message = str(data.get("message") or error.get("message") or "Odoo Server Error")
     if secret:

@@ -58,6 +58,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 import httpx
@@ -628,7 +629,7 @@ class OpenSppConnector(Connector):
             i for i in live if i.ok and i.partner_id is None and i.record.operation is not Operation.DELETE
         ]
         chunks = self._chunks(creates)
-        self._parallel([lambda c=chunk: self._create_chunk(c, catalog) for chunk in chunks])
+        self._parallel([partial(self._create_chunk, chunk, catalog) for chunk in chunks])
         touched = [i for i in live if i.ok and i.partner_id is not None]
         people = [i for i in touched if not i.is_group]
         memberships = self._guarded(people, lambda: self._memberships([i.partner_id for i in people]))
@@ -636,7 +637,7 @@ class OpenSppConnector(Connector):
             memberships = {}
             touched = [i for i in touched if i.ok]
         units = self._units(touched, memberships)
-        self._parallel([lambda u=unit: self._unit(u, memberships, catalog) for unit in units])
+        self._parallel([partial(self._unit, unit, memberships, catalog) for unit in units])
 
     def _resolve_existing(self, items: list[_Item], catalog: _Catalog) -> None:
         """Known partner ids; deletes without one and (reg_id strategy) creates are looked up by ref."""
@@ -700,7 +701,7 @@ class OpenSppConnector(Connector):
         for item in deferred:
             pid = item.partner_id
             assert pid is not None
-            self._guarded([item], lambda i=item, p=pid: self.client.write(PARTNER, [p], i.deferred))
+            self._guarded([item], partial(self.client.write, PARTNER, [pid], item.deferred))
         if self.config.reference == "xmlid":
             self._sync_reg_ids([i for i in created if i.ok and i.reg_ids is not None])
             self._sync_banks([i for i in created if i.ok and i.banks is not None])
@@ -844,7 +845,7 @@ class OpenSppConnector(Connector):
                 continue
             pid = item.partner_id
             assert pid is not None
-            self._guarded([item], lambda p=pid, c=changed: self.client.write(PARTNER, [p], c))
+            self._guarded([item], partial(self.client.write, PARTNER, [pid], changed))
 
     def _sync_reg_ids(self, items: list[_Item]) -> None:
         """Create the missing registrant IDs (one call for the batch) and fix changed values."""
@@ -866,7 +867,7 @@ class OpenSppConnector(Connector):
         to_create: list[tuple[_Item, dict[str, Any]]] = []
         for item in items:
             for wanted in item.reg_ids or []:
-                row = by_key.get((item.partner_id, wanted["id_type"]))
+                row = by_key.get((item.partner_id or 0, wanted["id_type"]))
                 if row is None:
                     to_create.append((item, {"partner_id": item.partner_id, **wanted}))
                     continue
@@ -874,7 +875,7 @@ class OpenSppConnector(Connector):
                     k: v for k, v in wanted.items() if k != "id_type" and not _same(row.get(k), v, "char")
                 }
                 if changed and item.ok:
-                    self._guarded([item], lambda r=row["id"], c=changed: self.client.write(REG_ID, [r], c))
+                    self._guarded([item], partial(self.client.write, REG_ID, [row["id"]], changed))
         self._create_children(REG_ID, to_create)
 
     def _sync_banks(self, items: list[_Item]) -> None:
@@ -896,7 +897,7 @@ class OpenSppConnector(Connector):
         to_create: list[tuple[_Item, dict[str, Any]]] = []
         for item in items:
             for wanted in item.banks or []:
-                row = by_key.get((item.partner_id, wanted["acc_number"]))
+                row = by_key.get((item.partner_id or 0, wanted["acc_number"]))
                 if row is None:
                     to_create.append((item, {"partner_id": item.partner_id, **wanted}))
                     continue
@@ -906,9 +907,7 @@ class OpenSppConnector(Connector):
                     if not _same(row.get(k), v, "many2one" if k == "bank_id" else "char")
                 }
                 if changed and item.ok:
-                    self._guarded(
-                        [item], lambda r=row["id"], c=changed: self.client.write(BANK_ACCOUNT, [r], c)
-                    )
+                    self._guarded([item], partial(self.client.write, BANK_ACCOUNT, [row["id"]], changed))
         self._create_children(BANK_ACCOUNT, to_create)
 
     def _create_children(self, model: str, pending: list[tuple[_Item, dict[str, Any]]]) -> None:

@@ -305,3 +305,15 @@ class StateStoreContract:
         assert resolved is not None and resolved.status == "resolved" and resolved.resolution == "local"
         with pytest.raises(KeyError), store.transaction() as txn:
             txn.resolve_conflict(open_one.id, "again")
+
+    # -- scheduled ticks (schema 3) -----------------------------------------------------------------
+
+    def test_each_scheduled_tick_is_claimed_once(self, open_store: MakeStateStore) -> None:
+        first, second = open_store(), open_store()  # two schedulers sharing one store
+        tick = "2025-06-01T02:00:00.000Z"
+        assert first.claim_tick("openspp", "pull", tick, "host-a:1") is True
+        assert second.claim_tick("openspp", "pull", tick, "host-b:2") is False
+        assert second.claim_tick("openspp", "push", tick, "host-b:2") is True
+        assert first.claim_tick("openspp", "pull", "2025-06-02T02:00:00.000Z", "host-a:1") is True
+        assert second.last_tick("openspp", "pull") == "2025-06-02T02:00:00.000Z"
+        assert first.last_tick("openfn", "pull") is None

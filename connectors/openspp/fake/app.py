@@ -407,6 +407,9 @@ class FakeApp:
             )
         if action == "faults":
             if request.method == "POST":
+                if isinstance(body, dict) and "reseed" in body:
+                    fake.faults.reseed(int(body["reseed"]))
+                    return JSONResponse({"ok": True})
                 specs = body if isinstance(body, list) else [body]
                 ids = []
                 for spec in specs:
@@ -417,13 +420,11 @@ class FakeApp:
                         ids.append(fake.faults.add(FaultSpec.model_validate(spec)))
                     except ValueError as exc:
                         return JSONResponse({"error": str(exc)}, status_code=422)
-                if "seed" in body if isinstance(body, dict) else False:
-                    fake.faults.reseed(int(body["seed"]))
                 return JSONResponse({"ids": ids})
             if request.method == "DELETE":
                 fake.faults.clear()
                 return JSONResponse({"ok": True})
-            return JSONResponse(fake.faults.list())
+            return JSONResponse(fake.faults.describe())
         if action == "requests":
             if request.method == "DELETE":
                 fake.requests.clear()

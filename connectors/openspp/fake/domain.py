@@ -201,7 +201,7 @@ class Compiler:
 
         return pred
 
-    def _ids_value(self, f: Field, value: Any, op: str, leaf: Any) -> tuple[set[int] | None, bool]:
+    def _ids_value(self, f: Field, value: Any, op: str, leaf: Any) -> tuple[set[int], bool]:
         """Normalise a relational comparison value to (ids, matches-null)."""
         assert f.relation is not None
         values = list(value) if isinstance(value, list | tuple) else [value]

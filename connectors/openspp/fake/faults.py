@@ -163,7 +163,7 @@ class Faults:
         with self._lock:
             self.rng = random.Random(seed)
 
-    def list(self) -> list[dict[str, Any]]:
+    def describe(self) -> list[dict[str, Any]]:
         with self._lock:
             return [f.describe() for f in self._rules]
 

@@ -187,13 +187,13 @@ class Env:
         return fn(*bound.args, **bound.kwargs)
 
     def _method(self, model: str, method: str) -> Callable[..., Any] | None:
-        specific = {
+        specific: dict[tuple[str, str], Callable[..., Any]] = {
             ("ir.model.data", "check_object_reference"): self.m_check_object_reference,
             ("res.users", "has_group"): self.m_has_group,
         }
         if (model, method) in specific:
             return specific[(model, method)]
-        generic = {
+        generic: dict[str, Callable[..., Any]] = {
             "search": self.m_search,
             "search_read": self.m_search_read,
             "search_count": self.m_search_count,
@@ -924,7 +924,7 @@ class Env:
         start, end = row.get("start_date"), row.get("ended_date")
         if start and end and end < start:
             raise validation_error("The membership end date must be later than its start date.")
-        ended = bool(end) and end <= self.stamp
+        ended = end is not None and end <= self.stamp
         row["is_ended"] = ended
         row["status"] = "inactive" if ended else "active"
 

@@ -69,8 +69,8 @@ def seed(server: FakeOpenSpp) -> None:
         name="Registrar",
     )
     for rid, name, unique in MEMBERSHIP_KINDS:
-        xmlid = "g2p_registry_membership.group_membership_kind_head" if name == "Head" else None
-        create("g2p.group.membership.kind", {"name": name, "is_unique": unique}, at=rid, xmlid=xmlid)
+        head = "g2p_registry_membership.group_membership_kind_head" if name == "Head" else None
+        create("g2p.group.membership.kind", {"name": name, "is_unique": unique}, at=rid, xmlid=head)
     for rid, name, key in GROUP_KINDS:
         create("g2p.group.kind", {"name": name}, at=rid, xmlid=f"g2p_registry_group.{key}")
     for rid, name, pattern in ID_TYPES:

@@ -1,0 +1,258 @@
+"""Unattended runs: APScheduler 3 jobs built from ``dcsync.yaml``, one per connector and direction.
+
+What makes it safe to leave alone:
+
+- **No overlap.** ``max_instances=1`` and coalescing per job; the jobs of one connector share a lock in the
+  process, and the connector's lease (a lock file, or PostgreSQL's advisory lock) keeps other machines out.
+- **Each tick runs once, across schedulers.** Interval schedules are anchored at a fixed epoch, so every
+  scheduler computes the same fire times; a run claims its tick in the state store *after* taking the lease,
+  and a scheduler that finds the tick claimed skips it. APScheduler's own persistent job stores are not
+  safe to share between processes (its documentation says so), so job state lives in our state store.
+- **Missed ticks.** A scheduler that starts less than ``misfire_grace`` after an unclaimed tick runs it.
+- **Failures are loud and back off.** A failed run is logged with its reason, counted in metrics and kept
+  in run history (``dcsync status`` shows it); the connector's next runs wait a growing number of
+  intervals (1, 2, 4, ... capped at an hour) so a broken registry is not hammered.
+- **Graceful shutdown.** ``stop()`` lets the batch in flight finish, the run end as ``interrupted`` with its
+  checkpoint consistent, and the next start resume from there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from connector_core.config import LoadedConfig, ScheduleConfig, load_config
+from connector_core.events import format_timestamp
+from connector_core.logs import run_context
+from connector_core.metrics import Metrics
+
+log = logging.getLogger("dcsync.scheduler")
+ANCHOR = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_BACKOFF = 3600.0
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    connector: str
+    direction: str  # push | pull | both
+    schedule: ScheduleConfig
+
+    @property
+    def job_id(self) -> str:
+        return f"{self.connector}:{self.direction}"
+
+    def trigger(self, *, with_jitter: bool = True) -> BaseTrigger:
+        jitter = int(self.schedule.jitter) if with_jitter and self.schedule.jitter else None
+        seconds = self.schedule.interval_seconds
+        if seconds is not None:
+            return IntervalTrigger(seconds=seconds, start_date=ANCHOR, timezone=UTC, jitter=jitter)
+        assert self.schedule.cron is not None
+        trigger = CronTrigger.from_crontab(self.schedule.cron, timezone=self.schedule.timezone)
+        trigger.jitter = jitter
+        return trigger
+
+    def tick_at(self, now: datetime) -> datetime:
+        """The latest fire time at or before ``now`` (jitter ignored): the identity of a scheduled run."""
+        seconds = self.schedule.interval_seconds
+        if seconds is not None:
+            steps = int((now - ANCHOR).total_seconds() // seconds)
+            return ANCHOR + timedelta(seconds=steps * seconds)
+        trigger = self.trigger(with_jitter=False)
+        probe = now - timedelta(days=366)
+        last = None
+        fire = trigger.get_next_fire_time(None, probe)
+        while fire is not None and fire <= now:
+            last = fire
+            fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+        return last or probe
+
+    def next_times(self, count: int, now: datetime | None = None) -> list[datetime]:
+        trigger = self.trigger(with_jitter=False)
+        now = now or datetime.now(UTC)
+        times: list[datetime] = []
+        previous = None
+        fire = trigger.get_next_fire_time(previous, now)
+        while fire is not None and len(times) < count:
+            times.append(fire)
+            previous = fire
+            fire = trigger.get_next_fire_time(previous, fire + timedelta(microseconds=1))
+        return times
+
+    def backoff_base(self) -> float:
+        return self.schedule.interval_seconds or 60.0
+
+
+def jobs_from_config(loaded: LoadedConfig) -> list[ScheduledJob]:
+    jobs = []
+    for name, instance in loaded.project.connectors.items():
+        if not instance.enabled:
+            continue
+        for schedule in instance.schedule:
+            if schedule.enabled:
+                jobs.append(ScheduledJob(name, schedule.direction, schedule))
+    return jobs
+
+
+@dataclass
+class _JobState:
+    failures: int = 0
+    resume_at: float = 0.0
+
+
+@dataclass
+class Scheduler:
+    """Runs the schedules of one project until :meth:`stop`."""
+
+    config_path: Path
+    metrics: Metrics | None = None
+    holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    busy_wait: float = 1.0
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    _connector_locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _states: dict[str, _JobState] = field(default_factory=dict)
+    _scheduler: BackgroundScheduler | None = None
+    on_run: Callable[[ScheduledJob, Any], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.loaded = load_config(self.config_path)
+        self.jobs = jobs_from_config(self.loaded)
+
+    def start(self) -> None:
+        scheduler = BackgroundScheduler(timezone=UTC)
+        for job in self.jobs:
+            self._connector_locks.setdefault(job.connector, threading.Lock())
+            self._states[job.job_id] = _JobState()
+            scheduler.add_job(
+                self._run_job,
+                job.trigger(),
+                args=[job],
+                id=job.job_id,
+                name=job.job_id,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=int(job.schedule.misfire_grace),
+            )
+        self._scheduler = scheduler
+        scheduler.start()
+        self._catch_up()
+        log.info("scheduler %s started with %d jobs", self.holder, len(self.jobs))
+
+    def _catch_up(self) -> None:
+        """Run, once, any tick missed within its grace while no scheduler was up."""
+        from connector_core.project import Project
+
+        now = datetime.now(UTC)
+        project = Project.open(self.config_path)
+        try:
+            missed = []
+            for job in self.jobs:
+                tick = job.tick_at(now)
+                last = project.state.last_tick(job.connector, job.direction)
+                grace = job.schedule.misfire_grace
+                if (last is None or last < format_timestamp(tick)) and (now - tick).total_seconds() < grace:
+                    missed.append(job)
+        finally:
+            project.close()
+        for job in missed:
+            assert self._scheduler is not None
+            self._scheduler.add_job(self._run_job, args=[job], id=f"catch-up:{job.job_id}")
+
+    def stop(self, wait: bool = True) -> None:
+        """Let runs in flight finish their batch and end cleanly, then stop."""
+        self.stop_event.set()
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=wait)
+
+    def wait(self) -> None:
+        while not self.stop_event.wait(0.5):
+            pass
+
+    # -- one scheduled run -----------------------------------------------------------------------
+    def _run_job(self, job: ScheduledJob) -> None:
+        from connector_core.project import Project
+        from connector_core.sync.runner import ConnectorBusy, run_connector
+
+        state = self._states[job.job_id]
+        tick = format_timestamp(job.tick_at(datetime.now(UTC)))
+        if time.monotonic() < state.resume_at:
+            log.warning("%s: skipping the %s run: backing off after %d failures", job.job_id, tick, state.failures)
+            return
+        with self._connector_locks[job.connector], run_context(connector=job.connector, tick=tick):
+            deadline = time.monotonic() + job.schedule.misfire_grace
+            while not self.stop_event.is_set():
+                project = Project.open(self.config_path)
+                started = time.monotonic()
+                try:
+                    report = run_connector(
+                        project,
+                        job.connector,
+                        push=job.direction in ("push", "both"),
+                        pull=job.direction in ("pull", "both"),
+                        trigger="schedule",
+                        stop=self.stop_event,
+                        gate=lambda: project.state.claim_tick(job.connector, job.direction, tick, self.holder),
+                    )
+                except ConnectorBusy as exc:
+                    if time.monotonic() > deadline:
+                        log.warning("%s: tick %s not run: %s", job.job_id, tick, exc)
+                        return
+                    self.stop_event.wait(self.busy_wait * (0.5 + random.random()))
+                    continue
+                except Exception as exc:  # a scheduled run must never take the scheduler down
+                    log.error("%s: run failed: %s: %s", job.job_id, type(exc).__name__, exc)
+                    self._failed(job, state)
+                    return
+                else:
+                    self._finished(job, state, project, report, time.monotonic() - started)
+                    return
+                finally:
+                    project.close()
+
+    def _finished(self, job: ScheduledJob, state: _JobState, project: Any, report: Any, duration: float) -> None:
+        if report.skipped:
+            log.info("%s: tick already run by another scheduler", job.job_id)
+            return
+        if self.metrics is not None:
+            self.metrics.record_run(report, duration, time.time())
+            self._levels(project, job.connector)
+        if self.on_run is not None:
+            self.on_run(job, report)
+        if report.ok:
+            state.failures, state.resume_at = 0, 0.0
+        else:
+            log.error("%s: run %s failed: %s", job.job_id, report.run_id, report.error)
+            self._failed(job, state, counted=True)
+
+    def _failed(self, job: ScheduledJob, state: _JobState, counted: bool = False) -> None:
+        state.failures += 1
+        delay = min(job.backoff_base() * 2 ** (state.failures - 1), MAX_BACKOFF)
+        state.resume_at = time.monotonic() + delay
+        if self.metrics is not None and not counted:
+            self.metrics.record_failure(job.connector, job.direction)
+        log.warning("%s: next runs wait %.0fs (failure %d in a row)", job.job_id, delay, state.failures)
+
+    def _levels(self, project: Any, connector: str) -> None:
+        assert self.metrics is not None
+        from connector_core.state.base import Direction
+
+        checkpoint = project.state.get_checkpoint(connector, Direction.PUSH)
+        self.metrics.set_levels(
+            connector,
+            lag=project.eventlog.count(checkpoint),
+            dead_letters=len(project.state.dead_letters(connector, "open", limit=1_000_000)),
+            conflicts=len(project.state.conflicts(connector, "open", limit=1_000_000)),
+        )

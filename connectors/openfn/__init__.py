@@ -1,0 +1,1 @@
+"""OpenFn Lightning connector: push to a webhook trigger, pull from a Collections store, and a fake Lightning."""
