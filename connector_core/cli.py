@@ -26,7 +26,8 @@ from rich.table import Table
 
 from connector_core.config import CONFIG_FILE_NAME, EXAMPLE_CONFIG, ConfigError
 from connector_core.connector import ConnectorError
-from connector_core.events import EventError
+from connector_core.eventlog import SPEC_HELP
+from connector_core.events import EventError, format_timestamp
 from connector_core.logs import configure_logging
 from connector_core.plugins import PluginError, load_plugins
 
@@ -74,6 +75,36 @@ def handled() -> Iterator[None]:
         fail(exc.message, 1)
     except OSError as exc:
         fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), 2)
+    except Exception as exc:
+        message = _backend_failure(exc)
+        if message is None:
+            raise
+        fail(message, 1)
+
+
+def _backend_failure(exc: BaseException) -> str | None:
+    """The one-line message of a storage or DataCollect failure, or ``None`` for anything else.
+
+    Checked through ``sys.modules`` so that a SQLite-only project never imports psycopg or the DataCollect
+    client just to handle an error it cannot have.
+    """
+    datacollect = sys.modules.get("connector_core.eventlog.datacollect_http")
+    if datacollect is not None and isinstance(exc, datacollect.DataCollectError):
+        return str(exc)
+    postgres = sys.modules.get("connector_core._postgres")
+    if postgres is not None and isinstance(exc, postgres.PostgresUnavailable):
+        return str(exc)
+    for module_name in ("connector_core.eventlog.postgres", "connector_core.state.postgres"):
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(exc, module.SchemaVersionError):
+            return str(exc)
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.Error):
+        from connector_core.logs import redact
+
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"PostgreSQL: {redact(first)}"
+    return None
 
 
 @app.callback()
@@ -153,6 +184,9 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would happen; write nothing anywhere.")
     ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="If another process is running this connector, wait for it.")
+    ] = False,
     config: ConfigOption = Path(CONFIG_FILE_NAME),
 ) -> None:
     """Run one connector: push new entity changes, then pull remote changes back as events."""
@@ -172,6 +206,7 @@ def run(
                 dry_run=dry_run,
                 stop=stop,
                 on_progress=on_progress,
+                wait=wait,
             )
         finally:
             project.close()
@@ -523,15 +558,209 @@ def conflicts_resolve(
     out.print(f"conflict {conflict_id} resolved ({take}): {what}")
 
 
+# -- schedules and status -----------------------------------------------------------------------------
+
+schedule_app = typer.Typer(help="Unattended runs from the schedules in dcsync.yaml.", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
+
+
+@schedule_app.command("list")
+def schedule_list(
+    count: Annotated[int, typer.Option(help="Next run times to show per job.")] = 3,
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """Each scheduled job and its next run times."""
+    from connector_core.config import load_config
+    from connector_core.scheduler import jobs_from_config
+
+    with handled():
+        jobs = jobs_from_config(load_config(config))
+    table = Table("job", "schedule", "time zone", "jitter", "next runs (UTC)")
+    for job in jobs:
+        when = (
+            f"every {job.schedule.every}" if job.schedule.every is not None else f"cron {job.schedule.cron}"
+        )
+        nexts = ", ".join(format_timestamp(t)[:19].replace("T", " ") for t in job.next_times(count))
+        table.add_row(job.job_id, when, job.schedule.timezone, f"{job.schedule.jitter:g}s", nexts)
+    out.print(table)
+    if not jobs:
+        err.print("no schedules: add `schedule:` to a connector in the project file")
+
+
+@schedule_app.command("run")
+def schedule_run(
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on 127.0.0.1:PORT.")
+    ] = None,
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """Run the schedules in the foreground until SIGINT/SIGTERM (the run in flight ends cleanly)."""
+    from connector_core.metrics import Metrics
+    from connector_core.project import Project
+    from connector_core.scheduler import Scheduler
+
+    with handled():
+        Project.open(config).close()  # every config, plugin and mapping error surfaces before the first tick
+        metrics = Metrics()
+        if metrics_port is not None:
+            metrics.serve(metrics_port)
+        scheduler = Scheduler(config, metrics=metrics)
+        if not scheduler.jobs:
+            fail("no schedules: add `schedule:` to a connector in the project file")
+        stopping = threading.Event()
+
+        def on_signal(signum: int, _frame: object) -> None:
+            if stopping.is_set():
+                raise KeyboardInterrupt
+            stopping.set()
+            err.print(f"{signal.Signals(signum).name}: finishing the run in flight, then stopping")
+            threading.Thread(target=scheduler.stop, daemon=True).start()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            scheduler.start()
+            err.print(f"scheduler {scheduler.holder}: {len(scheduler.jobs)} jobs; Ctrl-C to stop")
+            scheduler.wait()
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+    err.print("scheduler stopped")
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """Per connector: last run, next scheduled run, push lag, open dead letters, conflicts and parked."""
+    from connector_core.scheduler import jobs_from_config
+    from connector_core.state.base import Direction
+
+    rows = []
+    with handled(), _project(config) as project:
+        jobs = jobs_from_config(project.config)
+        for name in project.connector_names():
+            last = project.state.runs(name, limit=1)
+            nexts = [t for job in jobs if job.connector == name for t in job.next_times(1)]
+            checkpoint = project.state.get_checkpoint(name, Direction.PUSH)
+            rows.append(
+                {
+                    "connector": name,
+                    "last_run": last[0].started_at if last else None,
+                    "last_outcome": last[0].outcome if last else None,
+                    "last_error": last[0].error if last else None,
+                    "next_run": format_timestamp(min(nexts)) if nexts else None,
+                    "push_lag": project.eventlog.count(checkpoint),
+                    "dead_letters": len(project.state.dead_letters(name, "open", limit=1_000_000)),
+                    "conflicts": len(project.state.conflicts(name, "open", limit=1_000_000)),
+                    "parked": len(project.state.parked(name, limit=1_000_000)),
+                }
+            )
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(
+        "connector",
+        "last run",
+        "outcome",
+        "next run",
+        "push lag",
+        "dead letters",
+        "conflicts",
+        "parked",
+        "last error",
+    )
+    for r in rows:
+        table.add_row(
+            r["connector"],
+            r["last_run"] or "never",
+            r["last_outcome"] or "-",
+            r["next_run"] or "-",
+            str(r["push_lag"]),
+            str(r["dead_letters"]),
+            str(r["conflicts"]),
+            str(r["parked"]),
+            r["last_error"] or "",
+        )
+    out.print(table)
+
+
 # -- event log -------------------------------------------------------------------------------------
 
 
 def _open_log(config: Path):  # type: ignore[no-untyped-def]
     from connector_core.config import load_config
-    from connector_core.eventlog.sqlite import SqliteEventLog
+    from connector_core.eventlog import open_event_log
 
     loaded = load_config(config)
-    return SqliteEventLog(loaded.resolve_path(loaded.project.eventlog.path))
+    return open_event_log(loaded.project.eventlog, loaded.base_dir)
+
+
+@log_app.command(
+    "copy",
+    epilog=SPEC_HELP,
+)
+def log_copy(
+    source: Annotated[str, typer.Argument(metavar="SRC", help="The event log to read.")],
+    target: Annotated[str, typer.Argument(metavar="DST", help="The event log to append to.")],
+    batch: Annotated[int, typer.Option(min=1, max=100_000, help="Events per page and per append.")] = 1000,
+) -> None:
+    """Stream a whole event log into another (e.g. a DataCollect tenant into SQLite for a dry run).
+
+    Idempotent by event guid: running it again copies only what is missing.
+    """
+    from connector_core.eventlog import copy_events, open_event_log_spec
+
+    if source == target:
+        fail("SRC and DST are the same event log")
+    with handled():
+        try:
+            src = open_event_log_spec(source)
+        except ValueError as exc:
+            fail(str(exc))
+        try:
+            try:
+                dst = open_event_log_spec(target)
+            except ValueError as exc:
+                fail(str(exc))
+            try:
+                with _copy_progress() as progress:
+                    report = copy_events(src, dst, batch=batch, progress=progress)
+            finally:
+                dst.close()
+        finally:
+            src.close()
+    result = report.result
+    out.print(f"copied {report.read} events: {result.new} new, {result.duplicates} already present")
+    for issue in result.issues[:20]:
+        err.print(f"[yellow]not applied:[/] {issue}", highlight=False, soft_wrap=True)
+    if len(result.issues) > 20:
+        err.print(f"[yellow]... and {len(result.issues) - 20} more not applied[/]")
+
+
+@contextmanager
+def _copy_progress() -> Iterator[Any]:
+    """A progress bar on a terminal; nothing when stderr is piped or logged (cron mail stays readable)."""
+    if not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("copying events"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TransferSpeedColumnless(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("copy", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
 
 
 @log_app.command("import")

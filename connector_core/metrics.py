@@ -20,28 +20,35 @@ class Metrics:
     def __post_init__(self) -> None:
         r = self.registry
         self.runs = Counter(
-            "dcsync_runs", "Runs by connector, direction and outcome", ["connector", "direction", "outcome"],
+            "dcsync_runs",
+            "Runs by connector, direction and outcome",
+            ["connector", "direction", "outcome"],
             registry=r,
         )
         self.records = Counter(
-            "dcsync_records", "Records by connector, direction and what happened to them",
-            ["connector", "direction", "result"], registry=r,
+            "dcsync_records",
+            "Records by connector, direction and what happened to them",
+            ["connector", "direction", "result"],
+            registry=r,
         )
         self.retries = Counter("dcsync_retries", "Retried requests", ["connector", "direction"], registry=r)
         self.duration = Histogram(
-            "dcsync_run_duration_seconds", "How long runs take", ["connector"], registry=r,
+            "dcsync_run_duration_seconds",
+            "How long runs take",
+            ["connector"],
+            registry=r,
             buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
         )
         self.push_lag = Gauge(
             "dcsync_push_lag_events", "Events in the log after the push checkpoint", ["connector"], registry=r
         )
-        self.dead_letters = Gauge(
-            "dcsync_dead_letters_open", "Open dead letters", ["connector"], registry=r
-        )
+        self.dead_letters = Gauge("dcsync_dead_letters_open", "Open dead letters", ["connector"], registry=r)
         self.conflicts = Gauge("dcsync_conflicts_open", "Open conflicts", ["connector"], registry=r)
         self.last_success = Gauge(
-            "dcsync_last_success_timestamp_seconds", "When the connector last ran without error",
-            ["connector"], registry=r,
+            "dcsync_last_success_timestamp_seconds",
+            "When the connector last ran without error",
+            ["connector"],
+            registry=r,
         )
 
     def record_run(self, report: RunReport, duration: float, finished_at: float) -> None:
@@ -52,8 +59,16 @@ class Metrics:
             outcome = "failed" if part.error else "ok"
             self.runs.labels(name, part.direction, outcome).inc()
             counts = part.counts.as_dict()
-            for result in ("created", "updated", "deleted", "unchanged", "dead_lettered", "appended",
-                           "parked", "conflicts"):
+            for result in (
+                "created",
+                "updated",
+                "deleted",
+                "unchanged",
+                "dead_lettered",
+                "appended",
+                "parked",
+                "conflicts",
+            ):
                 if counts[result]:
                     self.records.labels(name, part.direction, result).inc(counts[result])
             if counts["retries"]:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,12 @@ class Scheduler:
             assert self._scheduler is not None
             self._scheduler.add_job(self._run_job, args=[job], id=f"catch-up:{job.job_id}")
 
+    def run_now(self, job: ScheduledJob) -> None:
+        """Run one job's current tick in this thread (as its trigger would), e.g. from a test or a shell."""
+        self._connector_locks.setdefault(job.connector, threading.Lock())
+        self._states.setdefault(job.job_id, _JobState())
+        self._run_job(job)
+
     def stop(self, wait: bool = True) -> None:
         """Let runs in flight finish their batch and end cleanly, then stop."""
         self.stop_event.set()
@@ -189,7 +196,9 @@ class Scheduler:
         state = self._states[job.job_id]
         tick = format_timestamp(job.tick_at(datetime.now(UTC)))
         if time.monotonic() < state.resume_at:
-            log.warning("%s: skipping the %s run: backing off after %d failures", job.job_id, tick, state.failures)
+            log.warning(
+                "%s: skipping the %s run: backing off after %d failures", job.job_id, tick, state.failures
+            )
             return
         with self._connector_locks[job.connector], run_context(connector=job.connector, tick=tick):
             deadline = time.monotonic() + job.schedule.misfire_grace
@@ -204,7 +213,9 @@ class Scheduler:
                         pull=job.direction in ("pull", "both"),
                         trigger="schedule",
                         stop=self.stop_event,
-                        gate=lambda: project.state.claim_tick(job.connector, job.direction, tick, self.holder),
+                        gate=partial(
+                            project.state.claim_tick, job.connector, job.direction, tick, self.holder
+                        ),
                     )
                 except ConnectorBusy as exc:
                     if time.monotonic() > deadline:
@@ -222,7 +233,9 @@ class Scheduler:
                 finally:
                     project.close()
 
-    def _finished(self, job: ScheduledJob, state: _JobState, project: Any, report: Any, duration: float) -> None:
+    def _finished(
+        self, job: ScheduledJob, state: _JobState, project: Any, report: Any, duration: float
+    ) -> None:
         if report.skipped:
             log.info("%s: tick already run by another scheduler", job.job_id)
             return

@@ -99,14 +99,17 @@ def open_datacollect(config: DataCollectEventLogConfig, base_dir: Path) -> DataC
 
 
 SPEC_HELP = """\
-an event log is named by one of:
-  path/to/dcsync.yaml                     the event log of that project (any backend)
-  sqlite:PATH, or a PATH ending .db       a SQLite event log file (sqlite:///abs/path works too)
-  postgresql://USER@HOST/DB?schema=NAME   dcsync's PostgreSQL event log (schema defaults to dcsync)
-  datacollect+http(s)://HOST[:PORT]/?config_id=TENANT[&mirror=PATH][&lookback_seconds=N]
-                                          a DataCollect tenant; credentials from DCSYNC_DATACOLLECT_TOKEN,
-                                          or DCSYNC_DATACOLLECT_EMAIL and DCSYNC_DATACOLLECT_PASSWORD;
-                                          without mirror= a temporary mirror is used and removed"""
+An event log is named by one of:
+  path/to/dcsync.yaml
+      the event log of that project, whatever its backend
+  sqlite:PATH (sqlite:///abs/path too), or a PATH ending .db
+      a SQLite event log file
+  postgresql://USER@HOST/DB?schema=NAME
+      dcsync's PostgreSQL event log (schema dcsync if left out)
+  datacollect+https://HOST/?config_id=TENANT&mirror=PATH&lookback_seconds=N
+      a DataCollect tenant (datacollect+http:// too); credentials from
+      DCSYNC_DATACOLLECT_TOKEN, or DCSYNC_DATACOLLECT_EMAIL and
+      DCSYNC_DATACOLLECT_PASSWORD; without mirror= a temporary mirror"""
 
 
 def open_event_log_spec(spec: str, *, base_dir: Path | None = None) -> EventLog:

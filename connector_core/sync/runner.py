@@ -113,7 +113,9 @@ def run_connector(
     return report
 
 
-def _run_directions(project: Project, ctx: SyncContext, report: RunReport, *, do_pull: bool, do_push: bool) -> None:
+def _run_directions(
+    project: Project, ctx: SyncContext, report: RunReport, *, do_pull: bool, do_push: bool
+) -> None:
     """Pull, then push; an unexpected error still closes the run record as failed before it propagates."""
     try:
         if do_pull:

@@ -1,1 +1,1 @@
-"""OpenFn Lightning connector: push to a webhook trigger, pull from a Collections store, and a fake Lightning."""
+"""OpenFn Lightning: push to a webhook trigger, pull from a collection; a fake Lightning for tests."""

@@ -54,7 +54,16 @@ from connectors.openfn.fake.store import (
 
 FOUND_MESSAGE = "OpenFn webhook trigger found. Make a POST request to execute this workflow."
 LIST_PARAMS = frozenset(
-    {"key", "cursor", "limit", "created_after", "created_before", "updated_after", "updated_before", "project_id"}
+    {
+        "key",
+        "cursor",
+        "limit",
+        "created_after",
+        "created_before",
+        "updated_after",
+        "updated_before",
+        "project_id",
+    }
 )
 """The Collections list whitelist (``project_id`` is the newest versions' disambiguation parameter)."""
 REDACTED_HEADERS = ("x-api-key", "authorization", "cookie", "proxy-authorization")
@@ -97,9 +106,13 @@ def _credentials_match(trigger: Trigger, headers: dict[str, str]) -> bool:
     api_key = headers.get("x-api-key")
     authorization = headers.get("authorization")
     for method in trigger.auth:
-        if method.type == "api" and api_key is not None and method.key is not None:
-            if hmac.compare_digest(api_key.encode(), method.key.encode()):
-                return True
+        if (
+            method.type == "api"
+            and api_key is not None
+            and method.key is not None
+            and hmac.compare_digest(api_key.encode(), method.key.encode())
+        ):
+            return True
         if method.type == "basic" and authorization is not None and authorization == method.basic_header():
             return True
     return False
@@ -233,7 +246,8 @@ def create_app(
             return _error(
                 403,
                 "trigger_disabled",
-                message="Unable to process request, trigger is disabled. Enable it on OpenFn to allow requests.",
+                message="Unable to process request, trigger is disabled. "
+                "Enable it on OpenFn to allow requests.",
             )
         if request.method == "GET":
             return JSONResponse({"message": FOUND_MESSAGE})
@@ -242,7 +256,9 @@ def create_app(
         if fake.rate_limited():
             return _error(429, "too_many_requests", message="Too many runs in the last minute")
         if fake.hard_limited():
-            return _error(fake.hard_limit_status, "runs_hard_limit", message="You have reached your run limit.")
+            return _error(
+                fake.hard_limit_status, "runs_hard_limit", message="You have reached your run limit."
+            )
         dataclip = Dataclip(
             body=body,
             request={
@@ -339,9 +355,7 @@ def create_app(
             return None
         return fake.pats.get(header[7:].strip())
 
-    def resolve_collection(
-        request: Request, pat: Pat, need: str = "viewer"
-    ) -> Collection | Response:
+    def resolve_collection(request: Request, pat: Pat, need: str = "viewer") -> Collection | Response:
         found = fake.find_collections(request.path_params["name"], request.query_params.get("project_id"))
         if not found:
             return _error(404, "Not Found")
@@ -412,7 +426,9 @@ def create_app(
     ) -> AsyncIterator[bytes]:
         yield b'{"items":['
         for start in range(0, len(items), STREAM_CHUNK):
-            chunk = ",".join(json.dumps(i, separators=(",", ":")) for i in items[start : start + STREAM_CHUNK])
+            chunk = ",".join(
+                json.dumps(i, separators=(",", ":")) for i in items[start : start + STREAM_CHUNK]
+            )
             prefix = "," if start else ""
             if truncate:
                 yield (prefix + chunk)[: max(1, len(chunk) // 2)].encode()
@@ -557,7 +573,11 @@ def create_app(
             if kind == "work_orders":
                 rows: list[Any] = [o for o in fake.work_orders.values() if o.project_id == project_id]
             else:
-                rows = [r for r in fake.runs.values() if fake.work_orders[r.work_order_id].project_id == project_id]
+                rows = [
+                    r
+                    for r in fake.runs.values()
+                    if fake.work_orders[r.work_order_id].project_id == project_id
+                ]
         rows = [r for r in rows if _within(r, bounds)]
         rows.sort(key=lambda r: r.inserted_at)
         pages = max(1, -(-len(rows) // page_size))
@@ -706,7 +726,9 @@ def create_app(
 
 def _within(row: Any, bounds: dict[str, Any]) -> bool:
     for name, moment in bounds.items():
-        value = row.inserted_at if name.startswith("inserted") else getattr(row, "updated_at", row.inserted_at)
+        value = (
+            row.inserted_at if name.startswith("inserted") else getattr(row, "updated_at", row.inserted_at)
+        )
         if name.endswith("_after") and value < moment:
             return False
         if name.endswith("_before") and value >= moment:

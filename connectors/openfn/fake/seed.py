@@ -44,8 +44,9 @@ def _changes(body: Any) -> list[tuple[str, str | None]]:
     found: list[tuple[str, str | None]] = []
     for event in body.get("entities") or []:
         if isinstance(event, dict) and event.get("type") in ("create-individual", "update-individual"):
-            data = event.get("data") if isinstance(event.get("data"), dict) else {}
-            found.append((str(event.get("entityGuid")), data.get("entityName")))
+            data = event.get("data")
+            name = data.get("entityName") if isinstance(data, dict) else None
+            found.append((str(event.get("entityGuid")), name))
     for record in body.get("records") or []:
         if isinstance(record, dict) and record.get("operation") in ("create", "update"):
             found.append((str(record.get("ref")), record.get("entityName")))

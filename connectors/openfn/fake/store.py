@@ -27,7 +27,7 @@ from typing import Any
 from connectors.openfn.fake.faults import FaultPlan
 
 RUN_FINAL_STATES = frozenset({"success", "failed", "crashed", "cancelled", "killed", "exception", "lost"})
-"""Lightning's final run states (``lib/lightning/run.ex``); a work order ends in one of them or ``rejected``."""
+"""Lightning's final run states (``lib/lightning/run.ex``); a work order ends in one or ``rejected``."""
 
 ROLES = ("viewer", "editor", "admin", "owner")
 ITEM_VALUE_LIMIT = 1_000_000
@@ -83,10 +83,16 @@ class FakeClock:
                 self._offset += timedelta(seconds=seconds)
 
     def unfreeze(self) -> None:
+        """Let time run again from the frozen moment."""
         with self._lock:
             if self._frozen is not None:
                 self._offset = self._frozen - datetime.now(UTC)
             self._frozen = None
+
+    def reset(self) -> None:
+        """Back to the real wall clock."""
+        with self._lock:
+            self._frozen, self._offset = None, timedelta()
 
 
 class IdGen:
@@ -280,9 +286,14 @@ class FakeLightning:
     def __init__(self, *, seed: int = 0, data_file: str | Path | None = None) -> None:
         self.lock = threading.RLock()
         self.clock = FakeClock()
-        self.ids = IdGen(seed)
-        self.faults = FaultPlan()
         self.data_file = Path(data_file) if data_file else None
+        self.reset(seed)
+
+    def reset(self, seed: int = 0) -> None:
+        """A brand-new instance: no objects, default limits, real time, no faults, the default job."""
+        self.ids = IdGen(seed)
+        self.clock.reset()
+        self.faults = FaultPlan()
         self.run_handler: RunHandler = default_handler
         self.auto_run = True
         """Run work orders right after answering (``False``: they stay pending until :meth:`tick`)."""
@@ -290,7 +301,7 @@ class FakeLightning:
         self.rate_limit: tuple[int, float] | None = None
         """``(requests, seconds)``: more webhook requests than that in the window answer 429."""
         self.soft_run_quota: int | None = None
-        """Runs left before work orders are ``rejected`` with ``"error": "too_many_runs"`` (``None``: no limit)."""
+        """Runs left before work orders are ``rejected`` with ``too_many_runs`` (``None``: no limit)."""
         self.hard_run_quota: int | None = None
         self.hard_limit_status = 429
         """402 reproduces older Lightning versions' answer to a hard usage limit."""
