@@ -688,8 +688,7 @@ def create_app(
     def admin_reset(body: dict[str, Any], request: Request) -> Any:
         from connectors.openfn.fake.seed import seed_defaults
 
-        fake.clear()
-        fake.faults = FaultPlan()
+        fake.reset()
         if body.get("seed", True):
             seed_defaults(fake)
         return {"status": "ok"}

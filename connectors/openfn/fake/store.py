@@ -291,24 +291,25 @@ class FakeLightning:
 
     def reset(self, seed: int = 0) -> None:
         """A brand-new instance: no objects, default limits, real time, no faults, the default job."""
-        self.ids = IdGen(seed)
-        self.clock.reset()
-        self.faults = FaultPlan()
-        self.run_handler: RunHandler = default_handler
-        self.auto_run = True
-        """Run work orders right after answering (``False``: they stay pending until :meth:`tick`)."""
-        self.max_body_bytes = 10_000_000
-        self.rate_limit: tuple[int, float] | None = None
-        """``(requests, seconds)``: more webhook requests than that in the window answer 429."""
-        self.soft_run_quota: int | None = None
-        """Runs left before work orders are ``rejected`` with ``too_many_runs`` (``None``: no limit)."""
-        self.hard_run_quota: int | None = None
-        self.hard_limit_status = 429
-        """402 reproduces older Lightning versions' answer to a hard usage limit."""
-        self.collection_byte_quota: int | None = None
-        self.on_collection_list: Callable[[int], None] | None = None
-        """Called (outside the lock) before each collection list request with its sequence number."""
-        self.clear()
+        with self.lock:
+            self.ids = IdGen(seed)
+            self.clock.reset()
+            self.faults = FaultPlan()
+            self.run_handler: RunHandler = default_handler
+            self.auto_run = True
+            """Run work orders right after answering (``False``: they stay pending until :meth:`tick`)."""
+            self.max_body_bytes = 10_000_000
+            self.rate_limit: tuple[int, float] | None = None
+            """``(requests, seconds)``: more webhook requests than that in the window answer 429."""
+            self.soft_run_quota: int | None = None
+            """Runs left before work orders are ``rejected`` with ``too_many_runs`` (``None``: no limit)."""
+            self.hard_run_quota: int | None = None
+            self.hard_limit_status = 429
+            """402 reproduces older Lightning versions' answer to a hard usage limit."""
+            self.collection_byte_quota: int | None = None
+            self.on_collection_list: Callable[[int], None] | None = None
+            """Called (outside the lock) before each collection list request with its sequence number."""
+            self.clear()
 
     def clear(self) -> None:
         """Forget every object (configuration knobs and the run handler stay)."""
