@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sync_support import FAST_RETRY
 from sync_support import event as _event
 from sync_support import remote_records as _remote
 
+from connector_core.events import format_timestamp, parse_timestamp
 from connector_core.project import Project
 from connector_core.sample import mobile_log
 from connector_core.state.base import Direction
@@ -185,3 +188,19 @@ def test_run_history_records_each_run_with_counts(project: Project) -> None:
     run_connector(project, "reg", retry=FAST_RETRY)
     (run,) = project.state.runs("reg")
     assert run.outcome == "ok" and run.direction == "both" and run.counts["created"] == 2
+
+
+def test_a_record_committed_late_behind_the_cursor_is_still_pulled(project: Project, mock_server) -> None:
+    mock_server.post("/_control/records", json={"entityName": "individual", "data": {"n": 1}})
+    assert run_connector(project, "reg", push=False, retry=FAST_RETRY).pull.counts.created == 1
+    # a slow transaction on the remote commits a record stamped before what the last pull already read
+    records = _remote(mock_server)
+    late = format_timestamp(parse_timestamp(records[0]["timestamp"]) - timedelta(seconds=5))
+    mock_server.post(
+        "/_control/records", json={"entityName": "individual", "data": {"n": 2}, "timestamp": late}
+    )
+    second = run_connector(project, "reg", push=False, retry=FAST_RETRY)
+    assert second.pull.counts.created == 1 and second.pull.counts.appended == 1
+    assert sorted(e.data["n"] for e in project.eventlog.iter_entities()) == [1, 2]
+    third = run_connector(project, "reg", push=False, retry=FAST_RETRY)
+    assert third.pull.counts.appended == 0, "re-reading the look-back window appends nothing"

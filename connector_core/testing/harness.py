@@ -12,11 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import pluggy
+
+from connector_core import hookspecs
 from connector_core.connector import Connector, ConnectorError
 from connector_core.entities import Entity
 from connector_core.eventlog.sqlite import SqliteEventLog
 from connector_core.events import FormSubmission
 from connector_core.mapping import MappingSet, identity_mapping
+from connector_core.plugins import ConnectorInfo, PluginHost
 from connector_core.retry import RetryPolicy
 from connector_core.sample import mobile_log
 from connector_core.state.base import DeadLetter, Direction
@@ -122,3 +126,18 @@ class SyncHarness:
         """Close the stores (the connector belongs to whoever made it)."""
         self.eventlog.close()
         self.state.close()
+
+
+def host_for(*classes: type[Connector]) -> PluginHost:
+    """A plugin host offering exactly ``classes``, for ``Project.open(path, host=...)`` in tests.
+
+    Loading entry points would also find installed plugins, and a connector under test that shares a
+    ``type_name`` with an installed one (a deliberately broken subclass, a development copy) would lose to
+    it; a host built from the classes themselves runs the code under test and nothing else.
+    """
+    pm = pluggy.PluginManager("dcsync")
+    pm.add_hookspecs(hookspecs)
+    host = PluginHost(pm=pm)
+    for cls in classes:
+        host.connectors[cls.type_name] = ConnectorInfo(cls.type_name, cls, "under-test", None, None)
+    return host

@@ -39,6 +39,9 @@ _EVENT_NS = uuid.UUID("6f1f3c2e-3d5b-4a8e-9a0e-2f4d1c7b9e10")
 class MockConfig(ConnectorConfig):
     url: str = Field(description="Base URL of the mock sync server, e.g. http://127.0.0.1:8765")
     timeout: float = Field(default=10.0, gt=0, description="Seconds before a request is abandoned")
+    lookback_seconds: float = Field(
+        default=60.0, ge=0, description="Each pull re-reads this much before the newest record seen"
+    )
 
 
 def classify_status(response: httpx.Response) -> None:
@@ -131,38 +134,56 @@ class MockConnector(Connector):
         return results
 
     def pull(self, cursor: str | None, limit: int) -> PullPage:
-        state = json.loads(cursor) if cursor else {"since": None, "seen": []}
-        since, seen = state["since"], set(state["seen"])
+        """One page of a sweep through ``GET /?since=``.
+
+        The cursor holds ``scan`` (where this sweep stands, with the ids already read at that very
+        millisecond), and ``high`` (the newest timestamp ever read). Within a sweep, each page re-reads
+        from just before ``scan`` and skips the ids seen there, because the server's ``since`` is a strict
+        ``>`` on millisecond timestamps and records sharing the boundary millisecond would otherwise be
+        lost. When a sweep ends, the next one starts ``lookback`` before ``high``: a record committed late,
+        with a timestamp the sweep had already passed, is still found (the engine appends nothing for
+        records it re-reads unchanged).
+        """
+        state = json.loads(cursor) if cursor else {}
+        scan, seen, high = state.get("scan"), set(state.get("seen", [])), state.get("high")
         params: dict[str, Any] = {"limit": limit + len(seen)}
-        if since:
-            # Re-read from just before the last timestamp: the server's cursor is a strict ">" on
-            # millisecond timestamps, so records sharing the boundary millisecond would otherwise be lost.
-            params["since"] = shift_timestamp(since, -timedelta(milliseconds=1))
+        if scan:
+            params["since"] = shift_timestamp(scan, -timedelta(milliseconds=1))
         rows = self._request("GET", "/", params=params).json()
         if not isinstance(rows, list):
             raise PermanentError(f"GET / answered {type(rows).__name__}, expected a list of records")
-        fresh = [r for r in rows if not (r["timestamp"] == since and r["id"] in seen)]
-        records = [
-            RemoteRecord(
-                external_id=str(r["id"]),
-                data={k: v for k, v in (r.get("data") or {}).items() if k != "parentExternalId"},
-                entity_name=r.get("entityName"),
-                ref=r.get("entityGuid"),
-                updated_at=r["timestamp"],
-                version=str(r.get("version")),
-                deleted=bool(r.get("deleted")),
-                parent_external_id=(r.get("data") or {}).get("parentExternalId"),
-            )
-            for r in fresh
-        ]
+        fresh = [r for r in rows if not (r["timestamp"] == scan and r["id"] in seen)]
+        records = [self._record(r) for r in fresh]
+        has_more = len(rows) >= params["limit"]
         if rows:
             last = rows[-1]["timestamp"]
             at_last = {r["id"] for r in rows if r["timestamp"] == last}
-            new_seen = at_last | seen if last == since else at_last
-            next_cursor = json.dumps({"since": last, "seen": sorted(new_seen)})
-        else:
-            next_cursor = cursor
-        return PullPage(records=records, next_cursor=next_cursor, has_more=len(rows) >= params["limit"])
+            scan, seen = last, (at_last | seen if last == scan else at_last)
+            high = max(high, last) if high else last
+        if has_more:
+            next_state = {"scan": scan, "seen": sorted(seen), "high": high}
+        else:  # sweep done: the next one re-reads the look-back window for late commits
+            lookback = timedelta(seconds=self.config.lookback_seconds)
+            next_state = {
+                "scan": shift_timestamp(high, -lookback) if high else None,
+                "seen": [],
+                "high": high,
+            }
+        return PullPage(records=records, next_cursor=json.dumps(next_state), has_more=has_more)
+
+    @staticmethod
+    def _record(row: dict[str, Any]) -> RemoteRecord:
+        data = row.get("data") or {}
+        return RemoteRecord(
+            external_id=str(row["id"]),
+            data={k: v for k, v in data.items() if k != "parentExternalId"},
+            entity_name=row.get("entityName"),
+            ref=row.get("entityGuid"),
+            updated_at=row["timestamp"],
+            version=str(row.get("version")),
+            deleted=bool(row.get("deleted")),
+            parent_external_id=data.get("parentExternalId"),
+        )
 
     def lookup(self, refs: Sequence[str]) -> dict[str, str]:
         if not refs:
