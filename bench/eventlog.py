@@ -8,12 +8,22 @@ Events are what the mobile app produces (datacollect.md §1.7): households and t
 generated as a stream and appended in batches, so the only memory that could grow is the backend's:
 peak RSS when the checkpoint's worth of events is in, against peak RSS at the end, must stay flat
 (ratio <= 1.3). Each backend is a column; add one to ``BACKENDS``.
+
+    python bench/eventlog.py --events 100000 --backend sqlite --backend postgres
+
+The ``postgres`` column uses the server at ``DCSYNC_TEST_POSTGRES_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/test``) in a scratch schema dropped afterwards; it is left out, with
+the reason, when that server does not answer (asking for it by name makes that an error). Each backend runs
+in a child process of its own, so one backend's peak RSS cannot hide another's growth; the PostgreSQL
+server's own memory is not counted, and its "files on disk" are the sizes of the schema's tables and indexes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import random
 import resource
 import sys
@@ -25,13 +35,37 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from connector_core.eventlog.base import EventLog
 from connector_core.eventlog.sqlite import SqliteEventLog
 from connector_core.events import FormSubmission, SyncLevel, format_timestamp
 
+POSTGRES_URL = os.environ.get("DCSYNC_TEST_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _postgres(_workdir: Path) -> EventLog:
+    from connector_core.eventlog.postgres import PostgresEventLog
+
+    return PostgresEventLog(POSTGRES_URL, schema=f"dcsync_bench_{uuid.uuid4().hex[:12]}")
+
+
+def _postgres_unavailable() -> str | None:
+    """Why the PostgreSQL column cannot run, or ``None`` when the server answers."""
+    try:
+        import psycopg
+
+        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
+    except Exception as exc:  # ImportError, OperationalError: either way there is no column to measure
+        from connector_core._postgres import redact_url, scrub
+
+        return f"{redact_url(POSTGRES_URL)}: {scrub(str(exc).strip().splitlines()[0], POSTGRES_URL)}"
+    return None
+
+
 BACKENDS: dict[str, Callable[[Path], EventLog]] = {
     "sqlite": lambda workdir: SqliteEventLog(workdir / "events.db"),
+    "postgres": _postgres,
 }
 
 MEMORY_GOAL = 1.3
@@ -158,9 +192,39 @@ def run(make: Callable[[Path], EventLog], total: int, checkpoint: int, batch: in
         stats = log.stats()
         figures["events"] = stats["events"]
         figures["entities"] = stats["entities"]
+        size_bytes = getattr(log, "size_bytes", None)  # a server-side log: its tables, not local files
+        on_server = size_bytes() if callable(size_bytes) else None
+        schema = getattr(log, "schema", None)
         log.close()
-        figures["file_mb"] = sum(p.stat().st_size for p in Path(tmp).iterdir()) / 2**20
+        local = sum(p.stat().st_size for p in Path(tmp).iterdir())
+        figures["file_mb"] = (on_server if on_server is not None else local) / 2**20
+        if on_server is not None and schema:
+            import psycopg
+
+            with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     figures["memory_ratio"] = figures["rss_at_end_mb"] / figures["rss_at_checkpoint_mb"]
+    return figures
+
+
+def _child(name: str, total: int, checkpoint: int, batch: int, out: Any) -> None:
+    out.send(run(BACKENDS[name], total, checkpoint, batch))
+    out.close()
+
+
+def _in_child(name: str, total: int, checkpoint: int, batch: int) -> dict[str, float]:
+    """``run`` in a forked process: peak RSS is per process, so each column gets its own."""
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child, args=(name, total, checkpoint, batch, send))
+    child.start()
+    send.close()
+    try:
+        figures: dict[str, float] = receive.recv()
+    except EOFError:
+        child.join()
+        raise SystemExit(f"the {name} run failed (exit code {child.exitcode})") from None
+    child.join()
     return figures
 
 
@@ -192,7 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--checkpoint must lie between 1 and --events")
 
     names = args.backend or list(BACKENDS)
-    results = {name: run(BACKENDS[name], args.events, checkpoint, args.batch) for name in names}
+    if "postgres" in names and (why := _postgres_unavailable()):
+        if args.backend:
+            parser.error(f"PostgreSQL is unreachable ({why})")
+        print(f"postgres column left out: PostgreSQL is unreachable ({why})")
+        names.remove("postgres")
+    results = {name: _in_child(name, args.events, checkpoint, args.batch) for name in names}
 
     print(
         f"event log benchmark: {args.events:,} events, batches of {args.batch:,}, "

@@ -194,6 +194,9 @@ class ConnectorInstanceConfig(_Strict):
     pull: bool = True
     batch_size: int = Field(default=100, ge=1, le=10_000)
     page_size: int = Field(default=500, ge=1, le=100_000)
+    in_flight: int = Field(
+        default=1, ge=1, le=32, description="Batches sent at once (capped by what the connector allows)"
+    )
     conflict_policy: ConflictPolicy = Field(
         default="external-wins",
         description="What wins when a record changed on both sides since its last sync",

@@ -141,6 +141,9 @@ class Connector(ABC):
     config_model: ClassVar[type[ConnectorConfig]] = ConnectorConfig
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     description: ClassVar[str] = ""
+    max_in_flight: ClassVar[int] = 1
+    """How many ``push`` calls may run at once from different threads (1: the engine never overlaps them;
+    a connector that orders its own writes, e.g. one writer per household, keeps 1)."""
 
     def __init__(self, name: str, config: ConnectorConfig):
         self.name = name

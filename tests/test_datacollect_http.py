@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from contracts.scenarios import T0, event, ts
+from contracts.scenarios import event, ts
 
 from connector_core.eventlog.datacollect_http import (
     DataCollectAuthError,
@@ -24,7 +23,7 @@ from connector_core.eventlog.datacollect_http import (
     DataCollectPushError,
     plan_pushes,
 )
-from connector_core.events import FormSubmission, format_timestamp
+from connector_core.events import FormSubmission
 from connector_core.testing.fake_datacollect import FakeDataCollect, create_app
 from connector_core.testing.server import ServedApp, serve
 
@@ -147,7 +146,9 @@ def test_a_full_page_inside_one_millisecond_neither_loops_nor_loses_events(
     # Microsecond timestamps come back truncated to the millisecond (§2.1 c): a naive walk loops forever.
     base = "2025-01-01T10:00:00.007"
     stamps = [f"{base}{i:03d}Z" for i in range(100, 115)]
-    raw = [{**person(i, ts(0)).to_json(), "guid": f"ev-us-{i}", "timestamp": at} for i, at in enumerate(stamps)]
+    raw = [
+        {**person(i, ts(0)).to_json(), "guid": f"ev-us-{i}", "timestamp": at} for i, at in enumerate(stamps)
+    ]
     assert fake.store("demo", raw) == []
     mirror = open_mirror()
     mirror.refresh()
@@ -209,7 +210,15 @@ def test_since_is_url_encoded_with_microseconds_and_never_a_plus(
 
 def registry_update(entity: str, n: int, data: dict[str, Any], at: str) -> FormSubmission:
     """An update dcsync pulled from a registry (userId dcsync:<connector>, syncLevel 2)."""
-    return event("update-individual", entity, data, guid=f"pull-{entity}-{n}", at=at, user_id="dcsync:reg", sync_level=2)
+    return event(
+        "update-individual",
+        entity,
+        data,
+        guid=f"pull-{entity}-{n}",
+        at=at,
+        user_id="dcsync:reg",
+        sync_level=2,
+    )
 
 
 def test_three_updates_of_one_entity_pushed_in_one_run_all_take_effect(
@@ -236,7 +245,12 @@ def test_three_updates_of_one_entity_pushed_in_one_run_all_take_effect(
 
     remote = fake.entity("demo", "person-1")
     assert remote is not None
-    assert remote.data | {} == {**person(1, ts(0)).data, "phone": "+200", "gender": "female", "village": "North"}
+    assert remote.data | {} == {
+        **person(1, ts(0)).data,
+        "phone": "+200",
+        "gender": "female",
+        "village": "North",
+    }
     assert len(fake.requests_to("/api/sync/push")) == pushes_before + 1
     assert result.issues == []
     assert result.new_guids == [u.guid for u in updates]
@@ -252,7 +266,9 @@ def test_events_the_server_did_not_store_raise_naming_their_guids(
     taken = person(7, ts(1))
     phone_sync(fake, [taken], tenant="other")  # event guids are unique across tenants (§2.2)
     fine = person(8, ts(2))
-    with pytest.raises(DataCollectPushError, match=f"did not store 1 of 2 pushed events: {taken.guid}") as caught:
+    with pytest.raises(
+        DataCollectPushError, match=f"did not store 1 of 2 pushed events: {taken.guid}"
+    ) as caught:
         mirror.append([taken, fine])
     assert caught.value.missing == [taken.guid]
     assert guids(mirror) == [fine.guid]  # the mirror holds only what DataCollect stored
@@ -282,7 +298,11 @@ def test_members_and_group_events_are_pushed_in_order(fake: FakeDataCollect, ope
     mirror = open_mirror()
     batch = [
         event("create-group", "g-1", {"name": "Smiths", "members": [{"guid": "p-a", "name": "Ann Smith"}]}),
-        event("update-group", "g-1", {"headOfHousehold": "Ann", "members": [{"guid": "p-b", "name": "Bob Smith"}]}),
+        event(
+            "update-group",
+            "g-1",
+            {"headOfHousehold": "Ann", "members": [{"guid": "p-b", "name": "Bob Smith"}]},
+        ),
         event("add-member", "g-1", {"members": [{"guid": "p-c", "name": "Cid Smith"}]}),
     ]
     mirror.append(batch)
@@ -301,7 +321,9 @@ def test_html_error_pages_become_one_clear_line(
     with pytest.raises(DataCollectError, match=r"HTTP 500 with an HTML page: Error: Config broke$"):
         open_mirror().refresh()
     wrong = open_mirror(url=server.url + "/datacollect", mirror=Path(open_mirror().local.path + ".wrong"))
-    with pytest.raises(DataCollectError, match=r"HTTP 404 with an HTML page: Cannot POST /datacollect/api/users/login$"):
+    with pytest.raises(
+        DataCollectError, match=r"HTTP 404 with an HTML page: Cannot POST /datacollect/api/users/login$"
+    ):
         wrong.refresh()
 
 
@@ -373,8 +395,60 @@ def test_events_that_cannot_merge_start_a_new_push_and_keep_their_order() -> Non
         [m2.guid, other.guid, mine.guid],  # m2 was referenced by add-member
         [theirs.guid],  # different authors are never merged
     ]
-    assert [len(p) for p in plan_pushes([event("create-individual", f"p{i}", {"n": i}) for i in range(25)], 10)] == [
+    assert [
+        len(p) for p in plan_pushes([event("create-individual", f"p{i}", {"n": i}) for i in range(25)], 10)
+    ] == [
         10,
         10,
         5,
     ]
+
+
+# -- a whole run on a DataCollect tenant -----------------------------------------------------------------
+
+
+def test_a_connector_run_reads_the_tenant_and_writes_remote_edits_back_to_it(
+    fake: FakeDataCollect, server: ServedApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from connector_core.project import Project
+    from connector_core.retry import RetryPolicy
+    from connector_core.sync.runner import run_connector
+    from connectors.mock.server import create_app as create_mock
+
+    phone_sync(fake, [person(i, ts(i)) for i in range(5)])
+    monkeypatch.setenv("DC_PASSWORD", PASSWORD)
+    fast = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.05, max_elapsed=10)
+    with serve(create_mock()) as mock:
+        config = tmp_path / "dcsync.yaml"
+        config.write_text(
+            "eventlog:\n"
+            "  backend: datacollect\n"
+            f"  url: {server.url}\n"
+            "  config_id: demo\n"
+            f"  email: {EMAIL}\n"
+            "  password: ${DC_PASSWORD}\n"
+            "  lookback_seconds: 600\n"
+            "connectors:\n"
+            "  reg:\n"
+            "    type: mock\n"
+            "    settings:\n"
+            f"      url: {mock.url}\n"
+        )
+        project = Project.open(config)
+        try:
+            first = run_connector(project, "reg", retry=fast)
+            assert first.ok, first.error
+            records = httpx.get(f"{mock.url}/_control/records").json()
+            assert len(records) == 5
+
+            target = next(r for r in records if r["entityGuid"] == "person-3")
+            httpx.patch(f"{mock.url}/_control/records/{target['id']}", json={"data": {"phone": "+255 700"}})
+            second = run_connector(project, "reg", retry=fast)
+            assert second.ok, second.error
+            assert second.pull is not None and second.pull.counts.appended == 1
+        finally:
+            project.close()
+    remote = fake.entity("demo", "person-3")
+    assert remote is not None and remote.data["phone"] == "+255 700"  # the edit reached DataCollect

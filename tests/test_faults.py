@@ -47,10 +47,11 @@ def _assert_exactly_once(project: Project, mock: httpx.Client, expected: int) ->
     assert project.state.dead_letters("reg") == []
 
 
+@pytest.mark.parametrize("in_flight", [1, 4])
 def test_five_thousand_entities_arrive_exactly_once_through_thirty_percent_failures(
-    make_project, mock_server: httpx.Client
+    make_project, mock_server: httpx.Client, in_flight: int
 ) -> None:
-    project = make_project(batch_size=100, page_size=1000, timeout=0.4)
+    project = make_project(f"    in_flight: {in_flight}\n", batch_size=100, page_size=1000, timeout=0.4)
     project.eventlog.append(mobile_log(households=1000, members=4, updates=0))
     mock_server.put("/_control/faults", json={"random": {"rate": 0.3, "seed": 11, "faults": FAULTS}})
     policy = RetryPolicy(max_attempts=15, initial_delay=0.01, max_delay=0.05, max_elapsed=120)

@@ -77,12 +77,16 @@ def _both(config: Path, *extra: str) -> list[tuple[int, int, str]]:
 def test_two_runs_at_once_on_one_postgres_store_one_runs_the_other_names_the_holder(
     tmp_path: Path, mock_url: str, postgres_url: str, pg_schema: str
 ) -> None:
-    config = _project(tmp_path, mock_url, f"  backend: postgres\n  url: {postgres_url}\n  schema: {pg_schema}\n")
+    config = _project(
+        tmp_path, mock_url, f"  backend: postgres\n  url: {postgres_url}\n  schema: {pg_schema}\n"
+    )
     results = _both(config)
     assert sorted(code for code, _pid, _err in results) == [0, 1], results
     (winner,) = [pid for code, pid, _err in results if code == 0]
     (loser_err,) = [err for code, _pid, err in results if code == 1]
-    assert re.search(rf"'reg' is already running \(lease held by pid {winner} on \S+ since \S+Z\)", loser_err), loser_err
+    assert re.search(
+        rf"'reg' is already running \(lease held by pid {winner} on \S+ since \S+Z\)", loser_err
+    ), loser_err
     assert "Traceback" not in loser_err
     pushed = httpx.get(f"{mock_url}/_control/stats").json()
     assert pushed["records"] == 6 and pushed["duplicate_creates"] == {}
@@ -93,7 +97,9 @@ def test_two_runs_at_once_on_one_postgres_store_one_runs_the_other_names_the_hol
 def test_with_wait_the_second_run_waits_for_the_first(
     tmp_path: Path, mock_url: str, postgres_url: str, pg_schema: str
 ) -> None:
-    config = _project(tmp_path, mock_url, f"  backend: postgres\n  url: {postgres_url}\n  schema: {pg_schema}\n")
+    config = _project(
+        tmp_path, mock_url, f"  backend: postgres\n  url: {postgres_url}\n  schema: {pg_schema}\n"
+    )
     results = _both(config, "--wait")
     assert [code for code, _pid, _err in results] == [0, 0], results
     assert any("waiting for it" in err for _code, _pid, err in results)

@@ -110,9 +110,10 @@ def test_a_held_lease_names_its_holder(postgres_url: str, pg_schema: str) -> Non
     first = PostgresStateStore(postgres_url, schema=pg_schema)
     second = PostgresStateStore(postgres_url, schema=pg_schema)
     with first.lease("reg"):
-        with pytest.raises(ConnectorBusy, match=r"'reg' is already running \(lease held by pid \d+ on .+ since "):
-            with second.lease("reg"):
-                pass
+        with pytest.raises(
+            ConnectorBusy, match=r"'reg' is already running \(lease held by pid \d+ on .+ since "
+        ), second.lease("reg"):
+            pass
         with second.lease("other"):  # another connector is free
             pass
     with second.lease("reg"):  # released

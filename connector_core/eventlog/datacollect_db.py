@@ -61,10 +61,12 @@ class DataCollectDbFeed:
         )
         order = sql.SQL(' ORDER BY timestamp, guid COLLATE "C" LIMIT %s')
         self._first = (base + order).as_string(self._conn)
-        self._after = (base + sql.SQL(' AND (timestamp, guid COLLATE "C") > (%s, %s)') + order).as_string(self._conn)
-        self._within = (base + sql.SQL(" AND timestamp >= %s AND timestamp < %s ORDER BY timestamp, guid")).as_string(
+        self._after = (base + sql.SQL(' AND (timestamp, guid COLLATE "C") > (%s, %s)') + order).as_string(
             self._conn
         )
+        self._within = (
+            base + sql.SQL(" AND timestamp >= %s AND timestamp < %s ORDER BY timestamp, guid")
+        ).as_string(self._conn)
 
     def close(self) -> None:
         self._conn.close()
@@ -105,7 +107,9 @@ class DataCollectDbFeed:
             if key is None:
                 rows = self._conn.execute(self._first, (self.config_id, self.page_size)).fetchall()
             else:
-                rows = self._conn.execute(self._after, (self.config_id, key[0], key[1], self.page_size)).fetchall()
+                rows = self._conn.execute(
+                    self._after, (self.config_id, key[0], key[1], self.page_size)
+                ).fetchall()
             if not rows:
                 return
             yield [self._event(r) for r in rows]

@@ -184,7 +184,9 @@ class DataCollectClient:
 
     def login(self) -> None:
         if not (self._email and self._password):
-            raise DataCollectAuthError(f"DataCollect at {self.url} refused the token and no email/password is set")
+            raise DataCollectAuthError(
+                f"DataCollect at {self.url} refused the token and no email/password is set"
+            )
         body = self._request(
             "POST",
             "/api/users/login",
@@ -253,7 +255,9 @@ class DataCollectClient:
         if isinstance(body, dict):
             message = str(body.get("error") or body.get("message") or "")
         if status == 401:
-            raise DataCollectAuthError(f"{what}: DataCollect at {self.url} refused the credentials: {message}")
+            raise DataCollectAuthError(
+                f"{what}: DataCollect at {self.url} refused the credentials: {message}"
+            )
         if status >= 400:
             raise DataCollectError(f"{what}: DataCollect at {self.url} answered HTTP {status}: {message}")
         if isinstance(body, dict) and body.get("status") == "error":
@@ -264,7 +268,9 @@ class DataCollectClient:
         try:
             return FormSubmission.from_json(raw, where=what)
         except EventError as exc:
-            raise DataCollectError(f"DataCollect at {self.url} returned an event dcsync cannot read: {exc}") from None
+            raise DataCollectError(
+                f"DataCollect at {self.url} returned an event dcsync cannot read: {exc}"
+            ) from None
 
     # -- operations --------------------------------------------------------------------------------
 
@@ -386,7 +392,11 @@ class ApiFeed:
                 # A full page inside one millisecond: the API cannot page within it (§2.1 c). Remember it
                 # and step past; its other events are recovered once the walk has caught up.
                 pending.update(format_timestamp(stamp) for stamp in stamps)
-                log.info("more than %d events stamped %s: recovering them later", PULL_PAGE_SIZE, format_timestamp(last))
+                log.info(
+                    "more than %d events stamped %s: recovering them later",
+                    PULL_PAGE_SIZE,
+                    format_timestamp(last),
+                )
                 step = last + _MS - _US
                 if step <= since:
                     raise DataCollectError(
@@ -502,14 +512,16 @@ class _MirrorMeta:
             marks = ",".join("?" * len(part))
             for table in ("events", "datacollect_aliases"):
                 found.update(
-                    row[0] for row in self._conn.execute(f"SELECT guid FROM {table} WHERE guid IN ({marks})", part)
+                    row[0]
+                    for row in self._conn.execute(f"SELECT guid FROM {table} WHERE guid IN ({marks})", part)
                 )
         return found
 
     def add_aliases(self, aliases: Mapping[str, str]) -> None:
         if aliases:
             self._conn.executemany(
-                "INSERT OR IGNORE INTO datacollect_aliases (guid, stored_as) VALUES (?, ?)", list(aliases.items())
+                "INSERT OR IGNORE INTO datacollect_aliases (guid, stored_as) VALUES (?, ?)",
+                list(aliases.items()),
             )
 
     def close(self) -> None:
@@ -591,7 +603,9 @@ def plan_pushes(events: Iterable[FormSubmission], batch: int) -> list[list[Plann
             index = next(iter(hits))
             planned = current[index]
             if planned.event.entity_guid == event.entity_guid and _mergeable(planned.event, event):
-                current[index] = PlannedEvent(_merge(planned.event, event), [*planned.absorbed, planned.event.guid])
+                current[index] = PlannedEvent(
+                    _merge(planned.event, event), [*planned.absorbed, planned.event.guid]
+                )
                 for guid in refs:
                     owner[guid] = index
                 continue
@@ -821,7 +835,11 @@ class DataCollectEventLog:
                         f"(last updated {row.changes.get('localLastUpdated')}, event stamped {event.timestamp})",
                     )
                 )
-                log.warning("DataCollect did not apply event %s (entity %s): kept its own state", event.guid, event.entity_guid)
+                log.warning(
+                    "DataCollect did not apply event %s (entity %s): kept its own state",
+                    event.guid,
+                    event.entity_guid,
+                )
         return issues
 
     # -- read (the mirror) -------------------------------------------------------------------------

@@ -43,7 +43,9 @@ class LeaseHolder:
 
 
 def this_process() -> LeaseHolder:
-    return LeaseHolder(host=socket.gethostname() or "unknown-host", pid=os.getpid(), started_at=now_timestamp())
+    return LeaseHolder(
+        host=socket.gethostname() or "unknown-host", pid=os.getpid(), started_at=now_timestamp()
+    )
 
 
 class ConnectorBusy(Exception):

@@ -163,7 +163,9 @@ _CONFLICT_COLUMNS = (
     "id, connector, entity_guid, external_id, policy, status, resolution, base, local, remote, "
     "remote_version, created_at, updated_at"
 )
-_DEAD_LETTER_COLUMNS = "id, connector, direction, ref, reason, payload, attempts, status, created_at, updated_at"
+_DEAD_LETTER_COLUMNS = (
+    "id, connector, direction, ref, reason, payload, attempts, status, created_at, updated_at"
+)
 _RUN_COLUMNS = "id, connector, direction, trigger, started_at, finished_at, outcome, counts, error"
 
 
@@ -293,7 +295,8 @@ class PostgresStateTxn:
 
     def delete_link(self, connector: str, entity_guid: str) -> None:
         self._c().execute(
-            self._q("DELETE FROM {s}.links WHERE connector = %s AND entity_guid = %s"), (connector, entity_guid)
+            self._q("DELETE FROM {s}.links WHERE connector = %s AND entity_guid = %s"),
+            (connector, entity_guid),
         )
 
     def add_dead_letter(
@@ -318,7 +321,9 @@ class PostgresStateTxn:
 
     def resolve_dead_letter(self, connector: str, direction: Direction, ref: str, status: str) -> None:
         if status not in DEAD_LETTER_CLOSED:
-            raise ValueError(f"a dead letter is resolved as one of {sorted(DEAD_LETTER_CLOSED)}, not {status!r}")
+            raise ValueError(
+                f"a dead letter is resolved as one of {sorted(DEAD_LETTER_CLOSED)}, not {status!r}"
+            )
         self._c().execute(
             self._q(
                 "UPDATE {s}.dead_letters SET status = %s, updated_at = %s "
@@ -359,7 +364,8 @@ class PostgresStateTxn:
 
     def unpark(self, connector: str, entity_guid: str) -> None:
         self._c().execute(
-            self._q("DELETE FROM {s}.parked WHERE connector = %s AND entity_guid = %s"), (connector, entity_guid)
+            self._q("DELETE FROM {s}.parked WHERE connector = %s AND entity_guid = %s"),
+            (connector, entity_guid),
         )
 
     def add_conflict(
@@ -380,7 +386,9 @@ class PostgresStateTxn:
         cur = self._c()
         if status == "open":
             cur.execute(
-                self._q("DELETE FROM {s}.conflicts WHERE connector = %s AND entity_guid = %s AND status = 'open'"),
+                self._q(
+                    "DELETE FROM {s}.conflicts WHERE connector = %s AND entity_guid = %s AND status = 'open'"
+                ),
                 (connector, entity_guid),
             )
         cur.execute(
@@ -462,12 +470,16 @@ class PostgresStateStore:
             with self._conn.transaction():
                 self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (ddl_key,))
                 self._conn.execute(self._q("CREATE SCHEMA IF NOT EXISTS {s}"))
-                self._conn.execute(self._q("CREATE TABLE IF NOT EXISTS {s}.schema_version (version INTEGER NOT NULL)"))
+                self._conn.execute(
+                    self._q("CREATE TABLE IF NOT EXISTS {s}.schema_version (version INTEGER NOT NULL)")
+                )
                 self._conn.execute(self._q(_LEASES))
             while True:
                 with self._conn.transaction():
                     self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (ddl_key,))
-                    row = self._conn.execute(self._q("SELECT max(version) FROM {s}.schema_version")).fetchone()
+                    row = self._conn.execute(
+                        self._q("SELECT max(version) FROM {s}.schema_version")
+                    ).fetchone()
                     current = int(row[0]) if row and row[0] is not None else 0
                     if current > latest:
                         raise SchemaVersionError(
@@ -553,7 +565,9 @@ class PostgresStateStore:
             finally:
                 try:
                     conn.execute(
-                        self._q("DELETE FROM {s}.dcsync_leases WHERE connector = %s AND host = %s AND pid = %s"),
+                        self._q(
+                            "DELETE FROM {s}.dcsync_leases WHERE connector = %s AND host = %s AND pid = %s"
+                        ),
                         (connector, me.host, me.pid),
                     )
                     conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
@@ -578,7 +592,9 @@ class PostgresStateStore:
         return row[0] if row else None
 
     def checkpoints(self) -> dict[tuple[str, str], str | None]:
-        rows = self._rows("SELECT connector, direction, value FROM {s}.checkpoints ORDER BY connector, direction")
+        rows = self._rows(
+            "SELECT connector, direction, value FROM {s}.checkpoints ORDER BY connector, direction"
+        )
         return {(connector, direction): value for connector, direction, value in rows}
 
     # -- links -------------------------------------------------------------------------------------
@@ -641,18 +657,23 @@ class PostgresStateStore:
     ) -> list[DeadLetter]:
         clause, params = self._filters(connector, status)
         rows = self._rows(
-            f"SELECT {_DEAD_LETTER_COLUMNS} FROM {{s}}.dead_letters {clause} ORDER BY id LIMIT %s", (*params, limit)
+            f"SELECT {_DEAD_LETTER_COLUMNS} FROM {{s}}.dead_letters {clause} ORDER BY id LIMIT %s",
+            (*params, limit),
         )
         return [_dead_letter_from_row(row) for row in rows]
 
     def get_dead_letter(self, dead_letter_id: int) -> DeadLetter | None:
-        row = self._row(f"SELECT {_DEAD_LETTER_COLUMNS} FROM {{s}}.dead_letters WHERE id = %s", (dead_letter_id,))
+        row = self._row(
+            f"SELECT {_DEAD_LETTER_COLUMNS} FROM {{s}}.dead_letters WHERE id = %s", (dead_letter_id,)
+        )
         return _dead_letter_from_row(row) if row else None
 
     # -- intents, parked children, conflicts --------------------------------------------------------
 
     def intents(self, connector: str) -> set[str]:
-        return {row[0] for row in self._rows("SELECT ref FROM {s}.intents WHERE connector = %s", (connector,))}
+        return {
+            row[0] for row in self._rows("SELECT ref FROM {s}.intents WHERE connector = %s", (connector,))
+        }
 
     def parked(self, connector: str, limit: int = 1000) -> list[Parked]:
         rows = self._rows(
@@ -720,7 +741,9 @@ class PostgresStateStore:
         if row is None:
             raise KeyError(f"no run with id {run_id}")
 
-    def runs(self, connector: str | None = None, limit: int = 20, failed_only: bool = False) -> list[RunRecord]:
+    def runs(
+        self, connector: str | None = None, limit: int = 20, failed_only: bool = False
+    ) -> list[RunRecord]:
         """Newest first. ``failed_only`` includes interrupted runs: both need an operator's look."""
         where: list[str] = []
         params: list[Any] = []
@@ -731,5 +754,7 @@ class PostgresStateStore:
             where.append("outcome = ANY(%s)")
             params.append(list(FAILED_OUTCOMES))
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._rows(f"SELECT {_RUN_COLUMNS} FROM {{s}}.runs {clause} ORDER BY id DESC LIMIT %s", (*params, limit))
+        rows = self._rows(
+            f"SELECT {_RUN_COLUMNS} FROM {{s}}.runs {clause} ORDER BY id DESC LIMIT %s", (*params, limit)
+        )
         return [_run_from_row(row) for row in rows]

@@ -30,6 +30,7 @@ class SyncContext:
     mappings: MappingSet
     batch_size: int = 100
     page_size: int = 500
+    in_flight: int = 1
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     dry_run: bool = False
     park_limit: int = 5

@@ -15,7 +15,10 @@ before it is sent again, and turned into an update if it is there: a retry never
 from __future__ import annotations
 
 import logging
+import threading
+from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -89,6 +92,13 @@ def _depths(entities: dict[str, Entity]) -> dict[str, int]:
 
 
 @dataclass
+class _Sent:
+    results: dict[str, PushResult]
+    sender: _BatchSender
+    error: ConnectorError | None
+
+
+@dataclass
 class _Planned:
     record: PushRecord
     snapshot: dict[str, Any]
@@ -108,6 +118,7 @@ class Pusher:
     ):
         self.ctx = ctx
         self.replaying = replaying
+        self._count_lock = threading.Lock()
         self.counts = counts
         self.plan = plan
         self._links: dict[str, str] = {}  # delivered in this run: entity guid -> external id
@@ -305,25 +316,61 @@ class Pusher:
             self._open_letters.add(ref)
 
     def _deliver(self, planned: list[_Planned]) -> None:
-        size = self.ctx.batch_size
-        for start in range(0, len(planned), size):
-            if self.ctx.stop.is_set():
-                raise RunStopped("shutdown requested; the checkpoint stays before the undelivered records")
-            self._deliver_batch(planned[start : start + size])
-
-    def _deliver_batch(self, batch: list[_Planned]) -> None:
+        """Send ``planned`` in batches, up to ``in_flight`` requests at once; outcomes commit in order."""
         ctx = self.ctx
+        size = ctx.batch_size
+        batches = [planned[start : start + size] for start in range(0, len(planned), size)]
         if ctx.dry_run:
-            for item in batch:
-                self._count(item.record.operation)
-                self._note(item.record.operation, item.record.ref, item.record.entity_name)
-                if item.record.operation in (Operation.CREATE, Operation.UPDATE):
-                    self._links[item.record.ref] = item.record.external_id or "(new)"
+            for batch in batches:
+                self._rehearse(batch)
             return
+        stopped: RunStopped | None = None
+        sent = 0
+        if ctx.in_flight <= 1:
+            for batch in batches:
+                if ctx.stop.is_set():
+                    break
+                self._record_intents(batch)
+                sent += 1
+                stopped = self._settle(batch, self._send(batch))
+                if stopped is not None:
+                    raise stopped
+        else:
+            pending: deque[tuple[list[_Planned], Future[_Sent]]] = deque()
+            with ThreadPoolExecutor(ctx.in_flight, thread_name_prefix=f"push-{ctx.name}") as pool:
+                for batch in batches:
+                    if ctx.stop.is_set() or stopped is not None:
+                        break
+                    self._record_intents(batch)
+                    sent += 1
+                    pending.append((batch, pool.submit(self._send, batch)))
+                    while len(pending) >= ctx.in_flight:
+                        done, future = pending.popleft()
+                        stopped = self._settle(done, future.result()) or stopped
+                while pending:
+                    done, future = pending.popleft()
+                    stopped = self._settle(done, future.result()) or stopped
+            if stopped is not None:
+                raise stopped
+        if sent < len(batches):
+            raise RunStopped("shutdown requested; the checkpoint stays before the undelivered records")
+
+    def _rehearse(self, batch: list[_Planned]) -> None:
+        for item in batch:
+            self._count(item.record.operation)
+            self._note(item.record.operation, item.record.ref, item.record.entity_name)
+            if item.record.operation in (Operation.CREATE, Operation.UPDATE):
+                self._links[item.record.ref] = item.record.external_id or "(new)"
+
+    def _record_intents(self, batch: list[_Planned]) -> None:
         creates = [p.record.ref for p in batch if p.record.operation is Operation.CREATE]
         if creates:
-            with ctx.state.transaction() as tx:
-                tx.add_intents(ctx.name, creates)
+            with self.ctx.state.transaction() as tx:
+                tx.add_intents(self.ctx.name, creates)
+
+    def _send(self, batch: list[_Planned]) -> _Sent:
+        """The network part of a batch (may run in a worker thread): no state store writes here."""
+        ctx = self.ctx
         results: dict[str, PushResult] = {}
         sender = _BatchSender(ctx, [p.record for p in batch], results, self._stale_intents)
         error: ConnectorError | None = None
@@ -336,19 +383,26 @@ class Pusher:
             )
         except ConnectorError as exc:
             error = exc
+        return _Sent(results, sender, error)
+
+    def _settle(self, batch: list[_Planned], sent: _Sent) -> RunStopped | None:
+        """Commit one batch's outcome; say whether the run must stop (the checkpoint then stays put)."""
+        ctx, error = self.ctx, sent.error
         if isinstance(error, AuthenticationError):
-            self._commit(batch, results, sender, None)
-            raise RunStopped(f"{ctx.name}: {error.message}") from None
+            self._commit(batch, sent.results, sent.sender, None)
+            return RunStopped(f"{ctx.name}: {error.message}")
         refused = error is not None and not error.transient
-        self._commit(batch, results, sender, error.message if refused and error else None)
+        self._commit(batch, sent.results, sent.sender, error.message if refused and error else None)
         if error is not None and error.transient:
-            raise RunStopped(
+            return RunStopped(
                 f"{ctx.name}: gave up after retries: {error.message}; "
                 "the checkpoint stays before the undelivered records"
-            ) from None
+            )
+        return None
 
     def _count_retry(self) -> None:
-        self.counts.retries += 1
+        with self._count_lock:  # retries are counted from the worker threads of in-flight batches
+            self.counts.retries += 1
 
     def _count(self, operation: Operation) -> None:
         if operation is Operation.CREATE:

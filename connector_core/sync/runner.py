@@ -59,6 +59,7 @@ def sync_session(
                 mappings=project.mapping(name),
                 batch_size=instance.batch_size,
                 page_size=instance.page_size,
+                in_flight=max(1, min(instance.in_flight, type(connector).max_in_flight)),
                 retry=retry or instance.retry,
                 dry_run=dry_run,
                 park_limit=instance.park_limit,

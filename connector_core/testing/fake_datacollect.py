@@ -251,7 +251,11 @@ class FakeDataCollect:
     def _submit(self, tenant: Tenant, raw: dict[str, Any], *, force_level: int | None) -> None:
         if force_level is not None:
             raw["syncLevel"] = force_level
-        if any(not raw.get(key) for key in _REQUIRED) or not isinstance(raw.get("data"), dict) or not raw["data"]:
+        if (
+            any(not raw.get(key) for key in _REQUIRED)
+            or not isinstance(raw.get("data"), dict)
+            or not raw["data"]
+        ):
             raise _Rejected(f"INVALID_FORM: {raw.get('guid')}")
         try:
             at = parse_timestamp(str(raw["timestamp"]))
@@ -384,7 +388,9 @@ class FakeDataCollect:
             try:
                 since = parse_timestamp(since_text)
             except ValueError:
-                raise _ServerError(500, f'error: invalid input syntax for type timestamp: "{since_text}"') from None
+                raise _ServerError(
+                    500, f'error: invalid input syntax for type timestamp: "{since_text}"'
+                ) from None
         rows = sorted((e for e in tenant.events if e.at > since), key=lambda e: (e.at, e.seq))
         page = rows[:PULL_PAGE_SIZE]
         body = {
@@ -570,7 +576,8 @@ def create_app(fake: FakeDataCollect | None = None) -> Starlette:
             with fake.lock:
                 tenant = fake.tenants[config_id]
                 rows = [
-                    {**e.to_wire(), "storedAt": e.at.isoformat().replace("+00:00", "Z")} for e in tenant.events
+                    {**e.to_wire(), "storedAt": e.at.isoformat().replace("+00:00", "Z")}
+                    for e in tenant.events
                 ]
             return JSONResponse(rows)
         body = await request.json()

@@ -65,6 +65,7 @@ class MockConnector(Connector):
     config_model = MockConfig
     capabilities = frozenset({Capability.PUSH, Capability.PULL})
     description = "DataCollect's mock-sync-server protocol (demo and tests)"
+    max_in_flight = 8  # stateless requests on a thread-safe httpx client
 
     config: MockConfig
 

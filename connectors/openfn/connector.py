@@ -91,7 +91,7 @@ class OpenFnConnector(Connector):
                 self._client.close()
                 raise
 
-    # -- plumbing ------------------------------------------------------------------------------------
+    # -- plumbing ----------------------------------------------------------------------------------
     def _webhook_headers(self) -> dict[str, str]:
         headers = {"content-type": "application/json"}
         if self.config.api_key is not None:
@@ -160,7 +160,7 @@ class OpenFnConnector(Connector):
             parts.append(f"collection {self.config.collection!r} is readable")
         return CheckResult(True, " and ".join(parts), details)
 
-    # -- push ----------------------------------------------------------------------------------------
+    # -- push --------------------------------------------------------------------------------------
     def _units(self, batch: Sequence[PushRecord]) -> list[Unit]:
         timestamp = now_timestamp()
         units = []
@@ -273,7 +273,7 @@ class OpenFnConnector(Connector):
         )
         return answer
 
-    # -- work orders -----------------------------------------------------------------------------------
+    # -- work orders -------------------------------------------------------------------------------
     def _record_work_orders(self, delivered: list[tuple[Body, Answer]]) -> None:
         outcomes = [WorkOrderOutcome(b.batch_id, a.work_order_id, a.run_id, a.state) for b, a in delivered]
         if self.config.poll_work_orders:
@@ -349,7 +349,7 @@ class OpenFnConnector(Connector):
                 )
         return final
 
-    # -- pull ----------------------------------------------------------------------------------------
+    # -- pull --------------------------------------------------------------------------------------
     def _list(self, params: dict[str, Any], *, what: str) -> tuple[list[dict[str, Any]], str | None]:
         name = self.config.collection
         if self.config.project_id:

@@ -1,4 +1,4 @@
-"""One fake Lightning on real loopback HTTP for the whole session, brought back to its seeded state per test."""
+"""One fake Lightning on loopback HTTP for the whole session, back to its seeded state for every test."""
 
 from __future__ import annotations
 

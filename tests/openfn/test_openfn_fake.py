@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from connector_core.testing.server import serve
 from connectors.openfn.fake import FakeLightning, Fault, basic_auth, create_app
 from connectors.openfn.fake.seed import (
     API_KEY,
@@ -41,13 +42,17 @@ def wait_for(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untype
         time.sleep(0.01)
 
 
-# -- webhook authentication and routing ---------------------------------------------------------------
+# -- webhook authentication and routing ------------------------------------------------------------
 
 
-def test_a_get_on_a_trigger_is_an_authenticated_probe_that_creates_nothing(http: httpx.Client, lightning) -> None:
+def test_a_get_on_a_trigger_is_an_authenticated_probe_that_creates_nothing(
+    http: httpx.Client, lightning
+) -> None:
     found = http.get(HOOK, headers=KEY)
     assert found.status_code == 200
-    assert found.json() == {"message": "OpenFn webhook trigger found. Make a POST request to execute this workflow."}
+    assert found.json() == {
+        "message": "OpenFn webhook trigger found. Make a POST request to execute this workflow."
+    }
     assert http.get(HOOK).status_code == 401
     assert http.get(HOOK, headers={"x-api-key": "nope"}).status_code == 404
     assert lightning.work_orders == {}
@@ -61,7 +66,12 @@ def test_a_get_on_a_trigger_is_an_authenticated_probe_that_creates_nothing(http:
         (HOOK, {"authorization": basic_auth("x", "y")}, 404, "Webhook not found"),
         ("/i/00000000-0000-4000-8000-000000000000", KEY, 404, "Webhook not found"),
         (f"/i/{BASIC_TRIGGER_ID}", {"x-api-key": API_KEY}, 404, "Webhook not found"),
-        (f"/i/{BASIC_TRIGGER_ID}", {"authorization": basic_auth(BASIC_USER, "wrong")}, 404, "Webhook not found"),
+        (
+            f"/i/{BASIC_TRIGGER_ID}",
+            {"authorization": basic_auth(BASIC_USER, "wrong")},
+            404,
+            "Webhook not found",
+        ),
     ],
 )
 def test_missing_credentials_are_401_and_wrong_ones_404(
@@ -71,7 +81,9 @@ def test_missing_credentials_are_401_and_wrong_ones_404(
     assert (response.status_code, response.json()) == (status, {"error": error})
 
 
-def test_both_url_forms_and_both_auth_methods_are_accepted(http: httpx.Client, lightning: FakeLightning) -> None:
+def test_both_url_forms_and_both_auth_methods_are_accepted(
+    http: httpx.Client, lightning: FakeLightning
+) -> None:
     assert http.post(HOOK, json={"a": 1}, headers=KEY).status_code == 200
     assert http.post(f"{HOOK}/Patient?x=1", json={"a": 2}, headers=KEY).status_code == 200
     assert http.post(f"/i/{PROJECT_ID}/{CUSTOM_PATH}", json={"a": 3}, headers=KEY).status_code == 200
@@ -82,14 +94,16 @@ def test_both_url_forms_and_both_auth_methods_are_accepted(http: httpx.Client, l
     assert any(o.dataclip.request["query_params"] == {"x": "1"} for o in lightning.work_orders.values())
 
 
-def test_options_skip_auth_and_a_disabled_trigger_is_403(http: httpx.Client, lightning: FakeLightning) -> None:
+def test_options_skip_auth_and_a_disabled_trigger_is_403(
+    http: httpx.Client, lightning: FakeLightning
+) -> None:
     assert http.options(HOOK).status_code == 204
     lightning.triggers[TRIGGER_ID].enabled = False
     response = http.post(HOOK, json={"a": 1}, headers=KEY)
     assert response.status_code == 403 and response.json()["error"] == "trigger_disabled"
 
 
-# -- webhook bodies ---------------------------------------------------------------------------------------
+# -- webhook bodies --------------------------------------------------------------------------------
 
 
 def test_only_json_and_form_bodies_are_taken(http: httpx.Client, lightning: FakeLightning) -> None:
@@ -97,7 +111,10 @@ def test_only_json_and_form_bodies_are_taken(http: httpx.Client, lightning: Fake
     assert (xml.status_code, xml.json()) == (415, {"error": "Unsupported Media Type"})
     bare = http.post(HOOK, content=b'{"a": 1}', headers=KEY)
     assert bare.status_code == 415, "no content type is not JSON"
-    assert http.post(HOOK, content=b"{oops", headers={**KEY, "content-type": "application/json"}).status_code == 400
+    assert (
+        http.post(HOOK, content=b"{oops", headers={**KEY, "content-type": "application/json"}).status_code
+        == 400
+    )
     form = http.post(HOOK, data={"a": "1"}, headers=KEY)
     assert form.status_code == 200
     array = http.post(HOOK, json=[1, 2], headers=KEY)
@@ -108,7 +125,9 @@ def test_only_json_and_form_bodies_are_taken(http: httpx.Client, lightning: Fake
 def test_bodies_over_the_cap_are_413_after_gunzip(http: httpx.Client, lightning: FakeLightning) -> None:
     lightning.max_body_bytes = 1000
     big = json.dumps({"pad": "x" * 2000}).encode()
-    assert http.post(HOOK, content=big, headers={**KEY, "content-type": "application/json"}).status_code == 413
+    assert (
+        http.post(HOOK, content=big, headers={**KEY, "content-type": "application/json"}).status_code == 413
+    )
     zipped = http.post(
         HOOK,
         content=gzip.compress(big),
@@ -117,7 +136,9 @@ def test_bodies_over_the_cap_are_413_after_gunzip(http: httpx.Client, lightning:
     assert zipped.status_code == 413 and zipped.text == "Request Entity Too Large"
     small = json.dumps({"a": 1}).encode()
     ok = http.post(
-        HOOK, content=gzip.compress(small), headers={**KEY, "content-type": "application/json", "content-encoding": "gzip"}
+        HOOK,
+        content=gzip.compress(small),
+        headers={**KEY, "content-type": "application/json", "content-encoding": "gzip"},
     )
     assert ok.status_code == 200
     assert lightning.work_orders[ok.json()["work_order_id"]].dataclip.body == {"a": 1}
@@ -138,14 +159,19 @@ def test_an_accepted_request_makes_a_work_order_and_a_run_that_finishes(
     assert lightning.accepted_batches() == {"b-1": [work_order]}
     api = http.get(f"/api/work_orders/{work_order}", headers=BEARER).json()
     assert api["data"]["attributes"]["state"] == "success"
-    assert http.get(f"/api/runs/{run_id}", headers=BEARER).json()["data"]["attributes"]["priority"] == "normal"
+    assert (
+        http.get(f"/api/runs/{run_id}", headers=BEARER).json()["data"]["attributes"]["priority"] == "normal"
+    )
 
 
 def test_the_rest_api_wants_a_member_token(http: httpx.Client, lightning: FakeLightning) -> None:
     work_order = http.post(HOOK, json={}, headers=KEY).json()["work_order_id"]
     lightning.add_pat("stranger", "s", {})
     assert http.get(f"/api/work_orders/{work_order}").status_code == 401
-    assert http.get(f"/api/work_orders/{work_order}", headers={"authorization": "Bearer stranger"}).status_code == 403
+    assert (
+        http.get(f"/api/work_orders/{work_order}", headers={"authorization": "Bearer stranger"}).status_code
+        == 403
+    )
     assert http.get("/api/work_orders/nope", headers=BEARER).status_code == 404
     listing = http.get(f"/api/projects/{PROJECT_ID}/work_orders?page_size=1", headers=BEARER).json()
     assert listing["meta"]["total_entries"] == 1 and listing["links"]["next"] is None
@@ -193,7 +219,9 @@ def test_after_completion_triggers_answer_201_with_data_and_meta_or_504(
     wait_for(lambda: lightning.work_orders[work_order].state == "failed")
 
 
-def test_timeout_after_commit_creates_the_work_order_then_stalls(http: httpx.Client, lightning: FakeLightning) -> None:
+def test_timeout_after_commit_creates_the_work_order_then_stalls(
+    http: httpx.Client, lightning: FakeLightning
+) -> None:
     lightning.faults.add(Fault("timeout_after_commit", seconds=1.0))
     with pytest.raises(httpx.ReadTimeout):
         http.post(HOOK, json={"batch_id": "late"}, headers=KEY, timeout=0.2)
@@ -207,7 +235,7 @@ def test_canned_status_faults_carry_their_headers(http: httpx.Client, lightning:
     assert lightning.work_orders == {}
 
 
-# -- collections ----------------------------------------------------------------------------------------------
+# -- collections -----------------------------------------------------------------------------------
 
 
 def _fill(lightning: FakeLightning, count: int, prefix: str = "dc:result:") -> None:
@@ -247,7 +275,9 @@ def test_pages_follow_an_opaque_cursor_in_id_order_and_updates_keep_their_place(
     assert exact["cursor"] is None, "a cursor only when more items match"
 
 
-def test_updated_after_is_inclusive_and_updated_before_exclusive(http: httpx.Client, lightning: FakeLightning) -> None:
+def test_updated_after_is_inclusive_and_updated_before_exclusive(
+    http: httpx.Client, lightning: FakeLightning
+) -> None:
     lightning.clock.freeze("2025-05-05T05:05:05.000005Z")
     _fill(lightning, 3)
     lightning.clock.advance(1)
@@ -260,7 +290,9 @@ def test_updated_after_is_inclusive_and_updated_before_exclusive(http: httpx.Cli
     assert after[1]["updated"] == "2025-05-05T05:05:06.000005Z"
 
 
-def test_an_underscore_in_a_key_pattern_matches_any_one_character(http: httpx.Client, lightning: FakeLightning) -> None:
+def test_an_underscore_in_a_key_pattern_matches_any_one_character(
+    http: httpx.Client, lightning: FakeLightning
+) -> None:
     for key in ("dc_result:1", "dcXresult:2", "dc:result:3", "dc_resultX4"):
         lightning.put_json(RESULTS_COLLECTION, key, {})
     found = http.get(ITEMS, params={"key": "dc_result:*"}, headers=BEARER).json()["items"]
@@ -269,15 +301,26 @@ def test_an_underscore_in_a_key_pattern_matches_any_one_character(http: httpx.Cl
 
 def test_single_item_reads_and_writes(http: httpx.Client, lightning: FakeLightning) -> None:
     assert http.get(f"{ITEMS}/missing", headers=BEARER).status_code == 204
-    assert http.put(f"{ITEMS}/k1", json={"value": '{"a":1}'}, headers=BEARER).json() == {"upserted": 1, "error": None}
+    assert http.put(f"{ITEMS}/k1", json={"value": '{"a":1}'}, headers=BEARER).json() == {
+        "upserted": 1,
+        "error": None,
+    }
     assert http.get(f"{ITEMS}/k1", headers=BEARER).json()["value"] == '{"a":1}'
     assert http.put(f"{ITEMS}/k1", json={}, headers=BEARER).status_code == 422
-    assert http.put(f"{ITEMS}/k1", json={"value": 3}, headers=BEARER).json() == {"upserted": 0, "error": "Format error"}
-    duplicate = http.post(ITEMS, json={"items": [{"key": "a", "value": "1"}, {"key": "a", "value": "2"}]}, headers=BEARER)
+    assert http.put(f"{ITEMS}/k1", json={"value": 3}, headers=BEARER).json() == {
+        "upserted": 0,
+        "error": "Format error",
+    }
+    duplicate = http.post(
+        ITEMS, json={"items": [{"key": "a", "value": "1"}, {"key": "a", "value": "2"}]}, headers=BEARER
+    )
     assert duplicate.status_code == 422 and duplicate.json()["error"] == "Duplicate key found"
     assert http.delete(f"{ITEMS}/k1", headers=BEARER).json() == {"key": "k1", "deleted": 1, "error": None}
     lightning.add_pat("viewer", "v", {PROJECT_ID: "viewer"})
-    assert http.put(f"{ITEMS}/k2", json={"value": "x"}, headers={"authorization": "Bearer viewer"}).status_code == 401
+    assert (
+        http.put(f"{ITEMS}/k2", json={"value": "x"}, headers={"authorization": "Bearer viewer"}).status_code
+        == 401
+    )
     lightning.collection_byte_quota = 10
     quota = http.put(f"{ITEMS}/k3", json={"value": "x" * 50}, headers=BEARER)
     assert quota.status_code == 422 and quota.json()["upserted"] == 0
@@ -294,11 +337,9 @@ def test_lists_are_streamed_in_several_chunks_and_can_be_cut(served, lightning: 
 
 
 def test_a_data_file_keeps_triggers_and_collections_across_restarts(tmp_path: Path) -> None:
-    from starlette.testclient import TestClient
-
     data = tmp_path / "lightning.json"
-    first = create_app(data)
-    TestClient(first).put(f"{ITEMS}/kept", json={"value": '"v"'}, headers=BEARER)
-    again = TestClient(create_app(data))
-    assert again.get(f"{ITEMS}/kept", headers=BEARER).json()["value"] == '"v"'
-    assert again.get(HOOK, headers=KEY).status_code == 200
+    with serve(create_app(data)) as first:
+        httpx.put(f"{first.url}{ITEMS}/kept", json={"value": '"v"'}, headers=BEARER)
+    with serve(create_app(data)) as again:
+        assert httpx.get(f"{again.url}{ITEMS}/kept", headers=BEARER).json()["value"] == '"v"'
+        assert httpx.get(f"{again.url}{HOOK}", headers=KEY).status_code == 200

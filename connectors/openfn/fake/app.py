@@ -200,7 +200,7 @@ def create_app(
                                 method.key = fake.ids.uuid()
         return None
 
-    # -- webhooks ------------------------------------------------------------------------------------
+    # -- webhooks ----------------------------------------------------------------------------------
     async def webhook(request: Request) -> Response:
         if request.method == "OPTIONS":
             return Response(status_code=204, headers={"access-control-allow-origin": "*"})
@@ -348,7 +348,7 @@ def create_app(
             return Response(status_code=status, headers=meta_headers)
         return JSONResponse({"data": data, "meta": meta}, status_code=status, headers=meta_headers)
 
-    # -- collections -----------------------------------------------------------------------------------
+    # -- collections -------------------------------------------------------------------------------
     def bearer(request: Request) -> Pat | None:
         header = request.headers.get("authorization", "")
         if not header.lower().startswith("bearer "):
@@ -504,7 +504,7 @@ def create_app(
         fake.save()
         return JSONResponse({"upserted": 1, "error": None})
 
-    # -- REST API --------------------------------------------------------------------------------------
+    # -- REST API ----------------------------------------------------------------------------------
     def base_url(request: Request) -> str:
         return str(request.base_url).rstrip("/")
 
@@ -605,7 +605,7 @@ def create_app(
             }
         )
 
-    # -- /_fake admin ----------------------------------------------------------------------------------
+    # -- /_fake admin ------------------------------------------------------------------------------
     async def admin(request: Request) -> Response:
         what = request.path_params["what"]
         handler = ADMIN.get((request.method, what))

@@ -490,7 +490,7 @@ class FakeLightning:
         with self.lock:
             self.requests.append(request)
 
-    # -- assertions ----------------------------------------------------------------------------------
+    # -- assertions --------------------------------------------------------------------------------
     def accepted_batches(self) -> dict[str, list[str]]:
         """``batch_id -> [work order ids]`` for every accepted (run-creating) webhook request."""
         found: dict[str, list[str]] = {}
@@ -511,7 +511,7 @@ class FakeLightning:
             if order.state != "rejected":
                 yield order.batch_id, order.dataclip.body
 
-    # -- collections ---------------------------------------------------------------------------------
+    # -- collections -------------------------------------------------------------------------------
     def find_collections(self, name: str, project_id: str | None = None) -> list[Collection]:
         with self.lock:
             return [
