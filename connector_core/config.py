@@ -12,10 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
-
-import yaml
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -71,17 +70,17 @@ class PostgresEventLogConfig(_Strict):
 class DataCollectEventLogConfig(_Strict):
     backend: Literal["datacollect"]
     url: str = Field(description="Base URL of the DataCollect backend, e.g. https://sync.example.org")
-    config_id: str = Field(description="The tenant: the app config id", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+    config_id: str = Field(description="The tenant (app config id)", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
     token: SecretStr | None = None
     email: str | None = None
     password: SecretStr | None = None
-    mirror: str = Field(default="datacollect-mirror.db", description="Local SQLite mirror of the tenant's log")
+    mirror: str = Field(default="datacollect-mirror.db", description="Local SQLite mirror of the log")
     lookback_seconds: float = Field(default=3600.0, ge=0, description="Re-read window for late events")
-    refresh_interval: float | None = Field(default=30.0, ge=0, description="Seconds between automatic refreshes")
+    refresh_interval: float | None = Field(default=30.0, ge=0, description="Seconds between auto refreshes")
     push_batch: int = Field(default=10, ge=1, le=1000)
     timeout: float = Field(default=30.0, gt=0)
     read: Literal["api", "database"] = "api"
-    database_url: SecretStr | None = Field(default=None, description="Read-only URL of DataCollect's PostgreSQL")
+    database_url: SecretStr | None = Field(default=None, description="Read-only URL of DataCollect's DB")
     database_schema: str = Field(default="public", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
     @model_validator(mode="after")
@@ -108,7 +107,10 @@ _BACKEND_TAGS = ("sqlite", "postgres", "datacollect")
 
 
 def _backend_of(value: Any) -> str:
-    backend = value.get("backend", "sqlite") if isinstance(value, dict) else getattr(value, "backend", "sqlite")
+    if isinstance(value, dict):
+        backend = value.get("backend", "sqlite")
+    else:
+        backend = getattr(value, "backend", "sqlite")
     return backend if isinstance(backend, str) else repr(backend)
 
 

@@ -12,11 +12,11 @@ from typing import Any
 
 from connector_core.config import ConfigError, LoadedConfig, load_config, validate_settings
 from connector_core.connector import Connector
+from connector_core.eventlog import open_event_log
 from connector_core.eventlog.base import EventLog
 from connector_core.logs import register_secrets_of
 from connector_core.mapping import MappingError, MappingSet, identity_mapping, load_mapping
 from connector_core.plugins import PluginError, PluginHost, load_plugins
-from connector_core.eventlog import open_event_log
 from connector_core.state import open_state_store
 from connector_core.state.lease import LeasedStateStore
 

@@ -110,7 +110,7 @@ def test_milliseconds_the_api_left_pending_are_read_whole(
         insert(datacollect_db, pg_schema, "demo", f"crowded-{i}", old + timedelta(microseconds=i), i)
     insert(datacollect_db, pg_schema, "demo", "recent", T0, 50)
     mirror = _mirror(tmp_path, fake_server, postgres_url, pg_schema, lookback_seconds=60)
-    mirror._meta.set("high_water", "2025-01-01T10:00:00.000Z")
+    mirror._meta.put("high_water", "2025-01-01T10:00:00.000Z")
     mirror._meta.set_pending({"2024-12-02T10:00:00.000Z"})
     mirror.refresh()
     assert sorted(e.guid for e in mirror.local.iter_events()) == sorted(

@@ -1,4 +1,4 @@
-"""The ``datacollect`` event log against a fake DataCollect backend that loses events the way the real one does.
+"""The ``datacollect`` event log against a fake DataCollect that loses events the way the real one does.
 
 Each scenario first shows the trap (the fake's API, used naively, loses or garbles something) where that is
 cheap to show, then that the mirror gets every event into dcsync exactly once.

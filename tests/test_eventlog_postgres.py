@@ -1,4 +1,4 @@
-"""The PostgreSQL event log: the shared contract unchanged, plus what only a server with many clients can show."""
+"""The PostgreSQL event log: the shared contract unchanged, plus what only a shared server can show."""
 
 from __future__ import annotations
 

@@ -121,9 +121,9 @@ def test_a_sqlite_lease_names_its_holder_and_can_be_waited_for(tmp_path: Path) -
     first = SqliteStateStore(tmp_path / "state.db")
     second = SqliteStateStore(tmp_path / "state.db")
     with first.lease("reg"):
-        with pytest.raises(ConnectorBusy, match=rf"lease held by pid {os.getpid()} on \S+ since"):
-            with second.lease("reg"):
-                pass
+        busy = rf"lease held by pid {os.getpid()} on \S+ since"
+        with pytest.raises(ConnectorBusy, match=busy), second.lease("reg"):
+            pass
         with second.lease("other"):
             pass
 

@@ -1,4 +1,4 @@
-"""The storage backends as an operator meets them: ``dcsync.yaml`` keys, ``dcsync log copy``, one-line errors."""
+"""The storage backends as an operator meets them: ``dcsync.yaml`` keys, ``log copy``, one-line errors."""
 
 from __future__ import annotations
 

@@ -110,9 +110,12 @@ def test_a_held_lease_names_its_holder(postgres_url: str, pg_schema: str) -> Non
     first = PostgresStateStore(postgres_url, schema=pg_schema)
     second = PostgresStateStore(postgres_url, schema=pg_schema)
     with first.lease("reg"):
-        with pytest.raises(
-            ConnectorBusy, match=r"'reg' is already running \(lease held by pid \d+ on .+ since "
-        ), second.lease("reg"):
+        with (
+            pytest.raises(
+                ConnectorBusy, match=r"'reg' is already running \(lease held by pid \d+ on .+ since "
+            ),
+            second.lease("reg"),
+        ):
             pass
         with second.lease("other"):  # another connector is free
             pass
@@ -150,7 +153,8 @@ def test_a_lease_dies_with_its_session(postgres_url: str, pg_schema: str) -> Non
     with store.lease("reg"):
         with psycopg.connect(postgres_url, autocommit=True) as admin:  # the holder's machine vanishes
             admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'dcsync lease reg%%'"
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name LIKE 'dcsync lease reg%%'"
             )
         other = PostgresStateStore(postgres_url, schema=pg_schema)
         with other.lease("reg"):

@@ -286,9 +286,10 @@ class DataCollectClient:
             error = str(body["error"])
             if "duplicate" in error.lower():
                 raise DataCollectBlocked(
-                    f"DataCollect tenant {self.config_id!r} at {self.url} is blocked by unresolved duplicates "
-                    "in DataCollect: its sync API returns no events until an administrator resolves the "
-                    f"potential duplicates (admin app, or POST /api/potential-duplicates/resolve). "
+                    f"DataCollect tenant {self.config_id!r} at {self.url} is blocked by unresolved "
+                    "duplicates in DataCollect: its sync API returns no events until an administrator "
+                    "resolves the potential duplicates (admin app, or POST "
+                    "/api/potential-duplicates/resolve). "
                     f"Server said: {error}"
                 )
             raise DataCollectError(f"{what}: DataCollect reported: {error}")
@@ -333,7 +334,7 @@ class DataCollectClient:
                 action=str(row.get("action") or ""),
                 entity_guid=row.get("entityGuid") or None,
                 event_guid=row.get("eventGuid") or None,
-                changes=row.get("changes") if isinstance(row.get("changes"), dict) else {},
+                changes=changes if isinstance(changes := row.get("changes"), dict) else {},
                 timestamp=row.get("timestamp"),
             )
             for row in body
@@ -423,8 +424,8 @@ class ApiFeed:
             rows = self.client.audit_logs(since_text(earliest - window))
         except DataCollectError as exc:
             log.warning(
-                "events stamped %s outnumber a pull page and the audit feed failed (%s): they stay pending and "
-                "are retried on the next refresh (the datacollect database reader has no such limit)",
+                "events stamped %s outnumber a pull page and the audit feed failed (%s): they stay pending "
+                "and are retried on the next refresh (the datacollect database reader has no such limit)",
                 ", ".join(sorted(pending)),
                 exc,
             )
@@ -467,12 +468,13 @@ class _MirrorMeta:
                 "CREATE TABLE IF NOT EXISTS datacollect_mirror (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
             )
             self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS datacollect_aliases (guid TEXT PRIMARY KEY, stored_as TEXT NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS datacollect_aliases "
+                "(guid TEXT PRIMARY KEY, stored_as TEXT NOT NULL)"
             )
             tenant = self.get("config_id")
             if tenant is None:
-                self.set("config_id", config_id)
-                self.set("url", url)
+                self.put("config_id", config_id)
+                self.put("url", url)
             elif tenant != config_id:
                 raise DataCollectError(
                     f"mirror {path} holds DataCollect tenant {tenant!r}, not {config_id!r}: "
@@ -486,7 +488,7 @@ class _MirrorMeta:
         row = self._conn.execute("SELECT value FROM datacollect_mirror WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def set(self, key: str, value: str) -> None:
+    def put(self, key: str, value: str) -> None:
         self._conn.execute(
             "INSERT INTO datacollect_mirror (key, value) VALUES (?, ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -501,7 +503,7 @@ class _MirrorMeta:
         return set(json.loads(self.get("pending_milliseconds") or "[]"))
 
     def set_pending(self, pending: set[str]) -> None:
-        self.set("pending_milliseconds", json.dumps(sorted(pending)))
+        self.put("pending_milliseconds", json.dumps(sorted(pending)))
 
     def known(self, guids: Iterable[str]) -> set[str]:
         """Which guids the mirror holds, as events or folded into a coalesced event."""
@@ -721,7 +723,7 @@ class DataCollectEventLog:
                     newest = max(parse_timestamp(e.timestamp) for e in buffer)
                     if high_water is None or newest > high_water:
                         high_water = newest
-                        self._meta.set("high_water", format_timestamp(newest))
+                        self._meta.put("high_water", format_timestamp(newest))
                     buffer.clear()
                 self._meta.set_pending(pending)
 
@@ -732,7 +734,7 @@ class DataCollectEventLog:
                 if len(buffer) >= _APPEND_CHUNK:
                     flush()
             flush()
-            self._meta.set("last_refresh", format_timestamp(utc_now()))
+            self._meta.put("last_refresh", format_timestamp(utc_now()))
             self._last_refresh = time.monotonic()
             report.high_water_after = format_timestamp(high_water) if high_water else None
             report.pending = sorted(pending)
@@ -755,9 +757,9 @@ class DataCollectEventLog:
     def append(self, events: Iterable[FormSubmission]) -> AppendResult:
         """Push ``events`` to DataCollect (coalesced and verified), then append them to the mirror.
 
-        Not atomic across the network: a push DataCollect stored stays stored even if a later one fails. What
-        is guaranteed: the mirror holds only what DataCollect stored, an event DataCollect did not store raises
-        :class:`DataCollectPushError`, and appending the same events again stores nothing twice.
+        Not atomic across the network: a push DataCollect stored stays stored even if a later one fails.
+        What is guaranteed: the mirror holds only what DataCollect stored, an event DataCollect did not store
+        raises :class:`DataCollectPushError`, and appending the same events again stores nothing twice.
         """
         result = AppendResult()
         with self._lock:
@@ -805,9 +807,10 @@ class DataCollectEventLog:
         if missing:
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             raise DataCollectPushError(
-                f"DataCollect tenant {self.client.config_id!r} at {self.client.url} answered success but did not "
-                f"store {len(missing)} of {len(events)} pushed events: {shown} (it swallows every error: check "
-                "the events are valid, their guids unused in any other tenant, and the server's log)",
+                f"DataCollect tenant {self.client.config_id!r} at {self.client.url} answered success but did "
+                f"not store {len(missing)} of {len(events)} pushed events: {shown} (it swallows every "
+                "error: check the events are valid, their guids unused in any other tenant, and the "
+                "server's log)",
                 missing,
             )
 
@@ -832,7 +835,8 @@ class DataCollectEventLog:
                         event.guid,
                         event.entity_guid,
                         "stored in DataCollect but not applied: its conflict rule kept the entity's state "
-                        f"(last updated {row.changes.get('localLastUpdated')}, event stamped {event.timestamp})",
+                        f"(last updated {row.changes.get('localLastUpdated')}, "
+                        f"event stamped {event.timestamp})",
                     )
                 )
                 log.warning(

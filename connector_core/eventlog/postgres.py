@@ -1,17 +1,16 @@
 """dcsync's own event log in PostgreSQL: the SQLite log's semantics, for operators who outgrow one file.
 
 Layout (in a configurable schema, ``dcsync`` by default): ``dcsync_events`` numbered by a ``BIGSERIAL seq``
-that is the cursor, ``dcsync_entities`` folded from the events in the same transaction, ``dcsync_event_issues``
-for events stored but not applicable, and ``dcsync_meta`` for the layout version. Guids are ``COLLATE "C"`` so
-keyset pages order them byte-wise, as SQLite and Python do.
+that is the cursor, ``dcsync_entities`` folded from the events in the same transaction,
+``dcsync_event_issues`` for events stored but not applicable, and ``dcsync_meta`` for the layout version.
+Guids are ``COLLATE "C"`` so keyset pages order them byte-wise, as SQLite and Python do.
 
 Why appends take a lock: a sequence hands out numbers when rows are inserted, not when they commit. With two
-writers, transaction A can take seq 11, B seq 12, and B commit first; a reader at cursor 10 then sees 12, moves
-its cursor to 12, and never sees 11 once A commits. Every append therefore takes a transaction-level advisory
-lock first, so appends commit one after another, in seq order, and a reader can never pass a seq that is still
-to come. Reads take no lock. The cost is that appends to one log do not run in parallel, which they could not
-usefully do anyway: the entity fold of one append depends on the previous one.
-"""
+writers, transaction A can take seq 11, B seq 12, and B commit first; a reader at cursor 10 then sees 12,
+moves its cursor to 12, and never sees 11 once A commits. Every append therefore takes a transaction-level
+advisory lock first, so appends commit one after another, in seq order, and a reader can never pass a seq that
+is still to come. Reads take no lock. The cost is that appends to one log do not run in parallel, which they
+could not usefully do anyway: the entity fold of one append depends on the previous one."""
 
 from __future__ import annotations
 
@@ -259,7 +258,9 @@ class PostgresEventLog:
             folded = _entities.fold((event,), lookup)
             for issue in folded.issues:
                 result.issues.append(issue)
-                for column, value in zip(issues, (issue.event_guid, issue.entity_guid, issue.reason, seq)):
+                for column, value in zip(
+                    issues, (issue.event_guid, issue.entity_guid, issue.reason, seq), strict=True
+                ):
                     column.append(value)
             for guid, entity in folded.changed.items():
                 changes[guid] = entity
@@ -280,7 +281,7 @@ class PostgresEventLog:
                 _dumps(entity.to_json()),
                 last_seq[guid],
             )
-            for column, value in zip(upserts, row):
+            for column, value in zip(upserts, row, strict=True):
                 column.append(value)
         if upserts[0]:
             cur.execute(self._upsert_entities, upserts)

@@ -1,7 +1,6 @@
 """State stores: the protocol (checkpoints, links, dead letters, runs), the backends, and the one place that
-opens them. ``sqlite`` is the embedded default; ``postgres`` (imported only when used) lets dcsync processes on
-several machines share one store, and its connector lease then covers them all.
-"""
+opens them. ``sqlite`` is the embedded default; ``postgres`` (imported only when used) lets dcsync processes
+on several machines share one store, and its connector lease then covers them all."""
 
 from __future__ import annotations
 

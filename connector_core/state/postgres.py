@@ -1,9 +1,10 @@
-"""dcsync's state store in PostgreSQL: the SQLite store's semantics, shared by dcsync processes on many machines.
+"""dcsync's state store in PostgreSQL: SQLite's semantics, shared by dcsync processes on many machines.
 
 Same tables, same migrations, same numbering as ``state/sqlite.py`` (a store moves between backends with the
 same meaning), in a configurable schema (``dcsync`` by default); JSON columns are ``JSONB`` and keys are
-``COLLATE "C"`` so pages order as they do in SQLite. A batch's outcome is one transaction, as there. Migrations
-run one per transaction under an advisory lock, so two processes starting at once do not both migrate.
+``COLLATE "C"`` so pages order as they do in SQLite. A batch's outcome is one transaction, as there.
+Migrations run one per transaction under an advisory lock, so two processes starting at once do not both
+migrate.
 
 The connector lease (connector_core/state/lease.py) is a session-level advisory lock keyed by schema and
 connector, held on a connection of its own for the length of the run, plus a row in ``dcsync_leases`` naming
@@ -146,7 +147,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
     ),
 )
-"""Ordered like ``state.sqlite.MIGRATIONS`` (migration ``i`` takes version ``i`` to ``i + 1``); only append."""
+"""Ordered like ``state.sqlite.MIGRATIONS``: migration ``i`` takes version ``i`` to ``i + 1``. Only append."""
 
 _LEASES = """CREATE TABLE IF NOT EXISTS {s}.dcsync_leases (
     connector TEXT COLLATE "C" PRIMARY KEY,
@@ -242,7 +243,8 @@ class PostgresStateTxn:
     def set_checkpoint(self, connector: str, direction: Direction, value: str | None) -> None:
         self._c().execute(
             self._q(
-                "INSERT INTO {s}.checkpoints (connector, direction, value, updated_at) VALUES (%s, %s, %s, %s) "
+                "INSERT INTO {s}.checkpoints (connector, direction, value, updated_at) "
+                "VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (connector, direction) DO UPDATE SET value = excluded.value, "
                 "updated_at = excluded.updated_at"
             ),
@@ -357,7 +359,8 @@ class PostgresStateTxn:
             self._q(
                 f"INSERT INTO {{s}}.parked AS p ({_PARKED_COLUMNS}) VALUES (%s, %s, %s, %s, 1, %s, %s) "
                 "ON CONFLICT (connector, entity_guid) DO UPDATE SET attempts = p.attempts + 1, "
-                "parent_guid = excluded.parent_guid, reason = excluded.reason, updated_at = excluded.updated_at"
+                "parent_guid = excluded.parent_guid, reason = excluded.reason, "
+                "updated_at = excluded.updated_at"
             ),
             (connector, entity_guid, parent_guid, reason, now, now),
         )
@@ -554,7 +557,8 @@ class PostgresStateStore:
                 conn.execute("SELECT pg_advisory_lock(%s)", (key,))
             conn.execute(
                 self._q(
-                    "INSERT INTO {s}.dcsync_leases (connector, host, pid, started_at) VALUES (%s, %s, %s, %s) "
+                    "INSERT INTO {s}.dcsync_leases (connector, host, pid, started_at) "
+                    "VALUES (%s, %s, %s, %s) "
                     "ON CONFLICT (connector) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
                     "started_at = excluded.started_at"
                 ),
@@ -710,7 +714,8 @@ class PostgresStateStore:
 
     def claim_tick(self, connector: str, direction: str, tick: str, holder: str) -> bool:
         row = self._row(
-            "INSERT INTO {s}.ticks (connector, direction, tick, holder, claimed_at) VALUES (%s, %s, %s, %s, %s) "
+            "INSERT INTO {s}.ticks (connector, direction, tick, holder, claimed_at) "
+            "VALUES (%s, %s, %s, %s, %s) "
             "ON CONFLICT DO NOTHING RETURNING 1",
             (connector, direction, tick, holder, now_timestamp()),
         )
@@ -735,7 +740,8 @@ class PostgresStateStore:
 
     def finish_run(self, run_id: int, outcome: str, counts: dict[str, int], error: str | None = None) -> None:
         row = self._row(
-            "UPDATE {s}.runs SET finished_at = %s, outcome = %s, counts = %s, error = %s WHERE id = %s RETURNING id",
+            "UPDATE {s}.runs SET finished_at = %s, outcome = %s, counts = %s, error = %s "
+            "WHERE id = %s RETURNING id",
             (now_timestamp(), outcome, Jsonb(counts), error, run_id),
         )
         if row is None:

@@ -522,7 +522,8 @@ class SqliteStateStore:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                busy = ConnectorBusy(connector, LeaseHolder.decode(os.pread(fd, 512, 0).decode(errors="replace")))
+                holder = LeaseHolder.decode(os.pread(fd, 512, 0).decode(errors="replace"))
+                busy = ConnectorBusy(connector, holder)
                 if not wait:
                     raise busy from None
                 logging.getLogger("dcsync.run").warning("%s; waiting for it", busy)

@@ -21,7 +21,7 @@ from typing import Any
 from connector_core.connector import PullPage, RemoteRecord
 from connector_core.entities import Entity, fold
 from connector_core.events import FormSubmission, SyncLevel, normalize_timestamp, now_timestamp
-from connector_core.mapping import MapContext
+from connector_core.mapping import EntityMapping, MapContext
 from connector_core.retry import call_with_retry
 from connector_core.state.base import Direction, Link
 from connector_core.sync.conflicts import decide
@@ -138,14 +138,15 @@ class PagePuller:
             remote["parentGuid"] = parent_guid
         version = record.version or record.updated_at or ""
         base = link.base if link is not None and link.base else None
+        synced = self._synced_form(mapping, link, base) if link is not None and base is not None else None
 
         if entity is None:
             apply = remote
         elif base is None:
             apply = {k: v for k, v in remote.items() if entity.data.get(k) != v}
         else:
-            assert link is not None  # a merge base only exists on a link
-            remote_delta = {k: v for k, v in remote.items() if base.get(k) != v}
+            assert link is not None and synced is not None  # a merge base only exists on a link
+            remote_delta = {k: v for k, v in remote.items() if synced.get(k) != v}
             decision = decide(
                 ctx,
                 entity,
@@ -165,7 +166,10 @@ class PagePuller:
             apply = {k: v for k, v in decision.apply.items() if entity.data.get(k) != v}
         if set(apply) <= set(_BOOKKEEPING) and entity is not None:
             apply = {}
-        remote_state = {**(base if base is not None else (entity.data if entity else {})), **remote}
+        if base is not None and synced is not None:  # keep the base's richer form of unchanged fields
+            remote_state = {**base, **{k: v for k, v in remote.items() if synced.get(k) != v}}
+        else:
+            remote_state = {**(entity.data if entity else {}), **remote}
         if not apply:
             self.counts.unchanged += 1
             if link is None or link.remote_version != version or link.base != remote_state:
@@ -184,6 +188,19 @@ class PagePuller:
         self._note("create" if entity is None else "update", guid, entity_name)
         self._link(record, guid, entity_name, new_state, remote_state, version)
         self.resolved_dead_letters.append(record.external_id)
+
+    def _synced_form(self, mapping: EntityMapping, link: Link, base: dict[str, Any]) -> dict[str, Any]:
+        """The remote's state at the last sync as a pull reads it: the link's snapshot (the payload last
+        pushed, or the pushed form of the last pull) mapped back, over the merge base.
+
+        The base is entity data, which can hold what the mapping never carries to the remote (a list item's
+        key the remote has no field for, a date in a non-canonical form). Compared with the base itself,
+        such a value would read as a remote change on every pull after a push, and be overwritten.
+        """
+        if not link.snapshot:
+            return base
+        back = mapping.pull(link.snapshot, MapContext(link=self.external_id_of, resolve=self.resolve))
+        return {**base, **back.record} if back.record is not None else base
 
     def _changed_locally(self, entity: Entity, link: Link) -> bool:
         """Has the entity changed since its last sync in a way its push mapping would send?"""

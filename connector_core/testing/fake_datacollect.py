@@ -1,7 +1,7 @@
 """A fake DataCollect backend (``packages/backend``) that is wrong in exactly the ways the real one is.
 
-dcsync's ``datacollect`` event log must survive a sync API that loses events; the only way to prove it does is a
-server that loses them the same way. Everything below follows reference ``datacollect.md`` (§ numbers in the
+dcsync's ``datacollect`` event log must survive a sync API that loses events; the only way to prove it does is
+a server that loses them the same way. Everything below follows reference ``datacollect.md`` (§ numbers in the
 comments), as observed against a live backend:
 
 - ``GET /api/sync/pull``: ``timestamp > since`` (strict), ordered by timestamp with ties in storage order,
@@ -9,9 +9,9 @@ comments), as observed against a live backend:
   microseconds and returned truncated to milliseconds (§2.1 c). While the tenant has potential duplicates the
   answer is ``{"events": [], "nextCursor": null, "error": "Duplicates exist! ..."}`` (§1.6, §3.4). A ``since``
   the server cannot parse is an HTML 500 page.
-- ``POST /api/sync/push``: sorts by timestamp, forces ``syncLevel = 1``, runs each event through the applier and
-  **swallows every error**, answering ``{"status": "success"}`` to everything (§3.5). The event is stored before
-  it is applied (§1.3), so a duplicate guid changes nothing and an inapplicable event stays stored.
+- ``POST /api/sync/push``: sorts by timestamp, forces ``syncLevel = 1``, runs each event through the applier
+  and **swallows every error**, answering ``{"status": "success"}`` to everything (§3.5). The event is stored
+  before it is applied (§1.3), so a duplicate guid changes nothing and an inapplicable event stays stored.
 - The conflict rule (§1.4): for an incoming event of ``syncLevel`` 1 or 2 on an entity whose ``initial`` and
   ``modified`` versions differ, the server keeps its own state when its ``lastUpdated`` (server clock at apply
   time) is not older than the event's timestamp; so of three updates of one person pushed together only the
@@ -19,8 +19,8 @@ comments), as observed against a live backend:
 - Duplicate flagging (§1.6): an entity whose primitive data matches another's on every leaf is flagged, which
   blocks pulls for the whole tenant until the pair is resolved.
 - ``GET /api/entities/:guid/events``, ``GET /api/sync/pull/audit-logs`` (server-time feed), ``POST
-  /api/users/login`` (tokens never expire, §3.2), JSON ``{"error"}`` bodies from the auth middleware, HTML pages
-  for unknown routes and thrown errors (§3.7).
+  /api/users/login`` (tokens never expire, §3.2), JSON ``{"error"}`` bodies from the auth middleware, HTML
+  pages for unknown routes and thrown errors (§3.7).
 
 The applier itself is :func:`connector_core.entities.fold`, which implements DataCollect's rules; the server
 adds what the fold deliberately leaves out (server-clock ``lastUpdated``, ``initial``/``modified`` pairs, the
@@ -35,6 +35,7 @@ tests that run the server in-process.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import itertools
 import json
@@ -416,10 +417,8 @@ class FakeDataCollect:
         for raw in sorted(events, key=order):
             if not isinstance(raw, dict):
                 continue
-            try:
+            with contextlib.suppress(_Rejected):  # swallowed (§3.5)
                 self._submit(tenant, dict(raw), force_level=int(SyncLevel.REMOTE))
-            except _Rejected:
-                pass  # swallowed (§3.5)
 
     def entity_events(self, tenant: Tenant, guid: str) -> list[dict[str, Any]]:
         rows = sorted((e for e in tenant.events if e.entity_guid == guid), key=lambda e: (e.at, e.seq))

@@ -9,13 +9,15 @@ the contract suite and plugin authors' own tests drive the connector through :fu
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, cast
 
 import pluggy
 
 from connector_core import hookspecs
-from connector_core.connector import Connector, ConnectorError
+from connector_core.connector import Connector, ConnectorError, PullPage
 from connector_core.entities import Entity
 from connector_core.eventlog.sqlite import SqliteEventLog
 from connector_core.events import FormSubmission
@@ -100,13 +102,24 @@ class SyncHarness:
             report.error = str(exc)
         return report
 
-    def pull(self) -> DirectionReport:
-        """Pull every remote change after the pull checkpoint, as ``dcsync run NAME --pull`` does."""
+    def pull(self, *, max_pages: int = 1000) -> DirectionReport:
+        """Pull every remote change after the pull checkpoint, as ``dcsync run NAME --pull`` does.
+
+        The engine pages for as long as the connector says there is more; a connector whose cursor does
+        not advance would page forever, so after ``max_pages`` the run is stopped and reported as failed.
+        """
         report = DirectionReport("pull")
+        ctx = self.context()
+        budget = _PageBudget(self.connector, max_pages, ctx.stop)
+        ctx.connector = cast(Connector, budget)
         try:
-            run_pull(self.context(), report)
+            run_pull(ctx, report)
         except (RunStopped, ConnectorError) as exc:
             report.error = str(exc)
+        if budget.exhausted:
+            report.error = (
+                f"pull was still paging after {max_pages} pages: the connector's cursor does not advance"
+            )
         return report
 
     def checkpoint(self, direction: Direction | str) -> str | None:
@@ -126,6 +139,27 @@ class SyncHarness:
         """Close the stores (the connector belongs to whoever made it)."""
         self.eventlog.close()
         self.state.close()
+
+
+class _PageBudget:
+    """Stands in for the connector during a pull and asks the run to stop once the pages are spent."""
+
+    def __init__(self, inner: Connector, max_pages: int, stop: threading.Event) -> None:
+        self.inner = inner
+        self.max_pages = max_pages
+        self.stop = stop
+        self.pages = 0
+        self.exhausted = False
+
+    def pull(self, cursor: str | None, limit: int) -> PullPage:
+        self.pages += 1
+        if self.pages >= self.max_pages:
+            self.exhausted = True
+            self.stop.set()
+        return self.inner.pull(cursor, limit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 def host_for(*classes: type[Connector]) -> PluginHost:

@@ -202,6 +202,12 @@ def create_app(
 
     # -- webhooks ----------------------------------------------------------------------------------
     async def webhook(request: Request) -> Response:
+        response = await handle_webhook(request)
+        if request.method == "POST":
+            fake.count_answer(response.status_code)
+        return response
+
+    async def handle_webhook(request: Request) -> Response:
         if request.method == "OPTIONS":
             return Response(status_code=204, headers={"access-control-allow-origin": "*"})
         segments = [s for s in request.path_params["path"].split("/") if s]
@@ -259,6 +265,7 @@ def create_app(
             return _error(
                 fake.hard_limit_status, "runs_hard_limit", message="You have reached your run limit."
             )
+        fault = fake.faults.draw(request.method, request.url.path, "commit") or fault
         dataclip = Dataclip(
             body=body,
             request={

@@ -3,7 +3,10 @@ between fail a sync.
 
 A fault applies to requests whose ``"METHOD /path"`` matches its ``route`` (shell-style pattern). It comes
 from a FIFO script (the next matching requests fail in order; ``times`` repeats one entry) or is drawn at a
-given rate from a seeded generator, so a storm is reproducible. Actions:
+given rate from a seeded generator, so a storm is reproducible. Faults that need the work to be done
+(``timeout_after_commit``, ``too_many_runs``, ``reset`` with ``commit``) are drawn only by a request that
+reaches the point where Lightning creates the work order, never by one refused earlier (a 413, a 404).
+Actions:
 
 - ``status``: a canned answer (``status``, ``body``, ``headers``) without side effects, e.g. 429, 502,
   503 with ``Retry-After``;
@@ -55,8 +58,17 @@ class Fault:
         if self.action not in ACTIONS:
             raise ValueError(f"unknown fault action {self.action!r} (known: {', '.join(sorted(ACTIONS))})")
 
-    def matches(self, method: str, path: str) -> bool:
-        return fnmatch.fnmatchcase(f"{method} {path}", self.route)
+    @property
+    def stage(self) -> str:
+        """``commit`` for faults that act on an accepted request, ``request`` for the others."""
+        if self.action in ("timeout_after_commit", "too_many_runs") or (
+            self.action == "reset" and self.commit
+        ):
+            return "commit"
+        return "request"
+
+    def matches(self, method: str, path: str, stage: str = "request") -> bool:
+        return self.stage == stage and fnmatch.fnmatchcase(f"{method} {path}", self.route)
 
 
 @dataclass
@@ -107,17 +119,17 @@ class FaultPlan:
             self.rate = 0.0
             self.injected.clear()
 
-    def draw(self, method: str, path: str) -> Fault | None:
-        """The fault for this request, if any: the next matching scripted one, else a random one."""
+    def draw(self, method: str, path: str, stage: str = "request") -> Fault | None:
+        """The fault for a request at a stage, if any: the next matching scripted one, else a random one."""
         with self._lock:
             for index, fault in enumerate(self.script):
-                if fault.matches(method, path):
+                if fault.matches(method, path, stage):
                     fault.times -= 1
                     if fault.times <= 0:
                         del self.script[index]
                     self.injected.append(InjectedFault(fault.action, method, path))
                     return fault
-            candidates = [f for f in self.choices if f.matches(method, path)]
+            candidates = [f for f in self.choices if f.matches(method, path, stage)]
             if candidates and self._rng.random() < self.rate:
                 fault = self._rng.choice(candidates)
                 self.injected.append(InjectedFault(fault.action, method, path))

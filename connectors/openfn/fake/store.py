@@ -321,6 +321,7 @@ class FakeLightning:
             self.pats: dict[str, Pat] = {}
             self.collections: dict[tuple[str, str], Collection] = {}
             self.requests: list[WebhookRequest] = []
+            self.answers: dict[int, int] = {}
             self.list_requests = 0
             self._rate_window: list[float] = []
 
@@ -485,6 +486,11 @@ class FakeLightning:
         for run_id in waiting:
             self.finish_run(run_id)
         return len(waiting)
+
+    def count_answer(self, status: int) -> None:
+        """Tally every webhook POST answer by status (tests assert that a 413 or a 429 really happened)."""
+        with self.lock:
+            self.answers[status] = self.answers.get(status, 0) + 1
 
     def record_request(self, request: WebhookRequest) -> None:
         with self.lock:
