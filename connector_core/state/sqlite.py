@@ -604,6 +604,13 @@ class SqliteStateStore:
     def dead_letters(
         self, connector: str | None = None, status: str | None = "open", limit: int = 100
     ) -> list[DeadLetter]:
+        rows = self._select_by_status("dead_letters", _DEAD_LETTER_COLUMNS, connector, status, limit)
+        return [_dead_letter_from_row(row) for row in rows]
+
+    def _select_by_status(
+        self, table: str, columns: str, connector: str | None, status: str | None, limit: int
+    ) -> list[tuple[Any, ...]]:
+        """Rows of ``table`` (dead letters, conflicts) for an optional connector and status, oldest first."""
         where, params = [], []
         if connector is not None:
             where.append("connector = ?")
@@ -613,11 +620,9 @@ class SqliteStateStore:
             params.append(status)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         with self._lock:
-            rows = self._conn.execute(
-                f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters {clause} ORDER BY id LIMIT ?",
-                (*params, limit),
+            return self._conn.execute(
+                f"SELECT {columns} FROM {table} {clause} ORDER BY id LIMIT ?", (*params, limit)
             ).fetchall()
-        return [_dead_letter_from_row(row) for row in rows]
 
     def get_dead_letter(self, dead_letter_id: int) -> DeadLetter | None:
         with self._lock:
@@ -644,18 +649,7 @@ class SqliteStateStore:
     def conflicts(
         self, connector: str | None = None, status: str | None = "open", limit: int = 100
     ) -> list[Conflict]:
-        where, params = [], []
-        if connector is not None:
-            where.append("connector = ?")
-            params.append(connector)
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        with self._lock:
-            rows = self._conn.execute(
-                f"SELECT {_CONFLICT_COLUMNS} FROM conflicts {clause} ORDER BY id LIMIT ?", (*params, limit)
-            ).fetchall()
+        rows = self._select_by_status("conflicts", _CONFLICT_COLUMNS, connector, status, limit)
         return [_conflict_from_row(row) for row in rows]
 
     def get_conflict(self, conflict_id: int) -> Conflict | None:

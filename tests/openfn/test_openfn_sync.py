@@ -1,4 +1,4 @@
-"""The acceptance scenarios: a project synced with the fake Lightning over loopback HTTP, as an operator runs it."""
+"""The acceptance scenarios: a project synced with the fake Lightning over loopback HTTP, as operators do."""
 
 from __future__ import annotations
 
@@ -72,7 +72,9 @@ def test_five_thousand_events_arrive_in_bounded_batches_each_accepted_once_or_re
     assert set(owners.values()) == {1}, "every event belongs to exactly one batch_id"
     assert {e["entityGuid"] for _, body in bodies for e in body["entities"]} == entities
     resent = [len(orders) for orders in lightning.accepted_batches().values() if len(orders) > 1]
-    assert sum(resent) - len(resent) == 2, "the two answers lost after commit were re-sent with their batch_id"
+    assert sum(resent) - len(resent) == 2, (
+        "the two answers lost after commit were re-sent with their batch_id"
+    )
     rejected = {o.batch_id for o in lightning.work_orders.values() if o.state == "rejected"}
     assert rejected and rejected <= set(by_batch), "quota-rejected batches were re-sent and accepted"
 
@@ -108,7 +110,7 @@ def test_three_thousand_items_updated_during_the_pull_and_at_the_boundary_each_b
     first = run_connector(project, "fn", retry=FAST_RETRY)
     assert first.ok, first.error
     lightning.on_collection_list = None
-    # 3010 records created; the 50 updated behind the cursor add one update each (those ahead were read updated)
+    # 3010 created; the 50 updated behind the cursor add one update each (those ahead were read updated)
     assert (first.pull.counts.created, first.pull.counts.updated) == (3010, 50)
     assert first.pull.counts.appended == 3060
 
