@@ -140,6 +140,23 @@ def test_a_repeated_page_reaches_dcsync_once(fake: FakeDataCollect, open_mirror:
     assert fake.faults.repeat_pulls == 0
 
 
+def test_a_crowded_millisecond_stays_pending_through_an_audit_outage_and_is_recovered_later(
+    fake: FakeDataCollect, open_mirror: OpenMirror
+) -> None:
+    crowded = [person(i, ts(5)) for i in range(12)]
+    phone_sync(fake, crowded)
+    fake.faults.html_errors = [{"path": "/api/sync/pull/audit-logs", "status": 500, "message": "Error: db"}]
+    mirror = open_mirror()
+    report = mirror.refresh()
+    assert report.pending == [ts(5)] and mirror.count() == 10
+    assert mirror.stats()["datacollect"]["pending_milliseconds"] == 1
+
+    again = open_mirror(mirror=Path(mirror.local.path))  # a restarted dcsync remembers what is pending
+    report = again.refresh()
+    assert report.pending == [] and again.count() == 12
+    assert sorted(guids(again)) == sorted(e.guid for e in crowded)
+
+
 def test_a_full_page_inside_one_millisecond_neither_loops_nor_loses_events(
     fake: FakeDataCollect, open_mirror: OpenMirror
 ) -> None:

@@ -187,3 +187,32 @@ def test_a_spec_that_names_nothing_is_refused_with_the_grammar(tmp_path: Path) -
     assert same.exit_code == 2 and "same event log" in same.stderr
     with pytest.raises(ValueError, match="config_id"):
         open_event_log_spec("datacollect+http://127.0.0.1:1/")
+
+
+def test_a_run_on_a_blocked_tenant_fails_with_one_line_and_records_the_failure(
+    tmp_path: Path, datacollect: tuple[FakeDataCollect, ServedApp]
+) -> None:
+    fake, served = datacollect
+    token = fake.issue_token()
+    fake.set_duplicates("demo", [("p-1", "p-2")])
+    config = tmp_path / "dcsync.yaml"
+    config.write_text(
+        "eventlog:\n"
+        "  backend: datacollect\n"
+        f"  url: {served.url}\n"
+        "  config_id: demo\n"
+        "  token: ${DC_TOKEN}\n"
+        "connectors:\n"
+        "  reg:\n"
+        "    type: mock\n"
+        "    pull: false\n"
+        "    settings: {url: 'http://127.0.0.1:9'}\n"
+    )
+    result = _invoke("run", "reg", "-c", str(config), env={"DC_TOKEN": token})
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: DataCollect tenant 'demo' at http://127.0.0.1:")
+    assert "blocked by unresolved duplicates in DataCollect" in result.stderr
+    assert token not in result.output and "Traceback" not in result.output
+    runs = _invoke("runs", "-c", str(config), env={"DC_TOKEN": token})
+    assert "failed" in runs.stdout

@@ -114,6 +114,11 @@ class PagePuller:
         if record.deleted:
             self._deleted(record, guid, entity)
             return
+        if entity is None and link is not None and not link.deleted:
+            # deleted here since the last sync: the push (which follows the pull) deletes it remotely, so
+            # the remote's copy must not bring it back
+            self.counts.skipped += 1
+            return
         mapping = ctx.mappings.for_entity_name(entity_name) if entity_name else None
         if mapping is None and entity is not None:
             mapping = ctx.mappings.for_entity(entity.to_json())

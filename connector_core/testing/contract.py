@@ -70,6 +70,7 @@ SettingsFactory = Callable[[str], dict[str, Any]]
 """Connector settings, as they would appear under ``settings:`` in dcsync.yaml, aimed at a base URL."""
 
 _SECRET_KEY = re.compile(r"(password|secret|token|api_?key|credential)", re.IGNORECASE)
+_NOT_SECRET = re.compile(r"(url|path|param|header|type|name)$", re.IGNORECASE)  # token_url, key_header
 
 
 class FakeControl(ABC):
@@ -128,7 +129,8 @@ def secret_values(settings: Any) -> list[str]:
     found: list[str] = []
     if isinstance(settings, dict):
         for key, value in settings.items():
-            if isinstance(value, str) and _SECRET_KEY.search(str(key)) and len(value) >= 4:
+            secret = _SECRET_KEY.search(str(key)) and not _NOT_SECRET.search(str(key))
+            if isinstance(value, str) and secret and len(value) >= 4:
                 found.append(value)
             else:
                 found.extend(secret_values(value))

@@ -4,7 +4,8 @@ Push. The engine's batch is packed into bodies bounded by record count and bytes
 body is POSTed to ``/i/<trigger>``. A body is delivered when Lightning answers 2xx without ``error``; a
 ``too_many_runs`` answer, 429/402, 5xx, a timeout or a reset leave it undelivered and the push stops there
 (the engine retries the rest with backoff, honouring ``Retry-After`` when the first body failed); a 413
-splits the body and sends the pieces; a 401/403/404/415 refuses the trigger itself. Webhooks assign no
+splits the body and sends the pieces; a 400/422 halves it until the record at fault is alone (only that one
+is dead-lettered); a 401/403/404/415 refuses the trigger itself. Webhooks assign no
 record ids, so a record's external id is its ref, and :meth:`lookup` has nothing to query: idempotency is
 the body's ``batch_id`` (also in the ``x-batch-id`` header), identical whenever the same records are
 re-sent, which the OpenFn job uses to drop a batch it has already processed.
@@ -15,7 +16,9 @@ plus an ``updated_after`` boundary and the item states already delivered at and 
 Wrong settings should stop a run before any record moves, not dead-letter every batch: unless
 ``preflight`` is off, opening the connector probes the trigger with Lightning's free ``GET`` (it is
 authenticated like a POST and creates no work order) and the collection with a one-item read, and a
-refusal raises :class:`PermanentError` naming the trigger or collection, never the secret.
+refusal raises :class:`TriggerRefused` (an :class:`AuthenticationError`: the run stops, nothing is
+dead-lettered) naming the trigger or collection, never the secret. A refusal in the middle of a run does
+the same through :meth:`push`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 import httpx
 
 from connector_core.connector import (
+    AuthenticationError,
     Capability,
     CheckResult,
     Connector,
@@ -62,6 +66,15 @@ class WorkOrderOutcome:
     work_order_id: str | None
     run_id: str | None
     state: str | None
+
+
+class TriggerRefused(AuthenticationError):
+    """The trigger refuses every request whatever its records: wrong or missing credentials (401/404), a
+    disabled trigger (403) or a proxy mangling requests (415).
+
+    No record is at fault, so, like any authentication failure, the run stops with nothing dead-lettered
+    and the checkpoint where it was; the message names the trigger path, never the secret.
+    """
 
 
 class OpenFnConnector(Connector):
@@ -110,9 +123,9 @@ class OpenFnConnector(Connector):
         try:
             return self._client.request(method, path, **kwargs)
         except httpx.TimeoutException:
-            raise TransientError(f"{self.name}: {what}: no answer within {self.config.timeout:g}s") from None
+            raise TransientError(f"{what}: no answer within {self.config.timeout:g}s") from None
         except httpx.TransportError as exc:
-            raise TransientError(f"{self.name}: {what}: {type(exc).__name__}: {exc}") from None
+            raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from None
 
     def _probe_trigger(self) -> Answer:
         response = self._send(
@@ -135,12 +148,14 @@ class OpenFnConnector(Connector):
                 log.info("%s: preflight of the trigger skipped: %s", self.name, exc.message)
             else:
                 if answer.verdict is Verdict.REFUSED:
-                    raise PermanentError(f"{self.name}: {answer.message}")
+                    raise TriggerRefused(f"{self.name}: {answer.message}")
         if self.config.collection:
             try:
                 self._probe_collection()
             except TransientError as exc:
                 log.info("%s: preflight of the collection skipped: %s", self.name, exc.message)
+            except PermanentError as exc:  # printed on its own by the CLI: say which connector
+                raise type(exc)(f"{self.name}: {exc.message}") from None
 
     def check(self) -> CheckResult:
         details: dict[str, Any] = {}
@@ -178,9 +193,7 @@ class OpenFnConnector(Connector):
         if not batch:
             return []
         if not self.config.trigger:
-            raise PermanentError(
-                f"{self.name}: no trigger is set, so nothing can be pushed (set push: false)"
-            )
+            raise PermanentError("no trigger is set, so nothing can be pushed (set push: false)")
         results: dict[int, PushResult] = {}
         units = []
         for unit in self._units(batch):
@@ -230,26 +243,33 @@ class OpenFnConnector(Connector):
                     self._body_limit,
                 )
             elif answer.verdict is Verdict.REJECTED:
-                for unit in body.units:
-                    results[unit.index] = PushResult.rejected(unit.record.ref, answer.message)
+                if len(body.units) == 1:
+                    results[body.units[0].index] = PushResult.rejected(
+                        body.units[0].record.ref, answer.message
+                    )
+                    continue
+                # Lightning judges a body, not a record: halve it until the record at fault is alone, so one
+                # bad record (a NUL in a text, say) is dead-lettered without the others.
+                half = len(body.units) // 2
+                queue.extendleft([self._shape.build(body.units[half:]), self._shape.build(body.units[:half])])
             elif answer.verdict is Verdict.RETRY:
-                stop = TransientError(f"{self.name}: {answer.message}", retry_after=answer.retry_after)
+                stop = TransientError(answer.message, retry_after=answer.retry_after)
                 queue.appendleft(body)
                 break
             else:
-                stop = PermanentError(f"{self.name}: {answer.message}")
+                stop = TriggerRefused(answer.message)
                 queue.appendleft(body)
                 break
         if delivered:
             self._record_work_orders(delivered)
         if stop is not None:
             if not results:
-                raise stop  # nothing judged: the whole batch failed, Retry-After included
+                raise stop  # nothing judged: the whole batch failed (Retry-After and refusals included)
+            # Keep what was delivered and leave the rest pending: a refusal is not the records' fault, so
+            # they are not dead-lettered; the engine asks again, and the refusal then stops the run.
             for body in queue:
                 for unit in body.units:
-                    results[unit.index] = PushResult.rejected(
-                        unit.record.ref, stop.message, transient=stop.transient
-                    )
+                    results[unit.index] = PushResult.rejected(unit.record.ref, stop.message, transient=True)
         return [results[i] for i in range(len(batch))]
 
     def _post(self, body: Body) -> Answer:
@@ -357,36 +377,33 @@ class OpenFnConnector(Connector):
         response = self._send("GET", f"/collections/{name}", what, params=params, headers=self._bearer())
         status = response.status_code
         if status == 401:
-            raise PermanentError(
-                f"{self.name}: the token for collection {name!r} was refused (HTTP 401: an invalid personal "
+            raise AuthenticationError(
+                f"the token for collection {name!r} was refused (HTTP 401: an invalid personal "
                 "access token, or its user is not a member of the collection's project)"
             )
         if status == 404:
             raise PermanentError(
-                f"{self.name}: collection {name!r} does not exist (HTTP 404); "
-                "create it in the project's settings"
+                f"collection {name!r} does not exist (HTTP 404); create it in the project's settings"
             )
         if status == 409:
             raise PermanentError(
-                f"{self.name}: several projects have a collection named {name!r} (HTTP 409); set project_id"
+                f"several projects have a collection named {name!r} (HTTP 409); set project_id"
             )
         if status == 429 or status >= 500:
             raise TransientError(
-                f"{self.name}: {what}: HTTP {status}",
+                f"{what}: HTTP {status}",
                 retry_after=webhook.retry_after_of(response, None),
             )
         if status != 200:
-            raise PermanentError(f"{self.name}: {what}: HTTP {status}: {response.text.strip()[:200]}")
+            raise PermanentError(f"{what}: HTTP {status}: {response.text.strip()[:200]}")
         try:
             return check_page(response.json())
         except ValueError as exc:  # includes a list answer cut mid-JSON
-            raise TransientError(f"{self.name}: {what}: unreadable answer ({exc})") from None
+            raise TransientError(f"{what}: unreadable answer ({exc})") from None
 
     def pull(self, cursor: str | None, limit: int) -> PullPage:
         if not self.config.collection:
-            raise PermanentError(
-                f"{self.name}: no collection is set, so nothing can be pulled (set pull: false)"
-            )
+            raise PermanentError("no collection is set, so nothing can be pulled (set pull: false)")
         state = PullState.load(cursor)
         params: dict[str, Any] = {"limit": min(limit, self.config.page_size or limit)}
         if self.config.key_pattern:

@@ -210,6 +210,8 @@ def retry_after_of(response: httpx.Response, body: Any) -> float | None:
 def _text(body: Any, response: httpx.Response) -> str:
     if isinstance(body, dict):
         parts = [str(body[k]) for k in ("error", "message") if body.get(k)]
+        if body.get("details"):
+            parts.append(json.dumps(body["details"], separators=(",", ":"), default=str)[:300])
         if parts:
             return ": ".join(parts)
     return response.text.strip()[:200] or response.reason_phrase

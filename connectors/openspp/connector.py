@@ -1110,19 +1110,33 @@ class OpenSppConnector(Connector):
 
     # -- pull ----------------------------------------------------------------------------------------
     def pull(self, cursor: str | None, limit: int) -> PullPage:
+        """Three streams, in this order in every sweep: households, individuals, memberships.
+
+        Households come first so that an individual always finds its household already pulled: a
+        membership change gives the group a later ``write_date`` than its members, so in one
+        ``write_date`` order the members would arrive before their (new) household.
+        """
         catalog = self._ensure_catalog()
         state = json.loads(cursor) if cursor else {}
+        groups = _Stream.from_json(state.get("g"))
         partners = _Stream.from_json(state.get("p"))
         members = _Stream.from_json(state.get("m"))
         budget = max(1, min(limit, self.config.page_size))
         records: dict[int, RemoteRecord] = {}
         fields = list(dict.fromkeys([*catalog.pull_fields, *_BOOKKEEPING]))
         base = [["is_registrant", "=", True], *self.config.pull_domain]
-        if not partners.done:
-            rows = self._sweep(partners, PARTNER, base, fields, budget)
+        for stream, is_group in ((groups, True), (partners, False)):
+            if stream.done:
+                continue
+            if len(records) >= budget:
+                break
+            domain = [*base, ["is_group", "=", is_group]]
+            rows = self._sweep(stream, PARTNER, domain, fields, budget - len(records))
             for record in self._remote_records(rows, catalog, {}):
                 records[int(record.external_id)] = record
-        if partners.done and not members.done and len(records) < budget:
+            if not stream.done:
+                break
+        if groups.done and partners.done and not members.done and len(records) < budget:
             rows = self._sweep(members, MEMBERSHIP, [], ["individual", "write_date"], budget - len(records))
             stamps: dict[int, str] = {}
             for row in rows:
@@ -1132,11 +1146,14 @@ class OpenSppConnector(Connector):
             people = self.client.read(PARTNER, wanted, fields, context=_NO_ARCHIVE_FILTER) if wanted else []
             for record in self._remote_records(people, catalog, stamps):
                 records[int(record.external_id)] = record
-        has_more = not (partners.done and members.done)
+        streams = (groups, partners, members)
+        has_more = not all(s.done for s in streams)
         if not has_more:
-            partners.restart(self.config.lag_seconds)
-            members.restart(self.config.lag_seconds)
-        next_cursor = json.dumps({"v": 1, "p": partners.to_json(), "m": members.to_json()})
+            for stream in streams:
+                stream.restart(self.config.lag_seconds)
+        next_cursor = json.dumps(
+            {"v": 2, "g": groups.to_json(), "p": partners.to_json(), "m": members.to_json()}
+        )
         return PullPage(list(records.values()), next_cursor, has_more)
 
     def _sweep(
@@ -1236,8 +1253,9 @@ class OpenSppConnector(Connector):
                 name: _normalise(row.get(name), fields.get(name, {}).get("type"))
                 for name in catalog.pull_fields
             }
-            data["ids"] = sorted(reg_by.get(pid, []), key=lambda e: (e["id_type"], e["value"] or ""))
-            data["bank_accounts"] = sorted(bank_by.get(pid, []), key=lambda e: e["acc_number"])
+            # in creation order, which is the order of the list pushed, so a round trip keeps it
+            data["ids"] = reg_by.get(pid, [])
+            data["bank_accounts"] = bank_by.get(pid, [])
             parent = _current_membership(memberships.get(pid, []))
             if not row.get("is_group"):
                 kinds = (parent or {}).get("kind") or []

@@ -8,9 +8,15 @@ from collections.abc import Callable
 
 import pytest
 
-from connector_core.connector import Operation, PermanentError, PushRecord, TransientError
+from connector_core.connector import (
+    AuthenticationError,
+    Operation,
+    PermanentError,
+    PushRecord,
+    TransientError,
+)
 from connectors.openfn.config import OpenFnConfig
-from connectors.openfn.connector import OpenFnConnector
+from connectors.openfn.connector import OpenFnConnector, TriggerRefused
 from connectors.openfn.fake import FakeLightning, Fault
 from connectors.openfn.fake.seed import (
     API_KEY,
@@ -81,7 +87,7 @@ def test_an_unreachable_lightning_does_not_fail_the_preflight() -> None:
     )
     connector = OpenFnConnector("fn", config)
     try:
-        with pytest.raises(TransientError, match="fn: POST"):
+        with pytest.raises(TransientError, match=f"POST /i/{TRIGGER_ID}"):
             connector.push(records(1))
     finally:
         connector.close()
@@ -156,6 +162,18 @@ def test_a_record_over_max_body_bytes_is_never_sent(make_connector: Make, lightn
     assert len(lightning.requests) == 1
 
 
+def test_a_body_refused_as_it_is_is_halved_until_the_record_at_fault_is_alone(
+    make_connector: Make, lightning: FakeLightning
+) -> None:
+    batch = records(100)
+    lightning.rejects[batch[37].ref] = "invalid byte sequence for encoding UTF8: 0x00"
+    results = make_connector(max_batch_records=100).push(batch)
+    assert [i for i, r in enumerate(results) if not r.ok] == [37]
+    assert not results[37].transient and "0x00" in (results[37].error or "")
+    assert sorted(accepted_refs(lightning)) == sorted(r.ref for i, r in enumerate(batch) if i != 37)
+    assert lightning.answers[422] <= 2 * 7, "a bisection, not one request per record"
+
+
 # -- throttling and failures -----------------------------------------------------------------------
 
 
@@ -181,14 +199,20 @@ def test_retry_after_of_a_503_reaches_the_engine(make_connector: Make, lightning
     assert limited.value.retry_after is None
 
 
-def test_a_refusal_mid_batch_keeps_what_was_delivered(make_connector: Make, lightning: FakeLightning) -> None:
+def test_a_refusal_mid_batch_keeps_what_was_delivered_and_dead_letters_nothing(
+    make_connector: Make, lightning: FakeLightning
+) -> None:
     connector = make_connector(max_batch_records=5)
     lightning.faults.add(Fault("status", route="POST /i/*", status=200, body={"work_order_id": "w"}))
     lightning.faults.add(Fault("rotate_api_key"))
-    results = connector.push(records(15))
+    batch = records(15)
+    results = connector.push(batch)
     assert [r.ok for r in results[:5]] == [True] * 5
-    assert all(not r.ok and not r.transient and "refused" in (r.error or "") for r in results[5:])
+    assert all(not r.ok and r.transient and "refused" in (r.error or "") for r in results[5:])
     assert API_KEY not in " ".join(r.error or "" for r in results)
+    with pytest.raises(TriggerRefused, match="refused") as stopped:
+        connector.push(batch[5:])
+    assert isinstance(stopped.value, AuthenticationError), "the engine stops the run on it"
 
 
 def test_an_answer_lost_after_commit_is_resent_with_the_same_batch_id_and_processed_once(

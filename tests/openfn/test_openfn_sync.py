@@ -14,7 +14,7 @@ from connector_core.state.base import Direction
 from connector_core.sync.runner import run_connector
 from connectors.openfn.fake import FakeLightning, Fault
 from connectors.openfn.fake.faults import FaultPlan
-from connectors.openfn.fake.seed import RESULTS_COLLECTION
+from connectors.openfn.fake.seed import API_KEY, RESULTS_COLLECTION, TRIGGER_ID
 
 MakeProject = Callable[..., Project]
 
@@ -124,6 +124,7 @@ def test_three_thousand_items_updated_during_the_pull_and_at_the_boundary_each_b
 
     second = run_connector(project, "fn", retry=FAST_RETRY)
     assert second.ok and second.pull.counts.appended == 0
+    assert second.pull.counts.read == 0, "re-read item states are not even handed to the engine"
 
     boundary = json.loads(project.state.get_checkpoint("fn", Direction.PULL) or "{}")["after"]
     lightning.clock.freeze(boundary)  # new writes land exactly on the inclusive boundary
@@ -202,3 +203,26 @@ def test_what_was_pulled_from_openfn_is_never_pushed_back(
     (sent_event,) = body["entities"]
     assert sent_event["entityGuid"] == "p1" and sent_event["data"]["phone"] == "+1"
     assert sent_event["userId"] == "dcsync:fn" and sent_event["type"] == "update-individual"
+
+
+def test_a_key_rotated_mid_run_stops_the_run_and_the_next_run_delivers_the_rest(
+    make_project: MakeProject, lightning: FakeLightning
+) -> None:
+    project = make_project(instance={"pull": False, "batch_size": 20}, max_batch_records=10)
+    project.eventlog.append(mobile_log(households=20, members=2, updates=0))
+    lightning.faults.add(Fault("delay", times=3))
+    lightning.faults.add(Fault("rotate_api_key"))
+
+    stopped = run_connector(project, "fn", retry=FAST_RETRY)
+    assert not stopped.ok and "were refused" in (stopped.error or "")
+    assert stopped.push.counts.created == 30 and stopped.push.counts.dead_lettered == 0
+    assert project.state.dead_letters("fn") == []
+    assert project.state.get_checkpoint("fn", Direction.PUSH) is None, "the page is not passed"
+
+    lightning.triggers[TRIGGER_ID].auth[0].key = API_KEY  # the operator puts the right key back
+    resumed = run_connector(project, "fn", retry=FAST_RETRY)
+    assert resumed.ok, resumed.error
+    assert resumed.push.counts.created == 30
+    delivered = {e["entityGuid"] for _, body in lightning.accepted_bodies() for e in body["entities"]}
+    assert delivered == {e.guid for e in project.eventlog.iter_entities()}
+    assert lightning.duplicate_batches() == {}

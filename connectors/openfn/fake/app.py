@@ -265,6 +265,9 @@ def create_app(
             return _error(
                 fake.hard_limit_status, "runs_hard_limit", message="You have reached your run limit."
             )
+        refusal = fake.rejected_ref(body)
+        if refusal is not None:
+            return _error(422, "invalid_request", details={"body": [refusal]})
         fault = fake.faults.draw(request.method, request.url.path, "commit") or fault
         dataclip = Dataclip(
             body=body,
@@ -304,7 +307,9 @@ def create_app(
                 {"work_order_id": order.id},
                 headers={"x-meta-work-order-id": order.id, "x-meta-run-id": run.id},
             )
-            if fake.auto_run:
+            if fake.run_inline:
+                fake.run_now(run.id)
+            elif fake.auto_run:
                 later(run_in_background(run.id, trigger.run_seconds))
         if fault is not None and fault.action == "timeout_after_commit":
             await asyncio.sleep(fault.seconds)

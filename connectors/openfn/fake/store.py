@@ -307,6 +307,11 @@ class FakeLightning:
             self.hard_limit_status = 429
             """402 reproduces older Lightning versions' answer to a hard usage limit."""
             self.collection_byte_quota: int | None = None
+            self.rejects: dict[str, str] = {}
+            """Entity guid -> reason: a body carrying it is refused with 422 ``invalid_request``, as Lightning
+            refuses a body it cannot store (a NUL character in a text cannot go into PostgreSQL jsonb)."""
+            self.run_inline = False
+            """Run the job before answering (still a ``before_start`` answer): tests need not wait for it."""
             self.on_collection_list: Callable[[int], None] | None = None
             """Called (outside the lock) before each collection list request with its sequence number."""
             self.clear()
@@ -486,6 +491,17 @@ class FakeLightning:
         for run_id in waiting:
             self.finish_run(run_id)
         return len(waiting)
+
+    def rejected_ref(self, body: Any) -> str | None:
+        """The reason to refuse ``body`` if it carries a ref in :attr:`rejects`."""
+        if not self.rejects or not isinstance(body, dict):
+            return None
+        for item in [*(body.get("entities") or []), *(body.get("records") or [])]:
+            if isinstance(item, dict):
+                for ref in (item.get("entityGuid"), item.get("ref")):
+                    if isinstance(ref, str) and ref in self.rejects:
+                        return self.rejects[ref]
+        return None
 
     def count_answer(self, status: int) -> None:
         """Tally every webhook POST answer by status (tests assert that a 413 or a 429 really happened)."""
