@@ -871,6 +871,38 @@ def demo(
         fail(result.push.error or result.pull.error or "demo failed", 1)
 
 
+# -- plugin author kit -----------------------------------------------------------------------------
+
+
+@app.command("new-connector")
+def new_connector(
+    name: Annotated[str, typer.Argument(help="Connector type name, e.g. acme (becomes `type:` in dcsync.yaml).")],
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Where to write the package (default ./NAME); new or empty.")
+    ] = None,
+) -> None:
+    """Generate an installable connector package: connector, fake server, mapping, contract tests."""
+    from connector_core.testing.scaffold import Names, ScaffoldError, generate
+
+    target = directory or Path(name)
+    try:
+        names = Names.of(name)
+        installed = load_plugins().connectors.get(name)
+        if installed is not None:
+            fail(f"a connector of type {name!r} is already installed (package {installed.package or '-'})")
+        generate(name, target)
+    except ScaffoldError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"{exc.filename or target}: {exc.strerror or exc}")
+    out.print(f"wrote connector {name!r} ({names.dist}, package {names.module}) in {target}", markup=False)
+    out.print(
+        f"next: pip install -e '{target}[test]' && (cd {target} && python -m pytest -q) && dcsync plugins",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
 def _mount_optional() -> None:
     from connector_core.mapping import cli as mapping_cli
 

@@ -233,3 +233,49 @@ def test_sigterm_during_a_scheduled_run_leaves_consistent_state_and_the_next_sta
         project.close()
         if process.poll() is None:
             process.kill()
+
+
+@pytest.mark.slow
+def test_two_scheduler_processes_on_one_postgresql_state_store_run_each_tick_once(
+    tmp_path: Path, mock_server: httpx.Client, postgres_url: str, pg_schema: str
+) -> None:
+    config = tmp_path / "dcsync.yaml"
+    config.write_text(
+        "eventlog:\n  backend: postgres\n  url: ${PG_URL}\n  schema: " + pg_schema + "\n"
+        "state:\n  backend: postgres\n  url: ${PG_URL}\n  schema: " + pg_schema + "\n"
+        "connectors:\n  reg:\n    type: mock\n    batch_size: 10\n"
+        "    schedule:\n      - {direction: push, every: 1}\n"
+        f"    settings:\n      url: {mock_server.base_url}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PG_URL": postgres_url}
+    os.environ["PG_URL"] = postgres_url
+    try:
+        _append(config, seed=1, households=10)
+        command = [sys.executable, "-m", "connector_core.cli", "schedule", "run", "-c", str(config)]
+        procs = [
+            subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        time.sleep(2.5)
+        for seed in (2, 3):
+            _append(config, seed=seed)
+            time.sleep(1.5)
+        time.sleep(1.5)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            _, stderr = proc.communicate(timeout=30)
+            assert proc.returncode == 0, stderr
+        project = Project.open(config)
+        try:
+            runs = project.state.runs("reg", limit=1000)
+            _no_overlap(runs)
+            ticks = Counter(r.started_at[:19] for r in runs)  # one run per one-second tick at most
+            assert runs and max(ticks.values()) == 1
+            records = mock_server.get("/_control/records").json()
+            assert len(records) == sum(1 for _ in project.eventlog.iter_entities()) == 80
+            assert mock_server.get("/_control/stats").json()["duplicate_creates"] == {}
+        finally:
+            project.close()
+    finally:
+        os.environ.pop("PG_URL", None)

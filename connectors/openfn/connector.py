@@ -68,13 +68,17 @@ class WorkOrderOutcome:
     state: str | None
 
 
-class TriggerRefused(AuthenticationError):
-    """The trigger refuses every request whatever its records: wrong or missing credentials (401/404), a
-    disabled trigger (403) or a proxy mangling requests (415).
+class Unusable(AuthenticationError):
+    """Nothing can be sent with these settings, whatever the records.
 
-    No record is at fault, so, like any authentication failure, the run stops with nothing dead-lettered
-    and the checkpoint where it was; the message names the trigger path, never the secret.
+    No record is at fault, so, like an authentication failure (which most of these are), the run stops
+    with nothing dead-lettered and the checkpoint where it was.
     """
+
+
+class TriggerRefused(Unusable):
+    """The trigger refuses every request: wrong or missing credentials (401/404), a disabled trigger (403)
+    or a proxy mangling requests (415). The message names the trigger path, never the secret."""
 
 
 class OpenFnConnector(Connector):
@@ -193,7 +197,7 @@ class OpenFnConnector(Connector):
         if not batch:
             return []
         if not self.config.trigger:
-            raise PermanentError("no trigger is set, so nothing can be pushed (set push: false)")
+            raise Unusable("no trigger is set, so nothing can be pushed (set push: false)")
         results: dict[int, PushResult] = {}
         units = []
         for unit in self._units(batch):

@@ -226,3 +226,18 @@ def test_a_key_rotated_mid_run_stops_the_run_and_the_next_run_delivers_the_rest(
     delivered = {e["entityGuid"] for _, body in lightning.accepted_bodies() for e in body["entities"]}
     assert delivered == {e.guid for e in project.eventlog.iter_entities()}
     assert lightning.duplicate_batches() == {}
+
+
+def test_push_without_a_trigger_stops_the_run_and_dead_letters_nothing(
+    make_project: MakeProject, lightning: FakeLightning
+) -> None:
+    project = make_project(trigger=None, api_key=None, default_entity_name="individual")
+    project.eventlog.append(
+        [event("e1", "p1", "create-individual", {"entityName": "individual", "first_name": "A"})]
+    )
+    report = run_connector(project, "fn", retry=FAST_RETRY)
+    assert report.pull.error is None
+    assert "no trigger is set" in (report.push.error or "") and "push: false" in (report.push.error or "")
+    assert (
+        project.state.dead_letters("fn") == [] and project.state.get_checkpoint("fn", Direction.PUSH) is None
+    )

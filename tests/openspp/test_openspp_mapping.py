@@ -20,7 +20,7 @@ SAMPLES = Path(__file__).resolve().parent / "samples"
 runner = CliRunner()
 
 
-def _cli(*args: str) -> tuple[int, str]:
+def _cli(*args: str | Path) -> tuple[int, str]:
     result = runner.invoke(app, [str(a) for a in args])
     return result.exit_code, result.output
 
@@ -102,7 +102,14 @@ def test_what_is_pushed_comes_back_unchanged(events: Any) -> None:
     back from OpenSPP is not a change. The mapping's normalisations are the only differences: text comes
     back trimmed, and a coded answer (gender) in the case its lookup table writes it."""
     mappings = load_mapping(MAPPING)
-    ctx = MapContext(link=lambda guid: f"ext-{guid}", resolve=lambda ext, _name=None: ext[4:])
+
+    def link(guid: str) -> str:
+        return f"ext-{guid}"
+
+    def resolve(external_id: str, _name: str | None = None) -> str:
+        return external_id.removeprefix("ext-")
+
+    ctx = MapContext(link=link, resolve=resolve)
     entities = fold(events(), lambda guid: None).changed
     checked = 0
     for entity in entities.values():

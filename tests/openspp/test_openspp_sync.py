@@ -143,7 +143,11 @@ def assert_mirrors(fake: FakeOpenSpp, project: Project) -> None:
         assert partner["active"], guid
         data = entity.data
         if data["entityName"] == "household":
-            assert (partner["is_group"], partner["kind"], partner["name"]) == (True, 3, data["household_name"])
+            assert (partner["is_group"], partner["kind"], partner["name"]) == (
+                True,
+                3,
+                data["household_name"],
+            )
             continue
         assert not partner["is_group"]
         assert (partner["given_name"], partner["family_name"]) == (data["first_name"], data["last_name"])
@@ -265,7 +269,11 @@ def test_changes_on_each_side_and_deletes_sync_both_ways(
             "passport",
             document_ids=[
                 *people[7].data["document_ids"],
-                {"id_type": "passport", "id_number": "K7654321", "id_issuance_date": "2024-01-01T00:00:00.000Z"},
+                {
+                    "id_type": "passport",
+                    "id_number": "K7654321",
+                    "id_issuance_date": "2024-01-01T00:00:00.000Z",
+                },
             ],
         ),
         FormSubmission(
@@ -353,7 +361,9 @@ def test_exactly_once_through_commit_then_fail_and_thirty_percent_transient_faul
 ) -> None:
     field = open_project("field", batch_size=50, timeout=2.0)
     events = list(registry_log(households=60, members=5))
-    broken = next(e for e in events if e.data.get("entityName") == "individual" and e.data["relationship"] == "3")
+    broken = next(
+        e for e in events if e.data.get("entityName") == "individual" and e.data["relationship"] == "3"
+    )
     broken.data["date_of_birth"] = "2999-01-01T00:00:00.000Z"  # Odoo refuses a birth after registration
     field.eventlog.append(events)
     fake.faults.reseed(5)
@@ -404,7 +414,13 @@ def assert_mirrors_subset(fake: FakeOpenSpp, live: dict[str, Entity]) -> None:
 # -- pull: late commits and same-second ties ------------------------------------------------------------
 def _people(rpc: Rpc, names: list[str], **extra: Any) -> list[int]:
     vals = [
-        {"is_registrant": True, "given_name": n, "family_name": "Remote", "name": f"REMOTE, {n.upper()}", **extra}
+        {
+            "is_registrant": True,
+            "given_name": n,
+            "family_name": "Remote",
+            "name": f"REMOTE, {n.upper()}",
+            **extra,
+        }
         for n in names
     ]
     return rpc.ok("res.partner", "create", [vals])
@@ -450,7 +466,9 @@ def test_pull_misses_nothing_under_delay_commit_and_same_second_ties(
     fake.clock.advance(5)
     second = run_connector(office, "reg", push=False, retry=RETRY)
     assert second.ok, second.error
-    assert second.pull is not None and second.pull.counts.created == 3, "the late commit is read behind the cursor"
+    assert second.pull is not None and second.pull.counts.created == 3, (
+        "the late commit is read behind the cursor"
+    )
 
     pulled = entities(office)
     assert len(pulled) == len(visible) + 3

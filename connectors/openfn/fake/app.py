@@ -676,7 +676,8 @@ def create_app(
                 if name in body:
                     setattr(fake, name, body[name])
             if "rate_limit" in body:
-                fake.rate_limit = tuple(body["rate_limit"]) if body["rate_limit"] else None  # type: ignore[assignment]
+                limit = body["rate_limit"]
+                fake.rate_limit = (int(limit[0]), float(limit[1])) if limit else None
         return {"status": "ok"}
 
     def admin_trigger(body: dict[str, Any], request: Request) -> Any:
