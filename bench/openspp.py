@@ -75,7 +75,9 @@ def calls(url: str) -> int:
     return int(httpx.get(f"{url}/__fake__/stats", timeout=30).json()["calls"])
 
 
-def bench_engine(url: str, events: list[FormSubmission], batch_size: int, load_size: int) -> tuple[float, int, int]:
+def bench_engine(
+    url: str, events: list[FormSubmission], batch_size: int, load_size: int, in_flight: int
+) -> tuple[float, int, int]:
     reset(url)
     before = calls(url)
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,6 +88,7 @@ def bench_engine(url: str, events: list[FormSubmission], batch_size: int, load_s
             "username": REGISTRAR_LOGIN,
             "password": REGISTRAR_PASSWORD,
             "batch_size": load_size,
+            "in_flight": in_flight,
         }
         connector = {
             "type": "openspp",
@@ -119,7 +122,9 @@ class ReferenceAdapter:
         self.kinds = {k["name"]: k["id"] for k in kinds}
         self.types = {t["name"]: t["id"] for t in types}
         self.banks = {b["name"]: b["id"] for b in banks}
-        household_kind = client.search_read("g2p.group.kind", [["name", "=", "Household"]], ["name"], order="id")
+        household_kind = client.search_read(
+            "g2p.group.kind", [["name", "=", "Household"]], ["name"], order="id"
+        )
         self.household_kind = household_kind[0]["id"]
 
     def partner(self, payload: dict[str, Any], is_group: bool) -> int:
@@ -186,21 +191,27 @@ def bench_per_record(url: str, events: list[FormSubmission]) -> tuple[float, int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--households", type=int, default=2_000)
     parser.add_argument("--members", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=500, help="records per connector push (engine)")
     parser.add_argument("--load-size", type=int, default=100, help="records per load call (connector)")
+    parser.add_argument("--in-flight", type=int, default=1, help="concurrent requests (connector)")
     args = parser.parse_args()
     events = list(registry_log(households=args.households, members=args.members))
     with fake_openspp_process() as url:
-        engine_s, engine_n, engine_calls = bench_engine(url, events, args.batch_size, args.load_size)
+        engine_s, engine_n, engine_calls = bench_engine(
+            url, events, args.batch_size, args.load_size, args.in_flight
+        )
         naive_s, naive_n, naive_calls = bench_per_record(url, events)
     engine_rate, naive_rate = engine_n / engine_s, naive_n / naive_s
     people = args.households * args.members
     print(f"{people} individuals in {args.households} households, with IDs and bank accounts")
     print(
-        f"engine (batch {args.batch_size}, load {args.load_size}): {engine_n} records in {engine_s:.2f}s "
+        f"engine (batch {args.batch_size}, load {args.load_size}, in flight {args.in_flight}): "
+        f"{engine_n} records in {engine_s:.2f}s "
         f"= {engine_rate:,.0f} records/s ({engine_calls} RPC calls)"
     )
     print(

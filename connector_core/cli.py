@@ -231,6 +231,17 @@ class TransferSpeedColumnless(TextColumn):
         return Text(f"{task.speed:,.0f}/s" if task.speed else "")
 
 
+def _print_issues(issues: list[Any], limit: int = 20) -> None:
+    """Events stored but not applied (DataCollect's rules): shown, never silently dropped."""
+    for issue in issues[:limit]:
+        err.print(f"[yellow]not applied:[/] {issue}", highlight=False, soft_wrap=True)
+    if len(issues) > limit:
+        err.print(f"[yellow]... and {len(issues) - limit} more not applied[/]")
+
+
+_PROGRESS_LABELS = {"push": "pushing events", "pull": "pulling records", "copy": "copying events"}
+
+
 @contextmanager
 def _progress() -> Iterator[Any]:
     """Rich progress bars with rates and ETA on a terminal; nothing when output is piped or logged."""
@@ -252,8 +263,7 @@ def _progress() -> Iterator[Any]:
 
         def update(direction: str, done: int, total: int | None) -> None:
             if direction not in tasks:
-                label = "pushing events" if direction == "push" else "pulling records"
-                tasks[direction] = progress.add_task(label, total=total)
+                tasks[direction] = progress.add_task(_PROGRESS_LABELS.get(direction, direction), total=total)
             progress.update(tasks[direction], completed=done, total=total)
 
         yield update
@@ -724,7 +734,8 @@ def log_copy(
             except ValueError as exc:
                 fail(str(exc))
             try:
-                with _copy_progress() as progress:
+                with _progress() as update:
+                    progress = (lambda done, total: update("copy", done, total)) if update else None
                     report = copy_events(src, dst, batch=batch, progress=progress)
             finally:
                 dst.close()
@@ -732,35 +743,7 @@ def log_copy(
             src.close()
     result = report.result
     out.print(f"copied {report.read} events: {result.new} new, {result.duplicates} already present")
-    for issue in result.issues[:20]:
-        err.print(f"[yellow]not applied:[/] {issue}", highlight=False, soft_wrap=True)
-    if len(result.issues) > 20:
-        err.print(f"[yellow]... and {len(result.issues) - 20} more not applied[/]")
-
-
-@contextmanager
-def _copy_progress() -> Iterator[Any]:
-    """A progress bar on a terminal; nothing when stderr is piped or logged (cron mail stays readable)."""
-    if not err.is_terminal:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("copying events"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TransferSpeedColumnless(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("copy", total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
+    _print_issues(result.issues)
 
 
 @log_app.command("import")
@@ -778,10 +761,7 @@ def log_import(
         finally:
             eventlog.close()
     out.print(f"imported {result.new} new events ({result.duplicates} already present)")
-    for issue in result.issues[:20]:
-        err.print(f"[yellow]not applied:[/] {issue}", highlight=False, soft_wrap=True)
-    if len(result.issues) > 20:
-        err.print(f"[yellow]... and {len(result.issues) - 20} more not applied[/]")
+    _print_issues(result.issues)
 
 
 @log_app.command("export")
@@ -876,7 +856,9 @@ def demo(
 
 @app.command("new-connector")
 def new_connector(
-    name: Annotated[str, typer.Argument(help="Connector type name, e.g. acme (becomes `type:` in dcsync.yaml).")],
+    name: Annotated[
+        str, typer.Argument(help="Connector type name, e.g. acme (becomes `type:` in dcsync.yaml).")
+    ],
     directory: Annotated[
         Path | None, typer.Option("--dir", help="Where to write the package (default ./NAME); new or empty.")
     ] = None,

@@ -110,9 +110,7 @@ def test_a_connector_whose_cursor_moves_backwards_fails_the_contract(pytester: p
     assert "test_pulled_records_become_entities_once" in passed
 
 
-def test_the_harness_stops_a_pull_that_pages_forever(
-    dcsync_serve: Any, dcsync_harness: Any
-) -> None:
+def test_the_harness_stops_a_pull_that_pages_forever(dcsync_serve: Any, dcsync_harness: Any) -> None:
     """The engine pages while the connector says there is more; the harness turns a loop into a failure."""
 
     class NeverDone(MockConnector):

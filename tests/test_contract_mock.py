@@ -26,7 +26,9 @@ class MockControl(FakeControl):
         self.rejects: dict[str, str] = {}
 
     def _send(self) -> None:
-        self.http.put("/_control/faults", json={"script": self.script, "reject": self.rejects}).raise_for_status()
+        self.http.put(
+            "/_control/faults", json={"script": self.script, "reject": self.rejects}
+        ).raise_for_status()
 
     def count(self, ref: str) -> int:
         records = self.http.get("/_control/records").json()
@@ -70,7 +72,10 @@ class TestMockContract(ConnectorContract):
 
     @pytest.fixture
     def invalid_settings(self, connector_settings: SettingsFactory) -> list[tuple[dict[str, Any], str]]:
-        return [({"url": "http://x", "timeout": 0}, "timeout"), ({"url": "http://x", "timeout": "soon"}, "timeout")]
+        return [
+            ({"url": "http://x", "timeout": 0}, "timeout"),
+            ({"url": "http://x", "timeout": "soon"}, "timeout"),
+        ]
 
     @pytest.fixture
     def fake_control(self, dcsync_fake_server: ServedApp) -> FakeControl:

@@ -27,7 +27,9 @@ class RestControl(FakeControl):
         self.rejects: dict[str, str] = {}
 
     def _send(self) -> None:
-        self.http.put("/_control/faults", json={"script": self.script, "reject": self.rejects}).raise_for_status()
+        self.http.put(
+            "/_control/faults", json={"script": self.script, "reject": self.rejects}
+        ).raise_for_status()
 
     def count(self, ref: str) -> int:
         return sum(1 for r in self.http.get("/_control/records").json() if r.get("external_ref") == ref)
@@ -74,7 +76,10 @@ class _RestContract(ConnectorContract):
         good = connector_settings("http://127.0.0.1:1")
         no_ref = {**good, "record": {"id": "$.id"}}
         bad_path = {**good, "record": {**good["record"], "id": "$.[broken"}}
-        unfillable = {**good, "endpoints": {**good["endpoints"], "update": {"method": "PATCH", "path": "/r/{nope}"}}}
+        unfillable = {
+            **good,
+            "endpoints": {**good["endpoints"], "update": {"method": "PATCH", "path": "/r/{nope}"}},
+        }
         wrong_auth = {**good, "auth": {"type": "oauth2_client_credentials", "client_id": "x"}}
         return [
             (no_ref, "ref"),

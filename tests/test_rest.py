@@ -178,7 +178,11 @@ def test_after_a_transient_failure_the_rest_of_the_batch_waits_for_the_retry() -
 
     results = _mocked(handler).push([_record("a"), _record("b"), _record("c")])
     assert sent == ["a", "b"]
-    assert [(r.ref, r.ok, r.transient) for r in results] == [("a", True, False), ("b", False, True), ("c", False, True)]
+    assert [(r.ref, r.ok, r.transient) for r in results] == [
+        ("a", True, False),
+        ("b", False, True),
+        ("c", False, True),
+    ]
 
 
 def test_retry_after_is_passed_to_the_engine() -> None:
@@ -208,7 +212,12 @@ def test_envelopes_nested_refs_and_a_data_path_shape_both_directions() -> None:
         return httpx.Response(200, json={"items": [row]})
 
     settings = connector_settings("http://api.test", FakeRestOptions(auth="none"))
-    settings["endpoints"]["create"] = {"method": "POST", "path": "/people", "envelope": "person", "id_path": "$.result.uuid"}
+    settings["endpoints"]["create"] = {
+        "method": "POST",
+        "path": "/people",
+        "envelope": "person",
+        "id_path": "$.result.uuid",
+    }
     settings["endpoints"]["lookup"] = {"path": "/people", "params": {"ref": "{ref}"}, "records": "$.items[*]"}
     settings["record"] = {
         "id": "$.uuid",
@@ -222,7 +231,9 @@ def test_envelopes_nested_refs_and_a_data_path_shape_both_directions() -> None:
     )
     (result,) = connector.push([_record("g-1", name="Ana")])
     assert result.external_id == "u-1"
-    assert bodies == [{"person": {"attributes": {"name": "Ana"}, "meta": {"ref": "g-1", "form": "individual"}}}]
+    assert bodies == [
+        {"person": {"attributes": {"name": "Ana"}, "meta": {"ref": "g-1", "form": "individual"}}}
+    ]
     assert connector.lookup(["g-1", "g-2"]) == {"g-1": "u-1"}
 
 
@@ -242,7 +253,9 @@ def test_lookup_by_path_treats_404_as_not_found() -> None:
 
 def test_a_next_link_to_another_host_is_not_followed() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"data": []}, headers={"Link": '<https://elsewhere.test/steal>; rel="next"'})
+        return httpx.Response(
+            200, json={"data": []}, headers={"Link": '<https://elsewhere.test/steal>; rel="next"'}
+        )
 
     settings = connector_settings("http://api.test", FakeRestOptions(auth="none", pagination="link"))
     connector = RestConnector(

@@ -101,7 +101,9 @@ def test_the_demo_data_goes_out_once_comes_back_edited_and_settles(
     by_ref = {r["external_ref"]: r for r in records}
     for guid, entity in entities.items():
         if entity.parent_guid:
-            assert by_ref[guid]["parent_id"] == by_ref[entity.parent_guid]["id"], "members point at households"
+            assert by_ref[guid]["parent_id"] == by_ref[entity.parent_guid]["id"], (
+                "members point at households"
+            )
         assert by_ref[guid]["type"] == entity.entity_name
     stats = control.get("/_control/stats").json()
     assert stats["tokens_issued"] == 1, "one token, cached for the whole run"
@@ -154,5 +156,7 @@ def test_the_cli_checks_and_runs_it(project: Project, registry: tuple[ServedApp,
     ran = runner.invoke(cli, ["run", "registry", "-c", path], env=env)
     assert ran.exit_code == 0, ran.output
     assert len(registry[1].get("/_control/records").json()) == 6
-    wrong = runner.invoke(cli, ["check", "registry", "-c", path], env={**env, "REGISTRY_CLIENT_SECRET": "nope-nope"})
+    wrong = runner.invoke(
+        cli, ["check", "registry", "-c", path], env={**env, "REGISTRY_CLIENT_SECRET": "nope-nope"}
+    )
     assert wrong.exit_code == 1 and "invalid_client" in wrong.output and "nope-nope" not in wrong.output

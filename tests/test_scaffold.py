@@ -44,7 +44,12 @@ def test_every_template_is_rendered_and_nothing_is_left_unfilled(tmp_path: Path)
     written = generate("acme", tmp_path / "acme")
     assert len(written) == len(LAYOUT)
     relative = {p.relative_to(tmp_path / "acme").as_posix() for p in written}
-    assert {"pyproject.toml", "acme_dcsync/connector.py", "tests/test_contract.py", "mappings/acme.yaml"} <= relative
+    assert {
+        "pyproject.toml",
+        "acme_dcsync/connector.py",
+        "tests/test_contract.py",
+        "mappings/acme.yaml",
+    } <= relative
     for path in written:
         text = path.read_text()
         assert "{{" not in text.replace("{{{", ""), f"{path}: unfilled placeholder"
@@ -84,7 +89,17 @@ def test_a_generated_connector_installs_passes_its_tests_and_is_listed(tmp_path:
     assert made.exit_code == 0, made.output
     site = tmp_path / "site"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(tmp_path / "acme")],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(tmp_path / "acme"),
+        ],
         capture_output=True,
         text=True,
     )
@@ -99,7 +114,10 @@ def test_a_generated_connector_installs_passes_its_tests_and_is_listed(tmp_path:
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
     assert " passed" in tests.stdout and "failed" not in tests.stdout
     listed = subprocess.run(
-        [sys.executable, "-m", "connector_core.cli", "plugins"], env=_env(site), capture_output=True, text=True
+        [sys.executable, "-m", "connector_core.cli", "plugins"],
+        env=_env(site),
+        capture_output=True,
+        text=True,
     )
     assert listed.returncode == 0, listed.stderr
     rows = {line.split("│")[1].strip(): line for line in listed.stdout.splitlines() if "│" in line}

@@ -241,12 +241,16 @@ class ConnectorContract:
             pytest.skip(f"{self.connector_class.type_name} does not declare the {capability} capability")
 
     def push_record(self, ref: str, index: int) -> PushRecord:
-        return PushRecord(ref=ref, operation=Operation.CREATE, entity_name=self.entity_name, payload=self.payload(index))
+        return PushRecord(
+            ref=ref, operation=Operation.CREATE, entity_name=self.entity_name, payload=self.payload(index)
+        )
 
     def push(self, connector: Connector, records: Sequence[PushRecord]) -> dict[str, PushResult]:
         """``connector.push``, checked for the first rule: exactly one result per record."""
         results = connector.push(list(records))
-        assert isinstance(results, list), f"push returned {type(results).__name__}, expected a list of PushResult"
+        assert isinstance(results, list), (
+            f"push returned {type(results).__name__}, expected a list of PushResult"
+        )
         refs = [r.ref for r in results]
         expected = sorted(r.ref for r in records)
         assert sorted(refs) == expected, (
@@ -266,7 +270,9 @@ class ConnectorContract:
             return "transient"
         return "permanent"
 
-    def read_all(self, connector: Connector, cursor: str | None, limit: int) -> tuple[list[RemoteRecord], str | None]:
+    def read_all(
+        self, connector: Connector, cursor: str | None, limit: int
+    ) -> tuple[list[RemoteRecord], str | None]:
         """Pull pages from ``cursor`` until the connector says there are no more; fail on a repeat."""
         records: list[RemoteRecord] = []
         seen: set[str] = set()
@@ -291,7 +297,10 @@ class ConnectorContract:
         )
 
     def make_remote(self, control: FakeControl, count: int) -> dict[str, dict[str, Any]]:
-        return {control.create_remote(self.entity_name, self.remote_data(i)): self.remote_data(i) for i in range(count)}
+        return {
+            control.create_remote(self.entity_name, self.remote_data(i)): self.remote_data(i)
+            for i in range(count)
+        }
 
     @staticmethod
     def leaf_guid(harness: SyncHarness) -> str:
@@ -323,7 +332,9 @@ class ConnectorContract:
         )
         assert cls.capabilities, "declare at least one capability (push, pull)"
         assert set(cls.capabilities) <= set(Capability)
-        assert not getattr(cls, "__abstractmethods__", None), f"abstract methods left: {cls.__abstractmethods__}"
+        assert not getattr(cls, "__abstractmethods__", None), (
+            f"abstract methods left: {cls.__abstractmethods__}"
+        )
 
     def test_settings_aimed_at_the_fake_are_valid(
         self, connector_settings: SettingsFactory, dcsync_fake_server: ServedApp
@@ -365,7 +376,9 @@ class ConnectorContract:
 
     def test_check_confirms_the_remote_answers(self, connector: Connector) -> None:
         result = connector.check()
-        assert isinstance(result, CheckResult), f"check returned {type(result).__name__}, expected CheckResult"
+        assert isinstance(result, CheckResult), (
+            f"check returned {type(result).__name__}, expected CheckResult"
+        )
         assert result.ok, f"check failed against the fake: {result.message}"
         assert result.message
 
@@ -381,7 +394,9 @@ class ConnectorContract:
 
     # -- push, called directly ---------------------------------------------------------------------
 
-    def test_push_answers_once_for_every_record(self, connector: Connector, fake_control: FakeControl) -> None:
+    def test_push_answers_once_for_every_record(
+        self, connector: Connector, fake_control: FakeControl
+    ) -> None:
         self.require(Capability.PUSH)
         assert connector.push([]) == [], "an empty batch has an empty answer (and sends nothing)"
         records = [self.push_record(new_ref(), i) for i in range(3)]
@@ -417,9 +432,13 @@ class ConnectorContract:
         assert result.ok, f"the update was refused: {result.error}"
         assert result.external_id in (None, external_id), "an update keeps the record's id"
         assert fake_control.count(record.ref) == 1, "an update must not create a record"
-        assert {k: str(v) for k, v in connector.lookup([record.ref]).items()} == {record.ref: str(external_id)}
+        assert {k: str(v) for k, v in connector.lookup([record.ref]).items()} == {
+            record.ref: str(external_id)
+        }
 
-    def test_a_failure_before_the_write_is_transient(self, connector: Connector, fake_control: FakeControl) -> None:
+    def test_a_failure_before_the_write_is_transient(
+        self, connector: Connector, fake_control: FakeControl
+    ) -> None:
         self.require(Capability.PUSH)
         record = self.push_record(new_ref(), 0)
         fake_control.fail_writes(1)
@@ -438,7 +457,9 @@ class ConnectorContract:
         fake_control.reject(bad.ref, "national id already registered")
         results = self.push(connector, [bad, good])
         refused = results[bad.ref]
-        assert not refused.ok and not refused.transient, "a validation error is permanent: retrying cannot fix it"
+        assert not refused.ok and not refused.transient, (
+            "a validation error is permanent: retrying cannot fix it"
+        )
         assert refused.error and "national id already registered" in refused.error, (
             f"the dead letter must carry the remote's reason, got {refused.error!r}"
         )
@@ -512,7 +533,9 @@ class ConnectorContract:
         assert [d.ref for d in letters] == [victim]
         assert "national id already registered" in letters[0].reason
         assert report.counts.created == len(guids) - 1
-        assert harness.checkpoint(Direction.PUSH) == harness.eventlog.head(), "a dead letter does not hold the run"
+        assert harness.checkpoint(Direction.PUSH) == harness.eventlog.head(), (
+            "a dead letter does not hold the run"
+        )
 
     def test_when_failures_outlast_the_retries_the_checkpoint_stays_and_the_next_run_delivers(
         self, harness: SyncHarness, contract_events: list[FormSubmission], fake_control: FakeControl
@@ -544,7 +567,9 @@ class ConnectorContract:
         by_id = {r.external_id: r for r in records}
         for external_id, data in made.items():
             pulled = by_id[external_id].data
-            assert all(pulled.get(k) == v for k, v in data.items()), f"{external_id}: pulled {pulled}, made {data}"
+            assert all(pulled.get(k) == v for k, v in data.items()), (
+                f"{external_id}: pulled {pulled}, made {data}"
+            )
 
     def test_the_cursor_never_moves_backwards(self, connector: Connector, fake_control: FakeControl) -> None:
         """Within a sweep no page goes back (``read_all`` fails on a repeat), and a sweep from where the
@@ -561,7 +586,9 @@ class ConnectorContract:
         third, _ = self.read_all(connector, end_again, 2)
         assert len(third) <= len(again), "with nothing changed, a further sweep must not read more"
 
-    def test_a_change_after_the_cursor_is_pulled(self, connector: Connector, fake_control: FakeControl) -> None:
+    def test_a_change_after_the_cursor_is_pulled(
+        self, connector: Connector, fake_control: FakeControl
+    ) -> None:
         self.require(Capability.PULL)
         made = list(self.make_remote(fake_control, 4))
         _, end = self.read_all(connector, None, 10)
@@ -574,7 +601,9 @@ class ConnectorContract:
         data = by_id[made[1]].data
         assert all(data.get(k) == v for k, v in self.remote_change().items()), f"pulled {data}"
 
-    def test_pulled_records_become_entities_once(self, harness: SyncHarness, fake_control: FakeControl) -> None:
+    def test_pulled_records_become_entities_once(
+        self, harness: SyncHarness, fake_control: FakeControl
+    ) -> None:
         self.require(Capability.PULL)
         made = self.make_remote(fake_control, 4)
         report = harness.pull()

@@ -36,7 +36,9 @@ FAST_RETRY = RetryPolicy(max_attempts=4, initial_delay=0.01, max_delay=0.05, max
 """Real backoff with waits short enough that a test suite full of injected faults stays quick."""
 
 
-def sample_events(households: int = 3, members: int = 2, updates: int = 2, seed: int = 7) -> list[FormSubmission]:
+def sample_events(
+    households: int = 3, members: int = 2, updates: int = 2, seed: int = 7
+) -> list[FormSubmission]:
     """A small DataCollect log in the mobile app's style: households, their members, then edits.
 
     The same seed gives the same guids every time, so a failure names the same entity on every run.

@@ -16,7 +16,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from connector_core.connector import AuthenticationError, ConnectorError, PermanentError, TransientError
+from connector_core.connector import AuthenticationError, PermanentError, TransientError
 from connector_core.mapping.errors import MISSING
 from connector_core.mapping.paths import compile_path
 from connectors.rest.config import (
@@ -143,7 +143,9 @@ class OAuth2Token:
             token = body["access_token"]
             lifetime = float(body.get("expires_in") or 3600)
         except (ValueError, KeyError, TypeError):
-            raise PermanentError(f"{where} answered HTTP {response.status_code} without an access_token") from None
+            raise PermanentError(
+                f"{where} answered HTTP {response.status_code} without an access_token"
+            ) from None
         if not isinstance(token, str) or not token:
             raise PermanentError(f"{where} answered an empty access_token")
         return token, lifetime
@@ -164,14 +166,18 @@ class RestClient:
         self.base_url = config.base_url
         self.http = http or httpx.Client(timeout=config.timeout, headers=config.headers)
         self.bucket = (
-            TokenBucket(config.rate_limit.requests_per_second, config.rate_limit.burst, clock=clock, sleep=sleep)
+            TokenBucket(
+                config.rate_limit.requests_per_second, config.rate_limit.burst, clock=clock, sleep=sleep
+            )
             if config.rate_limit
             else None
         )
         auth = config.auth
         pace = self.bucket.acquire if self.bucket is not None else None
         self.oauth = (
-            OAuth2Token(auth, config.base_url, clock, pace) if isinstance(auth, OAuth2ClientCredentials) else None
+            OAuth2Token(auth, config.base_url, clock, pace)
+            if isinstance(auth, OAuth2ClientCredentials)
+            else None
         )
         self.rules = [*config.errors, *DEFAULT_RULES]
         self._message = compile_path(config.error_message).get if config.error_message else None
@@ -246,7 +252,9 @@ class RestClient:
         except httpx.TimeoutException:
             raise TransientError(f"{what}: timed out after {self.config.timeout:g}s") from None
         except httpx.TransportError as exc:
-            raise TransientError(f"{what}: cannot reach {_safe_url(self.base_url)}: {_transport_reason(exc)}") from None
+            raise TransientError(
+                f"{what}: cannot reach {_safe_url(self.base_url)}: {_transport_reason(exc)}"
+            ) from None
 
     def classify(self, response: httpx.Response, what: str) -> None:
         """Raise what ``response`` means if it is a failure; return quietly for a success.

@@ -47,7 +47,6 @@ from connectors.rest.config import (
     RestConfig,
 )
 
-
 _path = functools.lru_cache(maxsize=256)(compile_path)
 """Paths from the settings, compiled once (a JSONPath expression takes milliseconds to parse)."""
 
@@ -299,14 +298,18 @@ class RestConnector(Connector):
                 )
             return PushResult.delivered(record.ref, str(found))
         if record.external_id is None:
-            return PushResult.rejected(record.ref, f"{record.operation} of {record.ref} without an external id")
+            return PushResult.rejected(
+                record.ref, f"{record.operation} of {record.ref} without an external id"
+            )
         if record.operation is Operation.UPDATE:
             what = f"update {record.external_id}"
             self._call(endpoints.update, what, values, body=self._body(record, record.payload))
             return PushResult.delivered(record.ref, record.external_id)
         if record.operation is Operation.DELETE:
             if endpoints.delete is None:
-                return PushResult.rejected(record.ref, "deleted in DataCollect, but endpoints.delete is not configured")
+                return PushResult.rejected(
+                    record.ref, "deleted in DataCollect, but endpoints.delete is not configured"
+                )
             self._call(endpoints.delete, f"delete {record.external_id}", values, accept=(404, 410))
             return PushResult.delivered(record.ref, record.external_id)
         if "parent_id" not in self._optional:
