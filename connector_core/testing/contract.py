@@ -259,7 +259,7 @@ class ConnectorContract:
         return {r.ref: r for r in results}
 
     def outcome(self, connector: Connector, records: Sequence[PushRecord]) -> str:
-        """``"transient"``, ``"permanent"`` or ``"ok"``: how a push of ``records`` ended, as the engine sees it."""
+        """How a push of ``records`` ended, as the engine sees it: transient, permanent or ok."""
         try:
             results = self.push(connector, records)
         except ConnectorError as exc:
@@ -283,8 +283,8 @@ class ConnectorContract:
             for record in page.records:
                 assert isinstance(record, RemoteRecord)
                 assert record.external_id not in seen, (
-                    f"record {record.external_id} came back twice in one pass: the cursor {cursor!r} led back "
-                    f"to records already read (a cursor must never move backwards)"
+                    f"record {record.external_id} came back twice in one pass: the cursor {cursor!r} led "
+                    "back to records already read (a cursor must never move backwards)"
                 )
                 seen.add(record.external_id)
             records.extend(page.records)

@@ -85,7 +85,7 @@ class BasicAuth(_Strict):
 
 
 class OAuth2ClientCredentials(_Strict):
-    """OAuth2 client credentials: a token from ``token_url``, cached until it expires, renewed once on a 401."""
+    """OAuth2 client credentials: a token from ``token_url``, cached until it expires, renewed on a 401."""
 
     type: Literal["oauth2_client_credentials"]
     token_url: str = Field(description="Token endpoint, absolute or relative to base_url")

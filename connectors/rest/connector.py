@@ -206,13 +206,14 @@ class RestConnector(Connector):
         found = selector.get(body) if body is not None else MISSING
         if found is MISSING or found is None:
             return []
-        rows = found if isinstance(found, list) else [found]
+        rows: list[Any] = found if isinstance(found, list) else [found]
         if selector.multi and len(rows) == 1 and isinstance(rows[0], list):
             rows = rows[0]
-        bad = [type(r).__name__ for r in rows if not isinstance(r, dict)]
-        if bad:
-            raise PermanentError(f"{what}: records at {endpoint.records} are {bad[0]}, expected objects")
-        return rows
+        records = [r for r in rows if isinstance(r, dict)]
+        if len(records) != len(rows):
+            bad = next(type(r).__name__ for r in rows if not isinstance(r, dict))
+            raise PermanentError(f"{what}: records at {endpoint.records} are {bad}, expected objects")
+        return records
 
     # -- check ----------------------------------------------------------------------------------------
 

@@ -427,12 +427,13 @@ def connector_settings(url: str, options: FakeRestOptions | None = None) -> dict
             "client_secret": opts.client_secret,
             "scope": "records",
         }
-    pagination: dict[str, Any] = {
+    styles: dict[str, dict[str, Any]] = {
         "page": {"type": "page", "param": "page", "start": 1},
         "offset": {"type": "offset", "param": "offset"},
         "cursor": {"type": "cursor", "param": "cursor", "next_path": "$.next_cursor"},
         "link": {"type": "link"},
-    }[opts.pagination]
+    }
+    pagination = styles[opts.pagination]
     return {
         "base_url": url,
         "timeout": 5,

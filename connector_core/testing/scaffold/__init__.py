@@ -102,7 +102,7 @@ def render(template: str, names: Names) -> str:
 
 
 def generate(name: str, directory: Path) -> list[Path]:
-    """Write the package for connector ``name`` into ``directory`` (new or empty); returns the files written."""
+    """Write the package for connector ``name`` into ``directory`` (new or empty); return the files."""
     names = Names.of(name)
     target = Path(directory)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
