@@ -13,6 +13,7 @@ the ratio: the fake answers faster than a real OpenSPP, where each ``create`` co
 batch ~22 ms (``odoo-observed.md`` §2).
 
 Usage: python bench/openspp.py [--households 2000] [--members 5] [--batch-size 500] [--load-size 100]
+                              [--in-flight 2]
 """
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=500, help="records per connector push (engine)")
     parser.add_argument("--load-size", type=int, default=100, help="records per load call (connector)")
-    parser.add_argument("--in-flight", type=int, default=1, help="concurrent requests (connector)")
+    parser.add_argument("--in-flight", type=int, default=2, help="concurrent requests (connector)")
     args = parser.parse_args()
     events = list(registry_log(households=args.households, members=args.members))
     with fake_openspp_process() as url:

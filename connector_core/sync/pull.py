@@ -2,13 +2,15 @@
 
 Each remote record is mapped back, resolved to its entity through links (a record dcsync never saw gets a
 deterministic guid, uuid5 of connector and external id, so a re-pull cannot make a second entity), and
-compared with the *merge base* kept on its link (the entity's data as of the last sync): only fields the
-remote changed since then are applied, so re-reading an unchanged record never reverts a local edit that is
-waiting to be pushed. When both sides changed, the connector's conflict policy decides (see
-``sync/conflicts.py``). An event is appended only when something changes, in DataCollect's mobile style,
-with a deterministic guid, so re-reading a page appends nothing. The link's snapshot becomes the pushed form
-of the remote's state, which is what stops a pulled change echoing back on the next push. The pull cursor
-moves only after the page's events are committed.
+compared with the remote's state at the last sync (the *merge base* kept on its link, the entity's data as
+of the last sync, overlaid with the link's snapshot mapped back, so what the mapping cannot carry never
+reads as a remote change): only fields the remote changed since then are applied, so re-reading an
+unchanged record never reverts a local edit that is waiting to be pushed. When both sides changed, the
+connector's conflict policy decides (see ``sync/conflicts.py``); an entity deleted here since the last sync
+is left deleted, since the push that follows sends the delete. An event is appended only when something
+changes, in DataCollect's mobile style, with a deterministic guid, so re-reading a page appends nothing. The
+link's snapshot becomes the pushed form of the remote's state, which is what stops a pulled change echoing
+back on the next push. The pull cursor moves only after the page's events are committed.
 """
 
 from __future__ import annotations

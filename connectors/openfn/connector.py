@@ -5,10 +5,10 @@ body is POSTed to ``/i/<trigger>``. A body is delivered when Lightning answers 2
 ``too_many_runs`` answer, 429/402, 5xx, a timeout or a reset leave it undelivered and the push stops there
 (the engine retries the rest with backoff, honouring ``Retry-After`` when the first body failed); a 413
 splits the body and sends the pieces; a 400/422 halves it until the record at fault is alone (only that one
-is dead-lettered); a 401/403/404/415 refuses the trigger itself. Webhooks assign no
-record ids, so a record's external id is its ref, and :meth:`lookup` has nothing to query: idempotency is
-the body's ``batch_id`` (also in the ``x-batch-id`` header), identical whenever the same records are
-re-sent, which the OpenFn job uses to drop a batch it has already processed.
+is dead-lettered); a 401/403/404/415 refuses the trigger itself. Webhooks assign no record ids, so a
+record's external id is its ref, and :meth:`lookup` has nothing to query: idempotency is the body's
+``batch_id`` (also in the ``x-batch-id`` header), identical whenever the same records are re-sent, which
+the OpenFn job uses to drop a batch it has already processed.
 
 Pull. Items of one collection become remote records (``collections.py``); the cursor is Lightning's cursor
 plus an ``updated_after`` boundary and the item states already delivered at and after it.
@@ -86,6 +86,9 @@ class OpenFnConnector(Connector):
     config_model = OpenFnConfig
     capabilities = frozenset({Capability.PUSH, Capability.PULL})
     description = "OpenFn Lightning: webhook trigger push, Collections pull"
+    max_in_flight = 1
+    """One push at a time: a re-sent body keeps its ``batch_id`` only if it is packed again under the same
+    body cap, and a concurrent 413 elsewhere could lower the cap in between."""
 
     config: OpenFnConfig
 

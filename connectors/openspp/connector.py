@@ -40,12 +40,13 @@ every create. :meth:`OpenSppConnector.lookup` finds records by that reference af
 
 Pull
 ----
-Registrants and memberships changed since the cursor are read in ``write_date asc, id asc`` order with an
-explicit field list, a ``(second, id)`` cursor per stream and a lag window (``openspp.md`` §2.4): each sweep
-starts from a floor that trails the server clock by ``lag_seconds``, so a transaction that committed late
-behind the cursor is read on the next sweep. Records inside the window are delivered again; the engine's
-snapshot comparison makes that a no-op. Pulled records use the push payload's shape (``ids``,
-``bank_accounts``, ``_membership_kind``), many2one pairs become ids and Odoo's ``false`` becomes ``None``
+Households, individuals and memberships changed since the cursor are read, in that order in every sweep
+(so a member never arrives before its household), in ``write_date asc, id asc`` order with an explicit
+field list, a ``(second, id)`` cursor per stream and a lag window (``openspp.md`` §2.4): each sweep starts
+from a floor that trails the server clock by ``lag_seconds``, so a transaction that committed late behind
+the cursor is read on the next sweep. Records inside the window are delivered again; the engine's snapshot
+comparison makes that a no-op. Pulled records use the push payload's shape (``ids`` and ``bank_accounts``
+in creation order, ``_membership_kind``), many2one pairs become ids and Odoo's ``false`` becomes ``None``
 (booleans stay booleans), and an individual's active membership becomes ``parent_external_id``.
 """
 

@@ -250,3 +250,28 @@ def test_group_recomputes_do_not_break_paging(make_connector: Factory, fake: Fak
     fake.clock.advance(5)
     records, _ = pull_all(connector, cursor)
     assert [r.external_id for r in records] == [str(group)]
+
+
+def test_households_come_before_their_members_in_every_sweep(
+    make_connector: Factory, fake: FakeOpenSpp, rpc: Rpc
+) -> None:
+    """A membership write stamps the group later than its members, yet the group is delivered first, even
+    one record per page: the engine can then link each member to a household it already holds."""
+    fake.clock.freeze(T0)
+    members = people(rpc, 3)
+    fake.clock.advance(1)
+    group = rpc.ok(
+        "res.partner", "create", [{"is_registrant": True, "is_group": True, "name": "G", "kind": 3}]
+    )
+    fake.clock.advance(1)
+    rpc.ok(
+        "res.partner",
+        "write",
+        [[group], {"group_membership_ids": [[0, 0, {"individual": m}] for m in members]}],
+    )
+    fake.clock.advance(5)
+    records, cursor = pull_all(make_connector(lag_seconds=0), limit=1)
+    order = [r.external_id for r in records]
+    assert order[0] == str(group) and set(order[1:4]) == {str(m) for m in members}
+    assert {r.parent_external_id for r in records[1:]} == {str(group)}
+    assert set(json.loads(cursor)) == {"v", "g", "p", "m"}
