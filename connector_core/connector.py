@@ -63,14 +63,18 @@ class PushResult:
     external_id: str | None = None
     error: str | None = None
     transient: bool = False
+    retry_after: float | None = None
+    """For a transient failure: seconds the remote asked us to wait (its ``Retry-After``)."""
 
     @classmethod
     def delivered(cls, ref: str, external_id: str | None) -> PushResult:
         return cls(ref=ref, ok=True, external_id=external_id)
 
     @classmethod
-    def rejected(cls, ref: str, error: str, *, transient: bool = False) -> PushResult:
-        return cls(ref=ref, ok=False, error=error, transient=transient)
+    def rejected(
+        cls, ref: str, error: str, *, transient: bool = False, retry_after: float | None = None
+    ) -> PushResult:
+        return cls(ref=ref, ok=False, error=error, transient=transient, retry_after=retry_after)
 
 
 @dataclass(frozen=True, slots=True)

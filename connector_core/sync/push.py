@@ -390,13 +390,12 @@ class Pusher:
         ctx, error = self.ctx, sent.error
         if isinstance(error, AuthenticationError):
             self._commit(batch, sent.results, sent.sender, None)
-            return RunStopped(f"{ctx.name}: {error.message}")
+            return RunStopped(error.message)
         refused = error is not None and not error.transient
         self._commit(batch, sent.results, sent.sender, error.message if refused and error else None)
         if error is not None and error.transient:
             return RunStopped(
-                f"{ctx.name}: gave up after retries: {error.message}; "
-                "the checkpoint stays before the undelivered records"
+                f"gave up after retries: {error.message}; the checkpoint stays before the undelivered records"
             )
         return None
 
@@ -542,17 +541,22 @@ class _BatchSender:
         by_ref = {a.ref: a for a in answers}
         again = []
         last_error = None
+        waits = []
         for record in pending:
             answer = by_ref.get(record.ref)
             if answer is None or (not answer.ok and answer.transient):
                 again.append(record)
                 last_error = answer.error if answer else "no result for this record"
+                if answer is not None and answer.retry_after is not None:
+                    waits.append(answer.retry_after)
             else:
                 self.results[record.ref] = answer
         self.pending = again
         if again:
             self.ambiguous = True
-            raise TransientError(f"{len(again)} records failed transiently: {last_error}")
+            raise TransientError(
+                f"{len(again)} records failed transiently: {last_error}", retry_after=max(waits, default=None)
+            )
 
 
 def run_push(ctx: SyncContext, report: DirectionReport) -> None:

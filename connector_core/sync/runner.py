@@ -139,4 +139,5 @@ def _guarded(step, ctx: SyncContext, part: DirectionReport) -> None:  # type: ig
         step(ctx, part)
     except (RunStopped, ConnectorError) as exc:
         part.error = redact(str(exc))
-        log.error("%s %s stopped: %s", ctx.name, part.direction, exc)
+        # the caller reports it (the CLI as its one error line, the scheduler in its log)
+        log.info("%s %s stopped: %s", ctx.name, part.direction, part.error)

@@ -169,6 +169,35 @@ def test_string_many2one_leaks_the_postgres_error(rpc: Rpc, fake: FakeOpenSpp) -
     assert any(f["flag"] == "string_many2one" for f in fake.flags)
 
 
+def test_rejections_hold_on_every_write_path(rpc: Rpc) -> None:
+    """What Odoo refuses on create it refuses on write, on other models and through ``load`` too; a client
+    that only ever creates would otherwise pass against the fake and fail on its first update."""
+    pid = _person(rpc, "A")
+    unknown = rpc.err("res.partner", "write", [[pid], {"no_such_field": 1}])
+    assert (unknown["name"], unknown["message"]) == (
+        "builtins.ValueError",
+        "Invalid field 'no_such_field' on model 'res.partner'",
+    )
+    for model, method, args in (
+        ("res.partner", "write", [[pid], {"area_id": "North"}]),
+        ("g2p.reg.id", "create", [{"partner_id": pid, "id_type": "National ID", "value": "N-1"}]),
+    ):  # the second is DataCollect's adapter sending the ID type's name
+        data = rpc.err(model, method, args)
+        assert data["name"] == "psycopg2.errors.InvalidTextRepresentation", (model, method)
+    column = rpc.err("res.partner", "load", [["id", "no_such_field"], [["dcsync.x", "1"]]])
+    assert column["name"] == "builtins.KeyError", "an unknown load column is an error envelope (observed)"
+    for method, args, kwargs in (
+        ("create", [{"name": "x"}], None),
+        ("search_read", [[]], {"fields": ["name"]}),
+    ):
+        missing = rpc.err("no.such.model", method, args, kwargs)
+        assert (missing["name"], missing["message"]) == (
+            "odoo.exceptions.UserError",
+            "Object no.such.model doesn't exist",
+        )
+    assert rpc.ok("res.partner", "read", [[pid], ["name"]]) == [{"id": pid, "name": "A"}], "nothing applied"
+
+
 def test_required_field_and_call_shape_errors(rpc: Rpc) -> None:
     group = _household(rpc)
     data = rpc.err("g2p.group.membership", "create", [{"group": group}])

@@ -1,0 +1,121 @@
+"""The OpenSPP connector passes the connector contract against the fake OpenSPP, with the shipped mapping.
+
+``OpenSppControl`` drives the fake in-process: faults are its own fault rules scoped to ``res.partner``
+calls, a record's ref is its ``dcsync.*`` xml-id, and remote-side records are made over JSON-RPC as the
+administrator, as a clerk's edit in the OpenSPP UI would be.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector_core.events import FormSubmission
+from connector_core.testing.contract import ConnectorContract, FakeControl, SettingsFactory
+from connectors.openspp.connector import OpenSppConnector, xmlid_name
+from connectors.openspp.fake import DATABASE, FakeOpenSpp, create_app
+from connectors.openspp.sample import registry_log
+
+MAPPING = Path(__file__).resolve().parent.parent / "mappings" / "openspp.yaml"
+
+
+class OpenSppControl(FakeControl):
+    def __init__(self, fake: FakeOpenSpp, url: str) -> None:
+        from openspp_support import Rpc  # the OpenSPP tests' JSON-RPC helper (tests/openspp/)
+
+        self.fake = fake
+        self.rpc = Rpc(url)
+
+    def count(self, ref: str) -> int:
+        rows = self.fake.state("ir.model.data")["ir.model.data"]
+        name = xmlid_name(ref)
+        return sum(1 for r in rows if r["module"] == "dcsync" and r["name"] == name and r["model"] == "res.partner")
+
+    def fail_writes(self, times: int = 1, *, after_commit: bool = False) -> None:
+        if after_commit:
+            rule = {"kind": "commit_then_fail", "then": "502", "model": "res.partner", "method": "load"}
+        else:
+            rule = {"kind": "http_status", "status": 503, "model": "res.partner", "method": "load"}
+        self.fake.faults.add({**rule, "times": times})
+
+    def reject(self, ref: str, message: str) -> None:
+        self.fake.faults.add(
+            {
+                "kind": "validation_error",
+                "message": message,
+                "model": "res.partner",
+                "match": [["id", "=", f"dcsync.{xmlid_name(ref)}"]],
+                "probability": 1.0,
+            }
+        )
+
+    def clear_faults(self) -> None:
+        self.fake.faults.clear()
+
+    def create_remote(self, entity_name: str, data: dict[str, Any]) -> str:
+        values = {"is_registrant": True, "is_group": entity_name == "household", **data}
+        if "given_name" in data:
+            values.setdefault("name", f"{data.get('family_name', '')}, {data['given_name']}".upper())
+        return str(self.rpc.ok("res.partner", "create", [values]))
+
+    def update_remote(self, external_id: str, data: dict[str, Any]) -> None:
+        self.rpc.ok("res.partner", "write", [[int(external_id)], data])
+
+    def fail_reads(self, times: int = 1) -> None:
+        self.fake.faults.add(
+            {"kind": "http_status", "status": 503, "model": "res.partner", "method": "search_read", "times": times}
+        )
+
+
+@pytest.fixture(autouse=True)
+def _openspp_helpers_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent / "openspp"))
+
+
+class TestOpenSppContract(ConnectorContract):
+    connector_class = OpenSppConnector
+
+    def payload(self, index: int) -> dict[str, Any]:
+        return {"given_name": f"Contract{index}", "family_name": "Tester", "phone": f"+1555010{index}"}
+
+    def remote_data(self, index: int) -> dict[str, Any]:
+        return {"given_name": f"Remote{index}", "family_name": "Clerk"}
+
+    @pytest.fixture
+    def fake_app(self) -> Any:
+        return create_app(seed=True)
+
+    @pytest.fixture
+    def connector_settings(self) -> SettingsFactory:
+        return lambda url: {
+            "url": url,
+            "database": DATABASE,
+            "username": "registrar",
+            "password": "registrar",
+            "timeout": 5.0,
+            "lag_seconds": 0,
+            "login_cooldown": 0,
+        }
+
+    @pytest.fixture
+    def invalid_settings(self, connector_settings: SettingsFactory) -> list[tuple[dict[str, Any], str]]:
+        good = connector_settings("http://127.0.0.1:1")
+        return [
+            ({**good, "batch_size": 0}, "batch_size"),
+            ({**good, "reference": "guess"}, "reference"),
+            ({**good, "api_key": "also"}, "password or api_key"),
+        ]
+
+    @pytest.fixture
+    def contract_events(self) -> list[FormSubmission]:
+        return list(registry_log(households=3, members=2, updates=2))
+
+    @pytest.fixture
+    def contract_mapping_file(self) -> Path | None:
+        return MAPPING
+
+    @pytest.fixture
+    def fake_control(self, fake_app: Any, dcsync_fake_server: Any) -> FakeControl:
+        return OpenSppControl(fake_app.state.fake, dcsync_fake_server.url)
