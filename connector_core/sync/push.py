@@ -387,7 +387,7 @@ class Pusher:
 
     def _settle(self, batch: list[_Planned], sent: _Sent) -> RunStopped | None:
         """Commit one batch's outcome; say whether the run must stop (the checkpoint then stays put)."""
-        ctx, error = self.ctx, sent.error
+        error = sent.error
         if isinstance(error, AuthenticationError):
             self._commit(batch, sent.results, sent.sender, None)
             return RunStopped(error.message)
