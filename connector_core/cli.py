@@ -877,7 +877,11 @@ def new_connector(
         fail(str(exc))
     except OSError as exc:
         fail(f"{exc.filename or target}: {exc.strerror or exc}")
-    out.print(f"wrote connector {name!r} ({names.dist}, package {names.module}) in {target}", markup=False)
+    out.print(
+        f"wrote connector {name!r} ({names.dist}, package {names.module}) in {target}",
+        markup=False,
+        soft_wrap=True,
+    )
     out.print(
         f"next: pip install -e '{target}[test]' && (cd {target} && python -m pytest -q) && dcsync plugins",
         markup=False,

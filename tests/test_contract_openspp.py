@@ -10,12 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from connector_core.events import FormSubmission
 from connector_core.testing.contract import ConnectorContract, FakeControl, SettingsFactory
 from connectors.openspp.connector import OpenSppConnector, xmlid_name
-from connectors.openspp.fake import DATABASE, FakeOpenSpp, create_app
+from connectors.openspp.fake import ADMIN_LOGIN, ADMIN_PASSWORD, DATABASE, FakeOpenSpp, create_app
 from connectors.openspp.sample import registry_log
 
 MAPPING = Path(__file__).resolve().parent.parent / "mappings" / "openspp.yaml"
@@ -23,15 +24,30 @@ MAPPING = Path(__file__).resolve().parent.parent / "mappings" / "openspp.yaml"
 
 class OpenSppControl(FakeControl):
     def __init__(self, fake: FakeOpenSpp, url: str) -> None:
-        from openspp_support import Rpc  # the OpenSPP tests' JSON-RPC helper (tests/openspp/)
-
         self.fake = fake
-        self.rpc = Rpc(url)
+        self.http = httpx.Client(base_url=url, timeout=10)
+        self.uid = self._call("common", "authenticate", DATABASE, ADMIN_LOGIN, ADMIN_PASSWORD, {})
+
+    def _call(self, service: str, method: str, *args: Any) -> Any:
+        body = {
+            "jsonrpc": "2.0",
+            "method": "call",
+            "id": 1,
+            "params": {"service": service, "method": method, "args": list(args)},
+        }
+        answer = self.http.post("/jsonrpc", json=body).json()
+        assert "error" not in answer, answer["error"]
+        return answer["result"]
+
+    def _admin(self, model: str, method: str, args: list[Any]) -> Any:
+        return self._call("object", "execute_kw", DATABASE, self.uid, ADMIN_PASSWORD, model, method, args)
 
     def count(self, ref: str) -> int:
         rows = self.fake.state("ir.model.data")["ir.model.data"]
         name = xmlid_name(ref)
-        return sum(1 for r in rows if r["module"] == "dcsync" and r["name"] == name and r["model"] == "res.partner")
+        return sum(
+            1 for r in rows if r["module"] == "dcsync" and r["name"] == name and r["model"] == "res.partner"
+        )
 
     def fail_writes(self, times: int = 1, *, after_commit: bool = False) -> None:
         if after_commit:
@@ -58,24 +74,29 @@ class OpenSppControl(FakeControl):
         values = {"is_registrant": True, "is_group": entity_name == "household", **data}
         if "given_name" in data:
             values.setdefault("name", f"{data.get('family_name', '')}, {data['given_name']}".upper())
-        return str(self.rpc.ok("res.partner", "create", [values]))
+        return str(self._admin("res.partner", "create", [values]))
 
     def update_remote(self, external_id: str, data: dict[str, Any]) -> None:
-        self.rpc.ok("res.partner", "write", [[int(external_id)], data])
+        self._admin("res.partner", "write", [[int(external_id)], data])
 
     def fail_reads(self, times: int = 1) -> None:
         self.fake.faults.add(
-            {"kind": "http_status", "status": 503, "model": "res.partner", "method": "search_read", "times": times}
+            {
+                "kind": "http_status",
+                "status": 503,
+                "model": "res.partner",
+                "method": "search_read",
+                "times": times,
+            }
         )
-
-
-@pytest.fixture(autouse=True)
-def _openspp_helpers_importable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent / "openspp"))
 
 
 class TestOpenSppContract(ConnectorContract):
     connector_class = OpenSppConnector
+    clock_resolution = 1.0  # Odoo's write_date has whole seconds
+
+    def remote_change(self) -> dict[str, Any]:
+        return {"family_name": "Clerk-Changed"}
 
     def payload(self, index: int) -> dict[str, Any]:
         return {"given_name": f"Contract{index}", "family_name": "Tester", "phone": f"+1555010{index}"}

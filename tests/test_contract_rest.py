@@ -9,54 +9,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import httpx
 import pytest
 
 from connector_core.testing.contract import ConnectorContract, FakeControl, SettingsFactory
 from connector_core.testing.server import ServedApp
 from connectors.rest.connector import RestConnector
 from connectors.rest.fake import FakeRestOptions, connector_settings, create_app
-
-
-class RestControl(FakeControl):
-    """The fake REST registry's ``/_control`` API, as the contract suite needs it."""
-
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=10)
-        self.script: list[dict[str, Any]] = []
-        self.rejects: dict[str, str] = {}
-
-    def _send(self) -> None:
-        self.http.put(
-            "/_control/faults", json={"script": self.script, "reject": self.rejects}
-        ).raise_for_status()
-
-    def count(self, ref: str) -> int:
-        return sum(1 for r in self.http.get("/_control/records").json() if r.get("external_ref") == ref)
-
-    def fail_writes(self, times: int = 1, *, after_commit: bool = False) -> None:
-        kind = "commit_then_fail" if after_commit else "status"
-        self.script = [{"kind": kind, "status": 503, "on": "write"} for _ in range(times)]
-        self._send()
-
-    def reject(self, ref: str, message: str) -> None:
-        self.rejects[ref] = message
-        self._send()
-
-    def clear_faults(self) -> None:
-        self.script, self.rejects = [], {}
-        self._send()
-
-    def create_remote(self, entity_name: str, data: dict[str, Any]) -> str:
-        answer = self.http.post("/_control/records", json={"type": entity_name, "data": data})
-        return str(answer.raise_for_status().json()["id"])
-
-    def update_remote(self, external_id: str, data: dict[str, Any]) -> None:
-        self.http.patch(f"/_control/records/{external_id}", json={"data": data}).raise_for_status()
-
-    def fail_reads(self, times: int = 1) -> None:
-        self.script = [{"kind": "status", "status": 503, "on": "read"} for _ in range(times)]
-        self._send()
+from connectors.rest.testing import FakeRestControl
 
 
 class _RestContract(ConnectorContract):
@@ -91,7 +50,7 @@ class _RestContract(ConnectorContract):
 
     @pytest.fixture
     def fake_control(self, dcsync_fake_server: ServedApp) -> FakeControl:
-        return RestControl(dcsync_fake_server.url)
+        return FakeRestControl(dcsync_fake_server.url)
 
 
 class TestRestOAuth2CursorContract(_RestContract):

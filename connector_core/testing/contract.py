@@ -156,6 +156,9 @@ class ConnectorContract:
     """The entity name (form) of records the direct push and pull tests make."""
     max_pages: ClassVar[int] = 500
     """A pass that takes more pages than this is taken to be looping (a cursor that does not advance)."""
+    clock_resolution: ClassVar[float] = 0.0
+    """Seconds per tick of the remote's change timestamps (1.0 for a clock in whole seconds). A connector
+    may re-read the records of the newest tick; the cursor tests let that tick pass before re-reading."""
 
     # -- what a subclass provides ---------------------------------------------------------------------
 
@@ -577,6 +580,7 @@ class ConnectorContract:
         timestamp cursor) or a look-back window; give the window 0 in the contract's settings."""
         self.require(Capability.PULL)
         made = self.make_remote(fake_control, 5)
+        time.sleep(self.clock_resolution)
         _, end = self.read_all(connector, None, 2)
         again, end_again = self.read_all(connector, end, 2)
         assert len({r.external_id for r in again} & set(made)) < len(made), (
@@ -591,6 +595,7 @@ class ConnectorContract:
     ) -> None:
         self.require(Capability.PULL)
         made = list(self.make_remote(fake_control, 4))
+        time.sleep(self.clock_resolution)
         _, end = self.read_all(connector, None, 10)
         time.sleep(0.01)  # a clerk's edit comes later than the records it edits
         fake_control.update_remote(made[1], self.remote_change())

@@ -61,17 +61,14 @@ def test_pull_matches_the_golden_entity_data() -> None:
     assert "matches" in out and "0 difference(s)" in out
 
 
-def test_a_changed_golden_value_is_reported() -> None:
+def test_a_changed_golden_value_is_reported(tmp_path: Path) -> None:
     """The golden comparison is not vacuous: one changed expectation fails with its field path."""
     golden = (SAMPLES / "openspp-expected.jsonl").read_text().replace('"DOE, JANE, MARIE"', '"DOE, JANE"')
-    changed = SAMPLES.parent / "changed-expected.jsonl"
-    try:
-        changed.write_text(golden)
-        code, out = _cli(
-            "mapping", "test", MAPPING, "--sample", SAMPLES / "mobile-sample.jsonl", "--expect", changed
-        )
-    finally:
-        changed.unlink()
+    changed = tmp_path / "changed-expected.jsonl"
+    changed.write_text(golden)
+    code, out = _cli(
+        "mapping", "test", MAPPING, "--sample", SAMPLES / "mobile-sample.jsonl", "--expect", changed
+    )
     assert code == 1 and "name" in out and "DOE, JANE, MARIE" in out
 
 

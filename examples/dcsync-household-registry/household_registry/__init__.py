@@ -1,0 +1,1 @@
+"""An out-of-tree dcsync plugin: the Household Registry, a REST API described once and shipped as a type."""
