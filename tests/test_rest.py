@@ -183,6 +183,7 @@ def test_after_a_transient_failure_the_rest_of_the_batch_waits_for_the_retry() -
         ("b", False, True),
         ("c", False, True),
     ]
+    assert results[1].retry_after == 2.0, "the API's Retry-After reaches the engine"
 
 
 def test_retry_after_is_passed_to_the_engine() -> None:

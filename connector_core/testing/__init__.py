@@ -8,7 +8,8 @@
 - :mod:`connector_core.testing.plugin` -- the pytest plugin (loaded automatically once dcsync is installed)
   with fixtures for all of the above;
 - :mod:`connector_core.testing.server` -- ``serve(app)``, a fake remote on a real loopback port;
-- :mod:`connector_core.testing.scaffold` -- what ``dcsync new-connector`` generates.
+- :mod:`connector_core.testing.scaffold` -- what ``dcsync new-connector`` generates;
+- :mod:`connector_core.testing.hookdoc` -- ``docs/hooks.md``, generated from the hookspecs.
 
 Nothing here is imported by the sync engine, and only ``contract`` and ``plugin`` need pytest.
 """

@@ -557,6 +557,36 @@ class ConnectorContract:
         self.assert_once_each(fake_control, guids, "after a stopped run and a good one")
         assert harness.checkpoint(Direction.PUSH) == harness.eventlog.head()
 
+    def test_batches_sent_at_once_arrive_once_each(
+        self,
+        connector: Connector,
+        tmp_path: Path,
+        contract_mappings: MappingSet,
+        contract_events: list[FormSubmission],
+        fake_control: FakeControl,
+    ) -> None:
+        """A connector that declares ``max_in_flight`` > 1 is called from several threads at once."""
+        self.require(Capability.PUSH)
+        if self.connector_class.max_in_flight <= 1:
+            pytest.skip("max_in_flight is 1: the engine never overlaps push calls")
+        harness = SyncHarness(
+            connector,
+            tmp_path / "in-flight",
+            mappings=contract_mappings,
+            batch_size=2,
+            in_flight=self.connector_class.max_in_flight,
+        )
+        try:
+            harness.append(contract_events)
+            guids = [e.guid for e in harness.entities()]
+            fake_control.fail_writes(2, after_commit=True)
+            report = harness.push()
+            assert report.error is None, report.error
+            self.assert_once_each(fake_control, guids, "with batches in flight at once")
+            assert set(harness.links()) == set(guids)
+        finally:
+            harness.close()
+
     # -- pull --------------------------------------------------------------------------------------
 
     def test_pull_pages_through_every_record_exactly_once(

@@ -64,6 +64,7 @@ class SyncHarness:
         page_size: int = 25,
         retry: RetryPolicy = FAST_RETRY,
         conflict_policy: str = "external-wins",
+        in_flight: int = 1,
     ) -> None:
         root = Path(directory)
         root.mkdir(parents=True, exist_ok=True)
@@ -76,6 +77,7 @@ class SyncHarness:
         self.page_size = page_size
         self.retry = retry
         self.conflict_policy = conflict_policy
+        self.in_flight = max(1, min(in_flight, type(connector).max_in_flight))  # as the runner caps it
 
     def context(self) -> SyncContext:
         """What one run of the engine works with (a fresh one per run, as the runner makes)."""
@@ -87,6 +89,7 @@ class SyncHarness:
             mappings=self.mappings,
             batch_size=self.batch_size,
             page_size=self.page_size,
+            in_flight=self.in_flight,
             retry=self.retry,
             conflict_policy=self.conflict_policy,
         )

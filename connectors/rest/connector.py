@@ -251,7 +251,11 @@ class RestConnector(Connector):
                     raise  # nothing in the batch can succeed: the engine stops the run
                 if exc.transient:
                     halted = exc.message
-                results.append(PushResult.rejected(record.ref, exc.message, transient=exc.transient))
+                results.append(
+                    PushResult.rejected(
+                        record.ref, exc.message, transient=exc.transient, retry_after=exc.retry_after
+                    )
+                )
         return results
 
     def _body(self, record: PushRecord, payload: dict[str, Any]) -> dict[str, Any]:
