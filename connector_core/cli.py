@@ -443,6 +443,10 @@ def dlq_show(dead_letter_id: int, config: ConfigOption = Path(CONFIG_FILE_NAME))
     out.print_json(json.dumps({**asdict(letter), "direction": str(letter.direction)}))
 
 
+DeadLetterIds = Annotated[list[int] | None, typer.Argument(help="Dead letter ids (or --all).")]
+AllOpen = Annotated[bool, typer.Option("--all", help="Every open dead letter of the connector.")]
+
+
 def _select_letters(project: Any, connector: str, ids: list[int] | None, all_: bool) -> list[Any]:
     if ids:
         letters = [project.state.get_dead_letter(i) for i in ids]
@@ -458,8 +462,8 @@ def _select_letters(project: Any, connector: str, ids: list[int] | None, all_: b
 @dlq_app.command("replay")
 def dlq_replay(
     connector: str,
-    ids: Annotated[list[int] | None, typer.Argument(help="Dead letter ids (or --all).")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Every open dead letter of the connector.")] = False,
+    ids: DeadLetterIds = None,
+    all_: AllOpen = False,
     config: ConfigOption = Path(CONFIG_FILE_NAME),
 ) -> None:
     """Deliver dead-lettered records again (the entity's current state for push)."""
@@ -483,8 +487,8 @@ def dlq_replay(
 @dlq_app.command("discard")
 def dlq_discard(
     connector: str,
-    ids: Annotated[list[int] | None, typer.Argument(help="Dead letter ids (or --all).")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Every open dead letter of the connector.")] = False,
+    ids: DeadLetterIds = None,
+    all_: AllOpen = False,
     config: ConfigOption = Path(CONFIG_FILE_NAME),
 ) -> None:
     """Close dead letters without delivering them (kept as history)."""

@@ -70,6 +70,7 @@ class PagePuller:
         self.plan = report.plan if ctx.dry_run else None
         self.events: list[FormSubmission] = []
         self.links: dict[str, Link] = {}  # external id -> link, this page
+        self._external_ids: dict[str, str] = {}  # entity guid -> external id, this page
         self.deleted_links: list[str] = []
         self.dead_letters: list[tuple[str, str, dict[str, Any]]] = []
         self.resolved_dead_letters: list[str] = []
@@ -92,9 +93,8 @@ class PagePuller:
         return self.ctx.eventlog.get_entity(guid)
 
     def external_id_of(self, guid: str) -> str | None:
-        for link in self.links.values():
-            if link.entity_guid == guid:
-                return link.external_id
+        if guid in self._external_ids:
+            return self._external_ids[guid]
         stored = self.ctx.state.get_link(self.ctx.name, guid)
         return stored.external_id if stored else None
 
@@ -244,6 +244,7 @@ class PagePuller:
     ) -> None:
         """Remember the remote's state: in entity space as the merge base, and in its pushed form as the
         snapshot, so the next push sends exactly the local changes the remote does not have."""
+        self._external_ids[guid] = record.external_id
         self.links[record.external_id] = remote_link(
             self.ctx,
             guid,
