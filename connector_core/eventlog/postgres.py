@@ -27,7 +27,7 @@ from connector_core._postgres import advisory_key, check_identifier, connect, re
 from connector_core.entities import Entity, EventIssue, overlay
 from connector_core.eventlog.base import AppendResult, EventPage
 from connector_core.eventlog.sqlite import _chunks, _dumps, _referenced_guids, parse_cursor
-from connector_core.events import FormSubmission, SyncLevel
+from connector_core.events import FormSubmission
 
 SCHEMA_VERSION = 1
 DEFAULT_SCHEMA = "dcsync"
@@ -101,15 +101,7 @@ _INSERT_ISSUES = """
 
 def _event_from_row(row: tuple[Any, ...]) -> FormSubmission:
     # Rows were validated on the way in; psycopg has already decoded the JSONB.
-    return FormSubmission.model_construct(
-        guid=row[1],
-        entity_guid=row[2],
-        type=row[3],
-        data=row[4],
-        timestamp=row[5],
-        user_id=row[6],
-        sync_level=SyncLevel(row[7]),
-    )
+    return FormSubmission.stored(row[1], row[2], row[3], row[4], row[5], row[6], row[7])
 
 
 class PostgresEventLog:

@@ -12,7 +12,6 @@ one instance per thread: WAL mode lets them read while a writer appends.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -21,10 +20,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from connector_core import codec
 from connector_core import entities as _entities
 from connector_core.entities import Entity, EventIssue, overlay
 from connector_core.eventlog.base import AppendResult, EventPage
-from connector_core.events import FormSubmission, SyncLevel
+from connector_core.events import FormSubmission
 
 SCHEMA_VERSION = 1
 """Version of the layout below; a file written by a newer dcsync is refused rather than misread."""
@@ -84,8 +84,7 @@ class SchemaVersionError(RuntimeError):
     """The file was written by a newer dcsync: reading it with this code could corrupt it."""
 
 
-# compact, UTF-8 as is; one encoder reused, as json.dumps builds a new one per call for these options
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_dumps = codec.dumps
 
 
 def parse_cursor(cursor: str | None) -> int:
@@ -148,19 +147,11 @@ def _event_row(event: FormSubmission) -> tuple[str, str, str, str, str, str, int
 
 def _event_from_row(row: sqlite3.Row | tuple[Any, ...]) -> FormSubmission:
     # Rows were validated on the way in; validating again on every read doubles the cost of a scan.
-    return FormSubmission.model_construct(
-        guid=row[1],
-        entity_guid=row[2],
-        type=row[3],
-        data=json.loads(row[4]),
-        timestamp=row[5],
-        user_id=row[6],
-        sync_level=SyncLevel(row[7]),
-    )
+    return FormSubmission.stored(row[1], row[2], row[3], codec.loads(row[4]), row[5], row[6], row[7])
 
 
 def _entity_from_doc(doc: str) -> Entity:
-    return Entity.from_json(json.loads(doc))
+    return Entity.from_json(codec.loads(doc))
 
 
 class SqliteEventLog:

@@ -130,6 +130,7 @@ class Pusher:
             if d.direction == Direction.PUSH
         }
         self._parked_now: set[str] = set()
+        self._map_context = MapContext(link=self.external_id)
         if self._stale_intents:
             log.warning(
                 "%s: %d creates of an interrupted run may have reached the remote; they are looked up first",
@@ -200,7 +201,7 @@ class Pusher:
             self.counts.skipped += 1
             self._unpark(entity.guid)
             return None
-        result = mapping.push(doc, MapContext(link=self.external_id))
+        result = mapping.push(doc, self._map_context)
         if result.errors:
             self._record_failure(entity.guid, f"mapping failed: {result.reason}", {"entity": doc})
             return None

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from connector_core import codec
 from connector_core.events import (
     EventError,
     FormSubmission,
@@ -200,6 +201,11 @@ async def _fail(fault: Fault) -> Response:
     return status_response(fault)
 
 
+def _json(payload: Any, status: int = 200) -> Response:
+    """Starlette's JSONResponse encodes with the standard library; a batch answer is large enough to care."""
+    return Response(codec.dumps_bytes(payload), status_code=status, media_type="application/json")
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"status": "error", "message": message}, status_code=status)
 
@@ -210,8 +216,8 @@ def create_app(data_file: str | Path | None = None) -> Starlette:
 
     async def receive_events(request: Request) -> Response:
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = codec.loads(await request.body())
+        except ValueError:
             return _error(400, "body is not JSON")
         events = body.get("data") if isinstance(body, dict) else None
         if not isinstance(events, list):
@@ -246,7 +252,7 @@ def create_app(data_file: str | Path | None = None) -> Starlette:
             store.save()
         if fault is not None:
             return await _fail(fault)
-        return JSONResponse({"status": "success", "results": results})
+        return _json({"status": "success", "results": results})
 
     async def list_changes(request: Request) -> Response:
         fault = store.faults.draw("pull")
@@ -262,7 +268,7 @@ def create_app(data_file: str | Path | None = None) -> Starlette:
             return _error(400, str(exc))
         with store.lock:
             rows = [r.to_wire() for r in store.changed_since(since, limit)]
-        return JSONResponse(rows)
+        return _json(rows)
 
     async def by_ref(request: Request) -> Response:
         fault = store.faults.draw("lookup")
