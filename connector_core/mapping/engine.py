@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from connector_core.mapping.conditions import CompiledCondition
 from connector_core.mapping.context import DEFAULT_CONTEXT, MapContext, Scope
@@ -172,7 +172,7 @@ class EntityMapping:
         return MapResult(out, errors, explanation)
 
 
-def _is_mapping(value: Any) -> bool:
+def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
     """``isinstance(value, Mapping)`` with the common case first: the ABC check costs a microsecond."""
     return type(value) is dict or isinstance(value, Mapping)
 
