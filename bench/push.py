@@ -2,12 +2,13 @@
 
 Both push the same entities to a mock server running as its own process (as a remote system is), over
 loopback HTTP, in this run; the figure that matters is the ratio.
-Usage: python bench/push.py [--entities 20000] [--batch-size 500]
+Usage: python bench/push.py [--entities 20000] [--batch-size 500] [--in-flight 4] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,18 +85,40 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--in-flight", type=int, default=4, help="batches sent at once by the second run")
-    args = parser.parse_args()
-    naive_s, naive_n = bench_per_record(args.entities)
-    naive_rate = naive_n / naive_s
-    print(
-        f"one request per record:        {naive_n} records in {naive_s:6.2f}s = {naive_rate:8,.0f} records/s"
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of all measurements; the ratio reported is the median"
     )
-    for in_flight in sorted({1, args.in_flight}):
-        engine_s, engine_n = bench_engine(args.entities, args.batch_size, in_flight)
-        rate = engine_n / engine_s
+    args = parser.parse_args()
+    flights = sorted({1, args.in_flight})
+    ratios: dict[int, list[float]] = {n: [] for n in flights}
+    best_naive = 0.0
+    best_engine: dict[int, float] = dict.fromkeys(flights, 0.0)
+    for round_no in range(1, args.rounds + 1):
+        # Each round measures the baseline and the engine back to back, so a machine that is slower for a
+        # while (a shared host) slows both sides of that round's ratio alike.
+        naive_s, naive_n = bench_per_record(args.entities)
+        naive_rate = naive_n / naive_s
+        best_naive = max(best_naive, naive_rate)
         print(
-            f"engine, batch {args.batch_size}, {in_flight} in flight: {engine_n} records in {engine_s:6.2f}s "
-            f"= {rate:8,.0f} records/s  ratio {rate / naive_rate:.1f}x (goal >= 10x)"
+            f"round {round_no}: one request per record: {naive_n} records in {naive_s:6.2f}s "
+            f"= {naive_rate:8,.0f} records/s"
+        )
+        for in_flight in flights:
+            engine_s, engine_n = bench_engine(args.entities, args.batch_size, in_flight)
+            rate = engine_n / engine_s
+            best_engine[in_flight] = max(best_engine[in_flight], rate)
+            ratios[in_flight].append(rate / naive_rate)
+            print(
+                f"round {round_no}: engine, batch {args.batch_size}, {in_flight} in flight: "
+                f"{engine_n} records in {engine_s:6.2f}s = {rate:8,.0f} records/s  "
+                f"ratio {rate / naive_rate:.1f}x"
+            )
+    print(f"best one request per record: {best_naive:8,.0f} records/s")
+    for in_flight in flights:
+        print(
+            f"engine, {in_flight} in flight: best {best_engine[in_flight]:8,.0f} records/s; "
+            f"ratio median {statistics.median(ratios[in_flight]):.1f}x over {args.rounds} rounds, "
+            f"best-to-best {best_engine[in_flight] / best_naive:.1f}x (goal >= 10x)"
         )
 
 

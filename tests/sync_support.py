@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from connector_core.events import FormSubmission
 from connector_core.project import Project
 from connector_core.retry import RetryPolicy
+from connector_core.state.lease import ConnectorBusy, LeasedStateStore
 from connector_core.testing.server import serve
 from connectors.mock.server import create_app
 
@@ -68,3 +70,21 @@ def event(
 
 def remote_records(client: httpx.Client) -> list[dict]:
     return client.get("/_control/records").json()
+
+
+def contend_for_lease(
+    store: LeasedStateStore, connector: str
+) -> tuple[threading.Thread, list[ConnectorBusy]]:
+    """Ask for ``connector``'s lease in a thread; the list receives the refusal, if any."""
+    refusals: list[ConnectorBusy] = []
+
+    def contend() -> None:
+        try:
+            with store.lease(connector):
+                pass
+        except ConnectorBusy as exc:
+            refusals.append(exc)
+
+    thread = threading.Thread(target=contend)
+    thread.start()
+    return thread, refusals

@@ -206,6 +206,9 @@ def test_reading_past_the_mirror_head_refreshes_it(fake: FakeDataCollect, open_m
     page = mirror.read(None, 10)
     assert len(page.events) == 3 and page.at_end
     assert [e.guid for e in mirror.iter_events(page.cursor)] == []
+    phone_sync(fake, [person(i, ts(i)) for i in range(3, 5)])
+    touches = mirror.read_touches(page.cursor, 10)  # the push's read path refreshes the same way
+    assert len(touches.touches) == 2 and touches.at_end and touches.cursor == mirror.head()
 
 
 def test_since_is_url_encoded_with_microseconds_and_never_a_plus(

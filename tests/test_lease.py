@@ -6,6 +6,7 @@ first push answers slowly, so the first run is still going when the second asks 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import subprocess
@@ -17,10 +18,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sync_support import contend_for_lease
 
 from connector_core.project import Project
 from connector_core.sample import mobile_log
 from connector_core.state import ConnectorBusy, SqliteStateStore
+from connector_core.state.lease import LeaseHolder
 from connector_core.testing.server import serve
 from connectors.mock.server import create_app
 
@@ -145,3 +148,27 @@ def test_a_sqlite_lease_names_its_holder_and_can_be_waited_for(tmp_path: Path) -
     assert order == ["first done", "second runs"]
     first.close()
     second.close()
+
+
+def test_a_sqlite_loser_arriving_before_the_winner_wrote_its_name_still_names_it(tmp_path: Path) -> None:
+    """The winner writes its name just after it takes the lock; a loser in between waits for the name."""
+    store = SqliteStateStore(tmp_path / "state.db")
+    with store.lease("reg"):
+        pass
+    assert (tmp_path / "state.db.reg.lock").read_bytes() == b""  # a released lease names nobody
+    fd = os.open(tmp_path / "state.db.reg.lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a winner that holds the lock and has not written its name yet
+    loser, errors = contend_for_lease(store, "reg")
+    time.sleep(0.2)
+    os.pwrite(
+        fd,
+        LeaseHolder(host="winner-host", pid=4242, started_at="2026-01-01T00:00:00.000Z").encode().encode(),
+        0,
+    )
+    loser.join(5)
+    os.close(fd)
+    assert [str(e) for e in errors] == [
+        "connector 'reg' is already running "
+        "(lease held by pid 4242 on winner-host since 2026-01-01T00:00:00.000Z)"
+    ]
+    store.close()

@@ -9,7 +9,9 @@ from collections.abc import Callable
 import psycopg
 import pytest
 from contracts.statestore_contract import StateStoreContract
+from sync_support import contend_for_lease
 
+from connector_core._postgres import advisory_key
 from connector_core.state import ConnectorBusy, Direction, Link
 from connector_core.state.postgres import MIGRATIONS, PostgresStateStore, SchemaVersionError
 from connector_core.state.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
@@ -160,4 +162,32 @@ def test_a_lease_dies_with_its_session(postgres_url: str, pg_schema: str) -> Non
         with other.lease("reg"):
             pass
         other.close()
+    store.close()
+
+
+def test_a_loser_arriving_between_the_winners_lock_and_its_row_names_the_winner(
+    postgres_url: str, pg_schema: str
+) -> None:
+    """The lock is contested under the holder row's row lock: a loser waits for the winner's row."""
+    store = PostgresStateStore(postgres_url, schema=pg_schema)
+    with store.lease("reg"):  # leaves a released row behind, as every earlier run does
+        pass
+    key = advisory_key("dcsync-lease", pg_schema, "reg")
+    with psycopg.connect(postgres_url, autocommit=True) as winner:
+        with winner.transaction():  # a winner mid-contest: row locked, advisory lock taken, row not written
+            winner.execute(f"SELECT 1 FROM {pg_schema}.dcsync_leases WHERE connector = 'reg' FOR UPDATE")
+            assert winner.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone() == (True,)
+            loser, errors = contend_for_lease(store, "reg")
+            time.sleep(0.3)
+            winner.execute(
+                f"UPDATE {pg_schema}.dcsync_leases SET host = 'winner-host', pid = 4242, "
+                "started_at = '2026-01-01T00:00:00.000Z' WHERE connector = 'reg'"
+            )
+        loser.join(10)
+        assert [str(e) for e in errors] == [
+            "connector 'reg' is already running "
+            "(lease held by pid 4242 on winner-host since 2026-01-01T00:00:00.000Z)"
+        ]
+    with store.lease("reg"):  # the winner's session ended: free again
+        pass
     store.close()

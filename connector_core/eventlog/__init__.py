@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from connector_core.eventlog.base import AppendResult, EventLog, EventPage
+from connector_core.eventlog.base import AppendResult, EventLog, EventPage, EventTouch, TouchPage
 from connector_core.eventlog.jsonl import export_jsonl, import_jsonl, iter_jsonl
 from connector_core.eventlog.sqlite import SchemaVersionError, SqliteEventLog
 
@@ -30,9 +30,11 @@ __all__ = [
     "CopyReport",
     "EventLog",
     "EventPage",
+    "EventTouch",
     "SchemaVersionError",
     "SPEC_HELP",
     "SqliteEventLog",
+    "TouchPage",
     "copy_events",
     "export_jsonl",
     "import_jsonl",

@@ -42,6 +42,42 @@ class EventPage:
     at_end: bool
 
 
+# Events whose answers a push needs (who joined or left a group); for the rest, knowing the entity is enough.
+MEMBERSHIP_EVENTS = frozenset({"create-group", "update-group", "add-member", "remove-member"})
+
+
+@dataclass(frozen=True, slots=True)
+class EventTouch:
+    """What a push needs of one event: the entity it touched, how, and by whom.
+
+    ``data`` is only read for :data:`MEMBERSHIP_EVENTS` (``None`` for every other type): a push takes an
+    entity's current state from the entity table, so decoding every event's answers would be wasted.
+    """
+
+    entity_guid: str
+    type: str
+    user_id: str
+    data: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, event: FormSubmission) -> EventTouch:
+        return cls(
+            event.entity_guid,
+            event.type,
+            event.user_id,
+            event.data if event.type in MEMBERSHIP_EVENTS else None,
+        )
+
+
+@dataclass(slots=True)
+class TouchPage:
+    """:class:`EventTouch` es after a cursor; paged exactly like :class:`EventPage`."""
+
+    touches: list[EventTouch]
+    cursor: str | None
+    at_end: bool
+
+
 @runtime_checkable
 class EventLog(Protocol):
     def append(self, events: Iterable[FormSubmission]) -> AppendResult:
@@ -53,6 +89,10 @@ class EventLog(Protocol):
 
     def read(self, after: str | None, limit: int) -> EventPage:
         """Up to ``limit`` events ingested after ``after`` (``None``: from the start)."""
+        ...
+
+    def read_touches(self, after: str | None, limit: int) -> TouchPage:
+        """What ``read(after, limit)`` would return, as :class:`EventTouch` es: the push's read path."""
         ...
 
     def iter_events(self, after: str | None = None, page_size: int = 1000) -> Iterator[FormSubmission]:

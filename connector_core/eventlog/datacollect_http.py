@@ -43,18 +43,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
 
 from connector_core.entities import Entity, EventIssue
-from connector_core.eventlog.base import AppendResult, EventPage
+from connector_core.eventlog.base import AppendResult, EventPage, TouchPage
 from connector_core.eventlog.sqlite import SqliteEventLog, _referenced_guids
 from connector_core.events import EventError, FormSubmission, format_timestamp, parse_timestamp, utc_now
 from connector_core.logs import register_secret
 
 log = logging.getLogger("dcsync.datacollect")
+_Page = TypeVar("_Page", EventPage, TouchPage)
 
 PULL_PAGE_SIZE = 10
 """Fixed by the backend's route (§3.4); a full page is how the client knows more may follow."""
@@ -849,10 +850,17 @@ class DataCollectEventLog:
     # -- read (the mirror) -------------------------------------------------------------------------
 
     def read(self, after: str | None, limit: int) -> EventPage:
-        page = self.local.read(after, limit)
+        return self._fresh(self.local.read, after, limit)
+
+    def read_touches(self, after: str | None, limit: int) -> TouchPage:
+        return self._fresh(self.local.read_touches, after, limit)
+
+    def _fresh(self, read: Callable[[str | None, int], _Page], after: str | None, limit: int) -> _Page:
+        """A page of the mirror; one that reaches its head first pulls what the tenant has since."""
+        page = read(after, limit)
         if page.at_end and self._refresh_due():
             self.refresh()
-            page = self.local.read(after, limit)
+            page = read(after, limit)
         return page
 
     def iter_events(self, after: str | None = None, page_size: int = 1000) -> Iterator[FormSubmission]:

@@ -25,8 +25,8 @@ from psycopg import sql
 from connector_core import entities as _entities
 from connector_core._postgres import advisory_key, check_identifier, connect, redact_url
 from connector_core.entities import Entity, EventIssue, overlay
-from connector_core.eventlog.base import AppendResult, EventPage
-from connector_core.eventlog.sqlite import _chunks, _dumps, _referenced_guids, parse_cursor
+from connector_core.eventlog.base import AppendResult, EventPage, EventTouch, TouchPage
+from connector_core.eventlog.sqlite import _TOUCH_COLUMNS, _chunks, _dumps, _referenced_guids, parse_cursor
 from connector_core.events import FormSubmission
 
 SCHEMA_VERSION = 1
@@ -71,6 +71,7 @@ _DDL = (
 )
 
 _EVENT_COLUMNS = "seq, guid, entity_guid, type, data, timestamp, user_id, sync_level"
+
 
 # One statement per chunk: arrays in, the rows that were new out. ORDER BY ord makes the sequence follow the
 # caller's order; ON CONFLICT DO NOTHING makes a known guid a no-op. Arrays go in binary (%b): in text form
@@ -294,22 +295,30 @@ class PostgresEventLog:
     # -- read --------------------------------------------------------------------------------------
 
     def read(self, after: str | None, limit: int) -> EventPage:
+        rows, cursor, at_end = self._page(_EVENT_COLUMNS, after, limit)
+        return EventPage(events=[_event_from_row(r) for r in rows], cursor=cursor, at_end=at_end)
+
+    def read_touches(self, after: str | None, limit: int) -> TouchPage:
+        rows, cursor, at_end = self._page(_TOUCH_COLUMNS, after, limit)
+        return TouchPage(
+            touches=[EventTouch(r[1], r[2], r[3], r[4]) for r in rows], cursor=cursor, at_end=at_end
+        )
+
+    def _page(self, columns: str, after: str | None, limit: int) -> tuple[list[Any], str | None, bool]:
+        """Rows of ``columns`` (the first is ``seq``) after ``after``: rows, next cursor, at end."""
         start = parse_cursor(after)
         if limit < 1:
             raise ValueError("limit must be at least 1")
         with self._cursor() as cur:
             rows = cur.execute(
-                self._q(
-                    f"SELECT {_EVENT_COLUMNS} FROM {{s}}.dcsync_events WHERE seq > %s ORDER BY seq LIMIT %s"
-                ),
+                self._q(f"SELECT {columns} FROM {{s}}.dcsync_events WHERE seq > %s ORDER BY seq LIMIT %s"),
                 (start, limit + 1),
             ).fetchall()
             if not rows and start:
                 self._check_not_beyond_head(cur, start)
         at_end = len(rows) <= limit
         rows = rows[:limit]
-        cursor = str(rows[-1][0]) if rows else after
-        return EventPage(events=[_event_from_row(r) for r in rows], cursor=cursor, at_end=at_end)
+        return rows, (str(rows[-1][0]) if rows else after), at_end
 
     def _check_not_beyond_head(self, cur: psycopg.Cursor[Any], start: int) -> None:
         """A cursor past the head belongs to another (replaced or restored) log; following it would

@@ -23,7 +23,7 @@ from typing import Any
 from connector_core import codec
 from connector_core import entities as _entities
 from connector_core.entities import Entity, EventIssue, overlay
-from connector_core.eventlog.base import AppendResult, EventPage
+from connector_core.eventlog.base import MEMBERSHIP_EVENTS, AppendResult, EventPage, EventTouch, TouchPage
 from connector_core.events import FormSubmission
 
 SCHEMA_VERSION = 1
@@ -67,6 +67,11 @@ _SCHEMA = (
 )
 
 _EVENT_COLUMNS = "seq, guid, entity_guid, type, data, timestamp, user_id, sync_level"
+_TOUCH_COLUMNS = (
+    "seq, entity_guid, type, user_id, CASE WHEN type IN ("
+    + ", ".join(f"'{t}'" for t in sorted(MEMBERSHIP_EVENTS))
+    + ") THEN data END"
+)
 _INSERT_EVENT = (
     "INSERT OR IGNORE INTO events (guid, entity_guid, type, data, timestamp, user_id, sync_level) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -345,20 +350,31 @@ class SqliteEventLog:
     # -- read --------------------------------------------------------------------------------------
 
     def read(self, after: str | None, limit: int) -> EventPage:
+        rows, cursor, at_end = self._page(_EVENT_COLUMNS, after, limit)
+        return EventPage(events=[_event_from_row(r) for r in rows], cursor=cursor, at_end=at_end)
+
+    def read_touches(self, after: str | None, limit: int) -> TouchPage:
+        rows, cursor, at_end = self._page(_TOUCH_COLUMNS, after, limit)
+        touches = [
+            EventTouch(r[1], r[2], r[3], codec.loads(r[4]) if r[4] is not None else None) for r in rows
+        ]
+        return TouchPage(touches=touches, cursor=cursor, at_end=at_end)
+
+    def _page(self, columns: str, after: str | None, limit: int) -> tuple[list[Any], str | None, bool]:
+        """Rows of ``columns`` (the first is ``seq``) after ``after``: rows, next cursor, at end."""
         start = parse_cursor(after)
         if limit < 1:
             raise ValueError("limit must be at least 1")
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT {columns} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
                 (start, limit + 1),
             ).fetchall()
             if not rows and start:
                 self._check_not_beyond_head(start)
         at_end = len(rows) <= limit
         rows = rows[:limit]
-        cursor = str(rows[-1][0]) if rows else after
-        return EventPage(events=[_event_from_row(r) for r in rows], cursor=cursor, at_end=at_end)
+        return rows, (str(rows[-1][0]) if rows else after), at_end
 
     def _check_not_beyond_head(self, start: int) -> None:
         """A cursor past the head comes from another (replaced or restored) log; following it would

@@ -543,34 +543,50 @@ class PostgresStateStore:
 
     @contextmanager
     def lease(self, connector: str, *, wait: bool = False) -> Iterator[None]:
-        """A session-level advisory lock on a connection of its own, plus a row naming the holder."""
+        """A session-level advisory lock on a connection of its own, plus a row naming the holder.
+
+        The lock is tried while this connection holds the holder row's row lock, and the row is rewritten
+        before that lock is let go: a process that loses the contest reads the winner's row, never the gap
+        between the winner's lock and its row (nor a dead holder's stale row).
+        """
         key = advisory_key("dcsync-lease", self.schema, connector)
         me = this_process()
         conn = connect(self._url, application_name=f"dcsync lease {connector} pid {me.pid}")
+        claim = self._q(
+            "UPDATE {s}.dcsync_leases SET host = %s, pid = %s, started_at = %s WHERE connector = %s"
+        )
         try:
-            acquired = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-            if not (acquired and acquired[0]):
-                busy = ConnectorBusy(connector, self._holder(conn, connector))
+            conn.execute(
+                self._q(
+                    "INSERT INTO {s}.dcsync_leases (connector, host, pid, started_at) "
+                    "VALUES (%s, '', 0, '') ON CONFLICT (connector) DO NOTHING"
+                ),
+                (connector,),
+            )
+            busy: ConnectorBusy | None = None
+            with conn.transaction():
+                conn.execute(
+                    self._q("SELECT 1 FROM {s}.dcsync_leases WHERE connector = %s FOR UPDATE"), (connector,)
+                )
+                acquired = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+                if acquired and acquired[0]:
+                    conn.execute(claim, (me.host, me.pid, me.started_at, connector))
+                else:
+                    busy = ConnectorBusy(connector, self._holder(conn, connector))
+            if busy is not None:
                 if not wait:
                     raise busy
                 log.warning("%s; waiting for it", busy)
                 conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-            conn.execute(
-                self._q(
-                    "INSERT INTO {s}.dcsync_leases (connector, host, pid, started_at) "
-                    "VALUES (%s, %s, %s, %s) "
-                    "ON CONFLICT (connector) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
-                    "started_at = excluded.started_at"
-                ),
-                (connector, me.host, me.pid, me.started_at),
-            )
+                conn.execute(claim, (me.host, me.pid, me.started_at, connector))
             try:
                 yield
             finally:
                 try:
                     conn.execute(
                         self._q(
-                            "DELETE FROM {s}.dcsync_leases WHERE connector = %s AND host = %s AND pid = %s"
+                            "UPDATE {s}.dcsync_leases SET host = '', pid = 0, started_at = '' "
+                            "WHERE connector = %s AND host = %s AND pid = %s"
                         ),
                         (connector, me.host, me.pid),
                     )
@@ -584,7 +600,9 @@ class PostgresStateStore:
         row = conn.execute(
             self._q("SELECT host, pid, started_at FROM {s}.dcsync_leases WHERE connector = %s"), (connector,)
         ).fetchone()
-        return LeaseHolder(host=row[0], pid=int(row[1]), started_at=row[2]) if row else None
+        if not row or not row[0]:  # no holder written (released, or a dcsync older than this one)
+            return None
+        return LeaseHolder(host=row[0], pid=int(row[1]), started_at=row[2])
 
     # -- checkpoints -------------------------------------------------------------------------------
 

@@ -14,12 +14,14 @@ before it is sent again, and turned into an update if it is there: a retry never
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import Any
 
 from connector_core.connector import (
@@ -31,7 +33,8 @@ from connector_core.connector import (
     TransientError,
 )
 from connector_core.entities import Entity
-from connector_core.events import FormSubmission, now_timestamp
+from connector_core.eventlog.base import EventTouch
+from connector_core.events import now_timestamp
 from connector_core.mapping import MapContext
 from connector_core.retry import call_with_retry
 from connector_core.state.base import Direction, Link, StateTxn
@@ -40,7 +43,7 @@ from connector_core.sync.report import Counts, DirectionReport, PlannedOperation
 
 log = logging.getLogger("dcsync.push")
 
-_MEMBER_EVENTS = {"create-group", "update-group", "add-member"}
+_MEMBER_EVENTS = {"create-group", "update-group", "add-member"}  # with remove-member: MEMBERSHIP_EVENTS
 
 
 @dataclass
@@ -51,7 +54,7 @@ class PageChanges:
     unlinks: list[tuple[str, str]] = field(default_factory=list)  # (group guid, member guid)
 
 
-def touched_entities(events: Iterable[FormSubmission], own_user_id: str) -> PageChanges:
+def touched_entities(events: Iterable[EventTouch], own_user_id: str) -> PageChanges:
     """Entity guids a page changed (first-touch order) and memberships it ended, minus this
     connector's own pulls (echo suppression)."""
     seen: dict[str, None] = {}
@@ -60,6 +63,8 @@ def touched_entities(events: Iterable[FormSubmission], own_user_id: str) -> Page
         if event.user_id == own_user_id:
             continue
         seen.setdefault(event.entity_guid, None)
+        if not event.data:
+            continue
         if event.type in _MEMBER_EVENTS:
             for member in event.data.get("members") or []:
                 if isinstance(member, dict) and member.get("guid"):
@@ -89,6 +94,12 @@ def _depths(entities: dict[str, Entity]) -> dict[str, int]:
     for guid in entities:
         depth(guid, frozenset())
     return depths
+
+
+def _batched(items: Iterable[_Planned], size: int) -> Iterator[list[_Planned]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
 
 
 @dataclass
@@ -170,8 +181,8 @@ class Pusher:
         depths = _depths(entities)
         for level in sorted(set(depths.values())):
             wave = [entities[g] for g in guids if g in entities and depths[g] == level]
-            self._deliver([p for e in wave if (p := self._plan(e, links.get(e.guid)))])
-        self._deliver([p for group, member in unlinks if (p := self._plan_unlink(group, member))])
+            self._deliver(p for e in wave if (p := self._plan(e, links.get(e.guid))))
+        self._deliver(p for group, member in unlinks if (p := self._plan_unlink(group, member)))
         self._deliver(
             [
                 _Planned(
@@ -316,45 +327,42 @@ class Pusher:
             self._parked.pop(ref, None)
             self._open_letters.add(ref)
 
-    def _deliver(self, planned: list[_Planned]) -> None:
-        """Send ``planned`` in batches, up to ``in_flight`` requests at once; outcomes commit in order."""
+    def _deliver(self, planned: Iterable[_Planned]) -> None:
+        """Send ``planned`` in batches, up to ``in_flight`` requests at once; outcomes commit in order.
+
+        ``planned`` is consumed lazily: the next batch is planned (read, mapped, compared) while the
+        batches before it are on the wire, so the remote and this process work at the same time even
+        with one request in flight. Records of one call never depend on each other (parents go in an
+        earlier call), so planning ahead of a commit sees nothing stale.
+        """
         ctx = self.ctx
-        size = ctx.batch_size
-        batches = [planned[start : start + size] for start in range(0, len(planned), size)]
+        batches = _batched(planned, ctx.batch_size)
         if ctx.dry_run:
             for batch in batches:
                 self._rehearse(batch)
             return
         stopped: RunStopped | None = None
-        sent = 0
-        if ctx.in_flight <= 1:
-            for batch in batches:
-                if ctx.stop.is_set():
-                    break
-                self._record_intents(batch)
-                sent += 1
-                stopped = self._settle(batch, self._send(batch))
-                if stopped is not None:
-                    raise stopped
-        else:
-            pending: deque[tuple[list[_Planned], Future[_Sent]]] = deque()
-            with ThreadPoolExecutor(ctx.in_flight, thread_name_prefix=f"push-{ctx.name}") as pool:
+        pending: deque[tuple[list[_Planned], Future[_Sent]]] = deque()
+        with ThreadPoolExecutor(ctx.in_flight, thread_name_prefix=f"push-{ctx.name}") as pool:
+            try:
                 for batch in batches:
-                    if ctx.stop.is_set() or stopped is not None:
-                        break
-                    self._record_intents(batch)
-                    sent += 1
-                    pending.append((batch, pool.submit(self._send, batch)))
-                    while len(pending) >= ctx.in_flight:
+                    while pending and (len(pending) >= ctx.in_flight or stopped is not None):
                         done, future = pending.popleft()
                         stopped = self._settle(done, future.result()) or stopped
-                while pending:
+                    if stopped is not None or ctx.stop.is_set():
+                        stopped = stopped or RunStopped(
+                            "shutdown requested; the checkpoint stays before the undelivered records"
+                        )
+                        break
+                    self._record_intents(batch)
+                    # the worker logs with this run's id: copy the context the log lines read it from
+                    pending.append((batch, pool.submit(contextvars.copy_context().run, self._send, batch)))
+            finally:
+                while pending:  # whatever left is answered and committed, even when planning failed
                     done, future = pending.popleft()
                     stopped = self._settle(done, future.result()) or stopped
-            if stopped is not None:
-                raise stopped
-        if sent < len(batches):
-            raise RunStopped("shutdown requested; the checkpoint stays before the undelivered records")
+        if stopped is not None:
+            raise stopped
 
     def _rehearse(self, batch: list[_Planned]) -> None:
         for item in batch:
@@ -566,11 +574,11 @@ def run_push(ctx: SyncContext, report: DirectionReport) -> None:
     pusher = Pusher(ctx, report.counts, report.plan if ctx.dry_run else None)
     total = ctx.eventlog.count(cursor) if ctx.on_progress is not None else None
     while not ctx.stop.is_set():
-        page = ctx.eventlog.read(cursor, ctx.page_size)
-        if not page.events:
+        page = ctx.eventlog.read_touches(cursor, ctx.page_size)
+        if not page.touches:
             break
-        report.counts.read += len(page.events)
-        changes = touched_entities(page.events, ctx.user_id)
+        report.counts.read += len(page.touches)
+        changes = touched_entities(page.touches, ctx.user_id)
         pusher.push_entities(changes.entities, changes.unlinks)
         if not ctx.dry_run:
             with ctx.state.transaction() as tx:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from connector_core import entities
-from connector_core.eventlog.base import EventLog
+from connector_core.eventlog.base import MEMBERSHIP_EVENTS, EventLog, EventTouch
 from connector_core.events import FormSubmission
 
 from .scenarios import as_docs, event, fold_state, group_log, mobile_log, ts
@@ -161,11 +161,30 @@ class EventLogContract:
         assert [e.guid for e in log.iter_events(page_size=2)] == [e.guid for e in batch]
         assert list(log.iter_events(log.head(), page_size=2)) == []
 
+    def test_touches_page_exactly_like_events_and_carry_only_membership_answers(self, log: EventLog) -> None:
+        batch = mobile_log() + group_log() + [event("remove-member", "g-smith", {"memberId": "p-mary"})]
+        log.append(batch)
+        cursor: str | None = None
+        for _ in range(len(batch)):
+            events, touches = log.read(cursor, 3), log.read_touches(cursor, 3)
+            assert (touches.cursor, touches.at_end) == (events.cursor, events.at_end)
+            assert touches.touches == [EventTouch.of(e) for e in events.events]
+            cursor = events.cursor
+            if events.at_end:
+                break
+        assert cursor == log.head()
+        touches = log.read_touches(None, len(batch)).touches
+        assert [t.data is not None for t in touches] == [e.type in MEMBERSHIP_EVENTS for e in batch]
+        assert touches[-1].data == {"memberId": "p-mary"}
+        assert log.read_touches(log.head(), 5).touches == []
+
     @pytest.mark.parametrize("bad", ["not-a-cursor", "", "1.5", "-1", "0x10"])
     def test_a_malformed_cursor_is_refused_clearly(self, log: EventLog, bad: str) -> None:
         log.append(mobile_log())
         with pytest.raises(ValueError, match="cursor"):
             log.read(bad, 10)
+        with pytest.raises(ValueError, match="cursor"):
+            log.read_touches(bad, 10)
         with pytest.raises(ValueError, match="cursor"):
             log.count(bad)
         with pytest.raises(ValueError, match="cursor"):
