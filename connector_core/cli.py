@@ -14,9 +14,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -451,7 +452,8 @@ DeadLetterIds = Annotated[list[int] | None, typer.Argument(help="Dead letter ids
 AllOpen = Annotated[bool, typer.Option("--all", help="Every open dead letter of the connector.")]
 
 
-def _select_letters(project: Any, connector: str, ids: list[int] | None, all_: bool) -> list[Any]:
+def _select_letters(project: Any, connector: str, ids: list[int] | None, all_: bool) -> Iterable[Any]:
+    """The named open dead letters, or with ``--all`` a stream of every open one (a page held at a time)."""
     if ids:
         letters = [project.state.get_dead_letter(i) for i in ids]
         missing = [str(i) for i, d in zip(ids, letters, strict=True) if d is None or d.connector != connector]
@@ -460,7 +462,7 @@ def _select_letters(project: Any, connector: str, ids: list[int] | None, all_: b
         return [d for d in letters if d is not None and d.status == "open"]
     if not all_:
         fail("name dead letter ids, or pass --all")
-    return list(project.state.dead_letters(connector, "open", limit=1_000_000))
+    return project.state.iter_dead_letters(connector, "open")
 
 
 @dlq_app.command("replay")
@@ -478,10 +480,10 @@ def dlq_replay(
         letters = _select_letters(project, connector, ids, all_)
         with sync_session(project, connector) as ctx:
             report = replay(ctx, letters)
-        still_open = len(project.state.dead_letters(connector, "open", limit=1_000_000))
+        still_open = project.state.open_counts(connector).dead_letters
     c = report.counts
     out.print(
-        f"replayed {len(letters)}: {c.created} created, {c.updated} updated, {c.appended} appended, "
+        f"replayed {c.read}: {c.created} created, {c.updated} updated, {c.appended} appended, "
         f"{c.dead_lettered} failed again; {still_open} dead letters still open"
     )
     if c.dead_lettered:
@@ -497,11 +499,14 @@ def dlq_discard(
 ) -> None:
     """Close dead letters without delivering them (kept as history)."""
     with handled(), _project(config) as project:
-        letters = _select_letters(project, connector, ids, all_)
-        with project.state.transaction() as tx:
-            for letter in letters:
-                tx.resolve_dead_letter(letter.connector, letter.direction, letter.ref, "discarded")
-    out.print(f"discarded {len(letters)} dead letters")
+        stream = iter(_select_letters(project, connector, ids, all_))
+        discarded = 0
+        while page := list(islice(stream, 1000)):  # one transaction per page: a million commit in parts
+            with project.state.transaction() as tx:
+                for letter in page:
+                    tx.resolve_dead_letter(letter.connector, letter.direction, letter.ref, "discarded")
+            discarded += len(page)
+    out.print(f"discarded {discarded} dead letters")
 
 
 @conflicts_app.command("list")
@@ -669,9 +674,7 @@ def status(
                     "last_error": last[0].error if last else None,
                     "next_run": format_timestamp(min(nexts)) if nexts else None,
                     "push_lag": project.eventlog.count(checkpoint),
-                    "dead_letters": len(project.state.dead_letters(name, "open", limit=1_000_000)),
-                    "conflicts": len(project.state.conflicts(name, "open", limit=1_000_000)),
-                    "parked": len(project.state.parked(name, limit=1_000_000)),
+                    **asdict(project.state.open_counts(name)),
                 }
             )
     if as_json:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from connector_core.state.base import OpenCounts
 from connector_core.sync.report import RunReport
 
 
@@ -44,6 +45,12 @@ class Metrics:
         )
         self.dead_letters = Gauge("dcsync_dead_letters_open", "Open dead letters", ["connector"], registry=r)
         self.conflicts = Gauge("dcsync_conflicts_open", "Open conflicts", ["connector"], registry=r)
+        self.parked = Gauge(
+            "dcsync_parked_children",
+            "Children waiting for their parent to be delivered",
+            ["connector"],
+            registry=r,
+        )
         self.last_success = Gauge(
             "dcsync_last_success_timestamp_seconds",
             "When the connector last ran without error",
@@ -80,10 +87,11 @@ class Metrics:
     def record_failure(self, connector: str, direction: str) -> None:
         self.runs.labels(connector, direction, "failed").inc()
 
-    def set_levels(self, connector: str, *, lag: int, dead_letters: int, conflicts: int) -> None:
+    def set_levels(self, connector: str, *, lag: int, waiting: OpenCounts) -> None:
         self.push_lag.labels(connector).set(lag)
-        self.dead_letters.labels(connector).set(dead_letters)
-        self.conflicts.labels(connector).set(conflicts)
+        self.dead_letters.labels(connector).set(waiting.dead_letters)
+        self.conflicts.labels(connector).set(waiting.conflicts)
+        self.parked.labels(connector).set(waiting.parked)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

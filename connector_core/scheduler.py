@@ -264,8 +264,5 @@ class Scheduler:
 
         checkpoint = project.state.get_checkpoint(connector, Direction.PUSH)
         self.metrics.set_levels(
-            connector,
-            lag=project.eventlog.count(checkpoint),
-            dead_letters=len(project.state.dead_letters(connector, "open", limit=1_000_000)),
-            conflicts=len(project.state.conflicts(connector, "open", limit=1_000_000)),
+            connector, lag=project.eventlog.count(checkpoint), waiting=project.state.open_counts(connector)
         )

@@ -97,7 +97,7 @@ def test_a_canonical_looking_timestamp_is_still_checked(bad: str) -> None:
 
 @pytest.mark.parametrize("name", ["mock|g1|create-individual|{}", "ü|中|" + "x" * 500, ""])
 def test_the_mock_event_guid_is_uuid5(name: str) -> None:
-    assert _uuid5(name) == str(uuid.uuid5(_EVENT_NS, name))
+    assert _uuid5(name.encode()) == str(uuid.uuid5(_EVENT_NS, name))
 
 
 def test_a_run_restores_the_collector_threshold() -> None:

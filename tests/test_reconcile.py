@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from connector_core.cli import app
 from connector_core.project import Project
-from connector_core.state.base import Direction
+from connector_core.state.base import Direction, OpenCounts
 from connector_core.sync.runner import run_connector
 
 PAST = "2025-03-01T10:00:00.000Z"
@@ -237,6 +237,61 @@ def test_dead_letters_are_replayed_once_the_cause_is_fixed(
     assert "1 created" in fixed.stdout and project.state.dead_letters("reg") == []
     assert [r["entityGuid"] for r in remote_records(mock_server)] == ["p9"]
     assert project.state.get_dead_letter(letter.id).status == "replayed"
+
+
+def test_more_parked_children_than_a_page_are_all_delivered_once_their_parent_lands(
+    make_project: Callable[..., Project], mock_server: httpx.Client, tmp_path: Path
+) -> None:
+    """The end-of-run retry walks the parked children a page at a time: none is missed or sent twice."""
+    project = make_project("    park_limit: 5\n", page_size=3, batch_size=2)
+    mock_server.put("/_control/faults", json={"reject": {"hh": "household rejected by the registry"}})
+    kids = [f"kid-{i}" for i in range(8)]
+    project.eventlog.append(
+        [event("h", "hh", "create-individual", {"entityName": "household", "household_name": "H"})]
+        + [
+            event(f"c{i}", kid, "create-individual", {"entityName": "individual", "parentGuid": "hh"})
+            for i, kid in enumerate(kids)
+        ]
+    )
+    first = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert first.push.counts.parked == 8 and first.push.counts.dead_lettered == 1
+    assert project.state.open_counts("reg").parked == 8
+    mock_server.put("/_control/faults", json={})
+    replayed = CliRunner().invoke(app, ["dlq", "replay", "reg", "--all", "-c", str(tmp_path / "dcsync.yaml")])
+    assert replayed.exit_code == 0 and "replayed 1: 1 created" in replayed.stdout, replayed.output
+    second = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert second.push.counts.created == 8 and second.push.counts.parked == 0
+    hh = next(r for r in remote_records(mock_server) if r["entityGuid"] == "hh")
+    delivered = [r for r in remote_records(mock_server) if r["entityGuid"] in kids]
+    assert sorted(r["entityGuid"] for r in delivered) == kids
+    assert {r["data"]["parentExternalId"] for r in delivered} == {hh["id"]}
+    assert mock_server.get("/_control/stats").json()["duplicate_creates"] == {}
+    assert project.state.open_counts("reg") == OpenCounts(dead_letters=0, conflicts=0, parked=0)
+
+
+def test_replay_and_discard_of_all_dead_letters_go_a_page_at_a_time_and_miss_none(
+    make_project: Callable[..., Project], mock_server: httpx.Client, tmp_path: Path
+) -> None:
+    project = make_project(page_size=3, batch_size=2)
+    refs = [f"p{i}" for i in range(10)]
+    mock_server.put("/_control/faults", json={"reject": dict.fromkeys(refs, "registry is read-only")})
+    project.eventlog.append(
+        [event(f"e{i}", ref, "create-individual", {"entityName": "individual"}) for i, ref in enumerate(refs)]
+    )
+    run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert project.state.open_counts("reg").dead_letters == 10
+    config = str(tmp_path / "dcsync.yaml")
+    runner = CliRunner()
+    mock_server.put("/_control/faults", json={"reject": {"p9": "still read-only for this one"}})
+    replayed = runner.invoke(app, ["dlq", "replay", "reg", "--all", "-c", config], env={"COLUMNS": "200"})
+    assert replayed.exit_code == 1, replayed.output
+    assert "replayed 10: 9 created" in replayed.stdout and "1 dead letters still open" in replayed.stdout
+    assert sorted(r["entityGuid"] for r in remote_records(mock_server)) == refs[:9]
+    (left,) = project.state.dead_letters("reg")
+    assert left.ref == "p9" and left.attempts == 2 and "still read-only" in left.reason
+    discarded = runner.invoke(app, ["dlq", "discard", "reg", "--all", "-c", config])
+    assert discarded.exit_code == 0 and "discarded 1 dead letters" in discarded.stdout
+    assert project.state.open_counts("reg").dead_letters == 0
 
 
 def test_a_removed_member_reaches_the_remote_as_an_unlink(

@@ -194,6 +194,7 @@ def test_status_shows_dead_letters_and_the_metrics_endpoint_serves_counters(
     scraped = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     assert 'dcsync_runs_total{connector="reg",direction="push",outcome="ok"} 1.0' in scraped
     assert 'dcsync_dead_letters_open{connector="reg"} 1.0' in scraped
+    assert 'dcsync_parked_children{connector="reg"} 0.0' in scraped
     assert 'dcsync_records_total{connector="reg",direction="push",result="created"} 7.0' in scraped
 
 

@@ -103,6 +103,16 @@ class RunRecord:
     error: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class OpenCounts:
+    """What waits for an operator on one connector, counted by the store rather than by listing rows,
+    so ``dcsync status`` and the metrics cost the same with ten open dead letters or a million."""
+
+    dead_letters: int
+    conflicts: int
+    parked: int
+
+
 @runtime_checkable
 class StateTxn(Protocol):
     """Writes that commit together when the ``transaction()`` block exits without an exception."""
@@ -191,6 +201,18 @@ class StateStore(Protocol):
         self, connector: str | None = None, status: str | None = "open", limit: int = 100
     ) -> list[DeadLetter]: ...
 
+    def iter_dead_letters(
+        self, connector: str, status: str | None = "open", page_size: int = 1000
+    ) -> Iterator[DeadLetter]:
+        """Every dead letter of ``connector`` (with ``status``, ``None``: any) oldest first, a page per
+        query: ``dlq replay --all`` over a million letters holds one page. Rows resolved while the
+        iteration runs are not seen again."""
+        ...
+
+    def open_dead_letter_refs(self, connector: str, direction: Direction, refs: Iterable[str]) -> set[str]:
+        """Which of ``refs`` have an open dead letter in ``direction`` (closed by a later delivery)."""
+        ...
+
     def get_dead_letter(self, dead_letter_id: int) -> DeadLetter | None: ...
 
     def start_run(self, connector: str, direction: str, trigger: str) -> int: ...
@@ -206,6 +228,19 @@ class StateStore(Protocol):
     def intents(self, connector: str) -> set[str]: ...
 
     def parked(self, connector: str, limit: int = 1000) -> list[Parked]: ...
+
+    def iter_parked(self, connector: str, page_size: int = 1000) -> Iterator[Parked]:
+        """Every parked child of ``connector`` in guid order, a page per query; children unparked or
+        parked again while the iteration runs are not seen twice."""
+        ...
+
+    def parked_attempts(self, connector: str, entity_guids: Iterable[str]) -> dict[str, int]:
+        """The parked ones among ``entity_guids``, with the runs each has waited so far."""
+        ...
+
+    def open_counts(self, connector: str) -> OpenCounts:
+        """Open dead letters (both directions), open conflicts and parked children of ``connector``."""
+        ...
 
     def conflicts(
         self, connector: str | None = None, status: str | None = "open", limit: int = 100

@@ -28,12 +28,14 @@ from psycopg.types.json import Jsonb
 
 from connector_core._postgres import advisory_key, check_identifier, connect, redact_url
 from connector_core.events import now_timestamp
+from connector_core.state._rows import keyset_pages
 from connector_core.state.base import (
     Conflict,
     DeadLetter,
     Direction,
     DuplicateExternalIdError,
     Link,
+    OpenCounts,
     Parked,
     RunRecord,
 )
@@ -647,18 +649,20 @@ class PostgresStateStore:
 
     def iter_links(self, connector: str, page_size: int = 1000) -> Iterator[Link]:
         """Every link of ``connector`` in guid order, a page per query, so memory stays flat."""
-        last = ""
-        while True:
-            rows = self._rows(
-                f"SELECT {_LINK_COLUMNS} FROM {{s}}.links WHERE connector = %s AND entity_guid > %s "
-                "ORDER BY entity_guid LIMIT %s",
-                (connector, last, page_size),
-            )
-            for row in rows:
-                yield _link_from_row(row)
-            if len(rows) < page_size:
-                return
-            last = rows[-1][1]
+        select = (
+            f"SELECT {_LINK_COLUMNS} FROM {{s}}.links WHERE connector = %s AND entity_guid > %s "
+            "ORDER BY entity_guid LIMIT %s"
+        )
+        for row in self._pages(select, (connector,), 1, "", page_size):
+            yield _link_from_row(row)
+
+    def _pages(
+        self, select: str, params: tuple[Any, ...], key: int, start: Any, page_size: int
+    ) -> Iterator[Any]:
+        """``select`` takes ``params``, the last key seen and the page size: see :func:`keyset_pages`."""
+        return keyset_pages(
+            lambda last: self._rows(select, (*params, last, page_size)), key, start, page_size
+        )
 
     # -- dead letters ------------------------------------------------------------------------------
 
@@ -684,6 +688,27 @@ class PostgresStateStore:
         )
         return [_dead_letter_from_row(row) for row in rows]
 
+    def iter_dead_letters(
+        self, connector: str, status: str | None = "open", page_size: int = 1000
+    ) -> Iterator[DeadLetter]:
+        select = (
+            f"SELECT {_DEAD_LETTER_COLUMNS} FROM {{s}}.dead_letters WHERE connector = %s "
+            "AND (%s::text IS NULL OR status = %s) AND id > %s ORDER BY id LIMIT %s"
+        )
+        for row in self._pages(select, (connector, status, status), 0, 0, page_size):
+            yield _dead_letter_from_row(row)
+
+    def open_dead_letter_refs(self, connector: str, direction: Direction, refs: Iterable[str]) -> set[str]:
+        wanted = list(dict.fromkeys(refs))
+        if not wanted:
+            return set()
+        rows = self._rows(
+            "SELECT ref FROM {s}.dead_letters WHERE connector = %s AND direction = %s AND status = 'open' "
+            "AND ref = ANY(%s)",
+            (connector, Direction(direction).value, wanted),
+        )
+        return {row[0] for row in rows}
+
     def get_dead_letter(self, dead_letter_id: int) -> DeadLetter | None:
         row = self._row(
             f"SELECT {_DEAD_LETTER_COLUMNS} FROM {{s}}.dead_letters WHERE id = %s", (dead_letter_id,)
@@ -703,6 +728,34 @@ class PostgresStateStore:
             (connector, limit),
         )
         return [Parked(*row) for row in rows]
+
+    def iter_parked(self, connector: str, page_size: int = 1000) -> Iterator[Parked]:
+        select = (
+            f"SELECT {_PARKED_COLUMNS} FROM {{s}}.parked WHERE connector = %s AND entity_guid > %s "
+            "ORDER BY entity_guid LIMIT %s"
+        )
+        for row in self._pages(select, (connector,), 1, "", page_size):
+            yield Parked(*row)
+
+    def parked_attempts(self, connector: str, entity_guids: Iterable[str]) -> dict[str, int]:
+        guids = list(dict.fromkeys(entity_guids))
+        if not guids:
+            return {}
+        rows = self._rows(
+            "SELECT entity_guid, attempts FROM {s}.parked WHERE connector = %s AND entity_guid = ANY(%s)",
+            (connector, guids),
+        )
+        return {row[0]: row[1] for row in rows}
+
+    def open_counts(self, connector: str) -> OpenCounts:
+        row = self._row(
+            "SELECT (SELECT count(*) FROM {s}.dead_letters WHERE status = 'open' AND connector = %s), "
+            "(SELECT count(*) FROM {s}.conflicts WHERE status = 'open' AND connector = %s), "
+            "(SELECT count(*) FROM {s}.parked WHERE connector = %s)",
+            (connector, connector, connector),
+        )
+        assert row is not None
+        return OpenCounts(*(int(n) for n in row))
 
     def conflicts(
         self, connector: str | None = None, status: str | None = "open", limit: int = 100

@@ -25,12 +25,14 @@ from typing import Any
 
 from connector_core import codec
 from connector_core.events import now_timestamp
+from connector_core.state._rows import keyset_pages
 from connector_core.state.base import (
     Conflict,
     DeadLetter,
     Direction,
     DuplicateExternalIdError,
     Link,
+    OpenCounts,
     Parked,
     RunRecord,
 )
@@ -384,9 +386,14 @@ class SqliteStateTxn:
         )
 
     def clear_intents(self, connector: str, refs: Iterable[str]) -> None:
-        self._c().executemany(
-            "DELETE FROM intents WHERE connector = ? AND ref = ?", [(connector, ref) for ref in refs]
-        )
+        # one statement per chunk: a delete per ref costs twice as much for a batch's refs
+        conn, wanted = self._c(), list(refs)
+        for start in range(0, len(wanted), _IN_CHUNK):
+            part = wanted[start : start + _IN_CHUNK]
+            conn.execute(
+                f"DELETE FROM intents WHERE connector = ? AND ref IN ({','.join('?' * len(part))})",
+                (connector, *part),
+            )
 
     def park(self, connector: str, entity_guid: str, parent_guid: str, reason: str) -> None:
         now = now_timestamp()
@@ -582,18 +589,35 @@ class SqliteStateStore:
         return _link_from_row(row) if row else None
 
     def get_links(self, connector: str, entity_guids: Iterable[str]) -> dict[str, Link]:
-        guids = list(dict.fromkeys(entity_guids))
-        found: dict[str, Link] = {}
+        rows = self._rows_in(
+            f"SELECT {_LINK_COLUMNS} FROM links WHERE connector = ? AND entity_guid",
+            (connector,),
+            entity_guids,
+        )
+        return {row[1]: _link_from_row(row) for row in rows}
+
+    def _rows_in(
+        self, select: str, params: tuple[Any, ...], keys: Iterable[str]
+    ) -> Iterator[tuple[Any, ...]]:
+        """``select`` (ending in the column to match) ``IN`` the distinct ``keys``, a chunk per query."""
+        wanted = list(dict.fromkeys(keys))
         with self._lock:
-            for start in range(0, len(guids), _IN_CHUNK):
-                part = guids[start : start + _IN_CHUNK]
-                marks = ",".join("?" * len(part))
-                for row in self._conn.execute(
-                    f"SELECT {_LINK_COLUMNS} FROM links WHERE connector = ? AND entity_guid IN ({marks})",
-                    (connector, *part),
-                ):
-                    found[row[1]] = _link_from_row(row)
-        return found
+            for start in range(0, len(wanted), _IN_CHUNK):
+                part = wanted[start : start + _IN_CHUNK]
+                yield from self._conn.execute(
+                    f"{select} IN ({','.join('?' * len(part))})", (*params, *part)
+                ).fetchall()
+
+    def _pages(
+        self, select: str, params: tuple[Any, ...], key: int, start: Any, page_size: int
+    ) -> Iterator[Any]:
+        """``select`` takes ``params``, the last key seen and the page size: see :func:`keyset_pages`."""
+
+        def fetch(last: Any) -> list[tuple[Any, ...]]:
+            with self._lock:
+                return self._conn.execute(select, (*params, last, page_size)).fetchall()
+
+        return keyset_pages(fetch, key, start, page_size)
 
     def find_link(self, connector: str, external_id: str) -> Link | None:
         with self._lock:
@@ -605,19 +629,12 @@ class SqliteStateStore:
 
     def iter_links(self, connector: str, page_size: int = 1000) -> Iterator[Link]:
         """Every link of ``connector`` in guid order, a page per query, so memory stays flat."""
-        last = ""
-        while True:
-            with self._lock:
-                rows = self._conn.execute(
-                    f"SELECT {_LINK_COLUMNS} FROM links WHERE connector = ? AND entity_guid > ? "
-                    "ORDER BY entity_guid LIMIT ?",
-                    (connector, last, page_size),
-                ).fetchall()
-            for row in rows:
-                yield _link_from_row(row)
-            if len(rows) < page_size:
-                return
-            last = rows[-1][1]
+        select = (
+            f"SELECT {_LINK_COLUMNS} FROM links WHERE connector = ? AND entity_guid > ? "
+            "ORDER BY entity_guid LIMIT ?"
+        )
+        for row in self._pages(select, (connector,), 1, "", page_size):
+            yield _link_from_row(row)
 
     # -- dead letters ------------------------------------------------------------------------------
 
@@ -644,6 +661,24 @@ class SqliteStateStore:
                 f"SELECT {columns} FROM {table} {clause} ORDER BY id LIMIT ?", (*params, limit)
             ).fetchall()
 
+    def iter_dead_letters(
+        self, connector: str, status: str | None = "open", page_size: int = 1000
+    ) -> Iterator[DeadLetter]:
+        select = (
+            f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters WHERE connector = ? "
+            "AND (? IS NULL OR status = ?) AND id > ? ORDER BY id LIMIT ?"
+        )
+        for row in self._pages(select, (connector, status, status), 0, 0, page_size):
+            yield _dead_letter_from_row(row)
+
+    def open_dead_letter_refs(self, connector: str, direction: Direction, refs: Iterable[str]) -> set[str]:
+        rows = self._rows_in(
+            "SELECT ref FROM dead_letters WHERE connector = ? AND direction = ? AND status = 'open' AND ref",
+            (connector, Direction(direction).value),
+            refs,
+        )
+        return {row[0] for row in rows}
+
     def get_dead_letter(self, dead_letter_id: int) -> DeadLetter | None:
         with self._lock:
             row = self._conn.execute(
@@ -666,6 +701,32 @@ class SqliteStateStore:
             ).fetchall()
         return [Parked(*row) for row in rows]
 
+    def iter_parked(self, connector: str, page_size: int = 1000) -> Iterator[Parked]:
+        select = (
+            f"SELECT {_PARKED_COLUMNS} FROM parked WHERE connector = ? AND entity_guid > ? "
+            "ORDER BY entity_guid LIMIT ?"
+        )
+        for row in self._pages(select, (connector,), 1, "", page_size):
+            yield Parked(*row)
+
+    def parked_attempts(self, connector: str, entity_guids: Iterable[str]) -> dict[str, int]:
+        rows = self._rows_in(
+            "SELECT entity_guid, attempts FROM parked WHERE connector = ? AND entity_guid",
+            (connector,),
+            entity_guids,
+        )
+        return {row[0]: row[1] for row in rows}
+
+    def open_counts(self, connector: str) -> OpenCounts:
+        with self._lock:
+            (counts,) = self._conn.execute(
+                "SELECT (SELECT count(*) FROM dead_letters WHERE status = 'open' AND connector = ?), "
+                "(SELECT count(*) FROM conflicts WHERE status = 'open' AND connector = ?), "
+                "(SELECT count(*) FROM parked WHERE connector = ?)",
+                (connector, connector, connector),
+            ).fetchall()
+        return OpenCounts(*counts)
+
     def conflicts(
         self, connector: str | None = None, status: str | None = "open", limit: int = 100
     ) -> list[Conflict]:
@@ -680,19 +741,12 @@ class SqliteStateStore:
         return _conflict_from_row(row) if row else None
 
     def open_conflicts(self, connector: str, entity_guids: Iterable[str]) -> set[str]:
-        guids = list(dict.fromkeys(entity_guids))
-        found: set[str] = set()
-        with self._lock:
-            for start in range(0, len(guids), _IN_CHUNK):
-                part = guids[start : start + _IN_CHUNK]
-                marks = ",".join("?" * len(part))
-                rows = self._conn.execute(
-                    f"SELECT entity_guid FROM conflicts WHERE connector = ? AND status = 'open' "
-                    f"AND entity_guid IN ({marks})",
-                    (connector, *part),
-                ).fetchall()
-                found.update(row[0] for row in rows)
-        return found
+        rows = self._rows_in(
+            "SELECT entity_guid FROM conflicts WHERE connector = ? AND status = 'open' AND entity_guid",
+            (connector,),
+            entity_guids,
+        )
+        return {row[0] for row in rows}
 
     # -- scheduled ticks -------------------------------------------------------------------------------
 

@@ -132,15 +132,14 @@ class Pusher:
         self._count_lock = threading.Lock()
         self.counts = counts
         self.plan = plan
-        self._links: dict[str, str] = {}  # delivered in this run: entity guid -> external id
+        # What a page needs to know, loaded with the page and dropped after it (memory stays flat however
+        # many links, parked children and dead letters the store holds): entity guid -> external id of
+        # what this page delivered or refers to as a parent, parked guid -> runs waited, open dead letters.
+        self._links: dict[str, str] = {}
+        self._parked: dict[str, int] = {}
+        self._open_letters: set[str] = set()
         self._stale_intents = ctx.state.intents(ctx.name) if not ctx.dry_run else set()
-        self._parked = {p.entity_guid: p.attempts for p in ctx.state.parked(ctx.name, limit=1_000_000)}
-        self._open_letters = {
-            d.ref
-            for d in ctx.state.dead_letters(ctx.name, "open", limit=1_000_000)
-            if d.direction == Direction.PUSH
-        }
-        self._parked_now: set[str] = set()
+        self._parked_now: set[str] = set()  # parked in this run: a retry at its end is no new attempt
         self._map_context = MapContext(link=self.external_id)
         if self._stale_intents:
             log.warning(
@@ -176,6 +175,10 @@ class Pusher:
             guids = [g for g in guids if g not in held]
         entities = ctx.eventlog.get_entities(guids)
         links = ctx.state.get_links(ctx.name, guids)
+        if not ctx.dry_run:  # a rehearsal keeps what it pretended to deliver: the store never saw it
+            self._links.clear()
+        self._parked = ctx.state.parked_attempts(ctx.name, guids)
+        self._open_letters = ctx.state.open_dead_letter_refs(ctx.name, Direction.PUSH, guids)
         self._preload_parents(entities)
         deletes = [g for g in guids if g not in entities and g in links and not links[g].deleted]
         depths = _depths(entities)
@@ -306,10 +309,20 @@ class Pusher:
             del self._parked[guid]
 
     def retry_parked(self) -> None:
-        """Give every parked child another chance now that this run delivered what it could."""
-        if self._parked and not self.ctx.dry_run:
-            log.info("%s: retrying %d parked children", self.ctx.name, len(self._parked))
-            self.push_entities(list(self._parked))
+        """Give every parked child another chance now that this run delivered what it could, a page of
+        them at a time (a child delivered, dead-lettered or parked again is not met twice)."""
+        ctx = self.ctx
+        if ctx.dry_run:
+            return
+        waiting = ctx.state.open_counts(ctx.name).parked
+        if not waiting:
+            return
+        log.info("%s: retrying %d parked children", ctx.name, waiting)
+        guids = (p.entity_guid for p in ctx.state.iter_parked(ctx.name, page_size=ctx.page_size))
+        while page := list(islice(guids, ctx.page_size)):
+            if ctx.stop.is_set():
+                return
+            self.push_entities(page)
 
     # -- delivery -------------------------------------------------------------------------------
     def _note(self, operation: Operation, ref: str, entity_name: str | None, detail: str = "") -> None:

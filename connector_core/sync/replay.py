@@ -9,6 +9,7 @@ letter is replayed by taking the stored remote record again. Successful replays 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import islice
 
 from connector_core.connector import RemoteRecord
 from connector_core.state.base import DeadLetter, Direction
@@ -19,33 +20,48 @@ from connector_core.sync.report import DirectionReport
 
 
 def replay(ctx: SyncContext, letters: Iterable[DeadLetter]) -> DirectionReport:
+    """Deliver ``letters`` again, a page (``ctx.page_size``) at a time: ``letters`` may be a stream of a
+    million dead letters, and only one page of them is held."""
     report = DirectionReport("replay")
-    letters = list(letters)
-    push_refs = [d.ref for d in letters if d.direction == Direction.PUSH]
-    pull_letters = [d for d in letters if d.direction == Direction.PULL]
-    report.counts.read = len(letters)
-    if push_refs:
-        pusher = Pusher(ctx, report.counts, replaying=True)
-        gone = [ref for ref in push_refs if ctx.eventlog.get_entity(ref) is None]
-        pusher.push_entities([ref for ref in push_refs if ref not in gone])
-        if gone:
-            with ctx.state.transaction() as tx:
-                for ref in gone:
-                    tx.resolve_dead_letter(ctx.name, Direction.PUSH, ref, "discarded")
-    if pull_letters:
-        puller = PagePuller(ctx, report)
-        for letter in pull_letters:
-            p = letter.payload
-            puller.take(
-                RemoteRecord(
-                    external_id=str(p.get("external_id", letter.ref)),
-                    data=dict(p.get("data") or {}),
-                    entity_name=p.get("entity_name"),
-                    ref=p.get("ref"),
-                    updated_at=p.get("updated_at"),
-                    version=p.get("version"),
-                    parent_external_id=p.get("parent_external_id"),
-                )
-            )
-        puller.commit(None, move_cursor=False)
+    pusher: Pusher | None = None
+    stream = iter(letters)
+    while page := list(islice(stream, ctx.page_size)):
+        if ctx.stop.is_set():
+            break
+        report.counts.read += len(page)
+        push_refs = [d.ref for d in page if d.direction == Direction.PUSH]
+        pull_letters = [d for d in page if d.direction == Direction.PULL]
+        if push_refs:
+            pusher = pusher or Pusher(ctx, report.counts, replaying=True)
+            _replay_pushes(ctx, pusher, push_refs)
+        if pull_letters:
+            puller = PagePuller(ctx, report)  # one per page: its commit writes all it has taken
+            for letter in pull_letters:
+                puller.take(_remote_record(letter))
+            puller.commit(None, move_cursor=False)
     return report
+
+
+def _replay_pushes(ctx: SyncContext, pusher: Pusher, refs: list[str]) -> None:
+    """The entities' current state goes out; a letter whose entity is gone from the log is discarded."""
+    present = ctx.eventlog.get_entities(refs)
+    pusher.push_entities([ref for ref in refs if ref in present])
+    gone = [ref for ref in refs if ref not in present]
+    if gone:
+        with ctx.state.transaction() as tx:
+            for ref in gone:
+                tx.resolve_dead_letter(ctx.name, Direction.PUSH, ref, "discarded")
+
+
+def _remote_record(letter: DeadLetter) -> RemoteRecord:
+    """The remote record a pull dead letter kept, as the connector first gave it."""
+    p = letter.payload
+    return RemoteRecord(
+        external_id=str(p.get("external_id", letter.ref)),
+        data=dict(p.get("data") or {}),
+        entity_name=p.get("entity_name"),
+        ref=p.get("ref"),
+        updated_at=p.get("updated_at"),
+        version=p.get("version"),
+        parent_external_id=p.get("parent_external_id"),
+    )

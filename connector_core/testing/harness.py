@@ -135,7 +135,7 @@ class SyncHarness:
         return {link.entity_guid: link.external_id for link in self.state.iter_links(self.name)}
 
     def dead_letters(self, status: str = "open") -> list[DeadLetter]:
-        return list(self.state.dead_letters(self.name, status, limit=1_000_000))
+        return list(self.state.iter_dead_letters(self.name, status))
 
     def entities(self) -> list[Entity]:
         return list(self.eventlog.iter_entities())

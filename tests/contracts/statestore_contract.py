@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from connector_core.state.base import Direction, Link, StateStore, StateTxn
+from connector_core.state.base import Direction, Link, OpenCounts, StateStore, StateTxn
 
 MakeStateStore = Callable[[], StateStore]
 PUSH, PULL = Direction.PUSH, Direction.PULL
@@ -197,6 +197,46 @@ class StateStoreContract:
         assert [d.ref for d in store.dead_letters("openspp", limit=2)] == ["p-0", "p-1"]
         assert [d.connector for d in store.dead_letters("openfn")] == ["openfn"]
 
+    def test_dead_letters_stream_in_id_order_by_page_and_are_found_by_ref(self, store: StateStore) -> None:
+        with store.transaction() as txn:
+            for i in range(7):
+                txn.add_dead_letter("openspp", PUSH, f"p-{i}", "boom", {"i": i})
+            txn.add_dead_letter("openspp", PULL, "p-0", "unmapped", {})
+            txn.add_dead_letter("openfn", PUSH, "p-1", "boom", {})
+            txn.resolve_dead_letter("openspp", PUSH, "p-3", "discarded")
+        streamed = store.iter_dead_letters("openspp", page_size=2)
+        first = next(streamed)
+        with store.transaction() as txn:  # resolved behind the iteration, as replay --all does
+            txn.resolve_dead_letter("openspp", PUSH, first.ref, "replayed")
+        rest = [(d.direction, d.ref) for d in streamed]
+        assert [(first.direction, first.ref), *rest] == [
+            (PUSH, "p-0"), (PUSH, "p-1"), (PUSH, "p-2"), (PUSH, "p-4"), (PUSH, "p-5"), (PUSH, "p-6"),
+            (PULL, "p-0"),
+        ]  # fmt: skip
+        assert [d.ref for d in store.iter_dead_letters("openspp", status=None, page_size=3)][:4] == [
+            "p-0", "p-1", "p-2", "p-3",
+        ]  # fmt: skip
+        assert [d.ref for d in store.iter_dead_letters("openspp", status="discarded")] == ["p-3"]
+        assert store.open_dead_letter_refs("openspp", PUSH, ["p-0", "p-1", "p-3", "p-9", "p-1"]) == {"p-1"}
+        assert store.open_dead_letter_refs("openspp", PULL, ["p-0", "p-1"]) == {"p-0"}
+        assert store.open_dead_letter_refs("openspp", PUSH, []) == set()
+        with pytest.raises(ValueError, match="page_size"):
+            next(store.iter_dead_letters("openspp", page_size=0))
+
+    def test_open_work_is_counted_per_connector(self, store: StateStore) -> None:
+        assert store.open_counts("openspp") == OpenCounts(dead_letters=0, conflicts=0, parked=0)
+        with store.transaction() as txn:
+            txn.add_dead_letter("openspp", PUSH, "p-1", "boom", {})
+            txn.add_dead_letter("openspp", PULL, "p-1", "boom", {})
+            txn.add_dead_letter("openspp", PUSH, "p-2", "boom", {})
+            txn.resolve_dead_letter("openspp", PUSH, "p-2", "replayed")
+            txn.add_dead_letter("openfn", PUSH, "p-1", "boom", {})
+            txn.add_conflict("openspp", "g1", "7", "manual", {}, {"a": 1}, {"a": 2}, None)
+            txn.add_conflict("openspp", "g2", "8", "merge", {}, {"a": 1}, {"b": 2}, None, resolution="merged")
+            txn.park("openspp", "child", "parent", "waiting")
+        assert store.open_counts("openspp") == OpenCounts(dead_letters=2, conflicts=1, parked=1)
+        assert store.open_counts("openfn") == OpenCounts(dead_letters=1, conflicts=0, parked=0)
+
     # -- runs --------------------------------------------------------------------------------------
 
     def test_runs_are_recorded_newest_first(self, store: StateStore) -> None:
@@ -287,6 +327,25 @@ class StateStoreContract:
         with store.transaction() as txn:
             txn.unpark("openspp", "child")
         assert [p.entity_guid for p in store.parked("openspp")] == ["other"]
+
+    def test_parked_children_stream_in_guid_order_and_are_found_with_their_attempts(
+        self, store: StateStore
+    ) -> None:
+        with store.transaction() as txn:
+            for guid in ["c-4", "c-1", "c-3", "c-0", "c-2"]:
+                txn.park("openspp", guid, "parent", "waiting")
+            txn.park("openspp", "c-2", "parent", "still waiting")
+            txn.park("openfn", "c-9", "parent", "waiting")
+        streamed = store.iter_parked("openspp", page_size=2)
+        seen = [next(streamed).entity_guid]
+        with store.transaction() as txn:  # what a retry does behind the iteration
+            txn.unpark("openspp", "c-0")
+            txn.park("openspp", "c-1", "parent", "waiting again")
+            txn.unpark("openspp", "c-3")
+        seen += [p.entity_guid for p in streamed]
+        assert seen == ["c-0", "c-1", "c-2", "c-4"]
+        assert store.parked_attempts("openspp", ["c-1", "c-2", "c-3", "c-9", "c-1"]) == {"c-1": 2, "c-2": 2}
+        assert store.parked_attempts("openspp", []) == {}
 
     def test_an_open_conflict_holds_the_entity_until_resolved(self, store: StateStore) -> None:
         with store.transaction() as txn:
