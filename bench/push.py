@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -22,37 +18,12 @@ import httpx
 from connector_core.project import Project
 from connector_core.sample import mobile_log
 from connector_core.sync.runner import run_connector
-from connector_core.testing.server import free_port
-
-
-@contextmanager
-def mock_server_process() -> Iterator[str]:
-    """``dcsync mock-server mock`` in a child process; yields its URL once it answers."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "connector_core.cli", "mock-server", "mock", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{url}/_control/stats", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or child.poll() is not None:
-                    raise RuntimeError("the mock server did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        child.terminate()
-        child.wait(timeout=10)
+from connector_core.testing.server import fake_server_process
 
 
 def bench_engine(entities: int, batch_size: int, in_flight: int = 1) -> tuple[float, int]:
     households = max(1, entities // 5)
-    with tempfile.TemporaryDirectory() as tmp, mock_server_process() as url:
+    with tempfile.TemporaryDirectory() as tmp, fake_server_process("mock") as url:
         config = Path(tmp) / "dcsync.yaml"
         config.write_text(
             "connectors:\n  bench:\n    type: mock\n"
@@ -72,7 +43,7 @@ def bench_engine(entities: int, batch_size: int, in_flight: int = 1) -> tuple[fl
 def bench_per_record(entities: int) -> tuple[float, int]:
     households = max(1, entities // 5)
     events = list(mobile_log(households=households, members=4, updates=0))
-    with mock_server_process() as url, httpx.Client(base_url=url, timeout=30) as client:
+    with fake_server_process("mock") as url, httpx.Client(base_url=url, timeout=30) as client:
         started = time.perf_counter()
         for event in events:
             client.post("/", json={"data": [event.to_json()]}).raise_for_status()

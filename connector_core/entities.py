@@ -73,6 +73,21 @@ class Entity:
         return doc
 
     @classmethod
+    def stored(cls, doc: dict[str, Any]) -> Entity:
+        """An entity from a document a store just decoded and hands over: its ``data`` and ``memberIds``
+        are taken, not copied (a push reads every touched entity, and nothing else holds that document)."""
+        return cls(
+            doc["guid"],
+            doc["type"],
+            int(doc.get("version", 0)),
+            doc.get("data") or {},
+            doc.get("name"),
+            doc.get("externalId"),
+            doc.get("memberIds") or [],
+            doc.get("lastUpdated"),
+        )
+
+    @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Entity:
         return cls(
             guid=doc["guid"],

@@ -52,6 +52,7 @@ from connector_core.entities import Entity, EventIssue
 from connector_core.eventlog.base import AppendResult, EventPage, TouchPage
 from connector_core.eventlog.sqlite import SqliteEventLog, _referenced_guids
 from connector_core.events import EventError, FormSubmission, format_timestamp, parse_timestamp, utc_now
+from connector_core.http import released
 from connector_core.logs import register_secret
 
 log = logging.getLogger("dcsync.datacollect")
@@ -221,7 +222,9 @@ class DataCollectClient:
                     self.login()
                 headers["Authorization"] = f"Bearer {self._token}"
             try:
-                response = self._http.request(method, path, params=params, json=json_body, headers=headers)
+                response = released(
+                    self._http.request(method, path, params=params, json=json_body, headers=headers)
+                )
             except httpx.TransportError as exc:
                 if attempt < self._attempts:
                     time.sleep(0.2 * attempt)

@@ -290,7 +290,7 @@ class PostgresEventLog:
         rows = cur.execute(
             self._q("SELECT guid, doc FROM {s}.dcsync_entities WHERE guid = ANY(%s)"), (wanted,)
         ).fetchall()
-        return {guid: Entity.from_json(doc) for guid, doc in rows}
+        return {guid: Entity.stored(doc) for guid, doc in rows}
 
     # -- read --------------------------------------------------------------------------------------
 
@@ -379,7 +379,7 @@ class PostgresEventLog:
                     (last, page_size),
                 ).fetchall()
             for _guid, doc in rows:
-                yield Entity.from_json(doc)
+                yield Entity.stored(doc)
             if len(rows) < page_size:
                 return
             last = rows[-1][0]

@@ -156,7 +156,7 @@ def _event_from_row(row: sqlite3.Row | tuple[Any, ...]) -> FormSubmission:
 
 
 def _entity_from_doc(doc: str) -> Entity:
-    return Entity.from_json(codec.loads(doc))
+    return Entity.stored(codec.loads(doc))
 
 
 class SqliteEventLog:

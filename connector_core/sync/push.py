@@ -78,21 +78,25 @@ def touched_entities(events: Iterable[EventTouch], own_user_id: str) -> PageChan
 
 
 def _depths(entities: dict[str, Entity]) -> dict[str, int]:
-    """Depth of each entity below its nearest ancestor outside the set: parents go out first."""
+    """Depth of each entity below its nearest ancestor outside the set: parents go out first.
+
+    A walk up each parent chain, not a recursive closure: a closure that calls itself is a reference
+    cycle, and it would keep the page's entities alive until the next full garbage collection.
+    """
     depths: dict[str, int] = {}
-
-    def depth(guid: str, trail: frozenset[str]) -> int:
-        if guid in depths:
-            return depths[guid]
-        parent = entities[guid].parent_guid
-        value = 0
-        if parent and parent in entities and parent not in trail:
-            value = depth(parent, trail | {guid}) + 1
-        depths[guid] = value
-        return value
-
     for guid in entities:
-        depth(guid, frozenset())
+        chain: list[str] = []
+        on_chain: set[str] = set()
+        current: str | None = guid
+        while current is not None and current not in depths:
+            chain.append(current)
+            on_chain.add(current)
+            parent = entities[current].parent_guid
+            current = parent if parent in entities and parent not in on_chain else None
+        below = depths[current] if current is not None else -1
+        for member in reversed(chain):  # the topmost first: a parent in a cycle counts as a root
+            below += 1
+            depths[member] = below
     return depths
 
 

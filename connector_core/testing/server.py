@@ -7,6 +7,9 @@ writes), not through an in-process shortcut. Used by the tests, the benchmarks a
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -65,3 +68,44 @@ def serve(app: Any, host: str = "127.0.0.1", port: int | None = None) -> Iterato
         yield served
     finally:
         served.stop()
+
+
+@contextmanager
+def fake_server_process(name: str, timeout: float = 20.0) -> Iterator[str]:
+    """``dcsync mock-server NAME`` in a child process, as a remote system runs beside dcsync; yields its URL
+    once it accepts connections.
+
+    A fake in a thread of the measuring process shares its interpreter: a benchmark would time both sides
+    on one GIL, and a memory measurement would count the records the fake keeps.
+    """
+    port = free_port()
+    with tempfile.TemporaryFile() as errors:  # a pipe nobody reads would block a chatty child
+        child = subprocess.Popen(
+            [sys.executable, "-m", "connector_core.cli", "mock-server", name, "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if child.poll() is not None or time.monotonic() > deadline:
+                        child.kill()
+                        child.wait(timeout=10)
+                        errors.seek(0)
+                        said = errors.read().decode(errors="replace").strip().splitlines()
+                        raise RuntimeError(
+                            f"the fake {name!r} did not start: {said[-1] if said else 'no output'}"
+                        ) from None
+                    time.sleep(0.1)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()

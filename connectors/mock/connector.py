@@ -37,6 +37,7 @@ from connector_core.connector import (
     TransientError,
 )
 from connector_core.events import now_timestamp, shift_timestamp
+from connector_core.http import released
 
 _EVENT_NS = uuid.UUID("6f1f3c2e-3d5b-4a8e-9a0e-2f4d1c7b9e10")
 _JSON_HEADERS = {"content-type": "application/json"}
@@ -91,7 +92,7 @@ class MockConnector(Connector):
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._client.request(method, path, **kwargs)
+            response = released(self._client.request(method, path, **kwargs))
         except httpx.TimeoutException as exc:
             raise TransientError(f"timed out talking to {self.config.url}: {exc}") from None
         except httpx.TransportError as exc:

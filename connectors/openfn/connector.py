@@ -46,6 +46,7 @@ from connector_core.connector import (
     TransientError,
 )
 from connector_core.events import now_timestamp
+from connector_core.http import released
 from connectors.openfn import webhook
 from connectors.openfn.collections import PullState, check_page, key_matcher, to_record
 from connectors.openfn.config import OpenFnConfig
@@ -128,7 +129,7 @@ class OpenFnConnector(Connector):
     def _send(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
         """One request; a transport failure becomes a :class:`TransientError` naming ``what``."""
         try:
-            return self._client.request(method, path, **kwargs)
+            return released(self._client.request(method, path, **kwargs))
         except httpx.TimeoutException:
             raise TransientError(f"{what}: no answer within {self.config.timeout:g}s") from None
         except httpx.TransportError as exc:

@@ -32,6 +32,7 @@ import httpx
 from pydantic import SecretStr
 
 from connector_core.connector import AuthenticationError, ConnectorError, PermanentError, TransientError
+from connector_core.http import released
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ class OdooClient:
         }
         what = f"{service}.{method}" if service != "object" else f"{args[3]}.{args[4]}"
         try:
-            response = self._http.post(f"{self.url}/jsonrpc", json=payload, timeout=self._timeout)
+            response = released(self._http.post(f"{self.url}/jsonrpc", json=payload, timeout=self._timeout))
         except httpx.TimeoutException as exc:
             raise OdooTransientError(
                 f"Odoo did not answer {what} in time ({type(exc).__name__}); it may have applied it",

@@ -17,6 +17,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from connector_core.connector import AuthenticationError, PermanentError, TransientError
+from connector_core.http import released
 from connector_core.mapping.errors import MISSING
 from connector_core.mapping.paths import compile_path
 from connectors.rest.config import (
@@ -241,13 +242,15 @@ class RestClient:
             elif auth.header:
                 headers[auth.header] = auth.value.get_secret_value()
         try:
-            return self.http.request(
-                method,
-                url,
-                params=query or None,
-                json=body,
-                headers=headers,
-                auth=basic or httpx.USE_CLIENT_DEFAULT,
+            return released(
+                self.http.request(
+                    method,
+                    url,
+                    params=query or None,
+                    json=body,
+                    headers=headers,
+                    auth=basic or httpx.USE_CLIENT_DEFAULT,
+                )
             )
         except httpx.TimeoutException:
             raise TransientError(f"{what}: timed out after {self.config.timeout:g}s") from None
