@@ -112,16 +112,29 @@ class CheckResult:
 
 
 class ConnectorError(Exception):
-    """A failure talking to the remote. ``transient`` says whether a retry can help."""
+    """A failure talking to the remote. ``transient`` says whether a retry can help.
+
+    ``progress`` says that the attempt that failed still settled part of its work (some records of a
+    batch answered): the retry budget then starts again, so a registry that takes a few records per
+    request is drained rather than given up on, within ``max_elapsed``.
+    """
 
     transient: bool = False
 
-    def __init__(self, message: str, *, transient: bool | None = None, retry_after: float | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        transient: bool | None = None,
+        retry_after: float | None = None,
+        progress: bool = False,
+    ):
         super().__init__(message)
         self.message = message
         if transient is not None:
             self.transient = transient
         self.retry_after = retry_after
+        self.progress = progress
 
 
 class TransientError(ConnectorError):

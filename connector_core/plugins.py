@@ -90,6 +90,17 @@ class PluginHost:
             found.extend(batch or [])
         return found
 
+    def install_transforms(self) -> list[str]:
+        """Register the plugins' transforms with the mapping engine, so every mapping (a run's, and
+        ``dcsync mapping validate|test``'s) can use them; one line per definition that was skipped."""
+        from connector_core.mapping import register_transforms
+
+        defs = self.transforms()
+        problems = register_transforms(defs) if defs else []
+        for problem in problems:
+            log.warning("plugin transform skipped: %s", problem)
+        return problems
+
 
 def _dist_of(ep: md.EntryPoint) -> tuple[str | None, str | None]:
     dist = getattr(ep, "dist", None)

@@ -44,11 +44,7 @@ class Project:
             raise
         opened = cls(config=loaded, host=host, eventlog=eventlog, state=state)
         try:
-            host_transforms = host.transforms()
-            if host_transforms:
-                from connector_core.mapping import register_transforms
-
-                register_transforms(host_transforms)
+            host.install_transforms()
             for name in project.connectors:
                 opened.connector_class(name)
                 opened.mapping(name)

@@ -25,7 +25,9 @@ T = TypeVar("T")
 class RetryPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_attempts: int = Field(default=6, ge=1, description="Tries in all, the first included")
+    max_attempts: int = Field(
+        default=6, ge=1, description="Tries in a row without progress, the first included, before giving up"
+    )
     initial_delay: float = Field(default=0.5, ge=0, description="Seconds; doubles on every attempt")
     max_delay: float = Field(default=30.0, ge=0, description="Cap on one wait, in seconds")
     max_elapsed: float = Field(default=300.0, gt=0, description="Give up after this many seconds")
@@ -36,16 +38,50 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ConnectorError) and exc.transient
 
 
-class _Wait(tenacity.wait.wait_base):
-    """Full jitter (AWS style): uniform between 0 and the exponential bound; Retry-After wins if larger."""
+class _Budget:
+    """Attempts since the last one that made progress: what the attempt budget and the backoff count.
 
-    def __init__(self, policy: RetryPolicy, rng: random.Random):
+    An attempt that fails but settles part of its work (``ConnectorError.progress``) is not a wasted one;
+    only ``max_attempts`` attempts in a row without progress, or ``max_elapsed`` in all, give up.
+    """
+
+    def __init__(self) -> None:
+        self.last_progress = 0
+
+    def stalled(self, state: tenacity.RetryCallState) -> int:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if getattr(exc, "progress", False):
+            self.last_progress = max(self.last_progress, state.attempt_number)
+        return state.attempt_number - self.last_progress
+
+
+class _Stop(tenacity.stop.stop_base):
+    def __init__(self, policy: RetryPolicy, budget: _Budget):
+        self.policy = policy
+        self.budget = budget
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        elapsed = retry_state.seconds_since_start or 0.0
+        return (
+            self.budget.stalled(retry_state) >= self.policy.max_attempts or elapsed >= self.policy.max_elapsed
+        )
+
+
+class _Wait(tenacity.wait.wait_base):
+    """Full jitter (AWS style): uniform between 0 and the exponential bound; Retry-After wins if larger.
+
+    The bound doubles with each attempt since the last progress, so a batch that is being drained
+    a part at a time is not slowed down as if it were failing."""
+
+    def __init__(self, policy: RetryPolicy, rng: random.Random, budget: _Budget):
         self.policy = policy
         self.rng = rng
+        self.budget = budget
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         p = self.policy
-        bound = min(p.max_delay, p.initial_delay * (2 ** (retry_state.attempt_number - 1)))
+        stalled = max(1, self.budget.stalled(retry_state))
+        bound = min(p.max_delay, p.initial_delay * (2 ** (stalled - 1)))
         delay = self.rng.uniform(0, bound)
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome is not None else None
@@ -66,13 +102,16 @@ def call_with_retry(
 ) -> T:
     """Call ``fn`` until it succeeds, fails permanently, or the budget is spent (the last error is raised)."""
 
+    budget = _Budget()
+
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
         log.warning(
-            "%s failed (attempt %d/%d): %s; retrying in %.2fs",
+            "%s failed (attempt %d, %d/%d without progress): %s; retrying in %.2fs",
             what,
             state.attempt_number,
+            budget.stalled(state),
             policy.max_attempts,
             exc,
             delay,
@@ -82,8 +121,8 @@ def call_with_retry(
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
-        stop=tenacity.stop_after_attempt(policy.max_attempts) | tenacity.stop_after_delay(policy.max_elapsed),
-        wait=_Wait(policy, rng or random.Random()),
+        stop=_Stop(policy, budget),
+        wait=_Wait(policy, rng or random.Random(), budget),
         before_sleep=before_sleep,
         reraise=True,
         sleep=sleep if sleep is not None else tenacity.nap.sleep,

@@ -34,6 +34,30 @@ class TinyConnector(Connector):
 @hookimpl
 def dcsync_connectors():
     return [TinyConnector]
+
+
+def _shout(value, params):
+    return str(value).upper()
+
+
+@hookimpl
+def dcsync_transforms():
+    from connector_core.mapping import TransformDef
+
+    return [
+        TransformDef("shout", function=_shout, input="any", output="str", summary="upper-case a value"),
+        {"name": "Not A Name", "function": _shout},
+    ]
+"""
+
+SHOUTING_MAPPING = """\
+version: 1
+mappings:
+  person:
+    match: {entity_name: individual}
+    push:
+      fields:
+        name: {path: $.data.first_name, pipe: [shout]}
 """
 
 
@@ -98,6 +122,34 @@ def test_a_connector_from_another_distribution_is_listed(installed: Path) -> Non
     assert "tiny" in lines and "tiny_dcsync_plugin" in lines["tiny"] and "0.3.1" in lines["tiny"]
     assert "push" in lines["tiny"]
     assert "mock" in lines, "built-in connectors still load beside third-party ones"
+
+
+def test_mapping_commands_use_the_transforms_plugins_add_and_name_the_ones_skipped(
+    installed: Path, tmp_path: Path
+) -> None:
+    mapping = tmp_path / "shouting.yaml"
+    mapping.write_text(SHOUTING_MAPPING)
+    sample = tmp_path / "events.jsonl"
+    sample.write_text(
+        '{"guid": "e1", "entityGuid": "p1", "type": "create-individual", "timestamp": '
+        '"2025-01-01T00:00:00.000Z", "userId": "u", "syncLevel": 0, '
+        '"data": {"entityName": "individual", "first_name": "ana"}}\n'
+    )
+    validated = _dcsync(installed, "mapping", "validate", str(mapping))
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    assert "shouting.yaml: ok, 1 mapping" in validated.stdout
+    assert "warning: plugin transform skipped:" in validated.stderr and "Not A Name" in validated.stderr
+    tested = _dcsync(installed, "mapping", "test", str(mapping), "--sample", str(sample), "--format", "json")
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert '"ANA"' in tested.stdout
+    listed = _dcsync(installed, "mapping", "transforms")
+    assert "shout" in listed.stdout and "upper-case a value" in listed.stdout
+    without = subprocess.run(  # the same mapping where the plugin is not installed: an unknown transform
+        [sys.executable, "-m", "connector_core.cli", "mapping", "validate", str(mapping)],
+        capture_output=True,
+        text=True,
+    )
+    assert without.returncode == 2 and "shout" in without.stdout
 
 
 def test_a_plugin_that_fails_to_import_is_reported_and_skipped(installed: Path) -> None:

@@ -51,6 +51,15 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _plugin_transforms() -> None:
+    """Every mapping command sees the transforms installed plugins add, as ``dcsync run`` does."""
+    from connector_core.plugins import load_plugins
+
+    for problem in load_plugins().install_transforms():
+        typer.echo(f"warning: plugin transform skipped: {problem}", err=True)
+
+
 class Direction(StrEnum):
     push = "push"
     pull = "pull"

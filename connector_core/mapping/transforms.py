@@ -1339,8 +1339,11 @@ def register_transforms(
     problems: list[str] = []
     for d in defs or ():
         try:
-            target.register(d)
-        except RegistryError as exc:
+            definition = d if isinstance(d, TransformDef) else _def_from_mapping(d)
+            if target.get(definition.name) == definition:
+                continue  # the same plugin loaded again (another project opened in this process)
+            target.register(definition)
+        except (RegistryError, TypeError, ValueError) as exc:
             problems.append(str(exc))
     return problems
 

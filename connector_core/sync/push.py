@@ -565,6 +565,7 @@ class _BatchSender:
             self.ambiguous = exc.transient
             raise
         by_ref = {a.ref: a for a in answers}
+        settled_before = len(self.results)
         again = []
         last_error = None
         waits = []
@@ -581,7 +582,9 @@ class _BatchSender:
         if again:
             self.ambiguous = True
             raise TransientError(
-                f"{len(again)} records failed transiently: {last_error}", retry_after=max(waits, default=None)
+                f"{len(again)} records failed transiently: {last_error}",
+                retry_after=max(waits, default=None),
+                progress=len(self.results) > settled_before,
             )
 
 

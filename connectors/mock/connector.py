@@ -149,7 +149,11 @@ class MockConnector(Connector):
             elif answer.get("status") == "ok":
                 results.append(PushResult.delivered(record.ref, answer.get("id") or record.external_id))
             else:
-                results.append(PushResult.rejected(record.ref, str(answer.get("error"))))
+                results.append(
+                    PushResult.rejected(
+                        record.ref, str(answer.get("error")), transient=bool(answer.get("retryable"))
+                    )
+                )
         return results
 
     def pull(self, cursor: str | None, limit: int) -> PullPage:

@@ -10,6 +10,8 @@ seeded generator, so a stress test is reproducible. Kinds:
   ``commit`` is set.
 
 ``latency`` adds a delay to every request, so a test can kill a client while its requests are in flight.
+``quota`` makes a push take at most that many events per request and answer the rest one by one as
+retryable ("over this request's quota"), as registries that throttle by records rather than by request do.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class FaultPlan:
     rng: random.Random = field(default_factory=random.Random)
     rejects: dict[str, str] = field(default_factory=dict)
     latency: float = 0.0
+    quota: int = 0
     injected: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -63,6 +66,7 @@ class FaultPlan:
             rng=random.Random(rand.get("seed", 0)),
             rejects=dict(body.get("reject", {})),
             latency=float(body.get("latency", 0.0)),
+            quota=int(body.get("quota", 0)),
         )
 
     def draw(self, target: str) -> Fault | None:

@@ -236,6 +236,12 @@ def create_app(data_file: str | Path | None = None) -> Starlette:
                 except EventError as exc:
                     results.append({"guid": guid, "status": "error", "error": str(exc)})
                     continue
+                if store.faults.quota and index >= store.faults.quota:
+                    message = f"over this request's quota of {store.faults.quota} records; send it again"
+                    results.append(
+                        {"guid": event.guid, "status": "error", "error": message, "retryable": True}
+                    )
+                    continue
                 if event.entity_guid in store.faults.rejects:
                     message = store.faults.rejects[event.entity_guid]
                     results.append({"guid": event.guid, "status": "error", "error": message})
