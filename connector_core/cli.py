@@ -17,7 +17,6 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -32,6 +31,7 @@ from connector_core.eventlog import SPEC_HELP
 from connector_core.events import EventError, format_timestamp
 from connector_core.logs import configure_logging
 from connector_core.plugins import PluginError, load_plugins
+from connector_core.streams import chunks
 
 app = typer.Typer(
     name="dcsync",
@@ -394,8 +394,11 @@ def mock_server(
         factory = load_plugins().fake_server(name)
     out.print(f"serving fake {name!r} on http://{host}:{port} (Ctrl-C to stop)")
     # A fake keeps every record in memory; at the default thresholds its collector walks them all every
-    # few requests, and a benchmark against it would measure that instead of the client.
-    gc.set_threshold(20_000, *gc.get_threshold()[1:])
+    # few requests, and a benchmark against it would measure that instead of the client. It is batch work
+    # as a run is, and collects as seldom.
+    from connector_core.sync.runner import BATCH_GC_THRESHOLD
+
+    gc.set_threshold(BATCH_GC_THRESHOLD, *gc.get_threshold()[1:])
     uvicorn.run(factory(data), host=host, port=port, log_level="warning")
 
 
@@ -499,9 +502,8 @@ def dlq_discard(
 ) -> None:
     """Close dead letters without delivering them (kept as history)."""
     with handled(), _project(config) as project:
-        stream = iter(_select_letters(project, connector, ids, all_))
         discarded = 0
-        while page := list(islice(stream, 1000)):  # one transaction per page: a million commit in parts
+        for page in chunks(_select_letters(project, connector, ids, all_), 1000):  # a transaction a page
             with project.state.transaction() as tx:
                 for letter in page:
                     tx.resolve_dead_letter(letter.connector, letter.direction, letter.ref, "discarded")

@@ -92,14 +92,12 @@ class PluginHost:
 
     def install_transforms(self) -> list[str]:
         """Register the plugins' transforms with the mapping engine, so every mapping (a run's, and
-        ``dcsync mapping validate|test``'s) can use them; one line per definition that was skipped."""
+        ``dcsync mapping validate|test``'s) can use them; one line per definition that was skipped, for
+        the caller to report where its user looks."""
         from connector_core.mapping import register_transforms
 
         defs = self.transforms()
-        problems = register_transforms(defs) if defs else []
-        for problem in problems:
-            log.warning("plugin transform skipped: %s", problem)
-        return problems
+        return register_transforms(defs) if defs else []
 
 
 def _dist_of(ep: md.EntryPoint) -> tuple[str | None, str | None]:

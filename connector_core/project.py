@@ -6,6 +6,7 @@ not validate) is found here, before any record moves.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from connector_core.mapping import MappingError, MappingSet, identity_mapping, l
 from connector_core.plugins import PluginError, PluginHost, load_plugins
 from connector_core.state import open_state_store
 from connector_core.state.lease import LeasedStateStore
+
+log = logging.getLogger("dcsync.plugins")
 
 
 @dataclass
@@ -44,7 +47,8 @@ class Project:
             raise
         opened = cls(config=loaded, host=host, eventlog=eventlog, state=state)
         try:
-            host.install_transforms()
+            for problem in host.install_transforms():
+                log.warning("plugin transform skipped: %s", problem)
             for name in project.connectors:
                 opened.connector_class(name)
                 opened.mapping(name)

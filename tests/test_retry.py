@@ -95,7 +95,13 @@ def test_the_budget_counts_the_attempts_since_the_last_progress() -> None:
 
 
 def test_progress_never_outlasts_max_elapsed() -> None:
+    calls = 0
+
     def slow_partial() -> str:
+        nonlocal calls
+        calls += 1
+        if calls > 50:  # a budget that ignored max_elapsed would get here: fail rather than hang
+            raise PermanentError("max_elapsed was not applied")
         time.sleep(0.03)
         raise TransientError("partly", progress=True)
 
@@ -104,6 +110,7 @@ def test_progress_never_outlasts_max_elapsed() -> None:
     with pytest.raises(TransientError):
         call_with_retry(slow_partial, policy, what="test", sleep=lambda _s: None)
     assert time.monotonic() - started < 1
+    assert 2 <= calls <= 5
 
 
 def test_a_registry_that_takes_a_few_records_per_request_is_drained_through_a_small_budget(

@@ -41,7 +41,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
@@ -54,6 +53,7 @@ from connector_core.eventlog.sqlite import SqliteEventLog, _referenced_guids
 from connector_core.events import EventError, FormSubmission, format_timestamp, parse_timestamp, utc_now
 from connector_core.http import released
 from connector_core.logs import register_secret
+from connector_core.streams import chunks
 
 log = logging.getLogger("dcsync.datacollect")
 _Page = TypeVar("_Page", EventPage, TouchPage)
@@ -767,8 +767,7 @@ class DataCollectEventLog:
         """
         result = AppendResult()
         with self._lock:
-            iterator = iter(events)
-            while chunk := list(islice(iterator, _APPEND_CHUNK)):
+            for chunk in chunks(events, _APPEND_CHUNK):
                 self._append_chunk(chunk, result)
         return result
 

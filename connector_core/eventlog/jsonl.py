@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from itertools import islice
 from pathlib import Path
 from typing import IO
 
 from connector_core.eventlog.base import AppendResult, EventLog
 from connector_core.events import FormSubmission
+from connector_core.streams import chunks
 
 Source = str | Path | IO[str]
 
@@ -61,8 +61,7 @@ def import_jsonl(log: EventLog, path: Source, batch_size: int = 1000) -> AppendR
     if start is not None and not isinstance(path, str | Path):
         path.seek(start)
     result = AppendResult()
-    events = iter_jsonl(path)
-    while batch := list(islice(events, batch_size)):
+    for batch in chunks(iter_jsonl(path), batch_size):
         result.merge(log.append(batch))
     return result
 

@@ -26,8 +26,9 @@ from connector_core import entities as _entities
 from connector_core._postgres import advisory_key, check_identifier, connect, redact_url
 from connector_core.entities import Entity, EventIssue, overlay
 from connector_core.eventlog.base import AppendResult, EventPage, EventTouch, TouchPage
-from connector_core.eventlog.sqlite import _TOUCH_COLUMNS, _chunks, _dumps, _referenced_guids, parse_cursor
+from connector_core.eventlog.sqlite import _TOUCH_COLUMNS, _dumps, _referenced_guids, parse_cursor
 from connector_core.events import FormSubmission
+from connector_core.streams import chunks
 
 SCHEMA_VERSION = 1
 DEFAULT_SCHEMA = "dcsync"
@@ -199,7 +200,7 @@ class PostgresEventLog:
         result = AppendResult()
         with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._append_key,))
-            for chunk in _chunks(events, self._chunk_size):
+            for chunk in chunks(events, self._chunk_size):
                 self._append_chunk(cur, chunk, result)
         return result
 

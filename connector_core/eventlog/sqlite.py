@@ -16,7 +16,6 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from connector_core import entities as _entities
 from connector_core.entities import Entity, EventIssue, overlay
 from connector_core.eventlog.base import MEMBERSHIP_EVENTS, AppendResult, EventPage, EventTouch, TouchPage
 from connector_core.events import FormSubmission
+from connector_core.streams import chunks
 
 SCHEMA_VERSION = 1
 """Version of the layout below; a file written by a newer dcsync is refused rather than misread."""
@@ -102,12 +102,6 @@ def parse_cursor(cursor: str | None) -> int:
             "(a decimal ingestion sequence) or None"
         )
     return int(cursor)
-
-
-def _chunks(events: Iterable[FormSubmission], size: int) -> Iterator[list[FormSubmission]]:
-    iterator = iter(events)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
 
 
 def _guid_param(value: Any) -> str | None:
@@ -251,7 +245,7 @@ class SqliteEventLog:
         """
         result = AppendResult()
         with self._write():
-            for chunk in _chunks(events, self._chunk_size):
+            for chunk in chunks(events, self._chunk_size):
                 self._append_chunk(chunk, result)
         return result
 

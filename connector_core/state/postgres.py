@@ -631,14 +631,17 @@ class PostgresStateStore:
         return _link_from_row(row) if row else None
 
     def get_links(self, connector: str, entity_guids: Iterable[str]) -> dict[str, Link]:
-        guids = list(dict.fromkeys(entity_guids))
-        if not guids:
-            return {}
-        rows = self._rows(
-            f"SELECT {_LINK_COLUMNS} FROM {{s}}.links WHERE connector = %s AND entity_guid = ANY(%s)",
-            (connector, guids),
+        rows = self._rows_any(
+            f"SELECT {_LINK_COLUMNS} FROM {{s}}.links WHERE connector = %s AND entity_guid",
+            (connector,),
+            entity_guids,
         )
         return {row[1]: _link_from_row(row) for row in rows}
+
+    def _rows_any(self, select: str, params: tuple[Any, ...], keys: Iterable[str]) -> list[tuple[Any, ...]]:
+        """``select`` (ending in the column to match) ``= ANY`` the distinct ``keys``, in one query."""
+        wanted = list(dict.fromkeys(keys))
+        return self._rows(f"{select} = ANY(%s)", (*params, wanted)) if wanted else []
 
     def find_link(self, connector: str, external_id: str) -> Link | None:
         row = self._row(
@@ -699,13 +702,11 @@ class PostgresStateStore:
             yield _dead_letter_from_row(row)
 
     def open_dead_letter_refs(self, connector: str, direction: Direction, refs: Iterable[str]) -> set[str]:
-        wanted = list(dict.fromkeys(refs))
-        if not wanted:
-            return set()
-        rows = self._rows(
+        rows = self._rows_any(
             "SELECT ref FROM {s}.dead_letters WHERE connector = %s AND direction = %s AND status = 'open' "
-            "AND ref = ANY(%s)",
-            (connector, Direction(direction).value, wanted),
+            "AND ref",
+            (connector, Direction(direction).value),
+            refs,
         )
         return {row[0] for row in rows}
 
@@ -738,12 +739,10 @@ class PostgresStateStore:
             yield Parked(*row)
 
     def parked_attempts(self, connector: str, entity_guids: Iterable[str]) -> dict[str, int]:
-        guids = list(dict.fromkeys(entity_guids))
-        if not guids:
-            return {}
-        rows = self._rows(
-            "SELECT entity_guid, attempts FROM {s}.parked WHERE connector = %s AND entity_guid = ANY(%s)",
-            (connector, guids),
+        rows = self._rows_any(
+            "SELECT entity_guid, attempts FROM {s}.parked WHERE connector = %s AND entity_guid",
+            (connector,),
+            entity_guids,
         )
         return {row[0]: row[1] for row in rows}
 
@@ -771,13 +770,10 @@ class PostgresStateStore:
         return _conflict_from_row(row) if row else None
 
     def open_conflicts(self, connector: str, entity_guids: Iterable[str]) -> set[str]:
-        guids = list(dict.fromkeys(entity_guids))
-        if not guids:
-            return set()
-        rows = self._rows(
-            "SELECT entity_guid FROM {s}.conflicts WHERE connector = %s AND status = 'open' "
-            "AND entity_guid = ANY(%s)",
-            (connector, guids),
+        rows = self._rows_any(
+            "SELECT entity_guid FROM {s}.conflicts WHERE connector = %s AND status = 'open' AND entity_guid",
+            (connector,),
+            entity_guids,
         )
         return {row[0] for row in rows}
 

@@ -37,6 +37,7 @@ from connector_core.state.base import (
     RunRecord,
 )
 from connector_core.state.lease import ConnectorBusy, LeaseHolder, this_process
+from connector_core.streams import chunks
 
 BUSY_TIMEOUT_MS = 30_000
 _IN_CHUNK = 500
@@ -386,10 +387,8 @@ class SqliteStateTxn:
         )
 
     def clear_intents(self, connector: str, refs: Iterable[str]) -> None:
-        # one statement per chunk: a delete per ref costs twice as much for a batch's refs
-        conn, wanted = self._c(), list(refs)
-        for start in range(0, len(wanted), _IN_CHUNK):
-            part = wanted[start : start + _IN_CHUNK]
+        conn = self._c()
+        for part in chunks(refs, _IN_CHUNK):  # a statement per chunk: one per ref costs twice as much
             conn.execute(
                 f"DELETE FROM intents WHERE connector = ? AND ref IN ({','.join('?' * len(part))})",
                 (connector, *part),
@@ -596,17 +595,13 @@ class SqliteStateStore:
         )
         return {row[1]: _link_from_row(row) for row in rows}
 
-    def _rows_in(
-        self, select: str, params: tuple[Any, ...], keys: Iterable[str]
-    ) -> Iterator[tuple[Any, ...]]:
+    def _rows_in(self, select: str, params: tuple[Any, ...], keys: Iterable[str]) -> list[tuple[Any, ...]]:
         """``select`` (ending in the column to match) ``IN`` the distinct ``keys``, a chunk per query."""
-        wanted = list(dict.fromkeys(keys))
+        rows: list[tuple[Any, ...]] = []
         with self._lock:
-            for start in range(0, len(wanted), _IN_CHUNK):
-                part = wanted[start : start + _IN_CHUNK]
-                yield from self._conn.execute(
-                    f"{select} IN ({','.join('?' * len(part))})", (*params, *part)
-                ).fetchall()
+            for part in chunks(dict.fromkeys(keys), _IN_CHUNK):
+                rows += self._conn.execute(f"{select} IN ({','.join('?' * len(part))})", (*params, *part))
+        return rows
 
     def _pages(
         self, select: str, params: tuple[Any, ...], key: int, start: Any, page_size: int

@@ -18,10 +18,9 @@ import contextvars
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from itertools import islice
 from typing import Any
 
 from connector_core.connector import (
@@ -33,17 +32,18 @@ from connector_core.connector import (
     TransientError,
 )
 from connector_core.entities import Entity
-from connector_core.eventlog.base import EventTouch
+from connector_core.eventlog.base import MEMBERSHIP_EVENTS, EventTouch
 from connector_core.events import now_timestamp
 from connector_core.mapping import MapContext
 from connector_core.retry import call_with_retry
 from connector_core.state.base import Direction, Link, StateTxn
+from connector_core.streams import chunks
 from connector_core.sync.context import RunStopped, SyncContext
 from connector_core.sync.report import Counts, DirectionReport, PlannedOperation
 
 log = logging.getLogger("dcsync.push")
 
-_MEMBER_EVENTS = {"create-group", "update-group", "add-member"}  # with remove-member: MEMBERSHIP_EVENTS
+_MEMBER_EVENTS = MEMBERSHIP_EVENTS - {"remove-member"}  # events that list a group's members
 
 
 @dataclass
@@ -98,12 +98,6 @@ def _depths(entities: dict[str, Entity]) -> dict[str, int]:
             below += 1
             depths[member] = below
     return depths
-
-
-def _batched(items: Iterable[_Planned], size: int) -> Iterator[list[_Planned]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
 
 
 @dataclass
@@ -323,7 +317,7 @@ class Pusher:
             return
         log.info("%s: retrying %d parked children", ctx.name, waiting)
         guids = (p.entity_guid for p in ctx.state.iter_parked(ctx.name, page_size=ctx.page_size))
-        while page := list(islice(guids, ctx.page_size)):
+        for page in chunks(guids, ctx.page_size):
             if ctx.stop.is_set():
                 return
             self.push_entities(page)
@@ -353,7 +347,7 @@ class Pusher:
         earlier call), so planning ahead of a commit sees nothing stale.
         """
         ctx = self.ctx
-        batches = _batched(planned, ctx.batch_size)
+        batches = chunks(planned, ctx.batch_size)
         if ctx.dry_run:
             for batch in batches:
                 self._rehearse(batch)

@@ -9,10 +9,10 @@ letter is replayed by taking the stored remote record again. Successful replays 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from itertools import islice
 
 from connector_core.connector import RemoteRecord
 from connector_core.state.base import DeadLetter, Direction
+from connector_core.streams import chunks
 from connector_core.sync.context import SyncContext
 from connector_core.sync.pull import PagePuller
 from connector_core.sync.push import Pusher
@@ -24,8 +24,7 @@ def replay(ctx: SyncContext, letters: Iterable[DeadLetter]) -> DirectionReport:
     million dead letters, and only one page of them is held."""
     report = DirectionReport("replay")
     pusher: Pusher | None = None
-    stream = iter(letters)
-    while page := list(islice(stream, ctx.page_size)):
+    for page in chunks(letters, ctx.page_size):
         if ctx.stop.is_set():
             break
         report.counts.read += len(page)
