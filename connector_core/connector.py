@@ -117,9 +117,15 @@ class ConnectorError(Exception):
     ``progress`` says that the attempt that failed still settled part of its work (some records of a
     batch answered): the retry budget then starts again, so a registry that takes a few records per
     request is drained rather than given up on, within ``max_elapsed``.
+
+    ``unsent`` says that no request carrying the batch's records left this machine (the connection was
+    refused, the login failed before any write): creates of that batch cannot have reached the remote, so
+    the engine drops their intents instead of warning, on the next run, that they may have.
     """
 
     transient: bool = False
+    systemic: bool = False
+    """Not about any one record (see :class:`SystemicError`): the run stops, nothing is dead-lettered."""
 
     def __init__(
         self,
@@ -128,6 +134,7 @@ class ConnectorError(Exception):
         transient: bool | None = None,
         retry_after: float | None = None,
         progress: bool = False,
+        unsent: bool = False,
     ):
         super().__init__(message)
         self.message = message
@@ -135,6 +142,7 @@ class ConnectorError(Exception):
             self.transient = transient
         self.retry_after = retry_after
         self.progress = progress
+        self.unsent = unsent
 
 
 class TransientError(ConnectorError):
@@ -145,7 +153,22 @@ class PermanentError(ConnectorError):
     transient = False
 
 
-class AuthenticationError(PermanentError):
+class SystemicError(PermanentError):
+    """A failure that is about the run, not about a record: a database that does not exist, a user without
+    the rights to read the registry's metadata, a schema the mapping does not fit.
+
+    Raised from ``push``, ``pull``, ``lookup`` or ``check``, it stops the run with this one message: no
+    record of the batch is dead-lettered, the checkpoint stays before them, and the run is recorded
+    ``failed``. Dead-lettering would be wrong here -- every record would be refused for the same reason,
+    and an operator would have to replay thousands of letters once the cause is fixed. A systemic failure
+    a retry may cure (a login answered 503, a connection refused) is a :class:`TransientError` instead:
+    it is retried, and when the retries are spent the run stops the same way.
+    """
+
+    systemic = True
+
+
+class AuthenticationError(SystemicError):
     """The remote refused dcsync's credentials: no record is at fault, so the run stops (nothing is
     dead-lettered) and says so in one line, without the secret."""
 

@@ -114,6 +114,24 @@ class FakeControl(ABC):
         """Make the next ``times`` read (pull) requests fail transiently, without answering."""
         _skip_missing(self, "fail_reads")
 
+    # -- systemic failures: the run must stop, not dead-letter every record ----------------------------
+
+    def fail_everything(self) -> None:
+        """Answer every request (login, metadata, writes, reads) with a server error (HTTP 500 or the
+        protocol's equivalent) until :meth:`clear_faults`."""
+        _skip_missing(self, "fail_everything")
+
+    def refuse_login(self) -> None:
+        """Refuse dcsync's credentials (a wrong password, a database that does not exist, a revoked key)
+        on every request until :meth:`clear_faults`; a remote without a login may skip this."""
+        _skip_missing(self, "refuse_login")
+
+    def refuse_metadata(self) -> None:
+        """Refuse the metadata reads the connector makes before it writes (catalogs, field lists) with an
+        access error, as a registry does for a user outside the right group, until :meth:`clear_faults`;
+        a connector that reads no metadata may skip this."""
+        _skip_missing(self, "refuse_metadata")
+
 
 def _skip_missing(control: FakeControl, method: str) -> NoReturn:
     pytest.skip(f"{type(control).__name__} does not implement FakeControl.{method}")
