@@ -61,6 +61,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 def handled() -> Iterator[None]:
     """Turn the errors a user can cause into one line each and the right exit code."""
     from connector_core.mapping import MappingError
+    from connector_core.sync.context import RunStopped
     from connector_core.sync.runner import ConnectorBusy
 
     try:
@@ -75,6 +76,8 @@ def handled() -> Iterator[None]:
         fail(str(exc), 1)
     except ConnectorError as exc:
         fail(exc.message, 1)
+    except RunStopped as exc:  # a replay stopped: retries spent, or a failure about the run
+        fail(str(exc), 1)
     except OSError as exc:
         fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), 2)
     except Exception as exc:

@@ -209,6 +209,12 @@ class ConnectorInstanceConfig(_Strict):
     park_limit: int = Field(
         default=5, ge=1, description="Runs a child waits for its parent before it is dead-lettered"
     )
+    systemic_after: int = Field(
+        default=20,
+        ge=0,
+        description="Records refused in a row for one reason that stop the run instead of being "
+        "dead-lettered (0: never)",
+    )
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     schedule: list[ScheduleConfig] = Field(default_factory=list)
     settings: dict[str, Any] = Field(default_factory=dict)

@@ -65,6 +65,8 @@ class PushResult:
     transient: bool = False
     retry_after: float | None = None
     """For a transient failure: seconds the remote asked us to wait (its ``Retry-After``)."""
+    unsent: bool = False
+    """For a transient failure: the request for this record never left (see ``ConnectorError.unsent``)."""
 
     @classmethod
     def delivered(cls, ref: str, external_id: str | None) -> PushResult:
@@ -72,9 +74,17 @@ class PushResult:
 
     @classmethod
     def rejected(
-        cls, ref: str, error: str, *, transient: bool = False, retry_after: float | None = None
+        cls,
+        ref: str,
+        error: str,
+        *,
+        transient: bool = False,
+        retry_after: float | None = None,
+        unsent: bool = False,
     ) -> PushResult:
-        return cls(ref=ref, ok=False, error=error, transient=transient, retry_after=retry_after)
+        return cls(
+            ref=ref, ok=False, error=error, transient=transient, retry_after=retry_after, unsent=unsent
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +128,10 @@ class ConnectorError(Exception):
     batch answered): the retry budget then starts again, so a registry that takes a few records per
     request is drained rather than given up on, within ``max_elapsed``.
 
-    ``unsent`` says that no request carrying the batch's records left this machine (the connection was
-    refused, the login failed before any write): creates of that batch cannot have reached the remote, so
-    the engine drops their intents instead of warning, on the next run, that they may have.
+    ``unsent`` says that the batch's records cannot have been applied: no request carrying them left this
+    machine (the connection was refused: :func:`connector_core.http.never_sent`), or the remote refused it
+    before doing any work (a refused login). The engine then drops their create intents instead of
+    warning, on the next run, that those creates may have reached the remote.
     """
 
     transient: bool = False
@@ -170,7 +181,12 @@ class SystemicError(PermanentError):
 
 class AuthenticationError(SystemicError):
     """The remote refused dcsync's credentials: no record is at fault, so the run stops (nothing is
-    dead-lettered) and says so in one line, without the secret."""
+    dead-lettered) and says so in one line, without the secret. A refused request did no work, so it is
+    ``unsent`` unless the connector says otherwise."""
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        kwargs.setdefault("unsent", True)
+        super().__init__(message, **kwargs)
 
 
 class Connector(ABC):

@@ -23,3 +23,10 @@ def released(response: httpx.Response) -> httpx.Response:
     if response.is_closed:
         response.stream = _DRAINED
     return response
+
+
+def never_sent(exc: httpx.HTTPError) -> bool:
+    """Whether a failed request cannot have reached the remote: the connection itself was refused or
+    never opened. Raise the connector's error with ``unsent=`` this, so the engine knows the creates of
+    that batch need no lookup on the next run (:class:`connector_core.connector.ConnectorError`)."""
+    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)

@@ -17,12 +17,19 @@ from typing import Any
 import pytest
 from test_contract_mock import MockControl
 
-from connector_core.connector import PullPage
+from connector_core.connector import ConnectorError, PullPage, PushRecord, PushResult
 from connector_core.events import shift_timestamp
+from connector_core.state.sqlite import SqliteStateTxn
+from connector_core.sync.push import Pusher
 from connector_core.testing.contract import ConnectorContract, FakeControl, SettingsFactory
 from connector_core.testing.server import ServedApp
 from connectors.mock.connector import MockConnector
 from connectors.mock.server import create_app
+from connectors.rest.connector import RestConnector
+from connectors.rest.fake import FakeRestOptions
+from connectors.rest.fake import connector_settings as rest_settings
+from connectors.rest.fake import create_app as create_rest_app
+from connectors.rest.testing import FakeRestControl
 
 pytest_plugins = ["pytester"]
 
@@ -62,6 +69,61 @@ class _BrokenMockContract(ConnectorContract):
         return MockControl(dcsync_fake_server.url)
 
 
+class DeadLettersOnLoginFailure(RestConnector):
+    """Turns a refused login into a per-record refusal: every record is dead-lettered and the run 'succeeds'
+    (what the first OpenSPP connector did with a misspelt database)."""
+
+    def push(self, batch: Sequence[PushRecord]) -> list[PushResult]:
+        try:
+            return super().push(batch)
+        except ConnectorError as exc:
+            if not exc.systemic:
+                raise
+            return [PushResult.rejected(r.ref, exc.message) for r in batch]
+
+
+class DeadLettersOnLoginFailureContract(ConnectorContract):
+    connector_class = DeadLettersOnLoginFailure
+    options = FakeRestOptions(auth="api_key", pagination="cursor", max_page_size=4)
+
+    @pytest.fixture
+    def fake_app(self) -> Any:
+        return create_rest_app(self.options)
+
+    @pytest.fixture
+    def connector_settings(self) -> SettingsFactory:
+        return lambda url: rest_settings(url, self.options)
+
+    @pytest.fixture
+    def fake_control(self, dcsync_fake_server: ServedApp) -> FakeControl:
+        return FakeRestControl(dcsync_fake_server.url)
+
+
+class WithoutIntentsContract(_BrokenMockContract):
+    """A correct connector under an engine that forgot to write create intents before sending."""
+
+    connector_class = MockConnector
+
+    @pytest.fixture(autouse=True)
+    def _no_intents(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(Pusher, "_record_intents", lambda self, batch: None)
+
+
+class WithoutSnapshotsContract(_BrokenMockContract):
+    """A correct connector under an engine whose links forget the payload last synced."""
+
+    connector_class = MockConnector
+
+    @pytest.fixture(autouse=True)
+    def _no_snapshots(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        real = SqliteStateTxn.upsert_links
+
+        def forgetful(self: SqliteStateTxn, links: Any) -> None:
+            real(self, [replace(link, snapshot={}) for link in links])
+
+        monkeypatch.setattr(SqliteStateTxn, "upsert_links", forgetful)
+
+
 class CreatesTwiceContract(_BrokenMockContract):
     connector_class = CreatesTwiceOnRetry
 
@@ -96,9 +158,29 @@ def test_a_connector_that_creates_twice_on_retry_fails_the_contract(pytester: py
         "test_lookup_finds_records_by_their_ref_and_nothing_else",
         "test_an_update_changes_the_record_it_names_and_creates_nothing",
         "test_after_an_ambiguous_failure_a_retry_never_creates_twice",
+        "test_a_run_that_gave_up_on_unanswered_creates_is_looked_up_by_the_next_run",
         "test_batches_sent_at_once_arrive_once_each",
     }
     assert "test_every_entity_arrives_once_and_a_second_run_sends_nothing" in passed
+
+
+def test_a_connector_that_dead_letters_on_a_login_failure_fails_the_contract(
+    pytester: pytest.Pytester,
+) -> None:
+    failed, passed = _run_contract(pytester, "DeadLettersOnLoginFailureContract")
+    assert failed == {"test_a_refused_login_stops_the_run_with_nothing_dead_lettered"}
+    assert "test_a_remote_failing_every_call_stops_the_run_with_nothing_dead_lettered" in passed
+
+
+def test_an_engine_without_create_intents_fails_the_contract(pytester: pytest.Pytester) -> None:
+    """Within one run a lost answer is looked up anyway; only the intents carry it to the next run."""
+    failed, _ = _run_contract(pytester, "WithoutIntentsContract")
+    assert failed == {"test_a_run_that_gave_up_on_unanswered_creates_is_looked_up_by_the_next_run"}
+
+
+def test_an_engine_that_forgets_what_it_sent_fails_the_contract(pytester: pytest.Pytester) -> None:
+    failed, _ = _run_contract(pytester, "WithoutSnapshotsContract")
+    assert "test_an_entity_touched_without_a_change_is_not_sent_again" in failed
 
 
 def test_a_connector_whose_cursor_moves_backwards_fails_the_contract(pytester: pytest.Pytester) -> None:

@@ -24,10 +24,11 @@ class MockControl(FakeControl):
         self.http = httpx.Client(base_url=url, timeout=10)
         self.script: list[dict[str, Any]] = []
         self.rejects: dict[str, str] = {}
+        self.storm: dict[str, Any] = {}
 
     def _send(self) -> None:
         self.http.put(
-            "/_control/faults", json={"script": self.script, "reject": self.rejects}
+            "/_control/faults", json={"script": self.script, "reject": self.rejects, **self.storm}
         ).raise_for_status()
 
     def count(self, ref: str) -> int:
@@ -44,7 +45,13 @@ class MockControl(FakeControl):
         self._send()
 
     def clear_faults(self) -> None:
-        self.script, self.rejects = [], {}
+        self.script, self.rejects, self.storm = [], {}, {}
+        self._send()
+
+    def fail_everything(self) -> None:
+        """Every request answered 500 (a random storm at rate 1); the mock protocol has no login and no
+        metadata, so those two clauses do not apply to it."""
+        self.storm = {"random": {"rate": 1.0, "faults": [{"kind": "status", "status": 500, "on": "any"}]}}
         self._send()
 
     def create_remote(self, entity_name: str, data: dict[str, Any]) -> str:

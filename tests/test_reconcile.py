@@ -11,6 +11,7 @@ from sync_support import FAST_RETRY, event, remote_records
 from typer.testing import CliRunner
 
 from connector_core.cli import app
+from connector_core.events import FormSubmission
 from connector_core.project import Project
 from connector_core.state.base import Direction, OpenCounts
 from connector_core.sync.runner import run_connector
@@ -184,34 +185,60 @@ def test_a_child_that_arrives_before_its_parent_is_parked_then_delivered(
     assert project.state.parked("reg") == []
 
 
-def test_a_child_whose_parent_never_lands_is_dead_lettered_after_the_limit(
-    make_project: Callable[..., Project], mock_server: httpx.Client
+def _household_and_child() -> list[FormSubmission]:
+    return [
+        event("h", "hh", "create-individual", {"entityName": "household", "household_name": "H"}),
+        event(
+            "c",
+            "kid",
+            "create-individual",
+            {"entityName": "individual", "parentGuid": "hh", "first_name": "K"},
+        ),
+    ]
+
+
+def test_a_child_follows_its_dead_lettered_parent_and_arrives_when_the_parent_is_replayed(
+    make_project: Callable[..., Project], mock_server: httpx.Client, tmp_path: Path
 ) -> None:
+    project = make_project("    park_limit: 2\n")
+    mock_server.put("/_control/faults", json={"reject": {"hh": "household rejected by the registry"}})
+    project.eventlog.append(_household_and_child())
+    for _ in range(4):  # however many runs pass, the child waits for its parent, uncounted
+        run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    (held,) = project.state.parked("reg")
+    assert held.entity_guid == "kid" and held.attempts == 0
+    assert held.reason == "parent hh dead-lettered: household rejected by the registry"
+    assert [d.ref for d in project.state.dead_letters("reg")] == ["hh"], "the child is not dead-lettered"
+    assert project.state.get_checkpoint("reg", Direction.PUSH) == project.eventlog.head()
+
+    mock_server.put("/_control/faults", json={})
+    fixed = CliRunner().invoke(app, ["dlq", "replay", "reg", "--all", "-c", str(tmp_path / "dcsync.yaml")])
+    assert fixed.exit_code == 0, fixed.output
+    assert project.state.parked("reg") == [] and project.state.dead_letters("reg") == []
+    kid = next(r for r in remote_records(mock_server) if r["entityGuid"] == "kid")
+    hh = next(r for r in remote_records(mock_server) if r["entityGuid"] == "hh")
+    assert kid["data"]["parentExternalId"] == hh["id"], "the child arrived with the replay, under its parent"
+
+
+def test_a_child_whose_parent_never_lands_is_dead_lettered_after_the_limit(
+    make_project: Callable[..., Project], mock_server: httpx.Client, tmp_path: Path
+) -> None:
+    """A parent whose dead letter was discarded will not come: the child waits ``park_limit`` runs."""
     project = make_project("    park_limit: 3\n")
     mock_server.put("/_control/faults", json={"reject": {"hh": "household rejected by the registry"}})
-    project.eventlog.append(
-        [
-            event("h", "hh", "create-individual", {"entityName": "household", "household_name": "H"}),
-            event(
-                "c",
-                "kid",
-                "create-individual",
-                {"entityName": "individual", "parentGuid": "hh", "first_name": "K"},
-            ),
-        ]
-    )
+    project.eventlog.append(_household_and_child())
+    run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    discard = CliRunner().invoke(app, ["dlq", "discard", "reg", "--all", "-c", str(tmp_path / "dcsync.yaml")])
+    assert discard.exit_code == 0, discard.output
     run_connector(project, "reg", pull=False, retry=FAST_RETRY)
     (parked,) = project.state.parked("reg")
-    assert parked.entity_guid == "kid" and "parent hh" in parked.reason
-    assert project.state.get_checkpoint("reg", Direction.PUSH) == project.eventlog.head(), (
-        "parked is recorded"
-    )
+    assert parked.entity_guid == "kid" and "parent hh is not delivered" in parked.reason
+    assert parked.attempts == 1
     run_connector(project, "reg", pull=False, retry=FAST_RETRY)
     assert project.state.parked("reg")[0].attempts == 2
     run_connector(project, "reg", pull=False, retry=FAST_RETRY)
     assert project.state.parked("reg") == []
     letters = {d.ref: d.reason for d in project.state.dead_letters("reg")}
-    assert "household rejected by the registry" in letters["hh"]
     assert "parent hh is not delivered" in letters["kid"] and "after 3 runs" in letters["kid"]
 
 
@@ -242,7 +269,8 @@ def test_dead_letters_are_replayed_once_the_cause_is_fixed(
 def test_more_parked_children_than_a_page_are_all_delivered_once_their_parent_lands(
     make_project: Callable[..., Project], mock_server: httpx.Client, tmp_path: Path
 ) -> None:
-    """The end-of-run retry walks the parked children a page at a time: none is missed or sent twice."""
+    """The children held behind a dead-lettered parent follow its replay a page at a time: none is
+    missed or sent twice."""
     project = make_project("    park_limit: 5\n", page_size=3, batch_size=2)
     mock_server.put("/_control/faults", json={"reject": {"hh": "household rejected by the registry"}})
     kids = [f"kid-{i}" for i in range(8)]
@@ -258,9 +286,9 @@ def test_more_parked_children_than_a_page_are_all_delivered_once_their_parent_la
     assert project.state.open_counts("reg").parked == 8
     mock_server.put("/_control/faults", json={})
     replayed = CliRunner().invoke(app, ["dlq", "replay", "reg", "--all", "-c", str(tmp_path / "dcsync.yaml")])
-    assert replayed.exit_code == 0 and "replayed 1: 1 created" in replayed.stdout, replayed.output
+    assert replayed.exit_code == 0 and "replayed 1: 9 created" in replayed.stdout, replayed.output
     second = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
-    assert second.push.counts.created == 8 and second.push.counts.parked == 0
+    assert second.push.counts.created == 0 and second.push.counts.parked == 0
     hh = next(r for r in remote_records(mock_server) if r["entityGuid"] == "hh")
     delivered = [r for r in remote_records(mock_server) if r["entityGuid"] in kids]
     assert sorted(r["entityGuid"] for r in delivered) == kids

@@ -98,7 +98,7 @@ class RunRecord:
     trigger: str  # manual | schedule | demo
     started_at: str
     finished_at: str | None
-    outcome: str  # running | ok | failed | interrupted
+    outcome: str  # running | ok | degraded | failed | interrupted | abandoned
     counts: dict[str, int]
     error: str | None
 
@@ -153,8 +153,13 @@ class StateTxn(Protocol):
 
     def clear_intents(self, connector: str, refs: Iterable[str]) -> None: ...
 
-    def park(self, connector: str, entity_guid: str, parent_guid: str, reason: str) -> None:
-        """Hold a child back until its parent lands; parking it again bumps ``attempts``."""
+    def park(
+        self, connector: str, entity_guid: str, parent_guid: str, reason: str, *, count: bool = True
+    ) -> None:
+        """Hold a child back until its parent lands; parking it again bumps ``attempts``.
+
+        ``count=False`` holds it without counting a run towards ``park_limit``: the parent is
+        dead-lettered, so the child waits for the parent's replay, however many runs that takes."""
         ...
 
     def unpark(self, connector: str, entity_guid: str) -> None: ...
@@ -213,6 +218,12 @@ class StateStore(Protocol):
         """Which of ``refs`` have an open dead letter in ``direction`` (closed by a later delivery)."""
         ...
 
+    def open_dead_letter_reasons(
+        self, connector: str, direction: Direction, refs: Iterable[str]
+    ) -> dict[str, str]:
+        """The open dead letters among ``refs`` with their reasons (what a held child is told)."""
+        ...
+
     def get_dead_letter(self, dead_letter_id: int) -> DeadLetter | None: ...
 
     def start_run(self, connector: str, direction: str, trigger: str) -> int: ...
@@ -220,6 +231,11 @@ class StateStore(Protocol):
     def finish_run(
         self, run_id: int, outcome: str, counts: dict[str, int], error: str | None = None
     ) -> None: ...
+
+    def abandon_runs(self, connector: str, reason: str) -> int:
+        """Close every run of ``connector`` still marked ``running`` as ``abandoned``; called by the run
+        that holds the connector's lease, so those runs' processes are known to be gone."""
+        ...
 
     def runs(
         self, connector: str | None = None, limit: int = 20, failed_only: bool = False
@@ -236,6 +252,10 @@ class StateStore(Protocol):
 
     def parked_attempts(self, connector: str, entity_guids: Iterable[str]) -> dict[str, int]:
         """The parked ones among ``entity_guids``, with the runs each has waited so far."""
+        ...
+
+    def parked_children(self, connector: str, parent_guids: Iterable[str]) -> list[str]:
+        """Guids of the children parked behind any of ``parent_guids`` (delivered once a parent is)."""
         ...
 
     def open_counts(self, connector: str) -> OpenCounts:

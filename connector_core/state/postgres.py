@@ -45,7 +45,7 @@ log = logging.getLogger("dcsync.state")
 
 DEFAULT_SCHEMA = "dcsync"
 DEAD_LETTER_CLOSED = frozenset({"replayed", "discarded"})
-FAILED_OUTCOMES = ("failed", "interrupted")
+FAILED_OUTCOMES = ("failed", "interrupted", "abandoned")
 
 Migration = Sequence[str]
 
@@ -355,16 +355,19 @@ class PostgresStateTxn:
                 self._q("DELETE FROM {s}.intents WHERE connector = %s AND ref = ANY(%s)"), (connector, wanted)
             )
 
-    def park(self, connector: str, entity_guid: str, parent_guid: str, reason: str) -> None:
+    def park(
+        self, connector: str, entity_guid: str, parent_guid: str, reason: str, *, count: bool = True
+    ) -> None:
         now = now_timestamp()
+        step = 1 if count else 0
         self._c().execute(
             self._q(
-                f"INSERT INTO {{s}}.parked AS p ({_PARKED_COLUMNS}) VALUES (%s, %s, %s, %s, 1, %s, %s) "
-                "ON CONFLICT (connector, entity_guid) DO UPDATE SET attempts = p.attempts + 1, "
+                f"INSERT INTO {{s}}.parked AS p ({_PARKED_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (connector, entity_guid) DO UPDATE SET attempts = p.attempts + %s, "
                 "parent_guid = excluded.parent_guid, reason = excluded.reason, "
                 "updated_at = excluded.updated_at"
             ),
-            (connector, entity_guid, parent_guid, reason, now, now),
+            (connector, entity_guid, parent_guid, reason, step, now, now, step),
         )
 
     def unpark(self, connector: str, entity_guid: str) -> None:
@@ -710,6 +713,17 @@ class PostgresStateStore:
         )
         return {row[0] for row in rows}
 
+    def open_dead_letter_reasons(
+        self, connector: str, direction: Direction, refs: Iterable[str]
+    ) -> dict[str, str]:
+        rows = self._rows_any(
+            "SELECT ref, reason FROM {s}.dead_letters WHERE connector = %s AND direction = %s "
+            "AND status = 'open' AND ref",
+            (connector, Direction(direction).value),
+            refs,
+        )
+        return {row[0]: row[1] for row in rows}
+
     def get_dead_letter(self, dead_letter_id: int) -> DeadLetter | None:
         row = self._row(
             f"SELECT {_DEAD_LETTER_COLUMNS} FROM {{s}}.dead_letters WHERE id = %s", (dead_letter_id,)
@@ -745,6 +759,14 @@ class PostgresStateStore:
             entity_guids,
         )
         return {row[0]: row[1] for row in rows}
+
+    def parked_children(self, connector: str, parent_guids: Iterable[str]) -> list[str]:
+        rows = self._rows_any(
+            "SELECT entity_guid FROM {s}.parked WHERE connector = %s AND parent_guid",
+            (connector,),
+            parent_guids,
+        )
+        return sorted(row[0] for row in rows)
 
     def open_counts(self, connector: str) -> OpenCounts:
         row = self._row(
@@ -804,6 +826,14 @@ class PostgresStateStore:
         )
         assert row is not None
         return int(row[0])
+
+    def abandon_runs(self, connector: str, reason: str) -> int:
+        rows = self._rows(
+            "UPDATE {s}.runs SET finished_at = %s, outcome = 'abandoned', error = %s "
+            "WHERE connector = %s AND outcome = 'running' RETURNING id",
+            (now_timestamp(), reason, connector),
+        )
+        return len(rows)
 
     def finish_run(self, run_id: int, outcome: str, counts: dict[str, int], error: str | None = None) -> None:
         row = self._row(

@@ -157,7 +157,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 """Ordered: migration ``i`` takes the schema from version ``i`` to ``i + 1``. Only ever append."""
 
 DEAD_LETTER_CLOSED = frozenset({"replayed", "discarded"})
-FAILED_OUTCOMES = ("failed", "interrupted")
+FAILED_OUTCOMES = ("failed", "interrupted", "abandoned")
 
 
 class SchemaVersionError(RuntimeError):
@@ -394,13 +394,16 @@ class SqliteStateTxn:
                 (connector, *part),
             )
 
-    def park(self, connector: str, entity_guid: str, parent_guid: str, reason: str) -> None:
+    def park(
+        self, connector: str, entity_guid: str, parent_guid: str, reason: str, *, count: bool = True
+    ) -> None:
         now = now_timestamp()
+        step = 1 if count else 0
         self._c().execute(
-            f"INSERT INTO parked ({_PARKED_COLUMNS}) VALUES (?, ?, ?, ?, 1, ?, ?) "
-            "ON CONFLICT (connector, entity_guid) DO UPDATE SET attempts = attempts + 1, "
+            f"INSERT INTO parked ({_PARKED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (connector, entity_guid) DO UPDATE SET attempts = attempts + ?, "
             "parent_guid = excluded.parent_guid, reason = excluded.reason, updated_at = excluded.updated_at",
-            (connector, entity_guid, parent_guid, reason, now, now),
+            (connector, entity_guid, parent_guid, reason, step, now, now, step),
         )
 
     def unpark(self, connector: str, entity_guid: str) -> None:
@@ -674,6 +677,17 @@ class SqliteStateStore:
         )
         return {row[0] for row in rows}
 
+    def open_dead_letter_reasons(
+        self, connector: str, direction: Direction, refs: Iterable[str]
+    ) -> dict[str, str]:
+        rows = self._rows_in(
+            "SELECT ref, reason FROM dead_letters WHERE connector = ? AND direction = ? "
+            "AND status = 'open' AND ref",
+            (connector, Direction(direction).value),
+            refs,
+        )
+        return {row[0]: row[1] for row in rows}
+
     def get_dead_letter(self, dead_letter_id: int) -> DeadLetter | None:
         with self._lock:
             row = self._conn.execute(
@@ -711,6 +725,12 @@ class SqliteStateStore:
             entity_guids,
         )
         return {row[0]: row[1] for row in rows}
+
+    def parked_children(self, connector: str, parent_guids: Iterable[str]) -> list[str]:
+        rows = self._rows_in(
+            "SELECT entity_guid FROM parked WHERE connector = ? AND parent_guid", (connector,), parent_guids
+        )
+        return sorted(row[0] for row in rows)
 
     def open_counts(self, connector: str) -> OpenCounts:
         with self._lock:
@@ -773,6 +793,15 @@ class SqliteStateStore:
             run_id = cur.lastrowid
         assert run_id is not None
         return run_id
+
+    def abandon_runs(self, connector: str, reason: str) -> int:
+        with self._lock:
+            cur = self._conn.execute(
+                "UPDATE runs SET finished_at = ?, outcome = 'abandoned', error = ? "
+                "WHERE connector = ? AND outcome = 'running'",
+                (now_timestamp(), reason, connector),
+            )
+        return cur.rowcount
 
     def finish_run(self, run_id: int, outcome: str, counts: dict[str, int], error: str | None = None) -> None:
         with self._lock:

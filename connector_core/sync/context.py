@@ -34,6 +34,8 @@ class SyncContext:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     dry_run: bool = False
     park_limit: int = 5
+    systemic_after: int = 20
+    """Records refused in a row for one (normalised) reason that stop the run: the cause is not in them."""
     conflict_policy: str = "external-wins"
     merge_fallback: str = "external"
     stop: threading.Event = field(default_factory=threading.Event)

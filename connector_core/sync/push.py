@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -24,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from connector_core.connector import (
-    AuthenticationError,
     ConnectorError,
     Operation,
     PushRecord,
@@ -44,6 +44,15 @@ from connector_core.sync.report import Counts, DirectionReport, PlannedOperation
 log = logging.getLogger("dcsync.push")
 
 _MEMBER_EVENTS = MEMBERSHIP_EVENTS - {"remove-member"}  # events that list a group's members
+_VARYING = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\d+(?:\.\d+)?", re.IGNORECASE
+)
+
+
+def reason_key(reason: str) -> str:
+    """What two refusals have in common once the parts that name the record are gone (guids, numbers):
+    "Invalid field 'hh_size' on model 'res.partner'" is one reason however many households hit it."""
+    return " ".join(_VARYING.sub("#", reason).lower().split())
 
 
 @dataclass
@@ -138,6 +147,18 @@ class Pusher:
         self._open_letters: set[str] = set()
         self._stale_intents = ctx.state.intents(ctx.name) if not ctx.dry_run else set()
         self._parked_now: set[str] = set()  # parked in this run: a retry at its end is no new attempt
+        # Parents this page's children wait for that are dead-lettered, with the reason: such a child is
+        # held (not counted towards park_limit) until the parent is replayed.
+        self._parent_letters: dict[str, str] = {}
+        # Refusals of the current run of same-reason refusals, not yet written as dead letters: when
+        # ``systemic_after`` records in a row are refused for one reason, the cause is not in the records,
+        # and the run stops with them undelivered instead of dead-lettering them one by one.
+        self._streak_key: str | None = None
+        self._streak = 0
+        self._deferred: list[tuple[str, str, dict[str, Any]]] = []
+        self.systemic_stop: str | None = None
+        self.delivered_now: set[str] = set()  # refs delivered by this pusher (replay follows their children)
+        self._rehearsed: set[str] = set()  # a dry run plans each entity once, however its events fall
         self._map_context = MapContext(link=self.external_id)
         if self._stale_intents:
             log.warning(
@@ -156,11 +177,15 @@ class Pusher:
         return link.external_id
 
     def _preload_parents(self, entities: dict[str, Entity]) -> None:
-        """One query for every parent a page refers to, instead of one per child."""
+        """One query for every parent a page refers to, instead of one per child (and one for the
+        dead letters of those that are not delivered)."""
         parents = {e.parent_guid for e in entities.values() if e.parent_guid} - set(self._links)
         for guid, link in self.ctx.state.get_links(self.ctx.name, parents).items():
             if not link.deleted:
                 self._links[guid] = link.external_id
+        self._parent_letters = self.ctx.state.open_dead_letter_reasons(
+            self.ctx.name, Direction.PUSH, parents - set(self._links)
+        )
 
     # -- planning -------------------------------------------------------------------------------
     def push_entities(self, guids: list[str], unlinks: Sequence[tuple[str, str]] = ()) -> None:
@@ -233,7 +258,15 @@ class Pusher:
         parent_guid = entity.parent_guid
         parent_external = self.external_id(parent_guid) if parent_guid else None
         if parent_guid and parent_external is None and self._parent_expected(parent_guid):
-            self._park(entity.guid, parent_guid, f"parent {parent_guid} is not delivered to {ctx.name} yet")
+            letter = self._parent_letters.get(parent_guid)
+            if letter is not None:
+                self._park(
+                    entity.guid, parent_guid, f"parent {parent_guid} dead-lettered: {letter}", hold=True
+                )
+            else:
+                self._park(
+                    entity.guid, parent_guid, f"parent {parent_guid} is not delivered to {ctx.name} yet"
+                )
             return None
         operation = Operation.UPDATE if live_link is not None else Operation.CREATE
         return _Planned(
@@ -272,15 +305,23 @@ class Pusher:
         return parent is not None and self.ctx.mappings.for_entity(parent.to_json()) is not None
 
     # -- parked children --------------------------------------------------------------------------
-    def _park(self, guid: str, parent_guid: str, reason: str) -> None:
-        """Hold a child back; one attempt per run, dead-lettered with the reason after ``park_limit`` runs."""
+    def _park(self, guid: str, parent_guid: str, reason: str, *, hold: bool = False) -> None:
+        """Hold a child back; one attempt per run, dead-lettered with the reason after ``park_limit`` runs.
+
+        ``hold``: the parent is dead-lettered, so waiting runs out nothing -- the child follows its
+        parent's fate at once and stays held, uncounted, until the parent's replay delivers it."""
         ctx = self.ctx
-        self._note(Operation.CREATE, guid, None, f"parked: {reason}")
+        self._note(Operation.CREATE, guid, None, f"{'held' if hold else 'parked'}: {reason}")
         if guid in self._parked_now:
             return  # parked earlier in this run: the retry at the end of a run is not a new attempt
         self._parked_now.add(guid)
         self.counts.parked += 1
         if ctx.dry_run:
+            return
+        if hold:
+            with ctx.state.transaction() as tx:
+                tx.park(ctx.name, guid, parent_guid, reason, count=False)
+            self._parked.setdefault(guid, 0)
             return
         attempts = self._parked.get(guid, 0) + 1
         with ctx.state.transaction() as tx:
@@ -319,8 +360,9 @@ class Pusher:
         guids = (p.entity_guid for p in ctx.state.iter_parked(ctx.name, page_size=ctx.page_size))
         for page in chunks(guids, ctx.page_size):
             if ctx.stop.is_set():
-                return
+                break
             self.push_entities(page)
+        self.flush_refusals()
 
     # -- delivery -------------------------------------------------------------------------------
     def _note(self, operation: Operation, ref: str, entity_name: str | None, detail: str = "") -> None:
@@ -337,6 +379,53 @@ class Pusher:
                 tx.add_dead_letter(self.ctx.name, Direction.PUSH, ref, reason, payload)
             self._parked.pop(ref, None)
             self._open_letters.add(ref)
+            self._parent_letters[ref] = reason
+
+    # -- refusals: one record's fault, or the run's ------------------------------------------------------
+    def _refused(self, tx: StateTxn, ref: str, reason: str, payload: dict[str, Any]) -> None:
+        """A record the remote refused for good; its dead letter waits until the streak it belongs to
+        is broken (by a delivery or another reason), or is never written if the streak stops the run."""
+        if self.systemic_stop is not None:
+            return  # the run is stopping: this record stays pending behind the checkpoint
+        key = reason_key(reason)
+        if key != self._streak_key:
+            self._write_refusals(tx)
+            self._streak_key, self._streak = key, 0
+        self._streak += 1
+        self._deferred.append((ref, reason, payload))
+        self._parent_letters[ref] = reason  # its children are held, whatever the streak turns out to be
+        limit = self.ctx.systemic_after
+        if limit and self._streak >= limit:
+            self.systemic_stop = reason
+            self._deferred.clear()
+
+    def _streak_broken(self, tx: StateTxn) -> None:
+        self._write_refusals(tx)
+        self._streak_key, self._streak = None, 0
+
+    def _write_refusals(self, tx: StateTxn) -> None:
+        """Dead-letter the refusals held back so far (they were not a systemic streak after all)."""
+        if self.systemic_stop is not None:
+            self._deferred.clear()
+            return
+        for ref, reason, payload in self._deferred:
+            self.counts.dead_lettered += 1
+            self._open_letters.add(ref)
+            self._parent_letters[ref] = reason
+            log.warning("dead letter %s: %s", ref, reason)
+            tx.add_dead_letter(self.ctx.name, Direction.PUSH, ref, reason, payload)
+        self._deferred.clear()
+
+    @property
+    def holding_refusals(self) -> bool:
+        """Refusals wait to be written: the checkpoint must not pass them yet."""
+        return bool(self._deferred)
+
+    def flush_refusals(self) -> None:
+        """Write the held-back refusals as dead letters: the run ends without a systemic streak."""
+        if self._deferred and self.systemic_stop is None:
+            with self.ctx.state.transaction() as tx:
+                self._write_refusals(tx)
 
     def _deliver(self, planned: Iterable[_Planned]) -> None:
         """Send ``planned`` in batches, up to ``in_flight`` requests at once; outcomes commit in order.
@@ -377,6 +466,9 @@ class Pusher:
 
     def _rehearse(self, batch: list[_Planned]) -> None:
         for item in batch:
+            if item.record.ref in self._rehearsed and item.record.operation is not Operation.UNLINK:
+                continue  # planned on an earlier page: its later events change what goes, not how often
+            self._rehearsed.add(item.record.ref)
             self._count(item.record.operation)
             self._note(item.record.operation, item.record.ref, item.record.entity_name)
             if item.record.operation in (Operation.CREATE, Operation.UPDATE):
@@ -408,7 +500,7 @@ class Pusher:
     def _settle(self, batch: list[_Planned], sent: _Sent) -> RunStopped | None:
         """Commit one batch's outcome; say whether the run must stop (the checkpoint then stays put)."""
         error = sent.error
-        if isinstance(error, AuthenticationError):
+        if error is not None and error.systemic:
             self._commit(batch, sent.results, sent.sender, None)
             return RunStopped(error.message)
         refused = error is not None and not error.transient
@@ -416,6 +508,12 @@ class Pusher:
         if error is not None and error.transient:
             return RunStopped(
                 f"gave up after retries: {error.message}; the checkpoint stays before the undelivered records"
+            )
+        if self.systemic_stop is not None:
+            return RunStopped(
+                f"{self._streak} records in a row were refused by {self.ctx.name} for the same reason, so "
+                f"the cause is not in the records: {self.systemic_stop}; none of them was dead-lettered "
+                "and the checkpoint stays before them (systemic_after sets how many refusals stop a run)"
             )
         return None
 
@@ -450,24 +548,20 @@ class Pusher:
                 if result is None and refused is not None:
                     result = PushResult.rejected(record.ref, refused)
                 if result is None:
+                    if not sender.may_have_sent and record.ref not in self._stale_intents:
+                        settled.append(record.ref)  # never left this machine: no create to look up
                     continue  # transient to the end: stays pending behind the unmoved checkpoint
                 settled.append(record.ref)
                 if result.ok:
+                    self._streak_broken(tx)
                     self._delivered(tx, item, record, result, now, links)
                 else:
-                    self.counts.dead_lettered += 1
-                    self._open_letters.add(record.ref)
-                    tx.add_dead_letter(
-                        ctx.name,
-                        Direction.PUSH,
-                        record.ref,
-                        result.error or "rejected without a reason",
-                        {
-                            "operation": str(record.operation),
-                            "entity_name": record.entity_name,
-                            "payload": record.payload,
-                        },
-                    )
+                    payload = {
+                        "operation": str(record.operation),
+                        "entity_name": record.entity_name,
+                        "payload": record.payload,
+                    }
+                    self._refused(tx, record.ref, result.error or "rejected without a reason", payload)
             tx.upsert_links(links)
             tx.clear_intents(ctx.name, settled)
         self._stale_intents.difference_update(settled)
@@ -512,6 +606,7 @@ class Pusher:
             if self._parked.pop(record.ref, None) is not None:
                 tx.unpark(ctx.name, record.ref)
             self._links[record.ref] = str(external_id)
+            self.delivered_now.add(record.ref)
         if record.ref in self._open_letters:
             tx.resolve_dead_letter(ctx.name, Direction.PUSH, record.ref, "replayed")
             self._open_letters.discard(record.ref)
@@ -536,6 +631,8 @@ class _BatchSender:
         self.results = results
         self.final: dict[str, PushRecord] = {}
         self.ambiguous = any(r.operation is Operation.CREATE and r.ref in stale_intents for r in self.pending)
+        self.may_have_sent = False
+        """Whether any request carrying this batch's records may have left this machine."""
 
     def attempt(self) -> None:
         connector = self.ctx.connector
@@ -556,17 +653,20 @@ class _BatchSender:
         try:
             answers = connector.push(pending)
         except ConnectorError as exc:
-            self.ambiguous = exc.transient
+            self.may_have_sent = self.may_have_sent or not exc.unsent
+            self.ambiguous = exc.transient and not exc.unsent
             raise
         by_ref = {a.ref: a for a in answers}
         settled_before = len(self.results)
         again = []
         last_error = None
         waits = []
+        maybe_sent = False
         for record in pending:
             answer = by_ref.get(record.ref)
             if answer is None or (not answer.ok and answer.transient):
                 again.append(record)
+                maybe_sent = maybe_sent or answer is None or not answer.unsent
                 last_error = answer.error if answer else "no result for this record"
                 if answer is not None and answer.retry_after is not None:
                     waits.append(answer.retry_after)
@@ -574,7 +674,8 @@ class _BatchSender:
                 self.results[record.ref] = answer
         self.pending = again
         if again:
-            self.ambiguous = True
+            self.ambiguous = maybe_sent
+            self.may_have_sent = self.may_have_sent or maybe_sent
             raise TransientError(
                 f"{len(again)} records failed transiently: {last_error}",
                 retry_after=max(waits, default=None),
@@ -594,7 +695,7 @@ def run_push(ctx: SyncContext, report: DirectionReport) -> None:
         report.counts.read += len(page.touches)
         changes = touched_entities(page.touches, ctx.user_id)
         pusher.push_entities(changes.entities, changes.unlinks)
-        if not ctx.dry_run:
+        if not ctx.dry_run and not pusher.holding_refusals:  # a streak may yet stop the run before them
             with ctx.state.transaction() as tx:
                 tx.set_checkpoint(ctx.name, Direction.PUSH, page.cursor)
         cursor = page.cursor
@@ -602,6 +703,10 @@ def run_push(ctx: SyncContext, report: DirectionReport) -> None:
         log.info("%s: pushed through event cursor %s", ctx.name, cursor)
         if page.at_end:
             break
+    if pusher.holding_refusals:  # the run ended without a systemic streak: they are one record's fault
+        pusher.flush_refusals()
+        with ctx.state.transaction() as tx:
+            tx.set_checkpoint(ctx.name, Direction.PUSH, cursor)
     if not ctx.stop.is_set():
         pusher.retry_parked()
     report.checkpoint_after = cursor

@@ -33,6 +33,7 @@ def replay(ctx: SyncContext, letters: Iterable[DeadLetter]) -> DirectionReport:
         if push_refs:
             pusher = pusher or Pusher(ctx, report.counts, replaying=True)
             _replay_pushes(ctx, pusher, push_refs)
+            pusher.flush_refusals()  # each letter failed again on its own: bump it now
         if pull_letters:
             puller = PagePuller(ctx, report)  # one per page: its commit writes all it has taken
             for letter in pull_letters:
@@ -42,7 +43,11 @@ def replay(ctx: SyncContext, letters: Iterable[DeadLetter]) -> DirectionReport:
 
 
 def _replay_pushes(ctx: SyncContext, pusher: Pusher, refs: list[str]) -> None:
-    """The entities' current state goes out; a letter whose entity is gone from the log is discarded."""
+    """The entities' current state goes out; a letter whose entity is gone from the log is discarded.
+
+    Children held behind a replayed parent follow it at once, and theirs after them: they were waiting
+    for exactly this delivery, and an operator who replays a household expects its members to arrive."""
+    pusher.delivered_now.clear()  # one page's worth: memory stays flat over a million letters
     present = ctx.eventlog.get_entities(refs)
     pusher.push_entities([ref for ref in refs if ref in present])
     gone = [ref for ref in refs if ref not in present]
@@ -50,6 +55,12 @@ def _replay_pushes(ctx: SyncContext, pusher: Pusher, refs: list[str]) -> None:
         with ctx.state.transaction() as tx:
             for ref in gone:
                 tx.resolve_dead_letter(ctx.name, Direction.PUSH, ref, "discarded")
+    parents = [ref for ref in refs if ref in pusher.delivered_now]
+    while parents and not ctx.stop.is_set():
+        before = set(pusher.delivered_now)
+        for page in chunks(ctx.state.parked_children(ctx.name, parents), ctx.page_size):
+            pusher.push_entities(page)
+        parents = sorted(pusher.delivered_now - before)
 
 
 def _remote_record(letter: DeadLetter) -> RemoteRecord:

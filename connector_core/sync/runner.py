@@ -28,6 +28,11 @@ log = logging.getLogger("dcsync.run")
 
 __all__ = ["ConnectorBusy", "connector_lock", "run_connector", "sync_session"]
 
+ABANDONED = (
+    "the process running it stopped before the run ended (killed or crashed); "
+    "the next run resumed from its checkpoint"
+)
+
 _gc_lock = threading.Lock()
 _gc_runs = 0
 _gc_saved: tuple[int, ...] = ()
@@ -92,6 +97,7 @@ def sync_session(
                 retry=retry or instance.retry,
                 dry_run=dry_run,
                 park_limit=instance.park_limit,
+                systemic_after=instance.systemic_after,
                 conflict_policy=instance.conflict_policy,
                 merge_fallback=instance.merge_fallback,
                 stop=stop or threading.Event(),
@@ -133,6 +139,10 @@ def run_connector(
             report.skipped = True
             return report
         if not dry_run:
+            # the lease is ours, so a run still marked running was left by a process that is gone
+            abandoned = project.state.abandon_runs(name, ABANDONED)
+            if abandoned:
+                log.warning("%s: %d earlier run(s) ended without closing; marked abandoned", name, abandoned)
             report.run_id = project.state.start_run(name, direction, trigger)
         outcome = "ok"
         with run_context(run_id=report.run_id, connector=name, trigger=trigger):
@@ -159,9 +169,11 @@ def _run_directions(
             _guarded(run_push, ctx, report.push)
     except BaseException as exc:
         if report.run_id is not None:
-            project.state.finish_run(
-                report.run_id, "failed", report.totals().as_dict(), f"{type(exc).__name__}: {exc}"
-            )
+            if isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C: the operator's choice, not a fault
+                outcome, error = "interrupted", "interrupted before the batch in flight was committed"
+            else:
+                outcome, error = "failed", f"{type(exc).__name__}: {exc}"
+            project.state.finish_run(report.run_id, outcome, report.totals().as_dict(), redact(error))
             report.run_id = None
         raise
 

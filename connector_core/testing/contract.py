@@ -58,9 +58,11 @@ from connector_core.connector import (
     PushResult,
     RemoteRecord,
 )
+from connector_core.entities import Entity
 from connector_core.events import FormSubmission
 from connector_core.mapping import MappingSet, identity_mapping, load_mapping
 from connector_core.state.base import Direction
+from connector_core.sync.report import DirectionReport
 from connector_core.testing.harness import FAST_RETRY, SyncHarness, host_for, sample_events
 from connector_core.testing.server import ServedApp, free_port
 
@@ -135,6 +137,21 @@ class FakeControl(ABC):
 
 def _skip_missing(control: FakeControl, method: str) -> NoReturn:
     pytest.skip(f"{type(control).__name__} does not implement FakeControl.{method}")
+
+
+def _unchanged_edits(entities: Sequence[Entity]) -> list[FormSubmission]:
+    """One update per entity that changes none of its fields (a form re-submitted as it was)."""
+    return [
+        FormSubmission(
+            guid=new_ref(),
+            entity_guid=entity.guid,
+            type=f"update-{entity.type}",
+            data=dict(entity.data),
+            timestamp="2099-01-01T00:00:00.000Z",
+            user_id="contract-clerk",
+        )
+        for entity in entities
+    ]
 
 
 def new_ref() -> str:
@@ -515,6 +532,27 @@ class ConnectorContract:
         assert again.error is None, again.error
         assert again.counts.created + again.counts.updated == 0, "nothing changed, so nothing is sent"
 
+    def test_an_entity_touched_without_a_change_is_not_sent_again(
+        self, harness: SyncHarness, contract_events: list[FormSubmission], fake_control: FakeControl
+    ) -> None:
+        """A phone that re-submits a form unchanged makes new events but no new payload: the snapshot
+        kept on the link is what stops a resend (and what keeps pulled changes from echoing back)."""
+        self.require(Capability.PUSH)
+        harness.append(contract_events)
+        first = harness.push()
+        assert first.error is None, first.error
+        entities = harness.entities()
+        touched = harness.append(_unchanged_edits(entities))
+        assert touched == len(entities)
+        again = harness.push()
+        assert again.error is None, again.error
+        assert again.counts.created + again.counts.updated == 0, (
+            f"{again.counts.created + again.counts.updated} unchanged entities were sent again: compare "
+            "the mapped payload with the link's snapshot before sending"
+        )
+        assert again.counts.unchanged == len(entities)
+        self.assert_once_each(fake_control, [e.guid for e in entities], "after an unchanged re-submission")
+
     def test_after_an_ambiguous_failure_a_retry_never_creates_twice(
         self, harness: SyncHarness, contract_events: list[FormSubmission], fake_control: FakeControl
     ) -> None:
@@ -526,6 +564,25 @@ class ConnectorContract:
         assert report.error is None, report.error
         assert report.counts.retries >= 1, "the injected failures never reached the engine"
         self.assert_once_each(fake_control, guids, "after writes that committed but lost their answers")
+        assert set(harness.links()) == set(guids)
+
+    def test_a_run_that_gave_up_on_unanswered_creates_is_looked_up_by_the_next_run(
+        self, harness: SyncHarness, contract_events: list[FormSubmission], fake_control: FakeControl
+    ) -> None:
+        """Writes that commit and lose their answers until the retries are spent: the run stops, and the
+        next one (a new process, as far as it knows) must find what the first created before sending --
+        the create intents written before each request are what tell it to look."""
+        self.require(Capability.PUSH)
+        harness.append(contract_events)
+        guids = [e.guid for e in harness.entities()]
+        fake_control.fail_writes(50, after_commit=True)
+        stopped = harness.push()
+        assert stopped.error is not None, "every write lost its answer: the run must give up, not succeed"
+        assert harness.checkpoint(Direction.PUSH) is None, "the checkpoint stays before undelivered records"
+        fake_control.clear_faults()
+        report = harness.push()
+        assert report.error is None, report.error
+        self.assert_once_each(fake_control, guids, "after a run gave up on unanswered creates and a rerun")
         assert set(harness.links()) == set(guids)
 
     def test_transient_failures_are_retried_and_everything_arrives_once(
@@ -557,6 +614,88 @@ class ConnectorContract:
         assert harness.checkpoint(Direction.PUSH) == harness.eventlog.head(), (
             "a dead letter does not hold the run"
         )
+
+    # -- failures that are about the run, not a record ------------------------------------------------
+
+    def _assert_stopped_clean(self, harness: SyncHarness, report: DirectionReport, when: str) -> None:
+        assert report.error is not None, f"{when}: the run reported success; it must stop and say why"
+        letters = [(d.ref, d.reason) for d in harness.dead_letters()]
+        assert letters == [], (
+            f"{when}: {len(letters)} records were dead-lettered, first {letters[:1]}; the records are not at "
+            "fault -- raise SystemicError (or AuthenticationError) so the run stops with nothing "
+            "dead-lettered, or a TransientError if a retry may cure it"
+        )
+        assert harness.checkpoint(Direction.PUSH) is None, f"{when}: the push checkpoint moved"
+
+    def _systemic_case(
+        self,
+        harness: SyncHarness,
+        contract_events: list[FormSubmission],
+        fake_control: FakeControl,
+        inject: Callable[[], None],
+        when: str,
+    ) -> None:
+        harness.append(contract_events)
+        guids = [e.guid for e in harness.entities()]
+        inject()
+        if Capability.PULL in self.connector_class.capabilities:
+            pulled = harness.pull()
+            assert pulled.error is not None, f"{when}: the pull reported success"
+            assert harness.dead_letters() == [], f"{when}: the pull dead-lettered records"
+        if Capability.PUSH not in self.connector_class.capabilities:
+            return
+        self._assert_stopped_clean(harness, harness.push(), when)
+        fake_control.clear_faults()
+        report = harness.push()
+        assert report.error is None, f"once the cause is gone, the next run delivers: {report.error}"
+        self.assert_once_each(fake_control, guids, f"after a run stopped by {when} and a rerun")
+
+    def test_a_remote_failing_every_call_stops_the_run_with_nothing_dead_lettered(
+        self, harness: SyncHarness, contract_events: list[FormSubmission], fake_control: FakeControl
+    ) -> None:
+        self._systemic_case(
+            harness,
+            contract_events,
+            fake_control,
+            fake_control.fail_everything,
+            "a server error on every call",
+        )
+
+    def test_a_refused_login_stops_the_run_with_nothing_dead_lettered(
+        self, harness: SyncHarness, contract_events: list[FormSubmission], fake_control: FakeControl
+    ) -> None:
+        self._systemic_case(
+            harness, contract_events, fake_control, fake_control.refuse_login, "a refused login"
+        )
+
+    def test_a_refused_metadata_read_stops_the_run_with_nothing_dead_lettered(
+        self, harness: SyncHarness, contract_events: list[FormSubmission], fake_control: FakeControl
+    ) -> None:
+        self._systemic_case(
+            harness, contract_events, fake_control, fake_control.refuse_metadata, "a metadata read refused"
+        )
+
+    def test_the_same_refusal_of_every_record_stops_the_run_instead_of_dead_lettering_them(
+        self, harness: SyncHarness, contract_events: list[FormSubmission], fake_control: FakeControl
+    ) -> None:
+        """A field the registry lacks fails every record with one message: ``systemic_after`` refusals in
+        a row for one reason stop the run, and none of them is dead-lettered."""
+        self.require(Capability.PUSH)
+        harness.append(contract_events)
+        entities = harness.entities()
+        roots = [e.guid for e in entities if not e.parent_guid]
+        if len(roots) < 2:
+            pytest.skip("contract_events need two entities without a parent for this clause")
+        harness.systemic_after = len(roots)
+        for entity in entities:
+            fake_control.reject(entity.guid, "Invalid field 'hh_size' on model 'res.partner'")
+        report = harness.push()
+        self._assert_stopped_clean(harness, report, "every record refused for one reason")
+        assert report.error is not None and "hh_size" in report.error, "the stop names the remote's reason"
+        fake_control.clear_faults()
+        again = harness.push()
+        assert again.error is None, again.error
+        self.assert_once_each(fake_control, [e.guid for e in entities], "after the cause was fixed")
 
     def test_when_failures_outlast_the_retries_the_checkpoint_stays_and_the_next_run_delivers(
         self, harness: SyncHarness, contract_events: list[FormSubmission], fake_control: FakeControl

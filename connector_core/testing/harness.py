@@ -65,6 +65,7 @@ class SyncHarness:
         retry: RetryPolicy = FAST_RETRY,
         conflict_policy: str = "external-wins",
         in_flight: int = 1,
+        systemic_after: int = 20,
     ) -> None:
         root = Path(directory)
         root.mkdir(parents=True, exist_ok=True)
@@ -78,6 +79,7 @@ class SyncHarness:
         self.retry = retry
         self.conflict_policy = conflict_policy
         self.in_flight = max(1, min(in_flight, type(connector).max_in_flight))  # as the runner caps it
+        self.systemic_after = systemic_after
 
     def context(self) -> SyncContext:
         """What one run of the engine works with (a fresh one per run, as the runner makes)."""
@@ -92,6 +94,7 @@ class SyncHarness:
             in_flight=self.in_flight,
             retry=self.retry,
             conflict_policy=self.conflict_policy,
+            systemic_after=self.systemic_after,
         )
 
     def append(self, events: Iterable[FormSubmission]) -> int:

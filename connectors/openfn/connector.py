@@ -46,7 +46,7 @@ from connector_core.connector import (
     TransientError,
 )
 from connector_core.events import now_timestamp
-from connector_core.http import released
+from connector_core.http import never_sent, released
 from connectors.openfn import webhook
 from connectors.openfn.collections import PullState, check_page, key_matcher, to_record
 from connectors.openfn.config import OpenFnConfig
@@ -130,10 +130,12 @@ class OpenFnConnector(Connector):
         """One request; a transport failure becomes a :class:`TransientError` naming ``what``."""
         try:
             return released(self._client.request(method, path, **kwargs))
-        except httpx.TimeoutException:
-            raise TransientError(f"{what}: no answer within {self.config.timeout:g}s") from None
+        except httpx.TimeoutException as exc:
+            raise TransientError(
+                f"{what}: no answer within {self.config.timeout:g}s", unsent=never_sent(exc)
+            ) from None
         except httpx.TransportError as exc:
-            raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from None
+            raise TransientError(f"{what}: {type(exc).__name__}: {exc}", unsent=never_sent(exc)) from None
 
     def _probe_trigger(self) -> Answer:
         response = self._send(

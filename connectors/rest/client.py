@@ -17,7 +17,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from connector_core.connector import AuthenticationError, PermanentError, TransientError
-from connector_core.http import released
+from connector_core.http import never_sent, released
 from connector_core.mapping.errors import MISSING
 from connector_core.mapping.paths import compile_path
 from connectors.rest.config import (
@@ -128,10 +128,12 @@ class OAuth2Token:
             self._pace()  # the token request counts against the rate limit too
         try:
             response = http.post(self.url, data=form, auth=basic or httpx.USE_CLIENT_DEFAULT)
-        except httpx.TimeoutException:
-            raise TransientError(f"{where} timed out") from None
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"{where} timed out", unsent=never_sent(exc)) from None
         except httpx.TransportError as exc:
-            raise TransientError(f"cannot reach {where}: {_transport_reason(exc)}") from None
+            raise TransientError(
+                f"cannot reach {where}: {_transport_reason(exc)}", unsent=never_sent(exc)
+            ) from None
         if response.status_code in (400, 401, 403):
             reason = _oauth_error(response)
             raise AuthenticationError(f"{where} refused client {self.auth.client_id!r}: {reason}")
@@ -252,11 +254,14 @@ class RestClient:
                     auth=basic or httpx.USE_CLIENT_DEFAULT,
                 )
             )
-        except httpx.TimeoutException:
-            raise TransientError(f"{what}: timed out after {self.config.timeout:g}s") from None
+        except httpx.TimeoutException as exc:
+            raise TransientError(
+                f"{what}: timed out after {self.config.timeout:g}s", unsent=never_sent(exc)
+            ) from None
         except httpx.TransportError as exc:
             raise TransientError(
-                f"{what}: cannot reach {_safe_url(self.base_url)}: {_transport_reason(exc)}"
+                f"{what}: cannot reach {_safe_url(self.base_url)}: {_transport_reason(exc)}",
+                unsent=never_sent(exc),
             ) from None
 
     def classify(self, response: httpx.Response, what: str) -> None:

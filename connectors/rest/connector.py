@@ -21,7 +21,6 @@ from urllib.parse import quote
 import httpx
 
 from connector_core.connector import (
-    AuthenticationError,
     Capability,
     CheckResult,
     Connector,
@@ -242,18 +241,24 @@ class RestConnector(Connector):
         halted: str | None = None
         for record in batch:
             if halted is not None:
-                results.append(PushResult.rejected(record.ref, f"not sent: {halted}", transient=True))
+                results.append(
+                    PushResult.rejected(record.ref, f"not sent: {halted}", transient=True, unsent=True)
+                )
                 continue
             try:
                 results.append(self._write(record))
             except ConnectorError as exc:
-                if isinstance(exc, AuthenticationError):
+                if exc.systemic:
                     raise  # nothing in the batch can succeed: the engine stops the run
                 if exc.transient:
                     halted = exc.message
                 results.append(
                     PushResult.rejected(
-                        record.ref, exc.message, transient=exc.transient, retry_after=exc.retry_after
+                        record.ref,
+                        exc.message,
+                        transient=exc.transient,
+                        retry_after=exc.retry_after,
+                        unsent=exc.unsent,
                     )
                 )
         return results

@@ -13,7 +13,8 @@ It behaves like the plain REST APIs the connector is meant for, in whichever sty
 Records look like ``{"id", "external_ref", "type", "parent_id", "updated_at", "version", "deleted",
 ...fields}``; answers wrap them as ``{"data": ...}``; errors are ``{"error": {"code", "message"}}``.
 
-``/_control/*`` (no auth) reads and edits records "on the remote side", scripts faults (an error status
+``/_control/*`` (no auth) reads and edits records "on the remote side", scripts faults (``fail_all``: 500 to
+every request; ``refuse_credentials``: 401 to every credential; an error status
 before or after the write is committed, a dropped connection, for writes, reads or the token endpoint),
 refuses refs with a validation message, revokes tokens and reports counts.
 """
@@ -86,6 +87,8 @@ class FakeRestStore:
         self.state = FakeRestState()
         self.script: list[Fault] = []
         self.rejects: dict[str, str] = {}
+        self.fail_all = False  # every request answered 500
+        self.refuse_credentials = False  # every credential refused, as after a key is revoked
         self.tokens: dict[str, float] = {}  # token -> expiry (monotonic)
         self.tokens_issued = 0
         self.requests: list[tuple[float, str, str]] = []  # (monotonic time, method, path)
@@ -193,7 +196,10 @@ def create_app(options: FakeRestOptions | None = None, data_file: str | Path | N
     def guard(request: Request) -> Response | None:
         with store.lock:
             store.requests.append((time.monotonic(), request.method, request.url.path))
-        if authorized(request):
+            fail_all, refuse = store.fail_all, store.refuse_credentials
+        if fail_all:
+            return _error(500, "internal", "injected fault: internal server error")
+        if authorized(request) and not refuse:
             return None
         with store.lock:
             store.unauthorized += 1
@@ -203,6 +209,15 @@ def create_app(options: FakeRestOptions | None = None, data_file: str | Path | N
         fault = store.draw("token")
         if fault is not None:
             return _fail(fault)
+        with store.lock:
+            fail_all, refuse = store.fail_all, store.refuse_credentials
+        if fail_all:
+            return _error(500, "internal", "injected fault: internal server error")
+        if refuse:
+            return JSONResponse(
+                {"error": "invalid_client", "error_description": "unknown client or wrong secret"},
+                status_code=401,
+            )
         if opts.auth != "oauth2":
             return _error(404, "not_found", "this fake does not issue tokens")
         # application/x-www-form-urlencoded, read by hand: starlette's form parser needs python-multipart
@@ -321,6 +336,8 @@ def create_app(options: FakeRestOptions | None = None, data_file: str | Path | N
         with store.lock:
             store.script = [Fault(**f) for f in body.get("script", [])]
             store.rejects = dict(body.get("reject", {}))
+            store.fail_all = bool(body.get("fail_all", False))
+            store.refuse_credentials = bool(body.get("refuse_credentials", False))
         return JSONResponse({"status": "ok"})
 
     async def control_revoke(request: Request) -> Response:

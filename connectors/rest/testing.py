@@ -21,10 +21,11 @@ class FakeRestControl(FakeControl):
         self.http = httpx.Client(base_url=url, timeout=10)
         self.script: list[dict[str, Any]] = []
         self.rejects: dict[str, str] = {}
+        self.switches: dict[str, bool] = {}
 
     def _send(self) -> None:
         self.http.put(
-            "/_control/faults", json={"script": self.script, "reject": self.rejects}
+            "/_control/faults", json={"script": self.script, "reject": self.rejects, **self.switches}
         ).raise_for_status()
 
     def count(self, ref: str) -> int:
@@ -40,7 +41,7 @@ class FakeRestControl(FakeControl):
         self._send()
 
     def clear_faults(self) -> None:
-        self.script, self.rejects = [], {}
+        self.script, self.rejects, self.switches = [], {}, {}
         self._send()
 
     def create_remote(self, entity_name: str, data: dict[str, Any]) -> str:
@@ -52,4 +53,12 @@ class FakeRestControl(FakeControl):
 
     def fail_reads(self, times: int = 1) -> None:
         self.script = [{"kind": "status", "status": 503, "on": "read"} for _ in range(times)]
+        self._send()
+
+    def fail_everything(self) -> None:
+        self.switches["fail_all"] = True
+        self._send()
+
+    def refuse_login(self) -> None:
+        self.switches["refuse_credentials"] = True
         self._send()

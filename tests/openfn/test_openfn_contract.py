@@ -77,6 +77,19 @@ class OpenFnControl(FakeControl):
         item = self.lightning.collection(RESULTS_COLLECTION).items[external_id]
         self.lightning.put_json(RESULTS_COLLECTION, external_id, {**json.loads(item.value), **data})
 
+    def fail_everything(self) -> None:
+        self.lightning.faults.add(Fault("status", route="*", status=500, body={"error": "x"}, times=10**6))
+
+    def refuse_login(self) -> None:
+        """Lightning answers a webhook's wrong API key with 404 and the Collections API's wrong token
+        with 401 (reference openfn.md)."""
+        self.lightning.faults.add(
+            Fault("status", route="POST /i/*", status=404, body={"error": "Not Found"}, times=10**6)
+        )
+        self.lightning.faults.add(
+            Fault("status", route="* /collections*", status=401, body={"error": "Unauthorized"}, times=10**6)
+        )
+
     def fail_reads(self, times: int = 1) -> None:
         self.lightning.faults.add(
             Fault("status", route="GET /collections/*", status=503, body={"error": "x"}, times=times)
