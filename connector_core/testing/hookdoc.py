@@ -114,6 +114,7 @@ def _connector_section() -> list[str]:
         connector.ConnectorError,
         connector.TransientError,
         connector.PermanentError,
+        connector.SystemicError,
         connector.AuthenticationError,
     ):
         lines += [f"### `{type_.__name__}`", "", _own_doc(type_), ""]
