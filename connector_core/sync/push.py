@@ -186,6 +186,7 @@ class Pusher:
         self._parent_letters = self.ctx.state.open_dead_letter_reasons(
             self.ctx.name, Direction.PUSH, parents - set(self._links)
         )
+        self._parent_letters.update((ref, reason) for ref, reason, _ in self._deferred if ref in parents)
 
     # -- planning -------------------------------------------------------------------------------
     def push_entities(self, guids: list[str], unlinks: Sequence[tuple[str, str]] = ()) -> None:
