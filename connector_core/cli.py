@@ -340,7 +340,8 @@ def run(
         err.print(f"[yellow]dry run:[/] {dead} records would be dead-lettered (see the plan)")
     elif dead:
         err.print(
-            f"[yellow]degraded:[/] {name}: the run finished but left {dead} new dead letters; "
+            f"[yellow]degraded:[/] {name}: the run finished but left {dead} new dead "
+            f"letter{'' if dead == 1 else 's'}; "
             f"see `dcsync dlq list --connector {name}`",
             highlight=False,
             soft_wrap=True,

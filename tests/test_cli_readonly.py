@@ -186,7 +186,7 @@ def _run_with_a_dead_letter(tmp_path: Path, mock_server: httpx.Client) -> Path:
     result = _invoke("run", "reg", "--push", "-c", str(config), env={UNSET: str(mock_server.base_url)})
     assert result.exit_code == 3, result.output
     assert result.stderr.strip().splitlines()[-1] == (
-        "degraded: reg: the run finished but left 1 new dead letters; see `dcsync dlq list --connector reg`"
+        "degraded: reg: the run finished but left 1 new dead letter; see `dcsync dlq list --connector reg`"
     )
     return config
 
@@ -253,7 +253,9 @@ def test_the_run_report_fits_80_columns(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [("run",), ("init",), ("status",), ("plugins",), ("dlq", "replay"), ("mapping", "validate")]
+    "command",
+    [(), ("run",), ("init",), ("status",), ("plugins",), ("dlq", "replay"), ("mapping", "validate")],
+    ids=lambda c: " ".join(c) or "dcsync",
 )
 def test_flags_show_no_bool_metavar(command: tuple[str, ...]) -> None:
     result = _invoke(*command, "--help", columns=100)
@@ -289,3 +291,42 @@ def test_no_state_file_is_created_by_a_dry_run_beside_a_relative_config(tmp_path
         os.chdir(cwd)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == [config.name]
+
+
+def test_a_datacollect_log_is_read_from_its_mirror_without_contacting_the_tenant(tmp_path: Path) -> None:
+    config = tmp_path / "dcsync.yaml"
+    config.write_text(
+        "eventlog:\n"
+        "  backend: datacollect\n"
+        "  url: http://127.0.0.1:9\n"  # nothing listens: a contact would fail the command
+        "  config_id: demo\n"
+        "  token: ${DCSYNC_TEST_UNSET_TOKEN:-t}\n"
+        "connectors:\n"
+        "  reg:\n"
+        "    type: mock\n"
+        "    settings: {url: '${" + UNSET + "}'}\n"
+    )
+    for command in (("status",), ("log", "stats"), ("run", "reg", "--dry-run")):
+        result = _invoke(*command, "-c", str(config))
+        assert result.exit_code == 0, (command, result.output)
+        assert "datacollect-mirror.db does not exist yet: the log reads as empty" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dcsync.yaml"]
+
+
+def test_schedule_run_names_an_unset_secret_of_a_scheduled_connector_before_the_first_tick(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "dcsync.yaml"
+    config.write_text(
+        "connectors:\n"
+        "  reg:\n"
+        "    type: mock\n"
+        "    schedule: [{direction: push, every: 1h}]\n"
+        "    settings:\n"
+        "      url: ${" + UNSET + "}\n"
+    )
+    result = _invoke("schedule", "run", "-c", str(config))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {config}:6:12: connectors.reg.settings.url: environment variable {UNSET} is not set"
+    )

@@ -8,6 +8,7 @@ only when used, so a SQLite project never pays for psycopg or a network client.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -70,7 +71,14 @@ def open_event_log(config: EventLogConfig, base_dir: Path, *, read_only: bool = 
         return PostgresEventLog(config.url.get_secret_value(), schema=config.db_schema)
     if isinstance(config, DataCollectEventLogConfig):
         if read_only:
-            return SqliteEventLog(_resolve(base_dir, config.mirror), read_only=True)
+            mirror = _resolve(base_dir, config.mirror)
+            if not mirror.exists():
+                logging.getLogger("dcsync.eventlog").warning(
+                    "the DataCollect mirror %s does not exist yet: the log reads as empty "
+                    "(a run, or `dcsync log copy`, fills it)",
+                    mirror,
+                )
+            return SqliteEventLog(mirror, read_only=True)
         return open_datacollect(config, base_dir)
     return SqliteEventLog(_resolve(base_dir, config.path), read_only=read_only)
 
