@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -88,6 +89,7 @@ def show_rows(
     *,
     wrap: tuple[str, ...] = (),
     title: str | None = None,
+    borders: bool = True,
     console: Console | None = None,
 ) -> None:
     """A table when it fits the terminal, else one block of ``header  value`` lines per row.
@@ -95,19 +97,21 @@ def show_rows(
     Rich squeezes a table that is too wide until its headers read ``de…``. Here only the ``wrap`` columns
     (free text: errors, reasons, counts) may wrap, at their longest word; every other column keeps its
     width, and when that does not fit (80 columns, a phone's SSH client) each row is shown as a block, with
-    every value in full. Nothing is cut.
+    every value in full. Nothing is cut. ``borders=False`` lists long tables (a plan) in the width of their
+    values alone.
     """
     console = console or out
 
     def longest_word(text: str) -> int:
         return max((cell_len(word) for word in text.split()), default=0)
 
-    need = 3 * len(headers) + 1  # the box's borders and each cell's padding
+    # each cell's padding, and the box's lines (none without borders, nor padding at the outer edges)
+    need = 3 * len(headers) + 1 if borders else 2 * len(headers) - 2
     for i, header in enumerate(headers):
         cells = [header, *(row[i] for row in rows)]
         need += max(longest_word(c) if header in wrap else cell_len(c) for c in cells)
     if need <= console.width:
-        table = Table(title=title)
+        table = Table(title=title) if borders else Table(title=title, box=None, pad_edge=False)
         for header in headers:
             table.add_column(header, overflow="fold", no_wrap=header not in wrap)
         for row in rows:
@@ -180,6 +184,8 @@ def _backend_failure(exc: BaseException) -> str | None:
         module = sys.modules.get(module_name)
         if module is not None and isinstance(exc, module.SchemaVersionError):
             return str(exc)
+    if isinstance(exc, sqlite3.Error):  # e.g. a write reaching a store opened read-only, a locked file
+        return f"SQLite: {exc}"
     psycopg = sys.modules.get("psycopg")
     if psycopg is not None and isinstance(exc, psycopg.Error):
         from connector_core.logs import redact
@@ -421,18 +427,25 @@ def _graceful_stop(stop: threading.Event) -> Iterator[None]:
 
 
 def _print_plan(report) -> None:  # type: ignore[no-untyped-def]
+    """Pull's operations, then push's, each named with its direction (``pull create``, ``push update``)."""
     rows: list[list[str]] = []
     for part in (report.pull, report.push):
         if part is None:
             continue
         for op in part.plan[: 200 - len(rows)]:
-            rows.append([part.direction, op.operation, op.ref, op.entity_name or "-", op.detail])
+            operation = (
+                op.operation
+                if op.operation.startswith(part.direction)
+                else f"{part.direction} {op.operation}"
+            )
+            rows.append([operation, op.ref, op.entity_name or "-", op.detail])
     if rows:
         show_rows(
-            ["direction", "operation", "entity", "form", "detail"],
+            ["operation", "entity", "form", "detail"],
             rows,
             wrap=("detail",),
             title="plan (first 200)",
+            borders=False,
         )
 
 

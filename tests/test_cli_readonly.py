@@ -330,3 +330,25 @@ def test_schedule_run_names_an_unset_secret_of_a_scheduled_connector_before_the_
     assert result.stderr.strip() == (
         f"error: {config}:6:12: connectors.reg.settings.url: environment variable {UNSET} is not set"
     )
+
+
+def test_a_dry_runs_plan_is_one_line_per_operation_at_80_columns(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    people = [
+        FormSubmission(
+            guid=f"ev-{i}",
+            entity_guid=f"4a23d596-2217-4ead-9bc4-96cb8e81973{i}",
+            type="create-individual",
+            data={"entityName": "individual", "name": f"Person {i}"},
+            timestamp="2025-03-01T10:00:00.000Z",
+            user_id="admin",
+        )
+        for i in range(3)
+    ]
+    _import(config, people)
+    result = _invoke("run", "reg", "--dry-run", "--push", "-c", str(config), columns=80)
+    assert result.exit_code == 0, result.output
+    planned = [line.split() for line in result.stdout.splitlines() if line.startswith("push create")]
+    assert sorted(words[2] for words in planned) == sorted(p.entity_guid for p in people)
+    assert all(words[3] == "individual" for words in planned)
+    assert "…" not in result.stdout and all(len(line) <= 80 for line in result.stdout.splitlines())
