@@ -142,3 +142,27 @@ def test_postgres_read_only_creates_no_schema_and_reads_an_existing_one(
     store.close()
     log.close()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.postgres
+def test_read_only_commands_create_no_postgresql_schema(
+    postgres_url: str, pg_schema: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from connector_core.cli import app
+
+    config = tmp_path / "dcsync.yaml"
+    config.write_text(
+        f"eventlog: {{backend: postgres, url: '{postgres_url}', schema: {pg_schema}}}\n"
+        f"state: {{backend: postgres, url: '{postgres_url}', schema: {pg_schema}}}\n"
+        "connectors:\n"
+        "  reg: {type: mock, settings: {url: '${DCSYNC_TEST_UNSET_SECRET}'}}\n"
+    )
+    for command in (["status"], ["runs"], ["dlq", "list"], ["log", "stats"], ["run", "reg", "--dry-run"]):
+        result = CliRunner().invoke(
+            app, [*command, "-c", str(config)], env={"DCSYNC_TEST_UNSET_SECRET": None}
+        )
+        assert result.exit_code == 0, (command, result.output)
+    assert not _schema_exists(postgres_url, pg_schema)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dcsync.yaml"]
