@@ -277,7 +277,15 @@ def check(name: str, config: ConfigOption = Path(CONFIG_FILE_NAME)) -> None:
     out.print(f"[green]ok[/] {name}: {result.message}")
 
 
-@app.command()
+RUN_HELP = (
+    "Run one connector: pull remote changes into the log as events, then push entity changes.\n\n"
+    "Exit codes: 0 everything delivered; 1 the run failed or stopped (nothing is lost, the next run "
+    "resumes); 2 bad input (config, mapping, events, usage); 3 the run finished but left new dead letters "
+    "(see `dcsync dlq list`); 130 interrupted."
+)
+
+
+@app.command(help=RUN_HELP)
 def run(
     name: Annotated[str, typer.Argument(help="Connector instance from the project file.")],
     push: Annotated[bool, typer.Option("--push", help="Push only.")] = False,
@@ -295,12 +303,7 @@ def run(
     ] = False,
     config: ConfigOption = Path(CONFIG_FILE_NAME),
 ) -> None:
-    """Run one connector: pull remote changes into the log as events, then push entity changes.
-
-    Exit codes: 0 everything delivered; 1 the run failed or stopped (nothing is lost, the next run
-    resumes); 2 bad input (config, mapping, events, usage); 3 the run finished but left new dead letters
-    (see `dcsync dlq list`); 130 interrupted.
-    """
+    """See RUN_HELP: pull, then push, as the engine does; the exit codes a scheduler acts on."""
     from connector_core.project import Project
     from connector_core.sync.runner import run_connector
 
