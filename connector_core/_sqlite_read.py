@@ -14,7 +14,7 @@ from pathlib import Path
 
 def connect_read_only(path: Path, timeout: float) -> sqlite3.Connection | None:
     """A query-only connection to the database at ``path``, or ``None`` when there is no such file."""
-    if not path.is_file():
+    if str(path) == ":memory:" or not path.is_file():
         return None
     uri = path.resolve().as_uri()
     options = {"uri": True, "isolation_level": None, "check_same_thread": False, "timeout": timeout}

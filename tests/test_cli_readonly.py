@@ -352,3 +352,18 @@ def test_a_dry_runs_plan_is_one_line_per_operation_at_80_columns(tmp_path: Path)
     assert sorted(words[2] for words in planned) == sorted(p.entity_guid for p in people)
     assert all(words[3] == "individual" for words in planned)
     assert "…" not in result.stdout and all(len(line) <= 80 for line in result.stdout.splitlines())
+
+
+def test_a_dry_run_plans_while_a_real_run_holds_the_lease(tmp_path: Path) -> None:
+    """A dry run takes no lease: it writes nothing, so it cannot collide with the run that holds it, and it
+    neither waits for that run nor keeps it (or a scheduled one) waiting."""
+    from connector_core.state import SqliteStateStore
+
+    config = _config(tmp_path)
+    _import(config, _people(2))
+    store = SqliteStateStore(tmp_path / "state.db")
+    with store.lease("reg"):
+        result = _invoke("run", "reg", "--dry-run", "--push", "-c", str(config))
+        assert result.exit_code == 0, result.output
+        assert "already running" not in result.output
+    store.close()
