@@ -2,7 +2,12 @@
 
 Every expected failure (a bad config, a bad event, a broken plugin, a busy connector, a remote that refused)
 ends as one clear line on stderr and a non-zero exit, never a traceback: operators read these in cron mail.
-Exit codes: 0 success, 1 the run or check failed, 2 bad input (config, mapping, events, usage).
+Exit codes (connector_core/outcomes.py): 0 success, 1 the run or check failed or stopped, 2 bad input (config,
+mapping, events, usage), 3 a run finished but left new dead letters, 130 interrupted.
+
+The commands that only look (``status``, ``runs``, ``dlq list``/``show``, ``conflicts list``/``show``,
+``log stats``/``export``, ``run --dry-run``) open the project read-only: they create no file, schema or lock,
+and read no connector secret; only a command that contacts a connector resolves its ``${VAR}``s.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -21,17 +27,42 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
 from rich.progress import TextColumn
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperOption
 
 from connector_core.config import CONFIG_FILE_NAME, EXAMPLE_CONFIG, ConfigError
 from connector_core.connector import ConnectorError
 from connector_core.eventlog import SPEC_HELP
 from connector_core.events import EventError, format_timestamp
 from connector_core.logs import configure_logging
+from connector_core.outcomes import (
+    EXIT_BAD_INPUT,
+    EXIT_DEAD_LETTERS,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    shown_outcome,
+)
 from connector_core.plugins import PluginError, load_plugins
 from connector_core.streams import chunks
+
+
+def _flag_takes_no_value(display_type_rich: Any) -> Any:
+    """Typer's rich help shows ``<bool>`` after a flag as if it took a value; a flag takes none."""
+
+    def display(self: TyperOption, ctx: Any) -> str | None:
+        if self.is_flag and not self.count:
+            return None
+        return display_type_rich(self, ctx)  # type: ignore[no-any-return]
+
+    return display
+
+
+if hasattr(TyperOption, "display_type_rich"):
+    TyperOption.display_type_rich = _flag_takes_no_value(TyperOption.display_type_rich)  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="dcsync",
@@ -52,7 +83,60 @@ ConfigOption = Annotated[
 ]
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
+def show_rows(
+    headers: list[str],
+    rows: list[list[str]],
+    *,
+    wrap: tuple[str, ...] = (),
+    title: str | None = None,
+    borders: bool = True,
+    console: Console | None = None,
+) -> None:
+    """A table when it fits the terminal, else one block of ``header  value`` lines per row.
+
+    Rich squeezes a table that is too wide until its headers read ``de…``. Here only the ``wrap`` columns
+    (free text: errors, reasons, counts) may wrap, at their longest word; every other column keeps its
+    width, and when that does not fit (80 columns, a phone's SSH client) each row is shown as a block, with
+    every value in full. Nothing is cut. ``borders=False`` lists long tables (a plan) in the width of their
+    values alone.
+    """
+    console = console or out
+
+    def longest_word(text: str) -> int:
+        return max((cell_len(word) for word in text.split()), default=0)
+
+    # each cell's padding, and the box's lines (none without borders, nor padding at the outer edges)
+    need = 3 * len(headers) + 1 if borders else 2 * len(headers) - 2
+    for i, header in enumerate(headers):
+        cells = [header, *(row[i] for row in rows)]
+        need += max(longest_word(c) if header in wrap else cell_len(c) for c in cells)
+    if need <= console.width:
+        table = Table(title=title) if borders else Table(title=title, box=None, pad_edge=False)
+        for header in headers:
+            table.add_column(header, overflow="fold", no_wrap=header not in wrap)
+        for row in rows:
+            table.add_row(*(Text(value) for value in row))
+        console.print(table)
+        return
+    if title:
+        console.print(Text(title, style="italic"))
+    for row in rows:
+        console.rule(Text(f"{headers[0]} {row[0]}"), align="left", style="dim")
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column(overflow="fold")
+        for header, value in zip(headers[1:], row[1:], strict=True):
+            if value:
+                grid.add_row(header, Text(value))
+        console.print(grid)
+
+
+def _when(timestamp: str | None) -> str | None:
+    """``2026-12-04 10:48:58`` for a stored timestamp: two words that wrap, to the second (UTC)."""
+    return timestamp[:19].replace("T", " ") if timestamp else timestamp
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -69,22 +153,22 @@ def handled() -> Iterator[None]:
     except ConfigError as exc:
         for problem in exc.problems:
             err.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     except (EventError, MappingError, PluginError) as exc:
-        fail(str(exc), 2)
+        fail(str(exc), EXIT_BAD_INPUT)
     except ConnectorBusy as exc:
-        fail(str(exc), 1)
+        fail(str(exc), EXIT_FAILED)
     except ConnectorError as exc:
-        fail(exc.message, 1)
+        fail(exc.message, EXIT_FAILED)
     except RunStopped as exc:  # a replay stopped: retries spent, or a failure about the run
-        fail(str(exc), 1)
+        fail(str(exc), EXIT_FAILED)
     except OSError as exc:
-        fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), 2)
+        fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_BAD_INPUT)
     except Exception as exc:
         message = _backend_failure(exc)
         if message is None:
             raise
-        fail(message, 1)
+        fail(message, EXIT_FAILED)
 
 
 def _backend_failure(exc: BaseException) -> str | None:
@@ -103,6 +187,8 @@ def _backend_failure(exc: BaseException) -> str | None:
         module = sys.modules.get(module_name)
         if module is not None and isinstance(exc, module.SchemaVersionError):
             return str(exc)
+    if isinstance(exc, sqlite3.Error):  # e.g. a write reaching a store opened read-only, a locked file
+        return f"SQLite: {exc}"
     psycopg = sys.modules.get("psycopg")
     if psycopg is not None and isinstance(exc, psycopg.Error):
         from connector_core.logs import redact
@@ -136,7 +222,19 @@ def init(
     if path.exists() and not force:
         fail(f"{path} already exists (use --force to overwrite)")
     path.write_text(EXAMPLE_CONFIG, encoding="utf-8")
-    out.print(f"wrote {path}")
+    out.print(f"wrote {path}", markup=False)
+    c = "" if path == Path(CONFIG_FILE_NAME) else f" -c {path}"
+    out.print(
+        "next:\n"
+        "  1. in another terminal, start the fake system the example's `registry` talks to:\n"
+        "       dcsync mock-server mock\n"
+        f"  2. dcsync check registry{c}\n"
+        f"  3. dcsync log import EVENTS.jsonl{c}   (or try `dcsync demo` for a seeded log)\n"
+        f"  4. dcsync run registry --dry-run{c}   then   dcsync run registry{c}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -167,8 +265,9 @@ def check(name: str, config: ConfigOption = Path(CONFIG_FILE_NAME)) -> None:
     from connector_core.project import Project
 
     with handled():
-        project = Project.open(config)
+        project = Project.open(config, read_only=True)  # contacts the remote; writes nothing here
         try:
+            project.settings(name)  # an unset ${VAR} is bad input, named at its line
             connector = project.build_connector(name)
             try:
                 result = connector.check()
@@ -181,33 +280,56 @@ def check(name: str, config: ConfigOption = Path(CONFIG_FILE_NAME)) -> None:
     out.print(f"[green]ok[/] {name}: {result.message}")
 
 
-@app.command()
+RUN_HELP = (
+    "Run one connector: pull remote changes into the log as events, then push entity changes.\n\n"
+    "Exit codes: 0 everything delivered; 1 the run failed or stopped (nothing is lost, the next run "
+    "resumes); 2 bad input (config, mapping, events, usage); 3 the run finished but left new dead letters "
+    "(see `dcsync dlq list`); 130 interrupted."
+)
+
+
+@app.command(help=RUN_HELP)
 def run(
     name: Annotated[str, typer.Argument(help="Connector instance from the project file.")],
     push: Annotated[bool, typer.Option("--push", help="Push only.")] = False,
     pull: Annotated[bool, typer.Option("--pull", help="Pull only.")] = False,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show what would happen; write nothing anywhere.")
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Show the plan; write nothing anywhere (no file, no lock). The pull plan reads the remote "
+            "and needs the connector's secrets; without them it is skipped with one line.",
+        ),
     ] = False,
     wait: Annotated[
         bool, typer.Option("--wait", help="If another process is running this connector, wait for it.")
     ] = False,
     config: ConfigOption = Path(CONFIG_FILE_NAME),
 ) -> None:
-    """Run one connector: push new entity changes, then pull remote changes back as events."""
+    """See RUN_HELP: pull, then push, as the engine does; the exit codes a scheduler acts on."""
     from connector_core.project import Project
     from connector_core.sync.runner import run_connector
 
     both = not push and not pull
+    want_push, want_pull = push or both, pull or both
     stop = threading.Event()
     with handled(), _graceful_stop(stop), _progress() as on_progress:
-        project = Project.open(config)
+        project = Project.open(config, read_only=dry_run)
         try:
+            if dry_run and want_pull and (unset := project.unresolved(name)):
+                if not want_push:
+                    raise ConfigError(unset)  # asked for the pull plan only: it cannot be made
+                want_pull = False
+                err.print(
+                    f"[yellow]pull plan skipped[/] (it reads the remote): {unset[0]}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             report = run_connector(
                 project,
                 name,
-                push=push or both,
-                pull=pull or both,
+                push=want_push,
+                pull=want_pull,
                 dry_run=dry_run,
                 stop=stop,
                 on_progress=on_progress,
@@ -219,9 +341,24 @@ def run(
     if report.dry_run:
         _print_plan(report)
     if stop.is_set():
-        fail(f"{name}: interrupted; the current batch finished and the checkpoint is consistent", 130)
+        fail(
+            f"{name}: interrupted; the current batch finished and the checkpoint is consistent",
+            EXIT_INTERRUPTED,
+        )
     if not report.ok:
-        fail(f"{name}: {report.error}", 1)
+        fail(f"{name}: {report.error}", EXIT_FAILED)
+    dead = report.totals().dead_lettered
+    if dead and report.dry_run:
+        err.print(f"[yellow]dry run:[/] {dead} records would be dead-lettered (see the plan)")
+    elif dead:
+        err.print(
+            f"[yellow]degraded:[/] {name}: the run finished but left {dead} new dead "
+            f"letter{'' if dead == 1 else 's'}; "
+            f"see `dcsync dlq list --connector {name}`",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_DEAD_LETTERS)
 
 
 class TransferSpeedColumnless(TextColumn):
@@ -296,58 +433,53 @@ def _graceful_stop(stop: threading.Event) -> Iterator[None]:
 
 
 def _print_plan(report) -> None:  # type: ignore[no-untyped-def]
-    table = Table("direction", "operation", "entity", "form", "detail", title="plan (first 200)")
-    shown = 0
+    """Pull's operations, then push's, each named with its direction (``pull create``, ``push update``)."""
+    rows: list[list[str]] = []
     for part in (report.pull, report.push):
         if part is None:
             continue
-        for op in part.plan[: 200 - shown]:
-            table.add_row(part.direction, op.operation, op.ref, op.entity_name or "-", op.detail)
-            shown += 1
-    if shown:
-        out.print(table)
+        for op in part.plan[: 200 - len(rows)]:
+            operation = (
+                op.operation
+                if op.operation.startswith(part.direction)
+                else f"{part.direction} {op.operation}"
+            )
+            rows.append([operation, op.ref, op.entity_name or "-", op.detail])
+    if rows:
+        show_rows(
+            ["operation", "entity", "form", "detail"],
+            rows,
+            wrap=("detail",),
+            title="plan (first 200)",
+            borders=False,
+        )
+
+
+_REPORT_ROWS = (
+    ("read", "read"),
+    ("created", "created"),
+    ("updated", "updated"),
+    ("deleted", "deleted"),
+    ("unchanged", "unchanged"),
+    ("skipped", "skipped"),
+    ("dead letters", "dead_lettered"),
+    ("appended", "appended"),
+    ("retries", "retries"),
+    ("parked", "parked"),
+    ("conflicts", "conflicts"),
+)
 
 
 def _print_report(report) -> None:  # type: ignore[no-untyped-def]
+    """One row per count and one column per direction, in the order they ran: fits any terminal."""
     title = f"{report.connector}" + (" (dry run: nothing was written)" if report.dry_run else "")
-    table = Table(
-        "direction",
-        "read",
-        "created",
-        "updated",
-        "deleted",
-        "unchanged",
-        "skipped",
-        "dead letters",
-        "appended",
-        "retries",
-        "parked",
-        "conflicts",
-        title=title,
-    )
-    for part in (report.pull, report.push):
-        if part is None:
-            continue
-        c = part.counts
-        table.add_row(
-            part.direction,
-            *(
-                str(v)
-                for v in (
-                    c.read,
-                    c.created,
-                    c.updated,
-                    c.deleted,
-                    c.unchanged,
-                    c.skipped,
-                    c.dead_lettered,
-                    c.appended,
-                    c.retries,
-                    c.parked,
-                    c.conflicts,
-                )
-            ),
-        )
+    parts = [part for part in (report.pull, report.push) if part is not None]
+    out.print(Text(title, style="italic"))
+    table = Table("", *(part.direction for part in parts))
+    for column in table.columns[1:]:
+        column.justify = "right"
+    for label, key in _REPORT_ROWS:
+        table.add_row(label, *(str(getattr(part.counts, key)) for part in parts))
     out.print(table)
 
 
@@ -358,29 +490,32 @@ def runs(
     limit: int = 20,
     config: ConfigOption = Path(CONFIG_FILE_NAME),
 ) -> None:
-    """Show run history with counts."""
+    """Show run history with counts; a run that finished but left new dead letters is `degraded`."""
     from connector_core.project import Project
 
     with handled():
-        project = Project.open(config)
+        project = Project.open(config, read_only=True)
         try:
             rows = project.state.runs(connector, limit=limit, failed_only=failed)
         finally:
             project.close()
-    table = Table("id", "connector", "direction", "trigger", "started", "outcome", "counts", "error")
-    for r in rows:
-        counts = ", ".join(f"{k}={v}" for k, v in r.counts.items() if v)
-        table.add_row(
-            str(r.id),
-            r.connector,
-            r.direction,
-            r.trigger,
-            r.started_at,
-            r.outcome,
-            counts or "-",
-            r.error or "",
-        )
-    out.print(table)
+    show_rows(
+        ["run", "connector", "direction", "trigger", "started", "outcome", "counts", "error"],
+        wrap=("counts", "error"),
+        rows=[
+            [
+                str(r.id),
+                r.connector,
+                r.direction,
+                r.trigger,
+                _when(r.started_at) or "-",
+                shown_outcome(r.outcome, r.counts),
+                " ".join(f"{k}={v}" for k, v in r.counts.items() if v) or "-",
+                r.error or "",
+            ]
+            for r in rows
+        ],
+    )
 
 
 @app.command("mock-server")
@@ -416,10 +551,10 @@ app.add_typer(conflicts_app, name="conflicts")
 
 
 @contextmanager
-def _project(config: Path) -> Iterator[Any]:
+def _project(config: Path, *, read_only: bool = False) -> Iterator[Any]:
     from connector_core.project import Project
 
-    project = Project.open(config)
+    project = Project.open(config, read_only=read_only)
     try:
         yield project
     finally:
@@ -434,20 +569,31 @@ def dlq_list(
     config: ConfigOption = Path(CONFIG_FILE_NAME),
 ) -> None:
     """List dead letters with their reasons."""
-    with handled(), _project(config) as project:
+    with handled(), _project(config, read_only=True) as project:
         letters = project.state.dead_letters(connector, None if status == "all" else status, limit)
-    table = Table("id", "connector", "direction", "ref", "attempts", "status", "updated", "reason")
-    for d in letters:
-        table.add_row(
-            str(d.id), d.connector, str(d.direction), d.ref, str(d.attempts), d.status, d.updated_at, d.reason
-        )
-    out.print(table)
+    show_rows(
+        ["id", "connector", "direction", "ref", "attempts", "status", "updated", "reason"],
+        wrap=("reason",),
+        rows=[
+            [
+                str(d.id),
+                d.connector,
+                str(d.direction),
+                d.ref,
+                str(d.attempts),
+                d.status,
+                _when(d.updated_at) or "-",
+                d.reason,
+            ]
+            for d in letters
+        ],
+    )
 
 
 @dlq_app.command("show")
 def dlq_show(dead_letter_id: int, config: ConfigOption = Path(CONFIG_FILE_NAME)) -> None:
     """Show one dead letter with its payload."""
-    with handled(), _project(config) as project:
+    with handled(), _project(config, read_only=True) as project:
         letter = project.state.get_dead_letter(dead_letter_id)
     if letter is None:
         fail(f"no dead letter with id {dead_letter_id}")
@@ -522,7 +668,7 @@ def conflicts_list(
     config: ConfigOption = Path(CONFIG_FILE_NAME),
 ) -> None:
     """List conflicts: open ones hold their entity back from push until resolved."""
-    with handled(), _project(config) as project:
+    with handled(), _project(config, read_only=True) as project:
         rows = project.state.conflicts(connector, None if status == "all" else status, limit)
     table = Table("id", "connector", "entity", "external id", "policy", "status", "resolution", "fields")
     for c in rows:
@@ -543,7 +689,7 @@ def conflicts_list(
 @conflicts_app.command("show")
 def conflicts_show(conflict_id: int, config: ConfigOption = Path(CONFIG_FILE_NAME)) -> None:
     """Show the base, local and remote values of each field in a conflict."""
-    with handled(), _project(config) as project:
+    with handled(), _project(config, read_only=True) as project:
         c = project.state.get_conflict(conflict_id)
     if c is None:
         fail(f"no conflict with id {conflict_id}")
@@ -624,11 +770,14 @@ def schedule_run(
 ) -> None:
     """Run the schedules in the foreground until SIGINT/SIGTERM (the run in flight ends cleanly)."""
     from connector_core.metrics import Metrics
-    from connector_core.project import Project
-    from connector_core.scheduler import Scheduler
+    from connector_core.scheduler import Scheduler, jobs_from_config
 
     with handled():
-        Project.open(config).close()  # every config, plugin and mapping error surfaces before the first tick
+        # every config, plugin and mapping error, and every unset secret of a scheduled connector, surfaces
+        # before the first tick
+        with _project(config) as project:
+            for connector in sorted({job.connector for job in jobs_from_config(project.config)}):
+                project.settings(connector)
         metrics = Metrics()
         if metrics_port is not None:
             metrics.serve(metrics_port)
@@ -660,12 +809,15 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     config: ConfigOption = Path(CONFIG_FILE_NAME),
 ) -> None:
-    """Per connector: last run, next scheduled run, push lag, open dead letters, conflicts and parked."""
+    """Per connector: last run, next scheduled run, push lag, open dead letters, conflicts and parked.
+
+    The outcome is `degraded` when the last run finished but left new dead letters.
+    """
     from connector_core.scheduler import jobs_from_config
     from connector_core.state.base import Direction
 
     rows = []
-    with handled(), _project(config) as project:
+    with handled(), _project(config, read_only=True) as project:
         jobs = jobs_from_config(project.config)
         for name in project.connector_names():
             last = project.state.runs(name, limit=1)
@@ -675,7 +827,8 @@ def status(
                 {
                     "connector": name,
                     "last_run": last[0].started_at if last else None,
-                    "last_outcome": last[0].outcome if last else None,
+                    "last_outcome": shown_outcome(last[0].outcome, last[0].counts) if last else None,
+                    "last_dead_lettered": last[0].counts.get("dead_lettered", 0) if last else 0,
                     "last_error": last[0].error if last else None,
                     "next_run": format_timestamp(min(nexts)) if nexts else None,
                     "push_lag": project.eventlog.count(checkpoint),
@@ -685,41 +838,45 @@ def status(
     if as_json:
         out.print_json(json.dumps(rows))
         return
-    table = Table(
-        "connector",
-        "last run",
-        "outcome",
-        "next run",
-        "push lag",
-        "dead letters",
-        "conflicts",
-        "parked",
-        "last error",
+    show_rows(
+        [
+            "connector",
+            "last run",
+            "outcome",
+            "next run",
+            "push lag",
+            "dead letters",
+            "conflicts",
+            "parked",
+            "last error",
+        ],
+        wrap=("last error",),
+        rows=[
+            [
+                r["connector"],
+                _when(r["last_run"]) or "never",
+                r["last_outcome"] or "-",
+                _when(r["next_run"]) or "-",
+                str(r["push_lag"]),
+                str(r["dead_letters"]),
+                str(r["conflicts"]),
+                str(r["parked"]),
+                r["last_error"] or "",
+            ]
+            for r in rows
+        ],
     )
-    for r in rows:
-        table.add_row(
-            r["connector"],
-            r["last_run"] or "never",
-            r["last_outcome"] or "-",
-            r["next_run"] or "-",
-            str(r["push_lag"]),
-            str(r["dead_letters"]),
-            str(r["conflicts"]),
-            str(r["parked"]),
-            r["last_error"] or "",
-        )
-    out.print(table)
 
 
 # -- event log -------------------------------------------------------------------------------------
 
 
-def _open_log(config: Path):  # type: ignore[no-untyped-def]
+def _open_log(config: Path, *, read_only: bool = False):  # type: ignore[no-untyped-def]
     from connector_core.config import load_config
     from connector_core.eventlog import open_event_log
 
     loaded = load_config(config)
-    return open_event_log(loaded.project.eventlog, loaded.base_dir)
+    return open_event_log(loaded.project.eventlog, loaded.base_dir, read_only=read_only)
 
 
 @log_app.command(
@@ -789,7 +946,7 @@ def log_export(
     from connector_core.eventlog.jsonl import export_jsonl
 
     with handled():
-        eventlog = _open_log(config)
+        eventlog = _open_log(config, read_only=True)
         try:
             if output is None:
                 export_jsonl(eventlog, sys.stdout)
@@ -807,7 +964,7 @@ def log_stats(
 ) -> None:
     """Counts of events and entities, by type and form."""
     with handled():
-        eventlog = _open_log(config)
+        eventlog = _open_log(config, read_only=True)
         try:
             stats = eventlog.stats()
         finally:

@@ -267,12 +267,25 @@ def _interpolate(text: str, where: str, problems: list[str], key: str) -> str:
             return ""
         return value
 
+    if _malformed(text, where, problems, key):
+        return text
+    return _VAR.sub(replace, text)
+
+
+def _malformed(text: str, where: str, problems: list[str], key: str) -> bool:
     if text.count("${") > len(_VAR.findall(text)):
         problems.append(
             f"{where}: {key}: malformed ${{...}} reference (expected ${{NAME}} or ${{NAME:-default}})"
         )
-        return text
-    return _VAR.sub(replace, text)
+        return True
+    return False
+
+
+def _deferred(path: tuple[str | int, ...]) -> bool:
+    """A connector's ``settings`` hold its secrets; their ``${VAR}``s are read only when that connector is
+    built (``resolve_settings``), so a command that never contacts it (status, runs, dlq, log, a dry run's
+    push plan) needs none of them."""
+    return len(path) >= 3 and path[0] == "connectors" and path[2] == "settings"
 
 
 def _to_python(
@@ -298,14 +311,18 @@ def _to_python(
         return [_to_python(item, (*path, i), marks, source, problems) for i, item in enumerate(node.value)]
     value = yaml.SafeLoader("").construct_object(node, deep=True)
     if isinstance(value, str) and "${" in value:
-        value = _interpolate(value, where, problems, key)
+        if _deferred(path):
+            _malformed(value, where, problems, key)  # a typo is bad input whatever the command
+        else:
+            value = _interpolate(value, where, problems, key)
     return value
 
 
 def parse_yaml_with_marks(
     text: str, source: Path
 ) -> tuple[Any, dict[tuple[str | int, ...], Mark], list[str]]:
-    """YAML to Python plus the line/column of every node, with ``${VAR}`` interpolated in strings."""
+    """YAML to Python plus the line/column of every node, with ``${VAR}`` interpolated in strings (those
+    of connector settings are left for :func:`resolve_settings`)."""
     problems: list[str] = []
     marks: dict[tuple[str | int, ...], Mark] = {}
     try:
@@ -374,9 +391,31 @@ def load_config(path: str | Path) -> LoadedConfig:
     return LoadedConfig(project=project, path=source.resolve(), marks=marks)
 
 
+def resolve_settings(loaded: LoadedConfig, name: str) -> dict[str, Any]:
+    """One connector's ``settings`` with their ``${VAR}``s read from the environment now.
+
+    Raises :class:`ConfigError` naming file:line:column of every variable that is not set.
+    """
+    problems: list[str] = []
+
+    def resolve(value: Any, path: tuple[str | int, ...]) -> Any:
+        if isinstance(value, dict):
+            return {k: resolve(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v, (*path, i)) for i, v in enumerate(value)]
+        if isinstance(value, str) and "${" in value:
+            return _interpolate(value, loaded.where(*path), problems, ".".join(str(p) for p in path))
+        return value
+
+    resolved = resolve(loaded.project.connectors[name].settings, ("connectors", name, "settings"))
+    if problems:
+        raise ConfigError(problems)
+    return resolved  # type: ignore[no-any-return]
+
+
 def validate_settings(loaded: LoadedConfig, name: str, model: type[BaseModel]) -> BaseModel:
     """Validate one connector's ``settings`` against its type's config model, with line numbers."""
-    raw = loaded.project.connectors[name].settings
+    raw = resolve_settings(loaded, name)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

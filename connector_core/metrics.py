@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from connector_core.outcomes import shown_outcome
 from connector_core.state.base import OpenCounts
 from connector_core.sync.report import RunReport
 
@@ -22,7 +23,7 @@ class Metrics:
         r = self.registry
         self.runs = Counter(
             "dcsync_runs",
-            "Runs by connector, direction and outcome",
+            "Runs by connector, direction and outcome (ok, degraded: left new dead letters, failed)",
             ["connector", "direction", "outcome"],
             registry=r,
         )
@@ -63,9 +64,9 @@ class Metrics:
         for part in (report.pull, report.push):
             if part is None:
                 continue
-            outcome = "failed" if part.error else "ok"
-            self.runs.labels(name, part.direction, outcome).inc()
             counts = part.counts.as_dict()
+            outcome = shown_outcome("failed" if part.error else "ok", counts)
+            self.runs.labels(name, part.direction, outcome).inc()
             for result in (
                 "created",
                 "updated",

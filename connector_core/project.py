@@ -7,12 +7,21 @@ not validate) is found here, before any record moves.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connector_core.config import ConfigError, LoadedConfig, load_config, validate_settings
-from connector_core.connector import Connector
+from connector_core.config import ConfigError, LoadedConfig, load_config, resolve_settings, validate_settings
+from connector_core.connector import (
+    CheckResult,
+    Connector,
+    ConnectorConfig,
+    PermanentError,
+    PullPage,
+    PushRecord,
+    PushResult,
+)
 from connector_core.eventlog import open_event_log
 from connector_core.eventlog.base import EventLog
 from connector_core.logs import register_secrets_of
@@ -24,28 +33,69 @@ from connector_core.state.lease import LeasedStateStore
 log = logging.getLogger("dcsync.plugins")
 
 
+class OfflineConnector(Connector):
+    """Stands in for a connector that may not be contacted (its ``${VAR}`` secrets are not set) in a
+    read-only project: every call that would reach the remote fails, naming why, and nothing is sent."""
+
+    type_name = "offline"
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(name, ConnectorConfig())
+        self.reason = reason
+
+    def _refuse(self) -> PermanentError:
+        return PermanentError(f"{self.name}: the remote is not contacted: {self.reason}")
+
+    def check(self) -> CheckResult:
+        raise self._refuse()
+
+    def push(self, batch: Sequence[PushRecord]) -> list[PushResult]:
+        raise self._refuse()
+
+    def pull(self, cursor: str | None, limit: int) -> PullPage:
+        raise self._refuse()
+
+    def lookup(self, refs: Sequence[str]) -> dict[str, str]:
+        raise self._refuse()
+
+
 @dataclass
 class Project:
     config: LoadedConfig
     host: PluginHost
     eventlog: EventLog
     state: LeasedStateStore
+    read_only: bool = False
     _mappings: dict[str, MappingSet] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, path: str | Path, *, host: PluginHost | None = None, strict: bool = False) -> Project:
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        host: PluginHost | None = None,
+        strict: bool = False,
+        read_only: bool = False,
+    ) -> Project:
+        """Open the project at ``path``.
+
+        ``read_only`` is for the commands that only look (``status``, ``runs``, ``dlq list``/``show``, ``log
+        stats``/``export``, ``run --dry-run``): the event log and the state store are opened without creating
+        any file, schema or lock, and a store that does not exist yet reads as empty. Connector settings are
+        resolved (their ``${VAR}``s read) only when a connector is built, by the commands that contact it.
+        """
         loaded = load_config(path)
         host = host or load_plugins(strict=strict)
         project = loaded.project
         register_secrets_of(project.eventlog)  # tokens, passwords and URLs with passwords never reach a log
         register_secrets_of(project.state)
-        eventlog = open_event_log(project.eventlog, loaded.base_dir)
+        eventlog = open_event_log(project.eventlog, loaded.base_dir, read_only=read_only)
         try:
-            state = open_state_store(project.state, loaded.base_dir)
+            state = open_state_store(project.state, loaded.base_dir, read_only=read_only)
         except BaseException:
             eventlog.close()
             raise
-        opened = cls(config=loaded, host=host, eventlog=eventlog, state=state)
+        opened = cls(config=loaded, host=host, eventlog=eventlog, state=state, read_only=read_only)
         try:
             for problem in host.install_transforms():
                 log.warning("plugin transform skipped: %s", problem)
@@ -76,11 +126,34 @@ class Project:
         except PluginError as exc:
             raise self.config.error(("connectors", name, "type"), str(exc)) from None
 
-    def build_connector(self, name: str) -> Connector:
-        cls = self.connector_class(name)
-        settings = validate_settings(self.config, name, cls.config_model)
+    def settings(self, name: str) -> Any:
+        """``name``'s settings, validated against its type's config model, with their ``${VAR}``s read now.
+
+        Raises :class:`ConfigError` naming file:line:column of a variable that is not set.
+        """
+        settings = validate_settings(self.config, name, self.connector_class(name).config_model)
         register_secrets_of(settings)
-        return cls(name, settings)  # type: ignore[arg-type]
+        return settings
+
+    def unresolved(self, name: str) -> list[str]:
+        """One line per ``${VAR}`` of ``name``'s settings that is not set (empty: every one resolves)."""
+        self.instance(name)  # an unknown name is its own error
+        try:
+            resolve_settings(self.config, name)
+        except ConfigError as exc:
+            return exc.problems
+        return []
+
+    def build_connector(self, name: str) -> Connector:
+        """The connector ``name``, ready to contact its remote.
+
+        In a read-only project a connector whose secrets are not set is built offline: the push plan of a
+        dry run needs no remote, and anything that would reach it fails with the unset variable's line.
+        """
+        cls = self.connector_class(name)
+        if self.read_only and (problems := self.unresolved(name)):
+            return OfflineConnector(name, "; ".join(problems))
+        return cls(name, self.settings(name))
 
     def mapping(self, name: str) -> MappingSet:
         if name not in self._mappings:

@@ -246,6 +246,8 @@ class Scheduler:
             self.on_run(job, report)
         if report.ok:
             state.failures, state.resume_at = 0, 0.0
+            if dead := report.totals().dead_lettered:  # not a failure: no backoff, but someone must look
+                log.warning("%s: run %s degraded: %d new dead letters", job.job_id, report.run_id, dead)
         else:
             log.error("%s: run %s failed: %s", job.job_id, report.run_id, report.error)
             self._failed(job, state, counted=True)

@@ -366,7 +366,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
     )
     assert result.exit_code == 0, result.output
     assert "dry run: nothing was written" in result.stdout
-    plan = [line for line in result.stdout.splitlines() if "│ push" in line]
+    plan = [line for line in result.stdout.splitlines() if line.startswith("push ")]
     assert any("create" in line and "hh" in line for line in plan)
     assert any("create" in line and "kid" in line for line in plan)
     assert remote_records(mock_server) == [] and project.state.runs("reg") == []

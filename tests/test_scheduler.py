@@ -190,10 +190,11 @@ def test_status_shows_dead_letters_and_the_metrics_endpoint_serves_counters(
     status = CliRunner().invoke(app, ["status", "--json", "-c", str(config)])
     assert status.exit_code == 0, status.output
     (row,) = json.loads(status.stdout)
-    assert row["dead_letters"] == 1 and row["push_lag"] == 0 and row["last_outcome"] == "ok"
+    # finished, but left a dead letter: degraded, the same in status and in the metrics
+    assert row["dead_letters"] == 1 and row["push_lag"] == 0 and row["last_outcome"] == "degraded"
     assert row["next_run"] is not None
     scraped = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    assert 'dcsync_runs_total{connector="reg",direction="push",outcome="ok"} 1.0' in scraped
+    assert 'dcsync_runs_total{connector="reg",direction="push",outcome="degraded"} 1.0' in scraped
     assert 'dcsync_dead_letters_open{connector="reg"} 1.0' in scraped
     assert 'dcsync_parked_children{connector="reg"} 0.0' in scraped
     assert 'dcsync_records_total{connector="reg",direction="push",result="created"} 7.0' in scraped

@@ -8,6 +8,7 @@ only when used, so a SQLite project never pays for psycopg or a network client.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -49,17 +50,37 @@ def _resolve(base_dir: Path, value: str) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
-def open_event_log(config: EventLogConfig, base_dir: Path) -> EventLog:
-    """The event log a project file's ``eventlog`` section describes (relative paths from ``base_dir``)."""
+def open_event_log(config: EventLogConfig, base_dir: Path, *, read_only: bool = False) -> EventLog:
+    """The event log a project file's ``eventlog`` section describes (relative paths from ``base_dir``).
+
+    ``read_only`` (``status``, ``log stats``/``export``, a dry run) creates nothing: no file, no schema. A log
+    that does not exist yet reads as empty, and a ``datacollect`` log is read from its local mirror as of its
+    last refresh, without contacting the tenant.
+    """
     from connector_core.config import DataCollectEventLogConfig, PostgresEventLogConfig
 
     if isinstance(config, PostgresEventLogConfig):
         from connector_core.eventlog.postgres import PostgresEventLog
 
+        if read_only:
+            log = PostgresEventLog(config.url.get_secret_value(), schema=config.db_schema, read_only=True)
+            if log.exists:
+                return log
+            log.close()
+            return SqliteEventLog(":memory:")  # no schema yet: an empty log
         return PostgresEventLog(config.url.get_secret_value(), schema=config.db_schema)
     if isinstance(config, DataCollectEventLogConfig):
+        if read_only:
+            mirror = _resolve(base_dir, config.mirror)
+            if not mirror.exists():
+                logging.getLogger("dcsync.eventlog").warning(
+                    "the DataCollect mirror %s does not exist yet: the log reads as empty "
+                    "(a run, or `dcsync log copy`, fills it)",
+                    mirror,
+                )
+            return SqliteEventLog(mirror, read_only=True)
         return open_datacollect(config, base_dir)
-    return SqliteEventLog(_resolve(base_dir, config.path))
+    return SqliteEventLog(_resolve(base_dir, config.path), read_only=read_only)
 
 
 def open_datacollect(config: DataCollectEventLogConfig, base_dir: Path) -> DataCollectEventLog:

@@ -121,6 +121,7 @@ class PostgresEventLog:
         schema: str = DEFAULT_SCHEMA,
         chunk_size: int = 1000,
         connection: psycopg.Connection[Any] | None = None,
+        read_only: bool = False,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
@@ -128,7 +129,9 @@ class PostgresEventLog:
         self.where = f"{redact_url(url)} (schema {schema})"
         self._chunk_size = chunk_size
         self._lock = threading.RLock()
-        self._conn = connection or connect(url, application_name="dcsync eventlog")
+        self.read_only = read_only
+        self.exists = True
+        self._conn = connection or connect(url, application_name="dcsync eventlog", read_only=read_only)
         self._append_key = advisory_key("dcsync-eventlog-append", schema)
         s = sql.Identifier(schema)
 
@@ -140,12 +143,32 @@ class PostgresEventLog:
         self._upsert_entities = q(_UPSERT_ENTITIES)
         self._insert_issues = q(_INSERT_ISSUES)
         try:
-            self._create_schema()
+            if read_only:
+                self.exists = self._check_schema()
+            else:
+                self._create_schema()
         except BaseException:
             self._conn.close()
             raise
 
     # -- lifecycle ---------------------------------------------------------------------------------
+
+    def _check_schema(self) -> bool:
+        """For a read-only log: whether its tables exist (nothing is created); a newer layout is refused."""
+        with self._lock:
+            table = f'"{self.schema}".dcsync_events'
+            found = self._conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+            if found is None or found[0] is None:
+                return False
+            row = self._conn.execute(
+                self._q("SELECT value FROM {s}.dcsync_meta WHERE key = 'schema_version'")
+            ).fetchone()
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"event log {self.where} has schema version {row[0]}, newer than this dcsync "
+                f"understands ({SCHEMA_VERSION}): upgrade dcsync to open it"
+            )
+        return True
 
     def _create_schema(self) -> None:
         with self._lock, self._conn.transaction():

@@ -21,6 +21,7 @@ from typing import Any
 
 from connector_core import codec
 from connector_core import entities as _entities
+from connector_core._sqlite_read import connect_read_only, has_table
 from connector_core.entities import Entity, EventIssue, overlay
 from connector_core.eventlog.base import MEMBERSHIP_EVENTS, AppendResult, EventPage, EventTouch, TouchPage
 from connector_core.events import FormSubmission
@@ -156,12 +157,16 @@ def _entity_from_doc(doc: str) -> Entity:
 class SqliteEventLog:
     """An :class:`~connector_core.eventlog.base.EventLog` in one SQLite file (WAL mode)."""
 
-    def __init__(self, path: str | Path, *, chunk_size: int = 1000) -> None:
+    def __init__(self, path: str | Path, *, chunk_size: int = 1000, read_only: bool = False) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
         self.path = str(path)
         self._chunk_size = chunk_size
         self._lock = threading.RLock()
+        self.read_only = read_only
+        if read_only:
+            self._conn = self._open_read_only()
+            return
         if self.path != ":memory:" and not self.path.startswith("file:"):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(
@@ -183,6 +188,30 @@ class SqliteEventLog:
             raise
 
     # -- lifecycle ---------------------------------------------------------------------------------
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """The log at ``path`` for reading (``status``, ``log stats``, a dry run): nothing is created.
+
+        A file that does not exist, or that holds no event log yet, reads as an empty log kept in memory.
+        """
+        conn = connect_read_only(Path(self.path), BUSY_TIMEOUT_MS / 1000)
+        if conn is not None:
+            try:
+                if has_table(conn, "meta"):
+                    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                    if row is not None and int(row[0]) > SCHEMA_VERSION:
+                        raise SchemaVersionError(
+                            f"event log {self.path} has schema version {row[0]}, newer than this dcsync "
+                            f"understands ({SCHEMA_VERSION}): upgrade dcsync to open it"
+                        )
+                    return conn
+            except BaseException:
+                conn.close()
+                raise
+            conn.close()
+        self._conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self._create_schema()
+        return self._conn
 
     def _create_schema(self) -> None:
         with self._write():

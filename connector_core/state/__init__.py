@@ -37,13 +37,25 @@ __all__ = [
 ]
 
 
-def open_state_store(config: StateConfig, base_dir: Path) -> LeasedStateStore:
-    """The state store a project file's ``state`` section describes (relative paths from ``base_dir``)."""
+def open_state_store(config: StateConfig, base_dir: Path, *, read_only: bool = False) -> LeasedStateStore:
+    """The state store a project file's ``state`` section describes (relative paths from ``base_dir``).
+
+    ``read_only`` (``status``, ``runs``, ``dlq list``/``show``, a dry run) creates nothing: no file, no
+    schema, no lock file. A store that does not exist yet reads as empty; every write fails; its lease holds
+    nothing (a run that writes nothing cannot collide with one that does).
+    """
     from connector_core.config import PostgresStateConfig
 
     if isinstance(config, PostgresStateConfig):
         from connector_core.state.postgres import PostgresStateStore
 
-        return PostgresStateStore(config.url.get_secret_value(), schema=config.db_schema)
+        url = config.url.get_secret_value()
+        if read_only:
+            store = PostgresStateStore(url, schema=config.db_schema, read_only=True)
+            if store.exists:
+                return store
+            store.close()
+            return SqliteStateStore(":memory:", read_only=True)  # no schema yet: an empty store
+        return PostgresStateStore(url, schema=config.db_schema)
     path = Path(config.path).expanduser()
-    return SqliteStateStore(path if path.is_absolute() else base_dir / path)
+    return SqliteStateStore(path if path.is_absolute() else base_dir / path, read_only=read_only)

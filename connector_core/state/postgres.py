@@ -448,16 +448,22 @@ class PostgresStateStore:
         *,
         schema: str = DEFAULT_SCHEMA,
         migrations: Sequence[Migration] = MIGRATIONS,
+        read_only: bool = False,
     ) -> None:
         self.schema = check_identifier(schema, "state store schema")
         self.where = f"{redact_url(url)} (schema {schema})"
         self._url = url
         self._lock = threading.RLock()
         self._in_transaction = False
-        self._conn = connect(url, application_name="dcsync state")
+        self.read_only = read_only
+        self.exists = True
+        self._conn = connect(url, application_name="dcsync state", read_only=read_only)
         self._ident = sql.Identifier(schema)
         try:
-            self._migrate(migrations)
+            if read_only:
+                self.exists = self._check_schema(migrations)
+            else:
+                self._migrate(migrations)
         except BaseException:
             self._conn.close()
             raise
@@ -503,6 +509,28 @@ class PostgresStateStore:
                         )
                 if current == latest:
                     return
+
+    def _check_schema(self, migrations: Sequence[Migration]) -> bool:
+        """For a read-only store: whether its tables exist (nothing is created). A store of an older layout is
+        migrated first on a connection of its own, as the next command that writes would do; a newer one is
+        refused."""
+        latest = len(migrations)
+        with self._lock:
+            found = self._conn.execute(
+                "SELECT to_regclass(%s)", (f'"{self.schema}".schema_version',)
+            ).fetchone()
+            if found is None or found[0] is None:
+                return False
+            row = self._conn.execute(self._q("SELECT max(version) FROM {s}.schema_version")).fetchone()
+        current = int(row[0]) if row and row[0] is not None else 0
+        if current > latest:
+            raise SchemaVersionError(
+                f"state store {self.where} has schema version {current}, newer than this dcsync "
+                f"understands ({latest}): upgrade dcsync to open it"
+            )
+        if current < latest:
+            PostgresStateStore(self._url, schema=self.schema, migrations=migrations).close()
+        return True
 
     def schema_version(self) -> int:
         with self._lock:
@@ -554,6 +582,9 @@ class PostgresStateStore:
         before that lock is let go: a process that loses the contest reads the winner's row, never the gap
         between the winner's lock and its row (nor a dead holder's stale row).
         """
+        if self.read_only:  # a dry run's: see SqliteStateStore.lease
+            yield
+            return
         key = advisory_key("dcsync-lease", self.schema, connector)
         me = this_process()
         conn = connect(self._url, application_name=f"dcsync lease {connector} pid {me.pid}")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from connector_core import codec
+from connector_core._sqlite_read import connect_read_only, has_table
 from connector_core.events import now_timestamp
 from connector_core.state._rows import keyset_pages
 from connector_core.state.base import (
@@ -474,12 +475,60 @@ def _lock_holder(fd: int, patience: float = 1.0) -> LeaseHolder | None:
         time.sleep(0.02)
 
 
-class SqliteStateStore:
-    """A :class:`~connector_core.state.base.StateStore` in one SQLite file (WAL mode)."""
+def _open_read_only(path: Path, migrations: Sequence[Migration]) -> sqlite3.Connection:
+    """The store at ``path`` for reading (``status``, ``runs``, ``dlq list``, a dry run): nothing is created.
 
-    def __init__(self, path: str | Path, *, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+    A file that does not exist, or holds no store yet, reads as an empty store kept in memory. A store of an
+    older schema is migrated first, as the next command that writes would do: its tables must match the
+    queries, and upgrading an existing file creates none.
+    """
+    latest = len(migrations)
+    conn = connect_read_only(path, BUSY_TIMEOUT_MS / 1000)
+    if conn is not None:
+        try:
+            row = (
+                conn.execute("SELECT max(version) FROM schema_version").fetchone()
+                if has_table(conn, "schema_version")
+                else None
+            )
+            current = int(row[0]) if row is not None and row[0] is not None else None
+            if current is not None and current > latest:
+                raise SchemaVersionError(
+                    f"state store {path} has schema version {current}, newer than this dcsync "
+                    f"understands ({latest}): upgrade dcsync to open it"
+                )
+        except BaseException:
+            conn.close()
+            raise
+        if current == latest:
+            return conn
+        conn.close()
+        if current is not None:
+            SqliteStateStore(path, migrations=migrations).close()
+            upgraded = connect_read_only(path, BUSY_TIMEOUT_MS / 1000)
+            assert upgraded is not None
+            return upgraded
+    memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    migrate(memory, migrations, ":memory:")
+    return memory
+
+
+class SqliteStateStore:
+    """A :class:`~connector_core.state.base.StateStore` in one SQLite file (WAL mode).
+
+    Opened ``read_only``, it reads what the file holds (or nothing, creating no file), every write fails, and
+    its lease holds nothing: see :meth:`lease`.
+    """
+
+    def __init__(
+        self, path: str | Path, *, migrations: Sequence[Migration] = MIGRATIONS, read_only: bool = False
+    ) -> None:
         self.path = str(path)
         self._lock = threading.RLock()
+        self.read_only = read_only
+        if read_only:
+            self._conn = _open_read_only(Path(self.path), migrations)
+            return
         if self.path != ":memory:" and not self.path.startswith("file:"):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(
@@ -542,7 +591,13 @@ class SqliteStateStore:
 
         The OS releases the lock when the holding process dies, however it dies; the file itself stays, and
         its stale content is overwritten by the next holder.
+
+        A read-only store (a dry run's) holds nothing and creates no file: a run that writes nothing cannot
+        collide with one that does, and it must not keep a scheduled run waiting while it plans.
         """
+        if self.read_only:
+            yield
+            return
         lock_path = Path(f"{self.path}.{connector}.lock")
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
