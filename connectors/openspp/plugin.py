@@ -18,8 +18,9 @@ def dcsync_connectors() -> list[type[Connector]]:
 @hookimpl
 def dcsync_fake_servers() -> dict[str, Any]:
     def factory(data_file: Path | None = None) -> Any:
-        from connectors.openspp.fake import create_app
+        from connectors.openspp.fake import CostModel, create_app
 
-        return create_app(seed=True, data_file=data_file)
+        # DCSYNC_OPENSPP_FAKE_COSTS=real gives `dcsync mock-server openspp` real-Odoo call costs
+        return create_app(seed=True, data_file=data_file, costs=CostModel.from_env())
 
     return {"openspp": factory}

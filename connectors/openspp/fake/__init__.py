@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from connectors.openspp.fake.app import create_app
+from connectors.openspp.fake.costs import CostModel
 from connectors.openspp.fake.faults import FaultSpec
 from connectors.openspp.fake.seed import (
     ADMIN_API_KEY,
@@ -24,17 +25,25 @@ from connectors.openspp.fake.server import FakeOpenSpp
 DATABASE = "openspp"
 
 
-def serve_fake(port: int = 8069, host: str = "127.0.0.1", data_file: Path | None = None) -> None:
-    """Serve a seeded fake until interrupted (what ``dcsync mock-server openspp --port N`` runs)."""
+def serve_fake(
+    port: int = 8069,
+    host: str = "127.0.0.1",
+    data_file: Path | None = None,
+    *,
+    costs: CostModel | None = None,
+) -> None:
+    """Serve a seeded fake until interrupted; ``costs`` defaults to ``DCSYNC_OPENSPP_FAKE_COSTS`` (off)."""
     import uvicorn
 
-    uvicorn.run(create_app(seed=True, data_file=data_file), host=host, port=port, log_level="warning")
+    app = create_app(seed=True, data_file=data_file, costs=costs or CostModel.from_env())
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 __all__ = [
     "ADMIN_API_KEY",
     "ADMIN_LOGIN",
     "ADMIN_PASSWORD",
+    "CostModel",
     "DATABASE",
     "REGISTRAR_API_KEY",
     "REGISTRAR_LOGIN",

@@ -25,6 +25,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from connectors.openspp.fake.costs import CostModel
 from connectors.openspp.fake.errors import (
     ACCESS_DENIED,
     RpcError,
@@ -122,8 +123,9 @@ def _internal_error(exc: BaseException) -> RpcError:
 class FakeApp:
     """Request handlers bound to one :class:`FakeOpenSpp`."""
 
-    def __init__(self, fake: FakeOpenSpp):
+    def __init__(self, fake: FakeOpenSpp, costs: CostModel | None = None):
         self.fake = fake
+        self.costs = costs or CostModel.off()  # real-Odoo call costs (fake/costs.py); off unless asked
         self.sessions: dict[str, int] = {}
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -256,7 +258,10 @@ class FakeApp:
             return self._json(error_envelope(rid, fault.error()))
         client = request.client.host if request.client else "unknown"
         try:
-            outcome = fake.dispatch(str(service), str(method), args if isinstance(args, list) else [], client)
+            # cost hook: with a CostModel on, the call holds a modelled Odoo worker for its real price
+            outcome = await self.costs.run(
+                fake.dispatch, str(service), str(method), args if isinstance(args, list) else [], client
+            )
         except RpcError as exc:
             entry["outcome"] = exc.name
             return self._json(error_envelope(rid, exc))
@@ -475,8 +480,12 @@ def create_app(
     rng_seed: int = 0,
     data_file: Path | None = None,
     fake: FakeOpenSpp | None = None,
+    costs: CostModel | None = None,
 ) -> Starlette:
-    """A fake OpenSPP 17 server as an ASGI app; ``app.state.fake`` is its :class:`FakeOpenSpp`."""
+    """A fake OpenSPP 17 server as an ASGI app; ``app.state.fake`` is its :class:`FakeOpenSpp`.
+
+    ``costs`` makes each ``/jsonrpc`` call as slow as on a real Odoo (:mod:`connectors.openspp.fake.costs`);
+    without it the fake answers at once."""
     fake = fake or FakeOpenSpp(
         database=database,
         naming=naming,
@@ -486,7 +495,7 @@ def create_app(
         rng_seed=rng_seed,
         data_file=data_file,
     )
-    handlers = FakeApp(fake)
+    handlers = FakeApp(fake, costs)
     any_method = ["GET", "POST", "PUT", "DELETE", "PATCH"]
     app = Starlette(
         routes=[
@@ -499,4 +508,5 @@ def create_app(
         ]
     )
     app.state.fake = fake
+    app.state.costs = handlers.costs
     return app
