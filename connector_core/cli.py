@@ -22,14 +22,16 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import TextColumn
 from rich.table import Table
 
+from connector_core.bounded import BoundedInputError
 from connector_core.config import CONFIG_FILE_NAME, EXAMPLE_CONFIG, ConfigError
 from connector_core.connector import ConnectorError
 from connector_core.eventlog import SPEC_HELP
 from connector_core.events import EventError, format_timestamp
-from connector_core.logs import configure_logging
+from connector_core.logs import configure_logging, redact
 from connector_core.plugins import PluginError, load_plugins
 from connector_core.streams import chunks
 
@@ -53,8 +55,13 @@ ConfigOption = Annotated[
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {_shown(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _shown(text: str) -> str:
+    """Text for the console: secrets masked, and ``[mapping.field]`` kept as text, not read as markup."""
+    return escape(redact(text))
 
 
 @contextmanager
@@ -67,8 +74,10 @@ def handled() -> Iterator[None]:
         yield
     except ConfigError as exc:
         for problem in exc.problems:
-            err.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {_shown(problem)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    except BoundedInputError as exc:
+        fail(str(exc), 2)
     except (EventError, MappingError, PluginError) as exc:
         fail(str(exc), 2)
     except ConnectorBusy as exc:
@@ -77,6 +86,8 @@ def handled() -> Iterator[None]:
         fail(exc.message, 1)
     except OSError as exc:
         fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), 2)
+    except (RecursionError, MemoryError) as exc:  # input beyond every limit: still one line, not a traceback
+        fail(f"input too large or too deeply nested ({type(exc).__name__})", 2)
     except Exception as exc:
         message = _backend_failure(exc)
         if message is None:
@@ -175,7 +186,7 @@ def check(name: str, config: ConfigOption = Path(CONFIG_FILE_NAME)) -> None:
             project.close()
     if not result.ok:
         fail(f"{name}: {result.message}", 1)
-    out.print(f"[green]ok[/] {name}: {result.message}")
+    out.print(f"[green]ok[/] {name}: {_shown(result.message)}")
 
 
 @app.command()
@@ -197,19 +208,22 @@ def run(
 
     both = not push and not pull
     stop = threading.Event()
-    with handled(), _graceful_stop(stop), _progress() as on_progress:
+    # Loading and validating run under the default signal handlers, so SIGTERM/SIGINT stop them at once;
+    # only a run, with batches in flight, finishes its batch first.
+    with handled(), _progress() as on_progress:
         project = Project.open(config)
         try:
-            report = run_connector(
-                project,
-                name,
-                push=push or both,
-                pull=pull or both,
-                dry_run=dry_run,
-                stop=stop,
-                on_progress=on_progress,
-                wait=wait,
-            )
+            with _graceful_stop(stop):
+                report = run_connector(
+                    project,
+                    name,
+                    push=push or both,
+                    pull=pull or both,
+                    dry_run=dry_run,
+                    stop=stop,
+                    on_progress=on_progress,
+                    wait=wait,
+                )
         finally:
             project.close()
     _print_report(report)
@@ -375,7 +389,7 @@ def runs(
             r.started_at,
             r.outcome,
             counts or "-",
-            r.error or "",
+            redact(r.error or ""),
         )
     out.print(table)
 
@@ -436,7 +450,14 @@ def dlq_list(
     table = Table("id", "connector", "direction", "ref", "attempts", "status", "updated", "reason")
     for d in letters:
         table.add_row(
-            str(d.id), d.connector, str(d.direction), d.ref, str(d.attempts), d.status, d.updated_at, d.reason
+            str(d.id),
+            d.connector,
+            str(d.direction),
+            d.ref,
+            str(d.attempts),
+            d.status,
+            d.updated_at,
+            redact(d.reason),
         )
     out.print(table)
 
@@ -448,7 +469,7 @@ def dlq_show(dead_letter_id: int, config: ConfigOption = Path(CONFIG_FILE_NAME))
         letter = project.state.get_dead_letter(dead_letter_id)
     if letter is None:
         fail(f"no dead letter with id {dead_letter_id}")
-    out.print_json(json.dumps({**asdict(letter), "direction": str(letter.direction)}))
+    out.print_json(redact(json.dumps({**asdict(letter), "direction": str(letter.direction)})))
 
 
 DeadLetterIds = Annotated[list[int] | None, typer.Argument(help="Dead letter ids (or --all).")]
@@ -596,10 +617,13 @@ def schedule_list(
 ) -> None:
     """Each scheduled job and its next run times."""
     from connector_core.config import load_config
+    from connector_core.project import check_project
     from connector_core.scheduler import jobs_from_config
 
     with handled():
-        jobs = jobs_from_config(load_config(config))
+        loaded = load_config(config)
+        check_project(loaded, load_plugins())  # what `run` refuses, this refuses too (stores untouched)
+        jobs = jobs_from_config(loaded)
     table = Table("job", "schedule", "time zone", "jitter", "next runs (UTC)")
     for job in jobs:
         when = (
@@ -703,7 +727,7 @@ def status(
             str(r["dead_letters"]),
             str(r["conflicts"]),
             str(r["parked"]),
-            r["last_error"] or "",
+            redact(r["last_error"] or ""),
         )
     out.print(table)
 

@@ -8,13 +8,18 @@ grow with the file.
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from connector_core import codec
+from connector_core.bounded import MAX_JSON_LINE_BYTES, BoundedInputError, decode_utf8
 from connector_core.eventlog.base import AppendResult, EventLog
-from connector_core.events import FormSubmission
+from connector_core.events import EventError, FormSubmission, has_zone, parse_json_line
 from connector_core.streams import chunks
 
 Source = str | Path | IO[str]
@@ -29,24 +34,175 @@ def _opened(source: Source, mode: str) -> Iterator[tuple[IO[str], str]]:
         yield source, str(getattr(source, "name", "<stream>"))
 
 
+def _lines(source: Source) -> Iterator[tuple[int, str, str]]:
+    """``(line number, text, file name)`` of each line, each at most ``MAX_JSON_LINE_BYTES`` long.
+
+    A path is read as bytes, so a byte that is not UTF-8 is reported by line and column instead of as a
+    decoder's byte offset; a line longer than the limit is refused without being read whole.
+    """
+    limit = MAX_JSON_LINE_BYTES
+    if isinstance(source, str | Path):
+        name = str(source)
+        with open(source, "rb") as fh:
+            lineno = 0
+            while True:
+                raw = fh.readline(limit + 1)
+                if not raw:
+                    return
+                lineno += 1
+                if len(raw) > limit and not raw.endswith(b"\n"):
+                    raise EventError(
+                        None, "(line)", f"line longer than {limit:,} bytes", where=f"{name}:{lineno}"
+                    )
+                try:
+                    text = decode_utf8(raw, name, first_line=lineno)
+                except BoundedInputError as exc:
+                    raise EventError(None, "(line)", exc.message, where=exc.where) from None
+                yield lineno, text, name
+    else:
+        name = str(getattr(source, "name", "<stream>"))
+        for lineno, text in enumerate(source, start=1):
+            if len(text) > limit:
+                raise EventError(
+                    None, "(line)", f"line longer than {limit:,} bytes", where=f"{name}:{lineno}"
+                )
+            yield lineno, text, name
+
+
+def _located(source: Source) -> Iterator[tuple[str, FormSubmission]]:
+    """``(file:line, event)`` for each non-blank line; a bad line raises ``EventError`` naming it."""
+    for lineno, line, name in _lines(source):
+        if not line.strip():
+            continue
+        where = f"{name}:{lineno}"
+        raw = parse_json_line(line, where=where)
+        event = FormSubmission.from_json(raw, where=where)
+        if isinstance(raw, dict) and not has_zone(raw.get("timestamp")):
+            raise EventError(
+                event.guid,
+                "timestamp",
+                f"{raw.get('timestamp')!r} has no time zone: write Z (UTC) or an offset such as +03:00 "
+                "(DataCollect would read it as each device's local time)",
+                where=where,
+            )
+        yield where, event
+
+
 def iter_jsonl(path_or_file: Source) -> Iterator[FormSubmission]:
     """Each event of a JSONL file, validated; a bad line raises ``EventError`` naming ``file:line``.
 
     Blank lines are skipped (editors and ``cat`` leave them) but counted, so line numbers match an
     editor's.
     """
-    with _opened(path_or_file, "r") as (fh, name):
-        for lineno, line in enumerate(fh, start=1):
-            if line.strip():
-                yield FormSubmission.from_json_line(line, where=f"{name}:{lineno}")
+    for _where, event in _located(path_or_file):
+        yield event
+
+
+_CREATES = frozenset({"create-individual", "create-group"})
+_UPDATES = frozenset({"update-individual", "update-group"})
+
+
+def _content(event: FormSubmission) -> bytes:
+    """What makes an event the same event: everything but ``syncLevel``, which DataCollect raises as the
+    event travels (a re-exported, already synced copy is the same event)."""
+    doc = event.to_json()
+    del doc["syncLevel"]
+    return hashlib.blake2b(codec.dumps_bytes(doc), digest_size=16).digest()
+
+
+class _FileIndex:
+    """What the check pass remembers of the lines already read (guids, first updates), on disk.
+
+    A temporary SQLite file rather than dicts, so checking a file of ten million events needs no more memory
+    than one of ten.
+    """
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="dcsync-import-")
+        self.db = sqlite3.connect(Path(self._dir.name) / "index.db")
+        self.db.execute("PRAGMA journal_mode=OFF")
+        self.db.execute("PRAGMA synchronous=OFF")
+        self.db.execute("CREATE TABLE seen (guid TEXT PRIMARY KEY, place TEXT, digest BLOB) WITHOUT ROWID")
+        self.db.execute("CREATE TABLE updated (entity TEXT PRIMARY KEY, place TEXT) WITHOUT ROWID")
+
+    def seen(self, guids: list[str]) -> dict[str, tuple[str, bytes]]:
+        marks = ",".join("?" * len(guids))
+        rows = self.db.execute(f"SELECT guid, place, digest FROM seen WHERE guid IN ({marks})", guids)
+        return {guid: (place, digest) for guid, place, digest in rows}
+
+    def updated(self, entities: list[str]) -> dict[str, str]:
+        marks = ",".join("?" * len(entities))
+        rows = self.db.execute(f"SELECT entity, place FROM updated WHERE entity IN ({marks})", entities)
+        return dict(rows.fetchall())
+
+    def close(self) -> None:
+        self.db.close()
+        self._dir.cleanup()
+
+
+def _check_page(
+    log: EventLog, index: _FileIndex, page: list[tuple[str, FormSubmission]], log_name: str
+) -> None:
+    """Events are immutable: a guid seen before (earlier in the file, or in the log) must carry the same
+    event; and a create must not come after an update of its entity, where DataCollect's upsert would let
+    the create's answers overwrite the newer ones."""
+    guids = list(dict.fromkeys(event.guid for _w, event in page))
+    earlier = index.seen(guids)
+    stored = log.get_events(guids) if hasattr(log, "get_events") else {}
+    rows: list[tuple[str, str, bytes]] = []
+    for where, event in page:
+        digest = _content(event)
+        if event.guid in earlier:
+            first, first_digest = earlier[event.guid]
+            if first_digest != digest:
+                raise EventError(
+                    event.guid,
+                    "guid",
+                    f"also the guid of the event on {first}, with different content (events are immutable: "
+                    "give a new event a new guid)",
+                    where=where,
+                )
+            continue
+        if event.guid in stored and _content(stored[event.guid]) != digest:
+            other = stored[event.guid]
+            raise EventError(
+                event.guid,
+                "guid",
+                f"already in the event log {log_name} with different content (stored: {other.type} of "
+                f"entity {other.entity_guid} at {other.timestamp}); events are immutable: give a new event "
+                "a new guid",
+                where=where,
+            )
+        earlier[event.guid] = (where, digest)
+        rows.append((event.guid, where, digest))
+    index.db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", rows)
+    creates = [e.entity_guid for _w, e in page if e.type in _CREATES]
+    first_update = index.updated(list(dict.fromkeys(creates))) if creates else {}
+    updates: list[tuple[str, str]] = []
+    for where, event in page:
+        if event.type in _UPDATES:
+            if event.entity_guid not in first_update:
+                first_update[event.entity_guid] = where
+                updates.append((event.entity_guid, where))
+        elif event.type in _CREATES and event.entity_guid in first_update:
+            raise EventError(
+                event.guid,
+                "type",
+                f"{event.type} of entity {event.entity_guid} comes after its update on "
+                f"{first_update[event.entity_guid]}; DataCollect would apply the create last and lose the "
+                "update's values: put the create first",
+                where=where,
+            )
+    index.db.executemany("INSERT OR IGNORE INTO updated VALUES (?, ?)", updates)
 
 
 def import_jsonl(log: EventLog, path: Source, batch_size: int = 1000) -> AppendResult:
     """Validate every line of ``path``, then append its events in batches of ``batch_size``.
 
-    Nothing is written unless the whole file is valid. Each batch is one atomic append; should the
-    process die between batches, importing the file again completes it (appends are idempotent by
-    guid).
+    Nothing is written unless the whole file is valid: every line parses within the limits of
+    :mod:`connector_core.bounded`, names its time zone, reuses no guid (in the file or the log) for a
+    different event, and creates no entity after updating it. Each batch is one atomic append; should the
+    process die between batches, importing the file again completes it (appends are idempotent by guid).
     A file object must be seekable, since it is read twice.
     """
     if batch_size < 1:
@@ -56,8 +212,13 @@ def import_jsonl(log: EventLog, path: Source, batch_size: int = 1000) -> AppendR
         if not path.seekable():
             raise ValueError("import_jsonl reads its input twice: pass a path or a seekable file")
         start = path.tell()
-    for _event in iter_jsonl(path):
-        pass  # validation pass: raises on the first bad line, before anything is written
+    log_name = str(getattr(log, "where", None) or getattr(log, "path", None) or "")
+    index = _FileIndex()
+    try:
+        for page in chunks(_located(path), batch_size):
+            _check_page(log, index, page, log_name)
+    finally:
+        index.close()
     if start is not None and not isinstance(path, str | Path):
         path.seek(start)
     result = AppendResult()

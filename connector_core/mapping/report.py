@@ -75,6 +75,8 @@ class Coverage:
     records: int
     never_produced: list[str]
     unused_sources: list[str]
+    unmatched_sources: list[str] = field(default_factory=list)
+    """Fields whose source path no record had (``field <- path``): most often a typo in the path."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +84,7 @@ class Coverage:
             "records": self.records,
             "never_produced": self.never_produced,
             "unused_sources": self.unused_sources,
+            "unmatched_sources": self.unmatched_sources,
         }
 
 
@@ -127,8 +130,12 @@ class TestReport:
         return [(o.key, e) for o in self.outcomes for e in o.errors]
 
     @property
+    def unmatched_sources(self) -> list[str]:
+        return [f"{c.mapping}.{u}" for c in self.coverage for u in c.unmatched_sources]
+
+    @property
     def ok(self) -> bool:
-        return not self.errors and not self.differences and not self.unmatched
+        return not self.errors and not self.differences and not self.unmatched and not self.unmatched_sources
 
     def summary(self) -> dict[str, int]:
         mapped = self.mapped
@@ -431,7 +438,19 @@ def coverage_of(
         else:
             present.update(leaves(doc))
     unused = sorted(leaf for leaf in present if not any(_read_covers(r, leaf) for r in reads))
-    return Coverage(mapping.name, len(sources), never, unused)
+    unmatched: list[str] = []
+    if sources:
+        fields = mapping.push_fields if direction == "push" else mapping.pull_fields
+        reachable = set(present)
+        for doc in sources:
+            reachable.update(leaves(doc))
+            reachable.update(k for k, v in doc.items() if v not in (None, "", [], {}))
+        for plan in fields:
+            if plan.optional or not plan.reads:
+                continue
+            if not any(_read_covers(r, leaf) for r in plan.reads for leaf in reachable):
+                unmatched.append(f"{plan.target} <- {plan.source}")
+    return Coverage(mapping.name, len(sources), never, unused, unmatched)
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -50,6 +50,8 @@ class FieldPlan:
     reads: tuple[str, ...] = ()
     targets: tuple[str, ...] = field(default_factory=tuple)
     """Every target this field can produce, including ``ids[].type`` for collections (coverage)."""
+    optional: bool = False
+    """A sample set need not exercise this field's source (``mapping test`` does not call it a typo)."""
 
 
 def _is_empty(v: Any) -> bool:
