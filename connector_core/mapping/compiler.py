@@ -520,6 +520,7 @@ class _Compiler:
             steps=tuple(inverse_steps),
             drop_if_empty=spec.drop_if_empty,
             optional=spec.optional,
+            inverse=True,
             each=tuple(sub_inverse) if kind == "each" else None,
             # record-side reads, relative to the record (or item); a list counts through its items
             reads=tuple(f"{target}[].{r}" for r in sub_inverse_reads) if kind == "each" else (target,),

@@ -444,10 +444,9 @@ def coverage_of(
         reachable = set(present)
         for doc in sources:
             reachable.update(leaves(doc))
-            reachable.update(k for k, v in doc.items() if v not in (None, "", [], {}))
         for plan in fields:
-            if plan.optional or not plan.reads:
-                continue
+            if plan.optional or plan.inverse or not plan.reads:
+                continue  # a remote's answer need not carry every pushed field back
             if not any(_read_covers(r, leaf) for r in plan.reads for leaf in reachable):
                 unmatched.append(f"{plan.target} <- {plan.source}")
     return Coverage(mapping.name, len(sources), never, unused, unmatched)
