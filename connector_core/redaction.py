@@ -30,7 +30,7 @@ _MIN_BASE64_CORE = 6
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
-_ordered: list[str] = []
+_ordered: tuple[str, ...] = ()
 _pattern: re.Pattern[str] | None = None
 
 _URL_CREDENTIALS = re.compile(
@@ -70,7 +70,7 @@ def _forms(secret: str) -> set[str]:
 
 def register_secret(value: str) -> None:
     """Mask ``value`` (and its encoded forms) in everything dcsync writes or shows from now on."""
-    global _pattern
+    global _pattern, _ordered
     if not value or len(value) < _MIN_SECRET:
         return
     with _lock:
@@ -79,7 +79,7 @@ def register_secret(value: str) -> None:
         _secrets.add(value)
         known = set(_ordered)
         known.update(_forms(value))
-        _ordered[:] = sorted(known, key=len, reverse=True)
+        _ordered = tuple(sorted(known, key=len, reverse=True))
         _pattern = re.compile("|".join(re.escape(s) for s in _ordered))
 
 
@@ -152,8 +152,28 @@ def redact_known(text: str) -> str:
     pattern = _pattern
     if pattern is not None:
         text = pattern.sub(MASK, text)
+        text = _cut_prefix(text)
     if "://" in text:
         text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{MASK}@", text)
+    return text
+
+
+_ELLIPSES = ("...", "\u2026")
+_MIN_PREFIX = 3
+
+
+def _cut_prefix(text: str) -> str:
+    """A message cut to a few hundred characters may end inside a secret (``... "args": ["db", "Zq7!``);
+    the part that is left is masked too."""
+    body, tail = text, ""
+    for ellipsis in _ELLIPSES:
+        if body.endswith(ellipsis):
+            body, tail = body[: -len(ellipsis)], ellipsis
+            break
+    for form in _ordered:
+        for k in range(len(form) - 1, _MIN_PREFIX - 1, -1):
+            if body.endswith(form[:k]):
+                return body[:-k] + MASK + tail
     return text
 
 
@@ -183,3 +203,13 @@ def registered() -> Iterable[str]:
     """The secrets registered so far (tests check that each is absent from what dcsync wrote)."""
     with _lock:
         return tuple(_secrets)
+
+
+def forget_all() -> None:
+    """Drop every registered secret: for tests, which must prove each command registers what it needs
+    instead of profiting from an earlier test in the same process."""
+    global _pattern, _ordered
+    with _lock:
+        _secrets.clear()
+        _ordered = ()
+        _pattern = None
