@@ -33,6 +33,7 @@ from connector_core.eventlog import SPEC_HELP
 from connector_core.events import EventError, format_timestamp
 from connector_core.logs import configure_logging, redact
 from connector_core.plugins import PluginError, load_plugins
+from connector_core.redaction import redact_known
 from connector_core.streams import chunks
 
 app = typer.Typer(
@@ -60,8 +61,9 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _shown(text: str) -> str:
-    """Text for the console: secrets masked, and ``[mapping.field]`` kept as text, not read as markup."""
-    return escape(redact(text))
+    """Text for the console: registered secrets and URL credentials masked, and ``[mapping.field]`` kept
+    as text, not read as markup. (A remote's words also go through the full :func:`redact` first.)"""
+    return escape(redact_known(text))
 
 
 @contextmanager
@@ -83,7 +85,7 @@ def handled() -> Iterator[None]:
     except ConnectorBusy as exc:
         fail(str(exc), 1)
     except ConnectorError as exc:
-        fail(exc.message, 1)
+        fail(redact(exc.message), 1)
     except OSError as exc:
         fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), 2)
     except (RecursionError, MemoryError) as exc:  # input beyond every limit: still one line, not a traceback
@@ -185,8 +187,8 @@ def check(name: str, config: ConfigOption = Path(CONFIG_FILE_NAME)) -> None:
         finally:
             project.close()
     if not result.ok:
-        fail(f"{name}: {result.message}", 1)
-    out.print(f"[green]ok[/] {name}: {_shown(result.message)}")
+        fail(f"{name}: {redact(result.message)}", 1)
+    out.print(f"[green]ok[/] {name}: {_shown(redact(result.message))}")
 
 
 @app.command()
@@ -232,7 +234,7 @@ def run(
     if stop.is_set():
         fail(f"{name}: interrupted; the current batch finished and the checkpoint is consistent", 130)
     if not report.ok:
-        fail(f"{name}: {report.error}", 1)
+        fail(f"{name}: {redact(report.error or '')}", 1)
 
 
 class TransferSpeedColumnless(TextColumn):
