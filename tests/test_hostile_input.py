@@ -201,6 +201,22 @@ def test_a_typo_in_a_source_path_fails_mapping_test(tmp_path: Path) -> None:
     assert "phone <-" not in result.stdout  # optional: true
 
 
+def test_a_typo_in_a_pull_only_path_fails_mapping_test_on_pull(tmp_path: Path) -> None:
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(
+        "mappings:\n  individual:\n    fields:\n      given_name: $.data.first_name\n"
+        "    pull:\n      fields:\n        registry_status: $.stauts\n"
+    )
+    records = tmp_path / "r.jsonl"
+    records.write_text(
+        json.dumps({"entity_name": "individual", "external_id": "7", "data": {"status": "ok"}}) + "\n"
+    )
+    result = _invoke("mapping", "test", mapping, "--sample", records, "--direction", "pull")
+    assert result.exit_code == 1, result.output
+    assert "field registry_status <- $.stauts matched no sample record" in result.stdout
+    assert "given_name <-" not in result.stdout  # inverted from push: not a typed path
+
+
 def test_a_link_to_an_entity_the_mapping_does_not_define_is_invalid(tmp_path: Path) -> None:
     mapping = tmp_path / "m.yaml"
     mapping.write_text(
