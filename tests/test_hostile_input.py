@@ -374,6 +374,18 @@ def test_an_update_before_its_create_is_refused_naming_both_lines(project: Path)
     assert _events_in_log(project) == 0
 
 
+def test_an_entity_deleted_and_created_again_is_not_an_update_before_its_create(project: Path) -> None:
+    lines = [
+        json.dumps(_event("g-1", "p-1")),
+        json.dumps(_event("g-2", "p-1", "update-individual", name="Jane Smith")),
+        json.dumps(_event("g-3", "p-1", "delete-entity", reason="duplicate")),
+        json.dumps(_event("g-4", "p-1", name="Jane again")),
+    ]
+    result, _ = _import(project, lines)
+    assert result.exit_code == 0, result.output
+    assert _events_in_log(project) == 4
+
+
 def test_a_timestamp_without_a_zone_is_refused(project: Path) -> None:
     naive = json.dumps(dict(_event("g-2", "p-2"), timestamp="2025-01-01T10:00:00"))
     result, source = _import(project, [GOOD, naive])

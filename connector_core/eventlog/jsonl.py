@@ -178,12 +178,14 @@ def _check_page(
     index.db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", rows)
     creates = [e.entity_guid for _w, e in page if e.type in _CREATES]
     first_update = index.updated(list(dict.fromkeys(creates))) if creates else {}
-    updates: list[tuple[str, str]] = []
     for where, event in page:
         if event.type in _UPDATES:
             if event.entity_guid not in first_update:
                 first_update[event.entity_guid] = where
-                updates.append((event.entity_guid, where))
+                index.db.execute("INSERT OR IGNORE INTO updated VALUES (?, ?)", (event.entity_guid, where))
+        elif event.type == "delete-entity":  # a deleted entity may be created anew
+            first_update.pop(event.entity_guid, None)
+            index.db.execute("DELETE FROM updated WHERE entity = ?", (event.entity_guid,))
         elif event.type in _CREATES and event.entity_guid in first_update:
             raise EventError(
                 event.guid,
@@ -193,7 +195,6 @@ def _check_page(
                 "update's values: put the create first",
                 where=where,
             )
-    index.db.executemany("INSERT OR IGNORE INTO updated VALUES (?, ?)", updates)
 
 
 def import_jsonl(log: EventLog, path: Source, batch_size: int = 1000) -> AppendResult:
