@@ -937,7 +937,15 @@ def _mount_optional() -> None:
 _mount_optional()
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    """SIGTERM outside a run: stop now, but through ``finally`` blocks (a half-checked import's temporary
+    index is removed, an open transaction rolls back), with the shell's code for it (128 + 15)."""
+    err.print(f"{signal.Signals(signum).name}: stopped")
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)  # `run` and `schedule run` install their own while they run
     try:
         app()
     except KeyboardInterrupt:

@@ -412,13 +412,28 @@ def test_an_unknown_event_type_is_stored_and_recorded_as_an_issue(project: Path)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_dcsync_while_it_loads_its_config(tmp_path: Path, signum: int) -> None:
-    """A config that never finishes loading (a FIFO nobody writes: the slowest possible file) must not make
-    dcsync ignore ``timeout``, cron or systemd."""
-    fifo = tmp_path / "dcsync.yaml"
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "x", "--dry-run", "-c", "{fifo}"],
+        ["schedule", "list", "-c", "{fifo}"],
+        ["mapping", "validate", "{fifo}"],
+        ["log", "import", "{fifo}", "-c", "{config}"],
+    ],
+    ids=["run", "schedule-list", "mapping-validate", "log-import"],
+)
+def test_a_signal_stops_dcsync_while_it_reads_its_input(
+    tmp_path: Path, signum: int, command: list[str]
+) -> None:
+    """An input that never finishes arriving (a FIFO nobody writes: the slowest possible file) must not
+    make dcsync ignore ``timeout``, cron or systemd, whichever file it is reading."""
+    fifo = tmp_path / "input.fifo"
     os.mkfifo(fifo)
+    config = tmp_path / "dcsync.yaml"
+    config.write_text("connectors: {}\n")
+    args = [part.format(fifo=fifo, config=config) for part in command]
     proc = subprocess.Popen(
-        [*DCSYNC, "run", "x", "--dry-run", "-c", str(fifo)],
+        [*DCSYNC, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -427,7 +442,7 @@ def test_a_signal_stops_dcsync_while_it_loads_its_config(tmp_path: Path, signum:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:  # until the process is blocked opening the FIFO
             time.sleep(0.2)
-            if _waits_on(proc.pid, fifo):
+            if _waits_on(proc.pid):
                 break
         proc.send_signal(signum)
         _out, err = proc.communicate(timeout=5)
@@ -435,11 +450,12 @@ def test_a_signal_stops_dcsync_while_it_loads_its_config(tmp_path: Path, signum:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode in (-signal.SIGTERM, 130), (proc.returncode, err)
+    assert proc.returncode in (128 + signal.SIGTERM, 130), (proc.returncode, err)
     assert b"Traceback" not in err
+    assert not (tmp_path / "events.db").exists() or _events_in_log(tmp_path) == 0
 
 
-def _waits_on(pid: int, fifo: Path) -> bool:
+def _waits_on(pid: int) -> bool:
     try:
         syscall = Path(f"/proc/{pid}/wchan").read_text()
     except OSError:
