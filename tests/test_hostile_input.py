@@ -461,3 +461,30 @@ def _waits_on(pid: int) -> bool:
     except OSError:
         return False
     return "fifo" in syscall or "pipe" in syscall or "wait" in syscall
+
+
+@pytest.mark.postgres
+def test_a_postgres_log_refuses_a_changed_event_too(
+    tmp_path: Path, postgres_url: str, pg_schema: str
+) -> None:
+    from connector_core.eventlog.jsonl import import_jsonl
+    from connector_core.eventlog.postgres import PostgresEventLog
+    from connector_core.events import EventError
+
+    log = PostgresEventLog(postgres_url, schema=pg_schema)
+    try:
+        first = tmp_path / "a.jsonl"
+        first.write_text(GOOD + "\n")
+        assert import_jsonl(log, first).new == 1
+        changed = tmp_path / "b.jsonl"
+        changed.write_text(
+            json.dumps(_event("g-9", "p-9")) + "\n" + json.dumps(_event("g-1", "p-1", name="M")) + "\n"
+        )
+        with pytest.raises(
+            EventError, match=r"b\.jsonl:2: event g-1: field 'guid': already in the event log"
+        ):
+            import_jsonl(log, changed)
+        assert log.count() == 1
+        assert import_jsonl(log, first).duplicates == 1
+    finally:
+        log.close()
