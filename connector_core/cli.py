@@ -94,7 +94,7 @@ def handled() -> Iterator[None]:
         message = _backend_failure(exc)
         if message is None:
             raise
-        fail(message, 1)
+        fail(redact(message), 1)
 
 
 def _backend_failure(exc: BaseException) -> str | None:

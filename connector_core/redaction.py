@@ -114,7 +114,10 @@ def register_url_credentials(value: Any) -> None:
         elif isinstance(item, list | tuple):
             stack.extend(item)
         elif isinstance(item, SecretStr):
+            register_secret(item.get_secret_value())
             stack.append(item.get_secret_value())
+        elif isinstance(item, BaseModel):  # e.g. a list of auth models
+            register_secrets_of(item)
 
 
 def _register_userinfo(user: str, password: str) -> None:
