@@ -33,7 +33,7 @@ from connector_core.eventlog import SPEC_HELP
 from connector_core.events import EventError, format_timestamp
 from connector_core.logs import configure_logging, redact
 from connector_core.plugins import PluginError, load_plugins
-from connector_core.redaction import redact_known
+from connector_core.redaction import redact_known, redact_value
 from connector_core.streams import chunks
 
 app = typer.Typer(
@@ -471,7 +471,8 @@ def dlq_show(dead_letter_id: int, config: ConfigOption = Path(CONFIG_FILE_NAME))
         letter = project.state.get_dead_letter(dead_letter_id)
     if letter is None:
         fail(f"no dead letter with id {dead_letter_id}")
-    out.print_json(redact(json.dumps({**asdict(letter), "direction": str(letter.direction)})))
+    shown = redact_value({**asdict(letter), "direction": str(letter.direction)}, full=True)
+    out.print_json(json.dumps(shown))
 
 
 DeadLetterIds = Annotated[list[int] | None, typer.Argument(help="Dead letter ids (or --all).")]

@@ -190,15 +190,17 @@ def redact(text: str) -> str:
     return _KEY_VALUES.sub(_key_value, text)
 
 
-def redact_value(value: Any) -> Any:
+def redact_value(value: Any, *, full: bool = False) -> Any:
     """A copy of a JSON-like value (a dead letter's payload, a conflict's versions) with every string,
-    keys included, passed through :func:`redact_known`; unchanged values are returned as they are."""
+    keys included, passed through :func:`redact_known` (or :func:`redact` with ``full``, for text shown to
+    a person); the structure is kept, so the result is still valid JSON."""
+    clean = redact if full else redact_known
     if isinstance(value, str):
-        return redact_known(value)
+        return clean(value)
     if isinstance(value, dict):
-        return {(redact_known(k) if isinstance(k, str) else k): redact_value(v) for k, v in value.items()}
+        return {(clean(k) if isinstance(k, str) else k): redact_value(v, full=full) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [redact_value(v) for v in value]
+        return [redact_value(v, full=full) for v in value]
     return value
 
 
