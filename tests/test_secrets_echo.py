@@ -24,12 +24,12 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
-from echo_support import EchoingRemote
 from typer.testing import CliRunner
 
 from connector_core.cli import app
 from connector_core.redaction import forget_all
 from connector_core.sample import mobile_log
+from connector_core.testing.echo import EchoingRemote
 from connector_core.testing.server import serve
 
 SECRET = "Zq7!s3cr3t$Kx9~pw"

@@ -5,6 +5,9 @@ with ``status`` and a JSON body quoting the request: the ``Authorization``/``x-a
 string and the body, first in a one-line ``message`` (clients keep only the first few hundred characters of
 an error) and again in full under ``request``. Whatever secret the connector sent comes straight back, in
 the shape it was sent (plain in an Odoo JSON-RPC body, base64 in a ``Basic`` header).
+
+Plugin authors can put it in front of their own fake to prove their connector leaks nothing
+(``tests/test_secrets_echo.py`` does it for every built-in connector).
 """
 
 from __future__ import annotations
