@@ -217,6 +217,25 @@ def test_a_typo_in_a_pull_only_path_fails_mapping_test_on_pull(tmp_path: Path) -
     assert "given_name <-" not in result.stdout  # inverted from push: not a typed path
 
 
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b'{"entity_name": "individual", "data": {"n": NaN}}', ":1: not valid JSON: NaN is not a"),
+        (b'{"entity_name": "individual", "data": {"n": "\xff"}}', ":1:46: not UTF-8"),
+        (b'{"data": ' + b"[" * 200 + b"]" * 200 + b"}", ":1:73: JSON nested deeper than 64 levels"),
+    ],
+    ids=["NaN", "non-utf8", "deep"],
+)
+def test_a_hostile_sample_line_is_a_located_error(tmp_path: Path, line: bytes, expected: str) -> None:
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(VALID_MAPPING)
+    records = tmp_path / "r.jsonl"
+    records.write_bytes(line + b"\n")
+    result = _invoke("mapping", "test", mapping, "--sample", records, "--direction", "pull")
+    assert result.exit_code == 2, result.output
+    assert f"error: {records}{expected}" in result.stderr
+
+
 def test_a_link_to_an_entity_the_mapping_does_not_define_is_invalid(tmp_path: Path) -> None:
     mapping = tmp_path / "m.yaml"
     mapping.write_text(

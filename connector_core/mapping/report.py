@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from connector_core.bounded import BoundedInputError, decode_utf8
 from connector_core.entities import fold
-from connector_core.events import EventError, FormSubmission
+from connector_core.events import EventError, FormSubmission, parse_json_line
 from connector_core.mapping.context import MapContext
 from connector_core.mapping.engine import EntityMapping, MappingSet
 from connector_core.mapping.errors import FieldError
@@ -170,15 +171,27 @@ class TestReport:
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Non-blank lines, each decoded on its own so a bad byte is reported by line and column."""
     try:
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
+        with path.open("rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                line = decode_utf8(raw, str(path), first_line=lineno)
                 if line.strip():
                     yield lineno, line
+    except BoundedInputError as exc:
+        raise InputError(str(exc)) from None
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise InputError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _json_line(line: str, where: str) -> Any:
+    """One sample or golden line, within the same limits as an event file."""
+    try:
+        return parse_json_line(line, where=where)
+    except EventError as exc:
+        raise InputError(f"{exc.where or where}: {exc.reason}") from None
 
 
 def read_events(path: Path) -> Iterator[FormSubmission]:
@@ -207,10 +220,7 @@ def load_records(path: Path) -> list[Sample]:
     samples: list[Sample] = []
     for lineno, line in _lines(path):
         where = f"{path}:{lineno}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: not valid JSON: {exc.msg}") from None
+        raw = _json_line(line, where)
         if not isinstance(raw, dict):
             raise InputError(f"{where}: a record line must be a JSON object")
         if "entityGuid" in raw and "type" in raw:
@@ -238,10 +248,7 @@ def load_expected(path: Path) -> dict[str, dict[str, Any] | None]:
     expected: dict[str, dict[str, Any] | None] = {}
     for lineno, line in _lines(path):
         where = f"{path}:{lineno}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: not valid JSON: {exc.msg}") from None
+        raw = _json_line(line, where)
         if not isinstance(raw, dict) or "record" not in raw:
             raise InputError(f"{where}: an expected line needs 'key' (or 'guid') and 'record'")
         key = raw.get("key", raw.get("guid", raw.get("external_id")))
