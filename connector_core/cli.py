@@ -168,7 +168,7 @@ def plugins(
         )
     out.print(table)
     for failure in host.failures:
-        err.print(f"[yellow]warning:[/] {failure}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {_shown(str(failure))}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -252,7 +252,7 @@ class TransferSpeedColumnless(TextColumn):
 def _print_issues(issues: list[Any], limit: int = 20) -> None:
     """Events stored but not applied (DataCollect's rules): shown, never silently dropped."""
     for issue in issues[:limit]:
-        err.print(f"[yellow]not applied:[/] {issue}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]not applied:[/] {_shown(str(issue))}", highlight=False, soft_wrap=True)
     if len(issues) > limit:
         err.print(f"[yellow]... and {len(issues) - limit} more not applied[/]")
 
