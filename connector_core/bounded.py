@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.reader import ReaderError
 
 MAX_YAML_BYTES = 32 * 1024 * 1024
 """A mapping of 95,000 fields is 5 MB; nothing dcsync reads by hand comes near this."""
@@ -152,6 +153,17 @@ def compose_yaml(text: str, name: str) -> Node | None:
     gc.disable()  # a node tree holds no cycles; collecting while it grows made large files superlinear
     try:
         return loader.get_single_node()
+    except ReaderError as exc:  # a character YAML forbids: reported by position, which we turn into a place
+        before = text[: exc.position]
+        line = before.count("\n") + 1
+        column = exc.position - (before.rfind("\n") + 1) + 1
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        raise BoundedInputError(
+            f"{name}:{line}:{column}",
+            f"invalid YAML: character {char!r} (U+{ord(char):04X}) is not allowed",
+            line=line,
+            column=column,
+        ) from None
     finally:
         loader.dispose()
         if collecting:

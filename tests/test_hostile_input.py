@@ -140,6 +140,17 @@ def test_a_non_utf8_mapping_is_located_by_line_and_column(tmp_path: Path) -> Non
     assert f"{mapping}:4:21: not UTF-8" in result.stdout
 
 
+def test_a_control_character_in_yaml_is_located_by_line_and_column(tmp_path: Path) -> None:
+    config = tmp_path / "dcsync.yaml"
+    config.write_text("version: 1\nconnectors: {}\n# ok\x00\n")
+    line = _one_located_error(_invoke("schedule", "list", "-c", config))
+    assert f"{config}:3:5: invalid YAML: character '\\x00' (U+0000) is not allowed" in line
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("mappings:\n  individual:\n    fields: {a: $.data.\x07}\n")
+    result = _invoke("mapping", "validate", mapping)
+    assert result.exit_code == 2 and f"{mapping}:3:24: invalid YAML: character" in result.stdout
+
+
 def test_a_non_utf8_project_file_is_located_by_line_and_column(tmp_path: Path) -> None:
     config = tmp_path / "dcsync.yaml"
     config.write_bytes(b"version: 1\nconnectors:\n  caf\xe9: {type: mock}\n")
