@@ -125,15 +125,18 @@ class _FileIndex:
         self.db.execute("CREATE TABLE seen (guid TEXT PRIMARY KEY, place TEXT, digest BLOB) WITHOUT ROWID")
         self.db.execute("CREATE TABLE updated (entity TEXT PRIMARY KEY, place TEXT) WITHOUT ROWID")
 
+    def _rows(self, sql: str, keys: list[str]) -> Iterator[tuple]:  # type: ignore[type-arg]
+        for start in range(0, len(keys), 500):  # within SQLite's limit on bound parameters
+            part = keys[start : start + 500]
+            yield from self.db.execute(sql.format(marks=",".join("?" * len(part))), part)
+
     def seen(self, guids: list[str]) -> dict[str, tuple[str, bytes]]:
-        marks = ",".join("?" * len(guids))
-        rows = self.db.execute(f"SELECT guid, place, digest FROM seen WHERE guid IN ({marks})", guids)
-        return {guid: (place, digest) for guid, place, digest in rows}
+        sql = "SELECT guid, place, digest FROM seen WHERE guid IN ({marks})"
+        return {guid: (place, digest) for guid, place, digest in self._rows(sql, guids)}
 
     def updated(self, entities: list[str]) -> dict[str, str]:
-        marks = ",".join("?" * len(entities))
-        rows = self.db.execute(f"SELECT entity, place FROM updated WHERE entity IN ({marks})", entities)
-        return dict(rows.fetchall())
+        sql = "SELECT entity, place FROM updated WHERE entity IN ({marks})"
+        return {entity: place for entity, place in self._rows(sql, entities)}
 
     def close(self) -> None:
         self.db.close()
