@@ -9,6 +9,7 @@ grow with the file.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import tempfile
 from collections.abc import Iterator
@@ -16,7 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from connector_core import codec
+import orjson
+
 from connector_core.bounded import MAX_JSON_LINE_BYTES, BoundedInputError, decode_utf8
 from connector_core.eventlog.base import AppendResult, EventLog
 from connector_core.events import EventError, FormSubmission, has_zone, parse_json_line
@@ -107,7 +109,11 @@ def _content(event: FormSubmission) -> bytes:
     event travels (a re-exported, already synced copy is the same event)."""
     doc = event.to_json()
     del doc["syncLevel"]
-    return hashlib.blake2b(codec.dumps_bytes(doc), digest_size=16).digest()
+    try:  # keys sorted: the same answers written by another tool in another order are the same event
+        text = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # what orjson refuses (integers beyond 64 bits)
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.blake2b(text, digest_size=16).digest()
 
 
 class _FileIndex:
