@@ -404,6 +404,23 @@ def test_an_update_before_its_create_is_refused_naming_both_lines(project: Path)
     assert _events_in_log(project) == 0
 
 
+def test_a_create_of_an_entity_the_log_already_holds_is_refused(project: Path) -> None:
+    """The update came in an earlier import: the create would still land on top of it."""
+    result, _ = _import(project, [json.dumps(_event("g-2", "p-1", "update-individual", name="Jane Smith"))])
+    assert result.exit_code == 0
+    result, source = _import(project, [json.dumps(_event("g-3", "p-1", name="Jane"))])
+    line = _one_located_error(result)
+    assert (
+        f"{source}:1: event g-3: field 'type': create-individual of entity p-1, which the event log" in line
+    )
+    assert _events_in_log(project) == 1
+    # deleted first in the same file, it may be created anew
+    delete = json.dumps(_event("g-4", "p-1", "delete-entity", reason="wrong person"))
+    result, _ = _import(project, [delete, json.dumps(_event("g-3", "p-1", name="Jane"))])
+    assert result.exit_code == 0, result.output
+    assert _events_in_log(project) == 3
+
+
 def test_an_entity_deleted_and_created_again_is_not_an_update_before_its_create(project: Path) -> None:
     lines = [
         json.dumps(_event("g-1", "p-1")),

@@ -130,6 +130,7 @@ class _FileIndex:
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.execute("CREATE TABLE seen (guid TEXT PRIMARY KEY, place TEXT, digest BLOB) WITHOUT ROWID")
         self.db.execute("CREATE TABLE updated (entity TEXT PRIMARY KEY, place TEXT) WITHOUT ROWID")
+        self.db.execute("CREATE TABLE deleted (entity TEXT PRIMARY KEY) WITHOUT ROWID")
 
     def _rows(self, sql: str, keys: list[str]) -> Iterator[tuple]:  # type: ignore[type-arg]
         for start in range(0, len(keys), 500):  # within SQLite's limit on bound parameters
@@ -143,6 +144,10 @@ class _FileIndex:
     def updated(self, entities: list[str]) -> dict[str, str]:
         sql = "SELECT entity, place FROM updated WHERE entity IN ({marks})"
         return {entity: place for entity, place in self._rows(sql, entities)}
+
+    def deleted(self, entities: list[str]) -> set[str]:
+        sql = "SELECT entity FROM deleted WHERE entity IN ({marks})"
+        return {entity for (entity,) in self._rows(sql, entities)}
 
     def close(self) -> None:
         self.db.close()
@@ -185,23 +190,40 @@ def _check_page(
         earlier[event.guid] = (where, digest)
         rows.append((event.guid, where, digest))
     index.db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", rows)
-    creates = [e.entity_guid for _w, e in page if e.type in _CREATES]
-    first_update = index.updated(list(dict.fromkeys(creates))) if creates else {}
+    creates = list(dict.fromkeys(e.entity_guid for _w, e in page if e.type in _CREATES))
+    first_update = index.updated(creates) if creates else {}
+    new_creates = [e.entity_guid for _w, e in page if e.type in _CREATES and e.guid not in stored]
+    in_log = log.get_entities(dict.fromkeys(new_creates)) if new_creates else {}
+    deleted = index.deleted(list(in_log)) if in_log else set()
     for where, event in page:
+        entity = event.entity_guid
         if event.type in _UPDATES:
-            if event.entity_guid not in first_update:
-                first_update[event.entity_guid] = where
-                index.db.execute("INSERT OR IGNORE INTO updated VALUES (?, ?)", (event.entity_guid, where))
+            if entity not in first_update:
+                first_update[entity] = where
+                index.db.execute("INSERT OR IGNORE INTO updated VALUES (?, ?)", (entity, where))
         elif event.type == "delete-entity":  # a deleted entity may be created anew
-            first_update.pop(event.entity_guid, None)
-            index.db.execute("DELETE FROM updated WHERE entity = ?", (event.entity_guid,))
-        elif event.type in _CREATES and event.entity_guid in first_update:
+            first_update.pop(entity, None)
+            deleted.add(entity)
+            index.db.execute("DELETE FROM updated WHERE entity = ?", (entity,))
+            index.db.execute("INSERT OR IGNORE INTO deleted VALUES (?)", (entity,))
+        elif event.type in _CREATES and entity in first_update:
             raise EventError(
                 event.guid,
                 "type",
-                f"{event.type} of entity {event.entity_guid} comes after its update on "
-                f"{first_update[event.entity_guid]}; DataCollect would apply the create last and lose the "
+                f"{event.type} of entity {entity} comes after its update on "
+                f"{first_update[entity]}; DataCollect would apply the create last and lose the "
                 "update's values: put the create first",
+                where=where,
+            )
+        elif (
+            event.type in _CREATES and entity in in_log and entity not in deleted and event.guid not in stored
+        ):
+            raise EventError(
+                event.guid,
+                "type",
+                f"{event.type} of entity {entity}, which the event log {log_name} already holds (version "
+                f"{in_log[entity].version}); DataCollect would apply it over the answers the log has: "
+                "send an update-* event instead",
                 where=where,
             )
 
