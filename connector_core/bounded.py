@@ -186,6 +186,11 @@ def load_yaml_file(path: Path, what: str = "YAML file") -> Any:
 _LONG_NUMBER = re.compile(r"[0-9+\-.eE]{" + str(MAX_NUMBER_CHARS + 1) + ",}")
 
 
+_JSON_TOKENS = re.compile(
+    r'(?P<string>"[^"\\]*(?:\\.[^"\\]*)*"?)|(?P<open>[\[{])|(?P<close>[\]}])|(?P<number>[0-9+\-.eE]+)'
+)
+
+
 def check_json_text(text: str, where: str) -> None:
     """Refuse a JSON document that is too deep or holds an overlong number, before any parser sees it.
 
@@ -198,43 +203,22 @@ def check_json_text(text: str, where: str) -> None:
     if text.count("[") + text.count("{") <= MAX_JSON_DEPTH and not _LONG_NUMBER.search(text):
         return  # nearly every line: two C-speed passes prove it within the limits
     depth = 0
-    i, n = 0, len(text)
-    in_string = False
-    run = 0
-    while i < n:
-        c = text[i]
-        if in_string:
-            if c == "\\":
-                i += 2
-                continue
-            if c == '"':
-                in_string = False
-            i += 1
-            continue
-        if c == '"':
-            in_string = True
-            run = 0
-        elif c in "[{":
+    for token in _JSON_TOKENS.finditer(text):  # strings are skipped whole, at C speed
+        kind = token.lastgroup
+        if kind == "open":
             depth += 1
             if depth > MAX_JSON_DEPTH:
+                column = token.start() + 1
                 raise BoundedInputError(
-                    f"{where}:{i + 1}", f"JSON nested deeper than {MAX_JSON_DEPTH} levels", column=i + 1
+                    f"{where}:{column}", f"JSON nested deeper than {MAX_JSON_DEPTH} levels", column=column
                 )
-            run = 0
-        elif c in "]}":
+        elif kind == "close":
             depth -= 1
-            run = 0
-        elif c.isdigit() or c in "+-.eE":
-            run += 1
-            if run > MAX_NUMBER_CHARS:
-                raise BoundedInputError(
-                    f"{where}:{i + 1 - run + 1}",
-                    f"number longer than {MAX_NUMBER_CHARS} characters",
-                    column=i + 2 - run,
-                )
-        else:
-            run = 0
-        i += 1
+        elif kind == "number" and token.end() - token.start() > MAX_NUMBER_CHARS:
+            column = token.start() + 1
+            raise BoundedInputError(
+                f"{where}:{column}", f"number longer than {MAX_NUMBER_CHARS} characters", column=column
+            )
 
 
 def reject_constant(token: str) -> Any:

@@ -1,7 +1,8 @@
 """Hostile input, row by row (issue 17): every broken file a new user or an attacker may hand dcsync ends in
 one located line and exit 2 (or the documented code), no traceback, nothing written, and fast.
 
-Each test names the row of the issue's table it proves.
+Each test names the row of the issue's table it proves. Time limits are on this process's CPU time, not the
+wall clock, so a busy machine cannot fail them (nor hide a slow parser: CPU time is what it costs).
 """
 
 from __future__ import annotations
@@ -86,9 +87,9 @@ def test_alias_bomb_in_the_project_file_fails_in_under_a_second_for_run_and_sche
     config = tmp_path / "dcsync.yaml"
     config.write_text("version: 1\n" + _bomb())
     for args in (["run", "x", "--dry-run"], ["schedule", "list"]):
-        started = time.perf_counter()
+        started = time.process_time()
         result = _invoke(*args, "-c", config)
-        elapsed = time.perf_counter() - started
+        elapsed = time.process_time() - started
         line = _one_located_error(result)
         assert f"{config}:7:" in line and "aliases expand to more than" in line
         assert elapsed < 1.0, elapsed
@@ -98,9 +99,9 @@ def test_alias_bomb_in_the_project_file_fails_in_under_a_second_for_run_and_sche
 def test_alias_bomb_in_a_mapping_fails_in_under_a_second(tmp_path: Path) -> None:
     mapping = tmp_path / "m.yaml"
     mapping.write_text(_bomb())
-    started = time.perf_counter()
+    started = time.process_time()
     result = _invoke("mapping", "validate", mapping)
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
     assert result.exit_code == 2
     assert f"{mapping}:6:" in result.stdout and "aliases expand" in result.stdout
     assert "MemoryError" not in result.output
@@ -171,9 +172,9 @@ def test_target_conflicts_is_near_linear() -> None:
     ]
     uses.append(TargetUse(("group_3", "field_3"), "dup", ("mappings", "m", "fields", "dup")))
     uses.append(TargetUse(("group_5",), "parent", ("mappings", "m", "fields", "parent")))
-    started = time.perf_counter()
+    started = time.process_time()
     issues = target_conflicts(doc, uses, mapping="m", direction="push")
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
     assert [i.field for i in issues] == ["dup", "parent"]
     assert "duplicate push target 'group_3.field_3'" in issues[0].message
     assert "conflicting push targets 'group_5' and 'group_5.field_5'" in issues[1].message
