@@ -508,7 +508,7 @@ def _waits_on(pid: int) -> bool:
         syscall = Path(f"/proc/{pid}/wchan").read_text()
     except OSError:
         return False
-    return "fifo" in syscall or "pipe" in syscall or "wait" in syscall
+    return any(word in syscall for word in ("fifo", "pipe", "wait_for_partner"))
 
 
 @pytest.mark.postgres
