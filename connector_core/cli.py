@@ -29,16 +29,18 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.cells import cell_len
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import TextColumn
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperOption
 
+from connector_core.bounded import BoundedInputError
 from connector_core.config import CONFIG_FILE_NAME, EXAMPLE_CONFIG, ConfigError
 from connector_core.connector import ConnectorError
 from connector_core.eventlog import SPEC_HELP
 from connector_core.events import EventError, format_timestamp
-from connector_core.logs import configure_logging
+from connector_core.logs import configure_logging, redact
 from connector_core.outcomes import (
     EXIT_BAD_INPUT,
     EXIT_DEAD_LETTERS,
@@ -47,6 +49,7 @@ from connector_core.outcomes import (
     shown_outcome,
 )
 from connector_core.plugins import PluginError, load_plugins
+from connector_core.redaction import redact_known, redact_value
 from connector_core.streams import chunks
 
 
@@ -137,8 +140,14 @@ def _when(timestamp: str | None) -> str | None:
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {_shown(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _shown(text: str) -> str:
+    """Text for the console: registered secrets and URL credentials masked, and ``[mapping.field]`` kept
+    as text, not read as markup. (A remote's words also go through the full :func:`redact` first.)"""
+    return escape(redact_known(text))
 
 
 @contextmanager
@@ -152,23 +161,27 @@ def handled() -> Iterator[None]:
         yield
     except ConfigError as exc:
         for problem in exc.problems:
-            err.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {_shown(problem)}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    except BoundedInputError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
     except (EventError, MappingError, PluginError) as exc:
         fail(str(exc), EXIT_BAD_INPUT)
     except ConnectorBusy as exc:
         fail(str(exc), EXIT_FAILED)
     except ConnectorError as exc:
-        fail(exc.message, EXIT_FAILED)
+        fail(redact(exc.message), EXIT_FAILED)
     except RunStopped as exc:  # a replay stopped: retries spent, or a failure about the run
-        fail(str(exc), EXIT_FAILED)
+        fail(redact(str(exc)), EXIT_FAILED)
     except OSError as exc:
         fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_BAD_INPUT)
+    except (RecursionError, MemoryError) as exc:  # input beyond every limit: still one line, not a traceback
+        fail(f"input too large or too deeply nested ({type(exc).__name__})", EXIT_BAD_INPUT)
     except Exception as exc:
         message = _backend_failure(exc)
         if message is None:
             raise
-        fail(message, EXIT_FAILED)
+        fail(redact(message), EXIT_FAILED)
 
 
 def _backend_failure(exc: BaseException) -> str | None:
@@ -256,7 +269,7 @@ def plugins(
         )
     out.print(table)
     for failure in host.failures:
-        err.print(f"[yellow]warning:[/] {failure}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {_shown(str(failure))}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -276,8 +289,8 @@ def check(name: str, config: ConfigOption = Path(CONFIG_FILE_NAME)) -> None:
         finally:
             project.close()
     if not result.ok:
-        fail(f"{name}: {result.message}", 1)
-    out.print(f"[green]ok[/] {name}: {result.message}")
+        fail(f"{name}: {redact(result.message)}", 1)
+    out.print(f"[green]ok[/] {name}: {_shown(redact(result.message))}")
 
 
 RUN_HELP = (
@@ -313,7 +326,9 @@ def run(
     both = not push and not pull
     want_push, want_pull = push or both, pull or both
     stop = threading.Event()
-    with handled(), _graceful_stop(stop), _progress() as on_progress:
+    # Loading and validating run under the default signal handlers, so SIGTERM/SIGINT stop them at once;
+    # only a run, with batches in flight, finishes its batch first.
+    with handled(), _progress() as on_progress:
         project = Project.open(config, read_only=dry_run)
         try:
             if dry_run and want_pull and (unset := project.unresolved(name)):
@@ -321,20 +336,21 @@ def run(
                     raise ConfigError(unset)  # asked for the pull plan only: it cannot be made
                 want_pull = False
                 err.print(
-                    f"[yellow]pull plan skipped[/] (it reads the remote): {unset[0]}",
+                    f"[yellow]pull plan skipped[/] (it reads the remote): {_shown(unset[0])}",
                     highlight=False,
                     soft_wrap=True,
                 )
-            report = run_connector(
-                project,
-                name,
-                push=want_push,
-                pull=want_pull,
-                dry_run=dry_run,
-                stop=stop,
-                on_progress=on_progress,
-                wait=wait,
-            )
+            with _graceful_stop(stop):
+                report = run_connector(
+                    project,
+                    name,
+                    push=want_push,
+                    pull=want_pull,
+                    dry_run=dry_run,
+                    stop=stop,
+                    on_progress=on_progress,
+                    wait=wait,
+                )
         finally:
             project.close()
     _print_report(report)
@@ -346,7 +362,7 @@ def run(
             EXIT_INTERRUPTED,
         )
     if not report.ok:
-        fail(f"{name}: {report.error}", EXIT_FAILED)
+        fail(f"{name}: {redact(report.error or '')}", EXIT_FAILED)
     dead = report.totals().dead_lettered
     if dead and report.dry_run:
         err.print(f"[yellow]dry run:[/] {dead} records would be dead-lettered (see the plan)")
@@ -376,7 +392,7 @@ class TransferSpeedColumnless(TextColumn):
 def _print_issues(issues: list[Any], limit: int = 20) -> None:
     """Events stored but not applied (DataCollect's rules): shown, never silently dropped."""
     for issue in issues[:limit]:
-        err.print(f"[yellow]not applied:[/] {issue}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]not applied:[/] {_shown(str(issue))}", highlight=False, soft_wrap=True)
     if len(issues) > limit:
         err.print(f"[yellow]... and {len(issues) - limit} more not applied[/]")
 
@@ -511,7 +527,7 @@ def runs(
                 _when(r.started_at) or "-",
                 shown_outcome(r.outcome, r.counts),
                 " ".join(f"{k}={v}" for k, v in r.counts.items() if v) or "-",
-                r.error or "",
+                redact(r.error or ""),
             ]
             for r in rows
         ],
@@ -583,7 +599,7 @@ def dlq_list(
                 str(d.attempts),
                 d.status,
                 _when(d.updated_at) or "-",
-                d.reason,
+                redact(d.reason),
             ]
             for d in letters
         ],
@@ -597,7 +613,8 @@ def dlq_show(dead_letter_id: int, config: ConfigOption = Path(CONFIG_FILE_NAME))
         letter = project.state.get_dead_letter(dead_letter_id)
     if letter is None:
         fail(f"no dead letter with id {dead_letter_id}")
-    out.print_json(json.dumps({**asdict(letter), "direction": str(letter.direction)}))
+    shown = redact_value({**asdict(letter), "direction": str(letter.direction)}, full=True)
+    out.print_json(json.dumps(shown))
 
 
 DeadLetterIds = Annotated[list[int] | None, typer.Argument(help="Dead letter ids (or --all).")]
@@ -745,10 +762,13 @@ def schedule_list(
 ) -> None:
     """Each scheduled job and its next run times."""
     from connector_core.config import load_config
+    from connector_core.project import check_project
     from connector_core.scheduler import jobs_from_config
 
     with handled():
-        jobs = jobs_from_config(load_config(config))
+        loaded = load_config(config)
+        check_project(loaded, load_plugins())  # what `run` refuses, this refuses too (stores untouched)
+        jobs = jobs_from_config(loaded)
     table = Table("job", "schedule", "time zone", "jitter", "next runs (UTC)")
     for job in jobs:
         when = (
@@ -861,7 +881,7 @@ def status(
                 str(r["dead_letters"]),
                 str(r["conflicts"]),
                 str(r["parked"]),
-                r["last_error"] or "",
+                redact(r["last_error"] or ""),
             ]
             for r in rows
         ],
@@ -1071,7 +1091,15 @@ def _mount_optional() -> None:
 _mount_optional()
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    """SIGTERM outside a run: stop now, but through ``finally`` blocks (a half-checked import's temporary
+    index is removed, an open transaction rolls back), with the shell's code for it (128 + 15)."""
+    err.print(f"{signal.Signals(signum).name}: stopped")
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)  # `run` and `schedule run` install their own while they run
     try:
         app()
     except KeyboardInterrupt:

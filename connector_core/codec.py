@@ -12,6 +12,7 @@ stored a token no other JSON reader accepts.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,12 +21,24 @@ import orjson
 _stdlib_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with ``NaN``/``Infinity`` as ``null``, as orjson writes them: the standard library would
+    write tokens no JSON reader (and no ``jsonb``) accepts, so both paths must agree."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def dumps_bytes(value: Any, *, default: Callable[[Any], Any] | None = None) -> bytes:
     """Compact UTF-8 JSON; ``default`` converts what JSON has no type for (as in :func:`json.dumps`)."""
     try:
         return orjson.dumps(value, default=default)
     except TypeError:  # escaped to ASCII, so even a lone surrogate gives valid bytes
-        return json.dumps(value, separators=(",", ":"), default=default).encode()
+        return json.dumps(_finite(value), separators=(",", ":"), default=default).encode()
 
 
 def dumps(value: Any, *, default: Callable[[Any], Any] | None = None) -> str:
@@ -34,8 +47,8 @@ def dumps(value: Any, *, default: Callable[[Any], Any] | None = None) -> str:
         return orjson.dumps(value, default=default).decode()
     except TypeError:
         if default is None:
-            return _stdlib_dumps(value)
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=default)
+            return _stdlib_dumps(_finite(value))
+        return json.dumps(_finite(value), ensure_ascii=False, separators=(",", ":"), default=default)
 
 
 def loads(text: str | bytes | bytearray | memoryview) -> Any:

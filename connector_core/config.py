@@ -26,6 +26,13 @@ from pydantic import (
     model_validator,
 )
 
+from connector_core.bounded import (
+    MAX_YAML_BYTES,
+    BoundedInputError,
+    compose_yaml,
+    decode_utf8,
+    read_limited,
+)
 from connector_core.retry import RetryPolicy
 
 CONFIG_FILE_NAME = "dcsync.yaml"
@@ -326,7 +333,9 @@ def parse_yaml_with_marks(
     problems: list[str] = []
     marks: dict[tuple[str | int, ...], Mark] = {}
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = compose_yaml(text, str(source))
+    except BoundedInputError as exc:
+        raise ConfigError([str(exc)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         place = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
@@ -372,7 +381,9 @@ def _pydantic_problems(
 def load_config(path: str | Path) -> LoadedConfig:
     source = Path(path)
     try:
-        text = source.read_text(encoding="utf-8")
+        text = decode_utf8(read_limited(source, MAX_YAML_BYTES, "project file"), str(source))
+    except BoundedInputError as exc:
+        raise ConfigError([str(exc)]) from None
     except FileNotFoundError:
         raise ConfigError([f"{source}: no such file (create one with `dcsync init`)"]) from None
     except OSError as exc:

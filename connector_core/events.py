@@ -15,7 +15,10 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from connector_core.bounded import BoundedInputError, check_json_text, non_finite, reject_constant
 
 
 class SyncLevel(IntEnum):
@@ -42,6 +45,7 @@ class EventError(ValueError):
         return f"{place}{who}: field '{self.field}': {self.reason}"
 
 
+_EXPONENT = re.compile(r"[0-9][eE][+-]?[0-9]{3}")
 _ODOO_FORMAT = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)?$")
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -71,6 +75,24 @@ def parse_timestamp(value: str | datetime) -> datetime:
     if dt.tzinfo is None:
         return dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC)
+
+
+def has_zone(value: Any) -> bool:
+    """Whether a timestamp string names its zone (``Z`` or an offset).
+
+    DataCollect does not check timestamps and JavaScript reads a zone-less date-time as the reader's local
+    time, so such an event means different instants on different devices: an import refuses it rather
+    than guess.
+    """
+    if not isinstance(value, str):
+        return True  # not a timestamp at all: the field's own validation says so
+    text = value.strip()
+    if text.endswith(("Z", "z")) or _DATE_ONLY.match(text):  # a bare date is UTC in JavaScript too
+        return True
+    try:
+        return datetime.fromisoformat(text.replace(" ", "T", 1)).tzinfo is not None
+    except ValueError:
+        return True  # unreadable: reported as "not a timestamp" by validation
 
 
 def format_timestamp(value: datetime) -> str:
@@ -177,11 +199,10 @@ class FormSubmission(BaseModel):
 
     @classmethod
     def from_json_line(cls, line: str, *, where: str | None = None) -> FormSubmission:
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EventError(None, "(line)", f"not valid JSON: {exc.msg}", where=where) from None
-        return cls.from_json(raw, where=where)
+        """One event from one line of text someone else wrote: bounded (depth, number length, size) before
+        it is parsed, and ``NaN``/``Infinity`` refused (JSON has neither; storing them as ``null`` loses
+        the value silently)."""
+        return cls.from_json(parse_json_line(line, where=where), where=where)
 
     @classmethod
     def stored(
@@ -236,3 +257,26 @@ class FormSubmission(BaseModel):
 _set = object.__setattr__
 _FIELDS = frozenset(FormSubmission.model_fields)
 _SYNC_LEVELS = {int(level): level for level in SyncLevel}
+
+
+def parse_json_line(line: str, *, where: str | None = None) -> Any:
+    """Strict JSON for one untrusted line; any problem is one :class:`EventError` naming ``where``."""
+    try:
+        check_json_text(line, where or "(line)")
+    except BoundedInputError as exc:
+        place = f"{where}:{exc.column}" if where and exc.column else where
+        raise EventError(None, "(line)", exc.message, where=place) from None
+    try:
+        raw = orjson.loads(line)  # refuses NaN and Infinity itself
+    except orjson.JSONDecodeError:
+        try:  # what orjson refuses but JSON allows (integers beyond 64 bits); or the real error
+            raw = json.loads(line, parse_constant=reject_constant)
+        except json.JSONDecodeError as exc:
+            raise EventError(
+                None, "(line)", f"not valid JSON: {exc.msg} (column {exc.colno})", where=where
+            ) from None
+        except ValueError as exc:
+            raise EventError(None, "(line)", f"not valid JSON: {exc}", where=where) from None
+    if _EXPONENT.search(line) and non_finite(raw):
+        raise EventError(None, "(line)", "a number overflows to infinity", where=where)
+    return raw

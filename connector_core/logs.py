@@ -11,44 +11,31 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, SecretBytes, SecretStr
+from connector_core.redaction import (
+    MASK,
+    redact,
+    redact_value,
+    register_secret,
+    register_secrets_of,
+    register_url_credentials,
+)
 
 _run: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("dcsync_run", default=None)
-_secrets: set[str] = set()
-_secrets_lock = threading.Lock()
-MASK = "***"
-
-
-def register_secret(value: str) -> None:
-    if value and len(value) >= 4:  # masking 1-3 characters would garble ordinary text
-        with _secrets_lock:
-            _secrets.add(value)
-
-
-def register_secrets_of(model: BaseModel) -> None:
-    """Remember every ``SecretStr`` field of a (possibly nested) settings model."""
-    for name in type(model).model_fields:
-        value = getattr(model, name, None)
-        if isinstance(value, SecretStr | SecretBytes):
-            secret = value.get_secret_value()
-            register_secret(secret.decode() if isinstance(secret, bytes) else secret)
-        elif isinstance(value, BaseModel):
-            register_secrets_of(value)
-
-
-def redact(text: str) -> str:
-    with _secrets_lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, MASK)
-    return text
+__all__ = [
+    "MASK",
+    "configure_logging",
+    "redact",
+    "redact_value",
+    "register_secret",
+    "register_secrets_of",
+    "register_url_credentials",
+    "run_context",
+]
 
 
 @contextmanager
@@ -81,7 +68,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         doc.update({k: v for k, v in (getattr(record, "dcsync", None) or {}).items() if v is not None})
         if record.exc_info:

@@ -24,7 +24,7 @@ from connector_core.connector import (
 )
 from connector_core.eventlog import open_event_log
 from connector_core.eventlog.base import EventLog
-from connector_core.logs import register_secrets_of
+from connector_core.logs import register_secrets_of, register_url_credentials
 from connector_core.mapping import MappingError, MappingSet, identity_mapping, load_mapping
 from connector_core.plugins import PluginError, PluginHost, load_plugins
 from connector_core.state import open_state_store
@@ -86,26 +86,17 @@ class Project:
         """
         loaded = load_config(path)
         host = host or load_plugins(strict=strict)
+        mappings = check_project(loaded, host)  # every config error before a store is opened or created
         project = loaded.project
-        register_secrets_of(project.eventlog)  # tokens, passwords and URLs with passwords never reach a log
-        register_secrets_of(project.state)
         eventlog = open_event_log(project.eventlog, loaded.base_dir, read_only=read_only)
         try:
             state = open_state_store(project.state, loaded.base_dir, read_only=read_only)
         except BaseException:
             eventlog.close()
             raise
-        opened = cls(config=loaded, host=host, eventlog=eventlog, state=state, read_only=read_only)
-        try:
-            for problem in host.install_transforms():
-                log.warning("plugin transform skipped: %s", problem)
-            for name in project.connectors:
-                opened.connector_class(name)
-                opened.mapping(name)
-        except Exception:
-            opened.close()
-            raise
-        return opened
+        return cls(
+            config=loaded, host=host, eventlog=eventlog, state=state, read_only=read_only, _mappings=mappings
+        )
 
     def connector_names(self) -> list[str]:
         return list(self.config.project.connectors)
@@ -157,21 +148,61 @@ class Project:
 
     def mapping(self, name: str) -> MappingSet:
         if name not in self._mappings:
-            instance = self.instance(name)
-            if instance.mapping is None:
-                self._mappings[name] = identity_mapping()
-            else:
-                path = self.config.resolve_path(instance.mapping)
-                if not path.exists():
-                    raise self.config.error(
-                        ("connectors", name, "mapping"), f"mapping file {path} does not exist"
-                    )
-                try:
-                    self._mappings[name] = load_mapping(path)
-                except MappingError as exc:
-                    raise ConfigError([str(exc)]) from None
+            self.instance(name)
+            self._mappings[name] = _load_mapping(self.config, name)
         return self._mappings[name]
 
     def close(self) -> None:
         self.eventlog.close()
         self.state.close()
+
+
+def _load_mapping(loaded: LoadedConfig, name: str) -> MappingSet:
+    instance = loaded.project.connectors[name]
+    if instance.mapping is None:
+        return identity_mapping()
+    path = loaded.resolve_path(instance.mapping)
+    if not path.exists():
+        raise loaded.error(("connectors", name, "mapping"), f"mapping file {path} does not exist")
+    try:
+        return load_mapping(path)
+    except MappingError as exc:
+        # each issue keeps its mapping file, line, column, mapping and field: one line each
+        raise ConfigError([str(issue) for issue in exc.issues]) from None
+
+
+def check_project(loaded: LoadedConfig, host: PluginHost) -> dict[str, MappingSet]:
+    """Everything ``run`` refuses in a project file, checked without opening a store: each connector's
+    type, settings and mapping. ``schedule list`` and ``Project.open`` share it, so they never disagree.
+    Settings whose ``${VAR}`` is not set are left to the commands that contact that connector: a run of
+    one connector, ``status`` or ``dlq list`` need no other connector's secret.
+
+    Every secret the settings hold is registered for redaction here, so even a command that only reads
+    the state store (``runs``, ``dlq show``) masks a secret an older run may have stored.
+    """
+    project = loaded.project
+    register_secrets_of(project.eventlog)  # tokens, passwords and URLs with passwords never reach a log
+    register_secrets_of(project.state)
+    for problem in host.install_transforms():
+        log.warning("plugin transform skipped: %s", problem)
+    problems: list[str] = []
+    mappings: dict[str, MappingSet] = {}
+    for name, instance in project.connectors.items():
+        register_url_credentials(instance.settings)
+        try:
+            try:
+                cls = host.connector_class(instance.type)
+            except PluginError as exc:
+                raise loaded.error(("connectors", name, "type"), str(exc)) from None
+            try:
+                resolve_settings(loaded, name)
+            except ConfigError:
+                pass  # a ${VAR} not set: only the commands that contact this connector need it (and say so)
+            else:
+                register_secrets_of(validate_settings(loaded, name, cls.config_model))
+            mappings[name] = _load_mapping(loaded, name)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    return mappings

@@ -61,7 +61,7 @@ def test_lenient_input_is_written_back_in_datacollect_form(log: SqliteEventLog, 
         "entityGuid": "p-1",
         "type": "create-individual",
         "data": {"name": "Jane"},
-        "timestamp": "2025-07-01 08:00:00",  # Odoo style
+        "timestamp": "2025-07-01 11:00:00+03:00",  # Odoo style with an offset
         "userId": 7,
         "syncLevel": "2",
     }

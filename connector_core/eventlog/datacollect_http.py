@@ -892,6 +892,9 @@ class DataCollectEventLog:
     def iter_issues(self, after: str | None = None) -> Iterator[EventIssue]:
         return self.local.iter_issues(after)
 
+    def get_events(self, guids: Iterable[str]) -> dict[str, FormSubmission]:
+        return self.local.get_events(guids)
+
     def stats(self) -> dict[str, Any]:
         stats = self.local.stats()
         stats["datacollect"] = {

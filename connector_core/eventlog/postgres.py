@@ -318,6 +318,17 @@ class PostgresEventLog:
 
     # -- read --------------------------------------------------------------------------------------
 
+    def get_events(self, guids: Iterable[str]) -> dict[str, FormSubmission]:
+        """The stored events among ``guids`` (an import checks a page of its file against them)."""
+        wanted = list(dict.fromkeys(guids))
+        if not wanted:
+            return {}
+        with self._cursor() as cur:
+            rows = cur.execute(
+                self._q(f"SELECT {_EVENT_COLUMNS} FROM {{s}}.dcsync_events WHERE guid = ANY(%s)"), (wanted,)
+            ).fetchall()
+        return {row[1]: _event_from_row(row) for row in rows}
+
     def read(self, after: str | None, limit: int) -> EventPage:
         rows, cursor, at_end = self._page(_EVENT_COLUMNS, after, limit)
         return EventPage(events=[_event_from_row(r) for r in rows], cursor=cursor, at_end=at_end)

@@ -372,6 +372,20 @@ class SqliteEventLog:
 
     # -- read --------------------------------------------------------------------------------------
 
+    def get_events(self, guids: Iterable[str]) -> dict[str, FormSubmission]:
+        """The stored events among ``guids`` (an import checks a page of its file against them)."""
+        wanted = list(dict.fromkeys(guids))
+        found: dict[str, FormSubmission] = {}
+        with self._lock:
+            for start in range(0, len(wanted), 500):
+                part = wanted[start : start + 500]
+                marks = ",".join("?" * len(part))
+                for row in self._conn.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE guid IN ({marks})", part
+                ).fetchall():
+                    found[row[1]] = _event_from_row(row)
+        return found
+
     def read(self, after: str | None, limit: int) -> EventPage:
         rows, cursor, at_end = self._page(_EVENT_COLUMNS, after, limit)
         return EventPage(events=[_event_from_row(r) for r in rows], cursor=cursor, at_end=at_end)

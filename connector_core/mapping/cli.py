@@ -264,6 +264,14 @@ def _print_report(report: TestReport, file: Path, sample: Path, expect: Path | N
         unused = ", ".join(cov.unused_sources) or "none"
         console.print(Text(f"  target fields never produced: {never}"))
         console.print(Text(f"  source fields present but never used: {unused}"))
+    for cov in report.coverage:
+        for what in cov.unmatched_sources:
+            console.print(
+                Text(
+                    f"error: {cov.mapping}: field {what} matched no sample record "
+                    "(a typo in the path? mark the field `optional: true` if the samples lack it)"
+                )
+            )
     for note in report.notes:
         console.print(Text(f"note: {note}"))
     for line in report.unmatched:

@@ -9,6 +9,7 @@ closures, so mapping a record does no parsing, no regex compiling and no name lo
 from __future__ import annotations
 
 import copy
+import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from connector_core.bounded import MAX_YAML_BYTES, BoundedInputError, decode_utf8, read_limited
 from connector_core.mapping.conditions import CompiledCondition, ConditionSpec, compile_condition
 from connector_core.mapping.engine import EntityMapping, MappingSet, ReversibleField
 from connector_core.mapping.errors import MISSING, MappingError, MappingIssue, Missing, ParamError
@@ -76,6 +78,7 @@ class _Compiler:
         self.issues: list[MappingIssue] = []
         self.tables: dict[str, LookupTable] = {}
         self._reads: list[list[CompiledPath]] = []
+        self.entity_refs: list[tuple[str, YPath, str | None, str | None, str]] = []
         self.env = BuildEnv(base_dir, self.tables, self._compile_path)
 
     # ---- helpers ---------------------------------------------------------------------------------
@@ -166,9 +169,31 @@ class _Compiler:
                 if m is not None:
                     compiled.append(m)
         self._check_selection(compiled)
+        self._check_entity_refs(mappings if isinstance(mappings, dict) else {})
         if self.issues:
             return None
         return MappingSet(compiled, self.doc.file)
+
+    def _check_entity_refs(self, mappings: dict[str, Any]) -> None:
+        """A ``link``/``resolve`` names an entity this file maps: otherwise pull can never resolve it (a typo
+        such as ``entity: houshold`` would pass every record's parent as missing)."""
+        known: set[str] = set()
+        for name, raw in mappings.items():
+            known.add(str(name))
+            match = raw.get("match") if isinstance(raw, dict) else None
+            if isinstance(match, dict) and isinstance(match.get("entity_name"), str):
+                known.add(match["entity_name"])
+        for entity, where, mapping, label, transform in self.entity_refs:
+            if entity not in known:
+                hint = difflib.get_close_matches(entity, sorted(known), n=1, cutoff=0.6)
+                did = f" (did you mean {hint[0]!r}?)" if hint else ""
+                names = ", ".join(sorted(known)) or "none"
+                self._issue(
+                    where,
+                    f"{transform}: unknown entity {entity!r}{did}: this file maps {names}",
+                    mapping,
+                    label,
+                )
 
     def _lookup(self, name: str, raw: Any) -> None:
         ypath: YPath = ("lookups", name)
@@ -466,6 +491,7 @@ class _Compiler:
             steps=tuple(StepPlan(b.label, b.step, b.handles_missing, b.definition.name) for b, _ in bound),
             when=cond,
             drop_if_empty=spec.drop_if_empty,
+            optional=spec.optional,
             each=tuple(sub_forward) if kind == "each" else None,
             item_filter=item_filter,
             reads=tuple(reads),
@@ -493,6 +519,8 @@ class _Compiler:
             get=plain_getter(keys),
             steps=tuple(inverse_steps),
             drop_if_empty=spec.drop_if_empty,
+            optional=spec.optional,
+            inverse=True,
             each=tuple(sub_inverse) if kind == "each" else None,
             # record-side reads, relative to the record (or item); a list counts through its items
             reads=tuple(f"{target}[].{r}" for r in sub_inverse_reads) if kind == "each" else (target,),
@@ -615,6 +643,9 @@ class _Compiler:
                     key=name_path != ypath,
                 )
                 return None
+        entity_ref = getattr(params, "entity", None)
+        if definition.name in ("link", "resolve") and isinstance(entity_ref, str):
+            self.entity_refs.append((entity_ref, params_path, mapping, label, name))
         text = name if params_raw is None else f"{name} {describe_params(params_raw)}"
         return BoundTransform(definition, params, text, step, inverse, definition.handles_missing)
 
@@ -793,7 +824,9 @@ def load_mapping(path: str | Path, *, registry: TransformRegistry | None = None)
     """Read and compile a mapping file; lookup files are relative to it."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = decode_utf8(read_limited(p, MAX_YAML_BYTES, "mapping file"), str(path))
+    except BoundedInputError as exc:
+        raise MappingError([MappingIssue(str(path), exc.line, exc.column, None, None, exc.message)]) from None
     except FileNotFoundError:
         raise MappingError([MappingIssue(str(path), 0, 0, None, None, "mapping file not found")]) from None
     except IsADirectoryError:

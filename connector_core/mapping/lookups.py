@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from connector_core.bounded import BoundedInputError, load_yaml_file
 from connector_core.mapping.errors import ParamError
 
 
@@ -74,11 +75,12 @@ def load_table_file(
         if suffix == ".csv":
             return _load_csv(name, path, file, key, value)
         if suffix in (".yaml", ".yml"):
-            with path.open(encoding="utf-8") as fh:
-                raw = yaml.safe_load(fh)
+            raw = load_yaml_file(path, "lookup file")
             if not isinstance(raw, Mapping):
                 raise ParamError(f"lookup file {file} must hold a mapping of key: value", "file")
             return table_from_mapping(name, raw, source=file)
+    except BoundedInputError as exc:
+        raise ParamError(f"cannot read lookup file {exc}", "file") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError, csv.Error) as exc:
         raise ParamError(f"cannot read lookup file {file}: {exc}", "file") from None
     raise ParamError(f"lookup file {file} must be .csv, .yaml or .yml", "file")

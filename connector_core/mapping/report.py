@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from connector_core.bounded import BoundedInputError, decode_utf8
 from connector_core.entities import fold
-from connector_core.events import EventError, FormSubmission
+from connector_core.events import EventError, FormSubmission, parse_json_line
 from connector_core.mapping.context import MapContext
 from connector_core.mapping.engine import EntityMapping, MappingSet
 from connector_core.mapping.errors import FieldError
@@ -75,6 +76,8 @@ class Coverage:
     records: int
     never_produced: list[str]
     unused_sources: list[str]
+    unmatched_sources: list[str] = field(default_factory=list)
+    """Fields whose source path no record had (``field <- path``): most often a typo in the path."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +85,7 @@ class Coverage:
             "records": self.records,
             "never_produced": self.never_produced,
             "unused_sources": self.unused_sources,
+            "unmatched_sources": self.unmatched_sources,
         }
 
 
@@ -127,8 +131,12 @@ class TestReport:
         return [(o.key, e) for o in self.outcomes for e in o.errors]
 
     @property
+    def unmatched_sources(self) -> list[str]:
+        return [f"{c.mapping}.{u}" for c in self.coverage for u in c.unmatched_sources]
+
+    @property
     def ok(self) -> bool:
-        return not self.errors and not self.differences and not self.unmatched
+        return not self.errors and not self.differences and not self.unmatched and not self.unmatched_sources
 
     def summary(self) -> dict[str, int]:
         mapped = self.mapped
@@ -163,15 +171,27 @@ class TestReport:
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Non-blank lines, each decoded on its own so a bad byte is reported by line and column."""
     try:
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
+        with path.open("rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                line = decode_utf8(raw, str(path), first_line=lineno)
                 if line.strip():
                     yield lineno, line
+    except BoundedInputError as exc:
+        raise InputError(str(exc)) from None
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise InputError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _json_line(line: str, where: str) -> Any:
+    """One sample or golden line, within the same limits as an event file."""
+    try:
+        return parse_json_line(line, where=where)
+    except EventError as exc:
+        raise InputError(f"{exc.where or where}: {exc.reason}") from None
 
 
 def read_events(path: Path) -> Iterator[FormSubmission]:
@@ -200,10 +220,7 @@ def load_records(path: Path) -> list[Sample]:
     samples: list[Sample] = []
     for lineno, line in _lines(path):
         where = f"{path}:{lineno}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: not valid JSON: {exc.msg}") from None
+        raw = _json_line(line, where)
         if not isinstance(raw, dict):
             raise InputError(f"{where}: a record line must be a JSON object")
         if "entityGuid" in raw and "type" in raw:
@@ -231,10 +248,7 @@ def load_expected(path: Path) -> dict[str, dict[str, Any] | None]:
     expected: dict[str, dict[str, Any] | None] = {}
     for lineno, line in _lines(path):
         where = f"{path}:{lineno}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: not valid JSON: {exc.msg}") from None
+        raw = _json_line(line, where)
         if not isinstance(raw, dict) or "record" not in raw:
             raise InputError(f"{where}: an expected line needs 'key' (or 'guid') and 'record'")
         key = raw.get("key", raw.get("guid", raw.get("external_id")))
@@ -431,7 +445,18 @@ def coverage_of(
         else:
             present.update(leaves(doc))
     unused = sorted(leaf for leaf in present if not any(_read_covers(r, leaf) for r in reads))
-    return Coverage(mapping.name, len(sources), never, unused)
+    unmatched: list[str] = []
+    if sources:
+        fields = mapping.push_fields if direction == "push" else mapping.pull_fields
+        reachable = set(present)
+        for doc in sources:
+            reachable.update(leaves(doc))
+        for plan in fields:
+            if plan.optional or plan.inverse or not plan.reads:
+                continue  # a remote's answer need not carry every pushed field back
+            if not any(_read_covers(r, leaf) for r in plan.reads for leaf in reachable):
+                unmatched.append(f"{plan.target} <- {plan.source}")
+    return Coverage(mapping.name, len(sources), never, unused, unmatched)
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -50,6 +50,10 @@ class FieldPlan:
     reads: tuple[str, ...] = ()
     targets: tuple[str, ...] = field(default_factory=tuple)
     """Every target this field can produce, including ``ids[].type`` for collections (coverage)."""
+    optional: bool = False
+    """A sample set need not exercise this field's source (``mapping test`` does not call it a typo)."""
+    inverse: bool = False
+    """Derived from a reversible field for pull: its source is the push target, not a path someone typed."""
 
 
 def _is_empty(v: Any) -> bool:

@@ -67,6 +67,10 @@ class FieldSpec(_Strict):
     default: Any = None
     required: bool = False
     drop_if_empty: bool = False
+    optional: bool = Field(
+        default=False,
+        description="`mapping test --sample` accepts that no sample record has this field's source",
+    )
     description: str | None = None
 
     @model_validator(mode="before")

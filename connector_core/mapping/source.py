@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from connector_core.bounded import BoundedInputError, compose_yaml
 from connector_core.mapping.errors import MappingIssue
 
 Path = tuple[str | int, ...]
@@ -182,7 +183,9 @@ def _key_text(value: Any) -> str:
 def parse_yaml(text: str, file: str) -> tuple[Document | None, list[MappingIssue]]:
     """Parse ``text``; on a syntax error return one issue at the error's mark and no document."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = compose_yaml(text, file)
+    except BoundedInputError as exc:
+        return None, [MappingIssue(file, exc.line, exc.column, None, None, exc.message)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

@@ -90,29 +90,42 @@ class TargetUse:
 def target_conflicts(
     doc: Document, uses: list[TargetUse], *, mapping: str, direction: str
 ) -> list[MappingIssue]:
-    """Two fields writing the same target, or one writing inside the other's value."""
+    """Two fields writing the same target, or one writing inside the other's value.
+
+    Each use is compared with the earlier ones through two indexes (whole targets, and every proper prefix
+    of a target), not pairwise: a mapping of 95,000 fields validates in seconds, not hours. The earliest
+    conflicting use is named, as a pairwise scan in file order would.
+    """
     out: list[MappingIssue] = []
-    seen: list[TargetUse] = []
-    for use in uses:
-        for other in seen:
+    whole: dict[tuple[str, ...], tuple[int, TargetUse]] = {}
+    under: dict[tuple[str, ...], tuple[int, TargetUse]] = {}
+    for index, use in enumerate(uses):
+        keys = use.keys
+        candidates: list[tuple[int, TargetUse]] = []
+        if keys in whole:
+            candidates.append(whole[keys])
+        candidates.extend(whole[keys[:cut]] for cut in range(1, len(keys)) if keys[:cut] in whole)
+        if keys in under:
+            candidates.append(under[keys])
+        if candidates:
+            _, other = min(candidates, key=lambda c: c[0])
             line = doc.at(other.ypath, key=True)[0]
-            dotted, other_dotted = ".".join(use.keys), ".".join(other.keys)
-            if use.keys == other.keys:
+            dotted, other_dotted = ".".join(keys), ".".join(other.keys)
+            if keys == other.keys:
                 message = (
                     f"duplicate {direction} target {dotted!r}: also written by the "
                     f"{_block(other.ypath)} field {other.field_name!r} (line {line})"
                 )
-            elif use.keys[: len(other.keys)] == other.keys or other.keys[: len(use.keys)] == use.keys:
+            else:
                 message = (
                     f"conflicting {direction} targets {dotted!r} and {other_dotted!r} "
                     f"(line {line}): "
                     "a target cannot be both a value and an object holding other targets"
                 )
-            else:
-                continue
             out.append(doc.issue(use.ypath, message, mapping=mapping, field_name=use.field_name, key=True))
-            break
-        seen.append(use)
+        whole.setdefault(keys, (index, use))
+        for cut in range(1, len(keys)):
+            under.setdefault(keys[:cut], (index, use))
     return out
 
 

@@ -5,10 +5,11 @@ on several machines share one store, and its connector lease then covers them al
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from connector_core.state.base import DeadLetter, Direction, Link, RunRecord, StateStore, StateTxn
 from connector_core.state.lease import ConnectorBusy, LeasedStateStore, LeaseHolder
+from connector_core.state.redacting import RedactingStateStore
 from connector_core.state.sqlite import (
     DuplicateExternalIdError,
     SchemaVersionError,
@@ -46,16 +47,20 @@ def open_state_store(config: StateConfig, base_dir: Path, *, read_only: bool = F
     """
     from connector_core.config import PostgresStateConfig
 
+    store: LeasedStateStore
     if isinstance(config, PostgresStateConfig):
         from connector_core.state.postgres import PostgresStateStore
 
         url = config.url.get_secret_value()
         if read_only:
             store = PostgresStateStore(url, schema=config.db_schema, read_only=True)
-            if store.exists:
-                return store
-            store.close()
-            return SqliteStateStore(":memory:", read_only=True)  # no schema yet: an empty store
-        return PostgresStateStore(url, schema=config.db_schema)
-    path = Path(config.path).expanduser()
-    return SqliteStateStore(path if path.is_absolute() else base_dir / path, read_only=read_only)
+            if not store.exists:
+                store.close()
+                store = SqliteStateStore(":memory:", read_only=True)  # no schema yet: an empty store
+        else:
+            store = PostgresStateStore(url, schema=config.db_schema)
+    else:
+        path = Path(config.path).expanduser()
+        store = SqliteStateStore(path if path.is_absolute() else base_dir / path, read_only=read_only)
+    # the one redaction boundary for everything persisted: dead letters, runs, parked reasons, conflicts
+    return cast(LeasedStateStore, RedactingStateStore(store))

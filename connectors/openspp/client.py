@@ -33,6 +33,7 @@ from pydantic import SecretStr
 
 from connector_core.connector import AuthenticationError, ConnectorError, PermanentError, TransientError
 from connector_core.http import released
+from connector_core.logs import redact
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ class OdooClient:
                 retry_after=_retry_after(response),
             )
         if status != 200:
-            snippet = " ".join(response.text.split())[:200]
+            snippet = " ".join(redact(response.text).split())[:200]  # redacted before it is cut
             raise OdooPermanentError(f"HTTP {status} from Odoo during {what}: {snippet}")
         try:
             body = response.json()

@@ -38,3 +38,12 @@ def test_the_benchmark_runs_and_reports_its_figures(capsys):
     assert "records/s" in out and "compiled / hand-written time" in out
     assert "extrapolated: timed 3 records" in out
     assert "outputs identical: compiled == hand-written on all 300" in out
+    assert "validation-scale (8k / 2k fields)" in out
+
+
+def test_the_generated_wide_mapping_is_valid_and_as_wide_as_asked():
+    from connector_core.mapping.validate import check_text
+
+    text = _bench().wide_mapping(500)
+    assert check_text(text, "wide.yaml") == []
+    assert text.count("$.data.answer_") == 500

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from connector_core.mapping import MapContext, load_mapping_text
+from connector_core.mapping.validate import check_text
 
 
 def push_one(pipe: str, value: Any, *, tmp_path: Path | None = None, extra: str = "") -> dict[str, Any]:
@@ -181,6 +182,9 @@ def test_lookup_file_problems_are_static_errors(tmp_path: Path):
 def test_link_and_resolve_use_the_context():
     mapping = load_mapping_text(
         "mappings:\n"
+        "  household:\n"
+        "    fields:\n"
+        "      name: $.data.name\n"
         "  individual:\n"
         "    fields:\n"
         "      parent_ref: {path: $.data.parentGuid, pipe: [{link: household}, int]}\n"
@@ -201,6 +205,21 @@ def test_link_and_resolve_use_the_context():
     assert result.explanation is not None
     (trace,) = result.explanation.fields
     assert (trace.status, trace.reason) == ("missing", "no external id held for entity hh-2")
+
+
+def test_a_link_to_an_entity_the_file_does_not_map_is_an_error():
+    text = (
+        "mappings:\n"
+        "  household:\n"
+        "    fields:\n"
+        "      name: $.data.name\n"
+        "  individual:\n"
+        "    fields:\n"
+        "      parent_ref: {path: $.data.parentGuid, pipe: [{link: houshold}]}\n"
+    )
+    (issue,) = check_text(text, "m.yaml")
+    assert (issue.line, issue.mapping, issue.field) == (7, "individual", "parent_ref")
+    assert "unknown entity 'houshold' (did you mean 'household'?)" in issue.message
 
 
 def test_when_on_a_field_and_filter_on_items():
