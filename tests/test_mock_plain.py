@@ -284,3 +284,112 @@ def test_a_project_runs_the_sample_log_both_ways_against_the_plain_server(
         assert project.state.runs("reg")[0].outcome == "ok"
     finally:
         project.close()
+
+
+def test_a_record_deleted_on_the_server_is_deleted_here(harness: SyncHarness, control: httpx.Client) -> None:
+    harness.append(sample_events(households=1, members=2, updates=0))
+    assert harness.push().error is None
+    person = next(e for e in harness.entities() if e.entity_name == "individual")
+    gone = {"guid": str(uuid.uuid4()), "entityGuid": person.guid, "type": "delete-entity"}
+    control.post("/_control/events", json={**gone, "data": {"reason": "moved away"}}).raise_for_status()
+    report = harness.pull()
+    assert report.error is None, report.error
+    assert report.counts.deleted == 1
+    assert harness.eventlog.get_entity(person.guid) is None
+    assert harness.pull().counts.appended == 0
+
+
+def _plain_connector(rows: Any) -> MockConnector:
+    """A server without a lookup whose ``GET ?since=`` answers ``rows``: shapes the fake never sends."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/records/by-ref":
+            return httpx.Response(404, text="Not Found")
+        return httpx.Response(200, json=rows)
+
+    client = httpx.Client(base_url="http://remote", transport=httpx.MockTransport(handler))
+    return MockConnector("reg", MockConfig(url="http://remote"), client=client)
+
+
+def test_flat_records_are_read_as_the_adapter_reads_them() -> None:
+    """The adapter takes a record's ``id`` for its entity and the record itself for its data."""
+    rows = [{"id": "ext-1", "name": "From External", "timestamp": "2025-01-01T10:00:00.000Z"}]
+    page = _plain_connector(rows).pull(None, 10)
+    (record,) = page.records
+    assert (record.external_id, record.data, record.ref) == ("ext-1", {"name": "From External"}, None)
+    assert not page.has_more
+
+
+@pytest.mark.parametrize(
+    ("rows", "says"),
+    [
+        ({"events": []}, "GET / answered dict, expected a JSON array"),
+        ([["x"]], "item 0: list, expected an event object"),
+        ([{"type": "create-individual", "data": {}}], "item 0: neither an entityGuid nor an id"),
+        ([{"entityGuid": "g", "type": "create-individual", "data": {}, "timestamp": "soon"}], "timestamp"),
+        (
+            [{"entityGuid": "g", "type": "x", "data": "text", "timestamp": "2025-01-01T10:00:00Z"}],
+            "data is str",
+        ),
+    ],
+)
+def test_an_unreadable_answer_is_one_line_naming_the_item(rows: Any, says: str) -> None:
+    with pytest.raises(ConnectorError) as info:
+        _plain_connector(rows).pull(None, 10)
+    assert says in info.value.message and "\n" not in info.value.message
+
+
+def test_the_plain_fake_is_served_by_name_and_keeps_its_events(tmp_path: Path) -> None:
+    from connector_core.plugins import load_plugins
+
+    factory = load_plugins().fake_server("mock-plain")
+    event = {
+        "guid": str(uuid.uuid4()),
+        "entityGuid": str(uuid.uuid4()),
+        "type": "create-individual",
+        "data": {"name": "Ana"},
+        "timestamp": "2025-01-01T10:00:00.000Z",
+        "userId": "admin",
+        "syncLevel": 0,
+    }
+    with serve(factory(tmp_path / "events.json")) as served:
+        httpx.post(served.url + "/", json={"data": [event]}).raise_for_status()
+    with serve(factory(tmp_path / "events.json")) as served:
+        assert [e["guid"] for e in httpx.get(served.url + "/", params={"since": ""}).json()] == [
+            event["guid"]
+        ]
+        assert httpx.get(served.url + "/records/by-ref", params={"refs": ""}).status_code == 404
+
+
+def test_an_operator_runs_it_from_the_command_line_without_a_traceback(
+    tmp_path: Path, plain: ServedApp, control: httpx.Client
+) -> None:
+    from typer.testing import CliRunner
+
+    from connector_core.cli import app
+
+    config = write_config(tmp_path / "dcsync.yaml", plain.url, batch_size=40, page_size=100)
+    log = tmp_path / "sample.jsonl"
+    events = list(mobile_log(households=20, members=3, updates=10))
+    log.write_text("".join(e.to_json_line() + "\n" for e in events))
+    runner = CliRunner()
+
+    def invoke(*args: str) -> str:
+        result = runner.invoke(app, [*args, "-c", str(config)], env={"COLUMNS": "200"})
+        assert result.exit_code == 0 and not isinstance(result.exception, Exception), result.output
+        assert "Traceback" not in result.output
+        return result.output
+
+    invoke("log", "import", str(log))
+    assert "no by-ref lookup" in invoke("check", "reg")
+    invoke("run", "reg")
+    invoke("run", "reg")
+    _assert_once_each(control, list({e.entity_guid for e in events}))
+    project = Project.open(config)
+    try:
+        assert project.state.dead_letters("reg") == []
+        runs = project.state.runs("reg")
+        assert [r.outcome for r in runs] == ["ok", "ok"]
+        assert sum(1 for _ in project.eventlog.iter_events()) == len(events), "the pulls appended nothing"
+    finally:
+        project.close()

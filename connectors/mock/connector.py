@@ -175,7 +175,7 @@ class _Folded:
             entity_name=entity_name if isinstance(entity_name, str) else None,
             ref=self.row.entity if self.row.has_guid else None,
             updated_at=self.row.timestamp,
-            version=self.row.key,
+            version=self.row.key if self.row.has_guid else f"{self.row.key}@{self.row.timestamp}",
             deleted=self.deleted,
             parent_external_id=str(parent) if parent not in (None, "") else None,
         )
@@ -197,7 +197,7 @@ class MockConnector(Connector):
     type_name = "mock"
     config_model = MockConfig
     capabilities = frozenset({Capability.PUSH, Capability.PULL})
-    description = "DataCollect's mock-sync-server protocol (demo and tests)"
+    description = "DataCollect's mock-sync-server protocol; by-ref lookup and per-record results if offered"
     max_in_flight = 8  # stateless requests on a thread-safe httpx client
 
     config: MockConfig

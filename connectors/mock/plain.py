@@ -15,6 +15,7 @@ datacollect.md §4.2, §7.14), and this fake offers exactly that and nothing mor
   ``by_ref="list"`` that path answers a JSON list instead (a server observed doing so), which a client
   must not mistake for a lookup either.
 
+``data_file`` keeps the events across restarts (``dcsync mock-server mock-plain --data FILE``).
 ``/_control/*`` is for tests and never used by a connector: it lets a test append events as another client
 of the server would (a clerk's edit, a record made on the server side), read what arrived per entity, and
 script the faults of :mod:`connectors.mock.faults` on ``push`` and ``pull``.
@@ -23,8 +24,11 @@ script the faults of :mod:`connectors.mock.faults` on ``push`` and ``pull``.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from starlette.applications import Starlette
@@ -48,6 +52,19 @@ class PlainStore:
     faults: FaultPlan = field(default_factory=FaultPlan)
     requests: int = 0
     resent: int = 0
+    data_file: Path | None = None
+
+    def load(self) -> None:
+        if self.data_file is not None and self.data_file.exists():
+            events = json.loads(self.data_file.read_text(encoding="utf-8"))
+            self.events = {e["guid"]: e for e in events}
+
+    def save(self) -> None:
+        if self.data_file is None:
+            return
+        tmp = self.data_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(list(self.events.values()), separators=(",", ":")), encoding="utf-8")
+        os.replace(tmp, self.data_file)
 
     def store(self, events: list[dict[str, Any]]) -> None:
         for event in events:
@@ -94,9 +111,12 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"status": "error", "message": message}, status_code=status)
 
 
-def create_plain_app(by_ref: Literal["missing", "list"] = "missing") -> Starlette:
-    """The adapter-protocol server as an ASGI app (in memory: a test makes a fresh one)."""
-    store = PlainStore()
+def create_plain_app(
+    data_file: str | Path | None = None, *, by_ref: Literal["missing", "list"] = "missing"
+) -> Starlette:
+    """The adapter-protocol server as an ASGI app; in memory unless ``data_file`` is given."""
+    store = PlainStore(data_file=Path(data_file) if data_file else None)
+    store.load()
 
     async def receive_events(request: Request) -> Response:
         try:
@@ -121,6 +141,7 @@ def create_plain_app(by_ref: Literal["missing", "list"] = "missing") -> Starlett
         with store.lock:
             store.requests += 1
             store.store(events)
+            store.save()
         if fault is not None:
             return await _fail(fault)
         return JSONResponse({"status": "success"})
@@ -155,6 +176,7 @@ def create_plain_app(by_ref: Literal["missing", "list"] = "missing") -> Starlett
             return _error(400, str(exc))
         with store.lock:
             store.store([event])
+            store.save()
         return JSONResponse(event, status_code=201)
 
     async def control_entities(request: Request) -> Response:
