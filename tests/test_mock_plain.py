@@ -393,3 +393,17 @@ def test_an_operator_runs_it_from_the_command_line_without_a_traceback(
         assert sum(1 for _ in project.eventlog.iter_events()) == len(events), "the pulls appended nothing"
     finally:
         project.close()
+
+
+def test_a_change_sent_again_is_the_same_event_which_the_server_keeps_once(
+    connector: MockConnector, control: httpx.Client
+) -> None:
+    """What makes a re-send safe when a lookup cannot answer: the event guid depends on the change only
+    (not on when it was sent), and a server with DataCollect's semantics keeps an event guid once."""
+    record = PushRecord(
+        ref=str(uuid.uuid4()), operation=Operation.CREATE, entity_name="individual", payload={"a": 1}
+    )
+    assert connector.push([record])[0].ok
+    assert connector.push([record])[0].ok
+    assert control.get("/_control/stats").json()["resent"] == 1
+    assert _entities(control)[record.ref]["creates"] == 1
