@@ -407,3 +407,23 @@ def test_a_change_sent_again_is_the_same_event_which_the_server_keeps_once(
     assert connector.push([record])[0].ok
     assert control.get("/_control/stats").json()["resent"] == 1
     assert _entities(control)[record.ref]["creates"] == 1
+
+
+def test_a_pages_events_of_one_entity_become_one_record_as_datacollect_folds_them() -> None:
+    def ev(kind: str, data: dict[str, Any], ms: int) -> dict[str, Any]:
+        ts = f"2025-01-01T10:00:00.{ms:03d}Z"
+        return {"guid": f"e{ms}", "entityGuid": "g", "type": kind, "data": data, "timestamp": ts}
+
+    rows = [
+        ev("create-individual", {"entityName": "individual", "a": 1, "b": 1}, 1),
+        ev("update-individual", {"b": 2}, 2),
+        ev("add-member", {"members": [{"guid": "m"}]}, 3),
+    ]
+    (record,) = _plain_connector(rows).pull(None, 10).records
+    assert (record.external_id, record.ref, record.entity_name) == ("g", "g", "individual")
+    assert (record.data, record.deleted, record.version) == ({"a": 1, "b": 2}, False, "e2")
+    rows = [*rows, ev("delete-entity", {"reason": "x"}, 4), ev("create-individual", {"c": 3}, 5)]
+    (record,) = _plain_connector(rows).pull(None, 10).records
+    assert (record.data, record.deleted) == ({"c": 3}, False), "a delete is a hard delete"
+    (record,) = _plain_connector(rows[:4]).pull(None, 10).records
+    assert record.deleted

@@ -159,8 +159,8 @@ class _Folded:
 
     def add(self, row: _Row) -> None:
         self.row = row
-        if row.kind == "delete-entity":
-            self.deleted = True
+        if row.kind == "delete-entity":  # a hard delete: a later create starts afresh
+            self.data, self.deleted = {}, True
         else:
             self.data = {**self.data, **row.data}
             self.deleted = False
