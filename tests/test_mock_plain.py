@@ -427,3 +427,22 @@ def test_a_pages_events_of_one_entity_become_one_record_as_datacollect_folds_the
     assert (record.data, record.deleted) == ({"c": 3}, False), "a delete is a hard delete"
     (record,) = _plain_connector(rows[:4]).pull(None, 10).records
     assert record.deleted
+
+
+def test_only_an_empty_object_for_no_refs_counts_as_a_lookup() -> None:
+    """A server answering every path with the same object (a catch-all page) offers no lookup."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/records/by-ref":
+            return httpx.Response(200, json={"status": "error", "message": "no such route"})
+        if request.method == "POST":
+            return httpx.Response(400, text="<html>\n<body>\n<h1>Bad Request</h1>\n</body>\n</html>\n")
+        return httpx.Response(200, json=[])
+
+    client = httpx.Client(base_url="http://remote", transport=httpx.MockTransport(handler))
+    connector = MockConnector("reg", MockConfig(url="http://remote"), client=client)
+    assert "no by-ref lookup" in connector.check().message
+    record = PushRecord(ref="g", operation=Operation.CREATE, entity_name="individual", payload={"a": 1})
+    with pytest.raises(ConnectorError) as info:
+        connector.push([record])
+    assert info.value.message == "HTTP 400: <html> <body> <h1>Bad Request</h1> </body> </html>"

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
@@ -64,6 +65,8 @@ from connector_core.connector import (
 )
 from connector_core.events import normalize_timestamp, now_timestamp, shift_timestamp
 from connector_core.http import released
+
+log = logging.getLogger("dcsync.mock")
 
 _EVENT_NS = uuid.UUID("6f1f3c2e-3d5b-4a8e-9a0e-2f4d1c7b9e10")
 _JSON_HEADERS = {"content-type": "application/json"}
@@ -102,7 +105,7 @@ def classify_status(response: httpx.Response) -> None:
         message = response.json().get("message") or response.text
     except (ValueError, AttributeError):
         message = response.text[:200]
-    text = f"HTTP {response.status_code}: {message}"
+    text = f"HTTP {response.status_code}: {' '.join(str(message).split())[:200]}"  # an HTML page, on one line
     if response.status_code == 429 or response.status_code >= 500:
         retry_after = response.headers.get("Retry-After")
         delay = float(retry_after) if retry_after and retry_after.isdigit() else None
@@ -225,6 +228,7 @@ class MockConnector(Connector):
             with self._probe_lock:
                 if self._rich is None:
                     self._rich = self._probe()
+                    log.info("%s: %s speaks %s", self.name, self.config.url, _RICH if self._rich else _PLAIN)
         return self._rich
 
     def _probe(self) -> bool:
@@ -238,8 +242,8 @@ class MockConnector(Connector):
             classify_status(response)  # says nothing about the protocol: decide on a later call
         if response.status_code >= 300:
             return False
-        try:
-            return isinstance(codec.loads(response.content), dict)
+        try:  # asked for no refs, the lookup finds none: anything else is some other page
+            return codec.loads(response.content) == {}
         except ValueError:
             return False
 
