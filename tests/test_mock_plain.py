@@ -446,3 +446,36 @@ def test_only_an_empty_object_for_no_refs_counts_as_a_lookup() -> None:
     with pytest.raises(ConnectorError) as info:
         connector.push([record])
     assert info.value.message == "HTTP 400: <html> <body> <h1>Bad Request</h1> </body> </html>"
+
+
+@pytest.mark.parametrize("in_flight", [1, 4])
+def test_a_thousand_entities_arrive_once_through_thirty_percent_failures(
+    tmp_path: Path, in_flight: int
+) -> None:
+    from test_faults import FAULTS
+
+    from connector_core.retry import RetryPolicy
+
+    with serve(create_plain_app()) as served, httpx.Client(base_url=served.url, timeout=10) as control:
+        extra = f"    in_flight: {in_flight}\n"
+        config = write_config(tmp_path / "dcsync.yaml", served.url, extra=extra, batch_size=50, page_size=400)
+        config.write_text(config.read_text().replace("timeout: 10", "timeout: 0.4"))
+        project = Project.open(config)
+        try:
+            project.eventlog.append(mobile_log(households=250, members=3, updates=0))
+            guids = [e.guid for e in project.eventlog.iter_entities()]
+            faults = {"random": {"rate": 0.3, "seed": 11, "faults": FAULTS}}
+            control.put("/_control/faults", json=faults).raise_for_status()
+            policy = RetryPolicy(max_attempts=15, initial_delay=0.01, max_delay=0.05, max_elapsed=120)
+            report = run_connector(project, "reg", retry=policy)
+            assert report.ok, report.error
+            assert control.get("/_control/faults").json()["injected"] > 10
+            assert project.state.dead_letters("reg") == []
+            _assert_once_each(control, guids)
+            assert project.state.get_checkpoint("reg", Direction.PUSH) == project.eventlog.head()
+            assert project.state.intents("reg") == set()
+            again = run_connector(project, "reg", retry=policy)
+            assert again.ok, again.error
+            assert again.pull is not None and again.pull.counts.appended == 0
+        finally:
+            project.close()
