@@ -1,1 +1,1 @@
-"""The mock connector and server: DataCollect's mock-sync-server protocol, for the demo and tests."""
+"""The mock connector and servers: DataCollect's mock-sync-server protocol, for the demo and tests."""

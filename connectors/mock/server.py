@@ -8,6 +8,9 @@ client can find what an unanswered request created. ``/_control/*`` lets a test 
 "on the remote side", read what arrived and script faults (an error status with or without ``Retry-After``,
 a slow answer, a write committed before its answer fails, a record refused with a message).
 
+Those additions are not part of the adapter protocol: the connector uses them only when it finds them, and
+``connectors.mock.plain`` is a server without them.
+
 Server timestamps have millisecond precision and may tie, exactly like a real backend's: clients must cope.
 """
 
