@@ -198,3 +198,20 @@ def test_a_dry_run_counts_each_entity_once_however_its_events_fall_across_pages(
     assert report.push.counts.created == len(entities)
     assert len({p.ref for p in report.push.plan if p.operation == "create"}) == len(entities)
     assert len([p for p in report.push.plan if p.operation == "create"]) == len(entities)
+
+
+def test_a_mock_url_with_no_sync_endpoint_stops_the_run_with_nothing_dead_lettered(
+    tmp_path: Path, mock_server: httpx.Client
+) -> None:
+    """A misspelt URL answers 404 to every push: that is about the address, not the records."""
+    config = write_config(tmp_path / "dcsync.yaml", f"{mock_server.base_url}/no-such-path")
+    project = Project.open(config)
+    try:
+        project.eventlog.append(_households(3))
+        report = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+        assert not report.ok and report.error is not None and "no sync endpoint" in report.error
+        assert project.state.dead_letters("reg") == []
+        assert project.state.get_checkpoint("reg", Direction.PUSH) is None
+        assert project.state.intents("reg") == set(), "a refused request created nothing to look up"
+    finally:
+        project.close()

@@ -50,6 +50,7 @@ from pydantic import Field
 
 from connector_core import codec
 from connector_core.connector import (
+    AuthenticationError,
     Capability,
     CheckResult,
     Connector,
@@ -61,10 +62,11 @@ from connector_core.connector import (
     PushRecord,
     PushResult,
     RemoteRecord,
+    SystemicError,
     TransientError,
 )
 from connector_core.events import normalize_timestamp, now_timestamp, shift_timestamp
-from connector_core.http import released
+from connector_core.http import never_sent, released
 
 log = logging.getLogger("dcsync.mock")
 
@@ -110,6 +112,10 @@ def classify_status(response: httpx.Response) -> None:
         retry_after = response.headers.get("Retry-After")
         delay = float(retry_after) if retry_after and retry_after.isdigit() else None
         raise TransientError(text, retry_after=delay)
+    if response.status_code in (401, 403, 407):  # the protocol has no login: a proxy or gateway refused us
+        raise AuthenticationError(f"{text}: the server refused dcsync's request (credentials or a proxy)")
+    if response.status_code in (404, 405):  # no sync endpoint at this address: every record would fail
+        raise SystemicError(f"{text}: no sync endpoint at {response.request.url} (check `url:`)", unsent=True)
     raise PermanentError(text)
 
 
@@ -215,9 +221,11 @@ class MockConnector(Connector):
         try:
             response = released(self._client.request(method, path, **kwargs))
         except httpx.TimeoutException as exc:
-            raise TransientError(f"timed out talking to {self.config.url}: {exc}") from None
+            raise TransientError(
+                f"timed out talking to {self.config.url}: {exc}", unsent=never_sent(exc)
+            ) from None
         except httpx.TransportError as exc:
-            raise TransientError(f"cannot reach {self.config.url}: {exc}") from None
+            raise TransientError(f"cannot reach {self.config.url}: {exc}", unsent=never_sent(exc)) from None
         classify_status(response)
         return response
 
@@ -235,9 +243,11 @@ class MockConnector(Connector):
         try:
             response = released(self._client.get(_LOOKUP_PATH, params={"refs": ""}))
         except httpx.TimeoutException as exc:
-            raise TransientError(f"timed out talking to {self.config.url}: {exc}") from None
+            raise TransientError(
+                f"timed out talking to {self.config.url}: {exc}", unsent=never_sent(exc)
+            ) from None
         except httpx.TransportError as exc:
-            raise TransientError(f"cannot reach {self.config.url}: {exc}") from None
+            raise TransientError(f"cannot reach {self.config.url}: {exc}", unsent=never_sent(exc)) from None
         if response.status_code == 429 or response.status_code >= 500:
             classify_status(response)  # says nothing about the protocol: decide on a later call
         if response.status_code >= 300:
@@ -452,7 +462,7 @@ class MockConnector(Connector):
                 }
             answer = self._request("GET", _LOOKUP_PATH, params={"refs": ",".join(refs)})
         except ConnectorError as exc:
-            if exc.transient:
+            if exc.transient or exc.systemic:
                 raise
             raise TransientError(
                 f"lookup failed, so records that may have arrived are kept: {exc.message}"
