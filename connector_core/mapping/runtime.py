@@ -50,6 +50,14 @@ class FieldPlan:
     reads: tuple[str, ...] = ()
     targets: tuple[str, ...] = field(default_factory=tuple)
     """Every target this field can produce, including ``ids[].type`` for collections (coverage)."""
+    line: int = 0
+    """Line of the field in its mapping file (0: not from a file), for messages about the target."""
+    value_type: str = "any"
+    """The type the field's last typed step produces (``str``, ``int``, ``list``, ...; ``any``: unknown)."""
+    values: tuple[Any, ...] | None = None
+    """The values a closing ``lookup``/``map`` can produce (the table's), for checks against the remote."""
+    optional: bool = False
+    """The field may be left empty (``default: null`` or ``drop_if_empty``)."""
 
 
 def _is_empty(v: Any) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from connectors.openspp.fake.app import create_app
 from connectors.openspp.fake.faults import FaultSpec
+from connectors.openspp.fake.models import Flavour
 from connectors.openspp.fake.seed import (
     ADMIN_API_KEY,
     ADMIN_LOGIN,
@@ -24,11 +25,14 @@ from connectors.openspp.fake.server import FakeOpenSpp
 DATABASE = "openspp"
 
 
-def serve_fake(port: int = 8069, host: str = "127.0.0.1", data_file: Path | None = None) -> None:
+def serve_fake(
+    port: int = 8069, host: str = "127.0.0.1", data_file: Path | None = None, flavour: Flavour = "openspp"
+) -> None:
     """Serve a seeded fake until interrupted (what ``dcsync mock-server openspp --port N`` runs)."""
     import uvicorn
 
-    uvicorn.run(create_app(seed=True, data_file=data_file), host=host, port=port, log_level="warning")
+    app = create_app(seed=True, data_file=data_file, flavour=flavour)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 __all__ = [
