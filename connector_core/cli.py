@@ -193,7 +193,8 @@ def check(name: str, config: ConfigOption = Path(CONFIG_FILE_NAME)) -> None:
         label = "[bold red]error:[/]" if problem.fatal else "[yellow]warning:[/]"
         err.print(f"{label} {problem}", highlight=False, soft_wrap=True)
     if fatal:
-        fail(f"{name}: the mapping does not fit the remote ({len(fatal)} problems above)", 1)
+        count = f"{len(fatal)} problems" if len(fatal) > 1 else "1 problem"
+        fail(f"{name}: the mapping does not fit the remote ({count} above)", 1)
     out.print(f"[green]ok[/] {name}: {result.message}")
     if schema is not None:
         out.print(f"[green]ok[/] {name}: the mapping fits the remote's fields and setup")

@@ -83,7 +83,22 @@ def compare_schema(
             continue
         for plan in mapping.push_fields:
             problems.extend(_compare(mapping, mappings.source, plan, plan.keys[0], fields, remote, key))
-    return problems
+    return _merged(problems)
+
+
+def _merged(problems: list[SchemaProblem]) -> list[SchemaProblem]:
+    """One problem per place and message: a field shared by two mappings (a YAML anchor) is named once."""
+    seen: dict[tuple[str, int, str, str, bool], int] = {}
+    out: list[SchemaProblem] = []
+    for p in problems:
+        key = (p.file, p.line, p.target, p.message.replace(p.mapping, "*"), p.absent_optional)
+        if key in seen and p.line:
+            first = out[seen[key]]
+            out[seen[key]] = replace(first, mapping=f"{first.mapping}, {p.mapping}")
+            continue
+        seen[key] = len(out)
+        out.append(p)
+    return out
 
 
 def _compare(
@@ -102,7 +117,7 @@ def _compare(
 
     spec = fields.get(name)
     if spec is None:
-        near = difflib.get_close_matches(name, list(fields), n=1)
+        near = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.8)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         message = f"{remote} has no field {name!r} for {where}{hint}"
         fix = "rename or remove the field in the mapping, or add the field to the remote"
@@ -165,7 +180,8 @@ def confirm_absent(
         if key not in pending:
             out.append(p)
         elif counts[key]:
-            message = f"{p.message}; {counts[key]} entities have a value for it (first: {first[key]})"
+            many = f"{counts[key]} entities have" if counts[key] > 1 else "1 entity has"
+            message = f"{p.message}; {many} a value for it (first: {first[key]})"
             out.append(replace(p, message=message, fatal=True))
         else:
             message = f"{p.message}; no entity has a value for it, so it is left out of every record"
