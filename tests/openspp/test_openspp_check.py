@@ -124,7 +124,9 @@ def test_the_shipped_mapping_fits_a_seeded_openspp(tmp_path: Path, url: str, fak
 
 
 # -- the registry's setup -------------------------------------------------------------------------------
-def test_check_names_each_missing_setup_item_with_its_fix(tmp_path: Path, url: str, fake: FakeOpenSpp) -> None:
+def test_check_names_each_missing_setup_item_with_its_fix(
+    tmp_path: Path, url: str, fake: FakeOpenSpp
+) -> None:
     rpc = Rpc(url)
     try:
         female = rpc.ok("gender.type", "search", [[["value", "=", "Female"]]])
