@@ -129,7 +129,7 @@ def _compare(
     if accepted is not None and plan.value_type != "any" and plan.value_type not in accepted:
         kind = f" ({spec.remote_type})" if spec.remote_type else ""
         out.append(
-            problem(f"the mapping gives it a {plan.value_type}, but {remote} keeps a {spec.type}{kind}")
+            problem(f"the mapping gives it {_a(plan.value_type)}, but {remote} keeps {_a(spec.type)}{kind}")
         )
         return out
     if plan.values and spec.choices is not None:
@@ -146,6 +146,10 @@ def _compare(
         for sub in plan.each:
             out.extend(_compare(mapping, source, sub, sub.keys[0], spec.fields, remote, f"{where}.{name}[]"))
     return out
+
+
+def _a(type_name: str) -> str:
+    return f"an {type_name}" if type_name[:1] in "aeiou" else f"a {type_name}"
 
 
 def _fold(text: str, ignore_case: bool) -> str:

@@ -174,6 +174,10 @@ def test_the_shipped_mapping_pushes_the_sample_registry_log_to_stock_openg2p_wit
         assert list(project.state.iter_dead_letters("reg", "open")) == []
         assert project.eventlog.count(project.state.get_checkpoint("reg", Direction.PUSH)) == 0
         guids = {e.guid for e in project.eventlog.iter_entities()}
+        again = run_connector(project, "reg")
+        assert again.ok, again.error
+        totals = again.totals()
+        assert (totals.created, totals.updated, totals.appended) == (0, 0, 0), "nothing echoes back"
     finally:
         project.close()
     made = {r["name"] for r in stock.state("ir.model.data")["ir.model.data"] if r["module"] == "dcsync"}
