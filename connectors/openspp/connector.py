@@ -445,15 +445,11 @@ class OpenSppConnector(Connector):
                 return self._catalog
             cfg = self.config
             read = self._setup_read
-            if cfg.registrar_group:
-                member = read(
-                    "group", "the user's groups", lambda: self.client.has_group(cfg.registrar_group)
+            group = cfg.registrar_group
+            if group and not read("group", "the user's groups", lambda: self.client.has_group(group)):
+                raise OdooSystemicError(
+                    f"user {cfg.username!r} is not in group {group!r} (Insufficient permissions)"
                 )
-                if not member:
-                    raise OdooSystemicError(
-                        f"user {cfg.username!r} is not in group {cfg.registrar_group!r} "
-                        "(Insufficient permissions)"
-                    )
             fields = read(
                 "fields",
                 "res.partner fields",

@@ -206,6 +206,7 @@ def test_a_wrong_database_or_a_user_without_registry_rights_fails_the_run_and_de
     assert reason in answer.output
     assert "Traceback" not in answer.output
     assert _state(config) == before, "no dead letter, the push lag unchanged"
+    assert "reg" not in _dlq_list(config), "dlq list shows no letter of this connector"
     assert not [r for r in fake.state("res.partner")["res.partner"] if r.get("is_registrant")]
 
 
