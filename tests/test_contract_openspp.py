@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
+from connector_core.connector import ConnectorError
 from connector_core.events import FormSubmission
-from connector_core.testing.contract import ConnectorContract, FakeControl, SettingsFactory
+from connector_core.testing.contract import ConnectorContract, FakeControl, SettingsFactory, new_ref
 from connectors.openspp.connector import OpenSppConnector, xmlid_name
 from connectors.openspp.fake import (
     ADMIN_LOGIN,
@@ -184,3 +185,38 @@ class TestOpenSppContract(ConnectorContract):
     @pytest.fixture
     def fake_control(self, fake_app: Any, dcsync_fake_server: Any) -> FakeControl:
         return OpenSppControl(fake_app.state.fake, dcsync_fake_server.url)
+
+    # -- the systemic-failure abilities, each failing the way the contract's clauses expect ----------------
+    @pytest.mark.parametrize(
+        ("ability", "transient", "says"),
+        [
+            ("fail_everything", True, "HTTP 500"),
+            ("refuse_login", False, "refused the login"),
+            ("refuse_metadata", False, "Registrar group"),
+        ],
+    )
+    def test_control_systemic_abilities(
+        self,
+        connector_factory: Any,
+        dcsync_fake_server: Any,
+        fake_control: OpenSppControl,
+        ability: str,
+        transient: bool,
+        says: str,
+    ) -> None:
+        getattr(fake_control, ability)()
+        record = self.push_record(new_ref(), 0)
+        broken = connector_factory(dcsync_fake_server.url)
+        with pytest.raises(ConnectorError) as caught:
+            broken.push([record])
+        error = caught.value
+        assert (error.transient, error.systemic, error.unsent) == (transient, not transient, True), repr(
+            error
+        )
+        assert says in error.message
+        broken.close()
+        fake_control.clear_faults()
+        healed = connector_factory(dcsync_fake_server.url)
+        assert self.push(healed, [record])[record.ref].ok, "clear_faults() undoes the ability"
+        assert fake_control.count(record.ref) == 1
+        healed.close()
