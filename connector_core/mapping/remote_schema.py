@@ -29,8 +29,8 @@ _ACCEPTS: dict[str, frozenset[str]] = {
     "str": frozenset({"str", "int", "float", "number"}),  # a number given to a text field is kept as text
     "date": frozenset({"str"}),
     "datetime": frozenset({"str"}),
-    "int": frozenset({"int", "number"}),
-    "float": frozenset({"int", "float", "number"}),
+    "int": frozenset({"int", "number", "str"}),  # digits as text are converted (Odoo does); a list is not
+    "float": frozenset({"int", "float", "number", "str"}),
     "bool": frozenset({"bool"}),
     "reference": frozenset({"int", "str", "number"}),
     "list": frozenset({"list"}),
