@@ -87,3 +87,15 @@ def test_a_missing_optional_field_is_fatal_only_when_an_entity_has_a_value() -> 
     loud = confirm_absent(problems, mappings, [entity("a"), entity("b", nick="Bo"), entity("c", nick="Cy")])
     [settled] = [p for p in loud if p.target == "nickname"]
     assert settled.fatal and "2 entities have a value for it (first: b)" in settled.message
+
+
+def test_a_nested_target_is_checked_for_its_top_field_only() -> None:
+    text = MAPPING.replace(
+        "      given_name: {path: $.data.first_name}\n",
+        "      given_name: {path: $.data.first_name}\n      given_name_parts.first: {const: [1]}\n",
+    )
+    mappings = load_mapping_text(text, "m.yaml", base_dir=Path("."))
+    schema = {"individual": {**SCHEMA["individual"], "given_name_parts": FieldSpec("dict")}}
+    assert not [p for p in compare_schema(mappings, schema) if p.target == "given_name_parts"]
+    missing = compare_schema(mappings, SCHEMA)
+    assert [p.target for p in missing if p.target == "given_name_parts"] == ["given_name_parts"]

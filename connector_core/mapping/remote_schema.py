@@ -125,6 +125,8 @@ def _compare(
             return [problem(message, fix, fatal=False, absent_optional=True)]
         return [problem(message, fix)]
     out: list[SchemaProblem] = []
+    if len(plan.keys) > 1:
+        return out  # a nested target (``address.city``): its value is not the top field's
     accepted = _ACCEPTS.get(spec.type)
     if accepted is not None and plan.value_type != "any" and plan.value_type not in accepted:
         kind = f" ({spec.remote_type})" if spec.remote_type else ""
