@@ -272,11 +272,47 @@ def plugins(
         err.print(f"[yellow]warning:[/] {_shown(str(failure))}", highlight=False, soft_wrap=True)
 
 
+def _check_mapping(project, name, connector, result):  # type: ignore[no-untyped-def]
+    """The mapping's push targets against ``connector.describe_schema()`` (``None``: not described).
+
+    A field the remote lacks but the mapping lets be empty is settled by mapping the log's entities."""
+    from connector_core.connector import CheckResult
+    from connector_core.mapping.remote_schema import compare_schema, confirm_absent
+
+    try:
+        schema = connector.describe_schema()
+    except ConnectorError as exc:
+        return CheckResult(False, exc.message), None
+    if schema is None:
+        return result, None
+    mappings = project.mapping(name)
+    problems = compare_schema(mappings, schema, remote=f"{name} ({connector.type_name})")
+    if any(p.absent_optional for p in problems):
+        entities = (e.to_json() for e in project.eventlog.iter_entities())
+        problems = confirm_absent(problems, mappings, entities)
+    return result, problems
+
+
+def _print_schema_problems(name: str, problems: list[Any] | None) -> None:
+    if problems is None:
+        return
+    for problem in problems:
+        label = "[bold red]error:[/]" if problem.fatal else "[yellow]warning:[/]"
+        err.print(f"{label} {problem}", highlight=False, soft_wrap=True)
+    fatal = sum(1 for p in problems if p.fatal)
+    if fatal:
+        count = f"{fatal} problems" if fatal > 1 else "1 problem"
+        fail(f"{name}: the mapping does not fit the remote ({count} above)", 1)
+    out.print(f"[green]ok[/] {name}: the mapping fits the remote's fields and setup")
+
+
 @app.command()
 def check(name: str, config: ConfigOption = Path(CONFIG_FILE_NAME)) -> None:
-    """Reach a connector's remote system and confirm the credentials work."""
+    """Reach a connector's remote system, confirm the credentials work, and check the mapping against the
+    remote's schema and setup where the connector can describe them."""
     from connector_core.project import Project
 
+    problems = None
     with handled():
         project = Project.open(config, read_only=True)  # contacts the remote; writes nothing here
         try:
@@ -284,12 +320,15 @@ def check(name: str, config: ConfigOption = Path(CONFIG_FILE_NAME)) -> None:
             connector = project.build_connector(name)
             try:
                 result = connector.check()
+                if result.ok:
+                    result, problems = _check_mapping(project, name, connector, result)
             finally:
                 connector.close()
         finally:
             project.close()
     if not result.ok:
         fail(f"{name}: {redact(result.message)}", 1)
+    _print_schema_problems(name, problems)
     out.print(f"[green]ok[/] {name}: {_shown(redact(result.message))}")
 
 

@@ -9,7 +9,7 @@ plugin author write a connector in an afternoon without re-deriving the sync rul
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -121,6 +121,31 @@ class CheckResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One field the remote accepts, as :meth:`Connector.describe_schema` describes it.
+
+    ``dcsync check`` compares every push target of a mapping with these, so a field the remote lacks, a
+    value of the wrong type or a code the registry is not set up for is found before a run, not as one dead
+    letter per record.
+    """
+
+    type: str = "any"
+    """The values it takes, in the mapping's type names: ``str``, ``int``, ``float``, ``bool``, ``date``
+    and ``datetime`` (text in the remote's format), ``reference`` (an id, or a name the connector resolves),
+    ``list``, ``dict``, or ``any`` (not checked)."""
+    remote_type: str = ""
+    """The remote's own name for the type (``many2one spp.area``), shown in messages."""
+    choices: tuple[str, ...] | None = None
+    """The only values the remote accepts (a selection, the names of configured records); ``None``: any."""
+    ignore_case: bool = False
+    """The connector matches ``choices`` without regard to case."""
+    choices_fix: str = ""
+    """What an operator does to add a missing choice; ``{value}`` stands for it."""
+    fields: Mapping[str, FieldSpec] | None = None
+    """For a list of objects: the fields of each item."""
+
+
 class ConnectorError(Exception):
     """A failure talking to the remote. ``transient`` says whether a retry can help.
 
@@ -219,6 +244,18 @@ class Connector(ABC):
     def pull(self, cursor: str | None, limit: int) -> PullPage:
         """Return up to ``limit`` records changed after ``cursor`` (``None``: from the beginning)."""
         raise PermanentError(f"connector type {self.type_name!r} cannot pull")
+
+    def describe_schema(self) -> dict[str, dict[str, FieldSpec]] | None:
+        """The fields the remote accepts per entity name (``{"individual": {"given_name": FieldSpec("str"),
+        ...}}``), keyed as the mapping's ``match: {entity_name: ...}`` (or its name) and its push targets.
+
+        ``dcsync check`` calls it after :meth:`check` succeeded, and fails naming the mapping's file and
+        line for every push target the remote lacks, of an incompatible type, or producing a lookup value
+        outside :attr:`FieldSpec.choices`. It may contact the remote (read only) and raise
+        :class:`ConnectorError` as ``check`` would. Return ``None`` (the default) when the connector cannot
+        describe its remote: the mapping is then not checked against it.
+        """
+        return None
 
     def lookup(self, refs: Sequence[str]) -> dict[str, str]:
         """Map refs the remote already holds to their external ids (used after an ambiguous failure)."""

@@ -13,10 +13,19 @@ from typing import Any
 import httpx
 import pytest
 
+from connector_core.connector import ConnectorError
 from connector_core.events import FormSubmission
-from connector_core.testing.contract import ConnectorContract, FakeControl, SettingsFactory
+from connector_core.testing.contract import ConnectorContract, FakeControl, SettingsFactory, new_ref
 from connectors.openspp.connector import OpenSppConnector, xmlid_name
-from connectors.openspp.fake import ADMIN_LOGIN, ADMIN_PASSWORD, DATABASE, FakeOpenSpp, create_app
+from connectors.openspp.fake import (
+    ADMIN_LOGIN,
+    ADMIN_PASSWORD,
+    DATABASE,
+    REGISTRAR_LOGIN,
+    FakeOpenSpp,
+    create_app,
+)
+from connectors.openspp.fake.server import Credentials
 from connectors.openspp.sample import registry_log
 
 MAPPING = Path(__file__).resolve().parent.parent / "mappings" / "openspp.yaml"
@@ -26,6 +35,7 @@ class OpenSppControl(FakeControl):
     def __init__(self, fake: FakeOpenSpp, url: str) -> None:
         self.fake = fake
         self.http = httpx.Client(base_url=url, timeout=10)
+        self._saved_credentials: dict[int, Credentials] = {}
         self.uid = self._call("common", "authenticate", DATABASE, ADMIN_LOGIN, ADMIN_PASSWORD, {})
 
     def _call(self, service: str, method: str, *args: Any) -> Any:
@@ -69,6 +79,41 @@ class OpenSppControl(FakeControl):
 
     def clear_faults(self) -> None:
         self.fake.faults.clear()
+        with self.fake.lock:
+            for uid, credentials in self._saved_credentials.items():
+                self.fake.credentials[uid] = credentials
+            self._saved_credentials.clear()
+            self.fake.login_failures.clear()  # the refused logins of refuse_login() start no cooldown
+
+    # -- systemic failures ---------------------------------------------------------------------------
+    def fail_everything(self) -> None:
+        """Every call, the login included, answered 500 by the proxy in front of Odoo."""
+        self.fake.faults.add({"kind": "http_status", "status": 500, "probability": 1.0})
+
+    def refuse_login(self) -> None:
+        """The registrar's password and API keys are changed: ``authenticate`` answers ``false`` and a
+        session already open gets ``AccessDenied``, as Odoo does."""
+        with self.fake.lock:
+            for uid in list(self.fake.credentials):
+                row = self.fake.store.visible("res.users", uid)
+                if row is not None and row.get("login") == REGISTRAR_LOGIN:
+                    self._saved_credentials[uid] = self.fake.credentials[uid]
+                    self.fake.credentials[uid] = Credentials("changed-by-an-administrator")
+
+    def refuse_metadata(self) -> None:
+        """Reads of the registry's setup refused with Odoo's AccessError, as for a user outside the
+        Registrar group (``odoo-observed.md`` §7: the first read of the membership kinds fails)."""
+        self.fake.faults.add(
+            {
+                "kind": "access_error",
+                "model": "g2p.group.membership.kind",
+                "probability": 1.0,
+                "message": "You are not allowed to access 'Group Membership Kind' "
+                "(g2p.group.membership.kind) records.\n\nThis operation is allowed for the following "
+                "groups:\n\t- OpenG2P Module Access/Registrar\n\nContact your administrator to "
+                "request access if necessary.",
+            }
+        )
 
     def create_remote(self, entity_name: str, data: dict[str, Any]) -> str:
         values = {"is_registrant": True, "is_group": entity_name == "household", **data}
@@ -140,3 +185,38 @@ class TestOpenSppContract(ConnectorContract):
     @pytest.fixture
     def fake_control(self, fake_app: Any, dcsync_fake_server: Any) -> FakeControl:
         return OpenSppControl(fake_app.state.fake, dcsync_fake_server.url)
+
+    # -- the systemic-failure abilities, each failing the way the contract's clauses expect ----------------
+    @pytest.mark.parametrize(
+        ("ability", "transient", "says"),
+        [
+            ("fail_everything", True, "HTTP 500"),
+            ("refuse_login", False, "refused the login"),
+            ("refuse_metadata", False, "Registrar group"),
+        ],
+    )
+    def test_control_systemic_abilities(
+        self,
+        connector_factory: Any,
+        dcsync_fake_server: Any,
+        fake_control: OpenSppControl,
+        ability: str,
+        transient: bool,
+        says: str,
+    ) -> None:
+        getattr(fake_control, ability)()
+        record = self.push_record(new_ref(), 0)
+        broken = connector_factory(dcsync_fake_server.url)
+        with pytest.raises(ConnectorError) as caught:
+            broken.push([record])
+        error = caught.value
+        assert (error.transient, error.systemic, error.unsent) == (transient, not transient, True), repr(
+            error
+        )
+        assert says in error.message
+        broken.close()
+        fake_control.clear_faults()
+        healed = connector_factory(dcsync_fake_server.url)
+        assert self.push(healed, [record])[record.ref].ok, "clear_faults() undoes the ability"
+        assert fake_control.count(record.ref) == 1
+        healed.close()

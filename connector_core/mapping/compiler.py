@@ -49,6 +49,7 @@ from connector_core.mapping.transforms import (
     compatible,
     default_registry,
     describe_params,
+    table_outputs,
     to_str,
     type_of_constant,
 )
@@ -463,7 +464,7 @@ class _Compiler:
             b = self._bind("required", (*ypath, "required"), mapping, label, reversible)
             if b is not None:
                 bound.append((b, (*ypath, "required")))
-        self._check_types(vtype, source_text or kind, bound, mapping, label)
+        value_type = self._check_types(vtype, source_text or kind, bound, mapping, label)
 
         cond: CompiledCondition | None = None
         if spec.when is not None:
@@ -496,6 +497,10 @@ class _Compiler:
             item_filter=item_filter,
             reads=tuple(reads),
             targets=(target, *sub_targets),
+            line=self.doc.at(ypath, key=True)[0],
+            value_type=value_type,
+            values=self._closing_values(bound),
+            may_be_empty=spec.optional or spec.drop_if_empty or ("default" in set_ and spec.default is None),
         )
         if not reversible or kind == "const":
             return _Compiled(forward, None, None, None)
@@ -649,6 +654,18 @@ class _Compiler:
         text = name if params_raw is None else f"{name} {describe_params(params_raw)}"
         return BoundTransform(definition, params, text, step, inverse, definition.handles_missing)
 
+    def _closing_values(self, bound: list[tuple[BoundTransform, YPath]]) -> tuple[Any, ...] | None:
+        """The table values of the field's last ``lookup``/``map``, when only ``default``/``required``
+        follow it (any other step may change the value)."""
+        for b, _ in reversed(bound):
+            if b.definition.name in ("default", "required"):
+                continue
+            try:
+                return table_outputs(b.definition.name, b.params, self.env)
+            except ParamError:
+                return None
+        return None
+
     def _check_types(
         self,
         vtype: str,
@@ -656,7 +673,8 @@ class _Compiler:
         bound: list[tuple[BoundTransform, YPath]],
         mapping: str,
         label: str,
-    ) -> None:
+    ) -> str:
+        """Report a step fed a type it cannot take; return the type the chain ends with."""
         current, producer = vtype, origin
         for b, ypath in bound:
             expected = b.definition.input
@@ -668,10 +686,11 @@ class _Compiler:
                     mapping,
                     label,
                 )
-                return
+                return "any"
             out = b.definition.output_type(b.params)
             if out != "same":
                 current, producer = out, f"'{b.definition.name}'"
+        return current
 
     def _template(self, text: str, ypath: YPath, mapping: str, label: str) -> Getter | None:
         pieces: list[tuple[bool, Any]] = []

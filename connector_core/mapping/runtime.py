@@ -50,8 +50,17 @@ class FieldPlan:
     reads: tuple[str, ...] = ()
     targets: tuple[str, ...] = field(default_factory=tuple)
     """Every target this field can produce, including ``ids[].type`` for collections (coverage)."""
+    line: int = 0
+    """Line of the field in its mapping file (0: not from a file), for messages about the target."""
+    value_type: str = "any"
+    """The type the field's last typed step produces (``str``, ``int``, ``list``, ...; ``any``: unknown)."""
+    values: tuple[Any, ...] | None = None
+    """The values a closing ``lookup``/``map`` can produce (the table's), for checks against the remote."""
     optional: bool = False
     """A sample set need not exercise this field's source (``mapping test`` does not call it a typo)."""
+    may_be_empty: bool = False
+    """The field may be left empty (``optional: true``, ``default: null`` or ``drop_if_empty``): a remote
+    that lacks its target is a warning in ``check``, an error only when an entity holds a value for it."""
     inverse: bool = False
     """Derived from a reversible field for pull: its source is the push target, not a path someone typed."""
 

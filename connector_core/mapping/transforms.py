@@ -680,6 +680,21 @@ def _lookup_table(p: LookupParams, env: BuildEnv) -> _Table:
     return _Table(values, originals, has_fallback, fallback, passthrough, p.ignore_case, table.name)
 
 
+def table_outputs(name: str, params: Any, env: BuildEnv) -> tuple[Any, ...] | None:
+    """The values a bound ``map`` or ``lookup`` can produce (its table's, and its fallback); ``None`` for
+    other transforms. What a check against the remote's schema compares with the values it accepts."""
+    if name == "map":
+        table = _map_table(params, env)
+    elif name == "lookup":
+        table = _lookup_table(params, env)
+    else:
+        return None
+    values = list(table.values.values())
+    if table.has_fallback:
+        values.append(table.fallback)
+    return tuple(dict.fromkeys(v for v in values if v is not None and not isinstance(v, list | dict)))
+
+
 def _table_step(t: _Table) -> Step:
     values, ignore_case = t.values, t.ignore_case
     has_fallback, fallback, passthrough, label = t.has_fallback, t.fallback, t.passthrough, t.label

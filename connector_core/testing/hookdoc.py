@@ -110,6 +110,7 @@ def _connector_section() -> list[str]:
         connector.RemoteRecord,
         connector.PullPage,
         connector.CheckResult,
+        connector.FieldSpec,
         connector.ConnectorConfig,
         connector.ConnectorError,
         connector.TransientError,

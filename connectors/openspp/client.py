@@ -3,8 +3,15 @@
 Pure protocol: it authenticates, calls ``object.execute_kw`` with keyword arguments as the seventh element
 of ``args`` (Odoo silently ignores them anywhere else), and turns every failure into a
 :class:`~connector_core.connector.TransientError` or :class:`~connector_core.connector.PermanentError`
-carrying Odoo's own message. It does not retry: the engine owns retries. The one exception is an expired
-session, which is re-authenticated once because that is a property of the connection, not of the call.
+carrying Odoo's own message. Writes are never retried here: the engine owns their retries, because only it
+can look a create up before sending it again. Reads (and the login) are retried on their own under
+``retry_policy`` when one is set, so one dropped answer among the many reads of a push does not cost the
+whole batch; an expired session is re-authenticated once, because that is a property of the connection.
+
+Failures that are about the run, not a record, are :class:`~connector_core.connector.SystemicError`: a
+database that does not exist, a login refused (:class:`OdooAuthError`) or answered with an HTTP 401/403.
+A login answered 5xx, or a connection that fails, is transient. Every failure of the login carries
+``unsent=True``: no write can have left with it.
 
 Classification follows ``openspp.md`` §1.8: concurrency and infrastructure failures (serialisation,
 lock, deadlock, operational and pool errors, 502/503/504, timeouts, resets) are transient; access,
@@ -20,22 +27,31 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import SecretStr
 
-from connector_core.connector import AuthenticationError, ConnectorError, PermanentError, TransientError
+from connector_core.connector import (
+    AuthenticationError,
+    ConnectorError,
+    PermanentError,
+    SystemicError,
+    TransientError,
+)
 from connector_core.http import released
 from connector_core.logs import redact
+from connector_core.retry import RetryPolicy, call_with_retry
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TRANSIENT_ERROR_NAMES = frozenset(
     {
@@ -51,6 +67,11 @@ TRANSIENT_ERROR_NAMES = frozenset(
     }
 )
 TRANSIENT_HTTP = frozenset({429, 502, 503, 504})
+AUTH_HTTP = frozenset({401, 403, 407})
+"""Statuses a gateway in front of Odoo answers when it refuses the caller, whatever the call."""
+WRITE_METHODS = frozenset({"create", "write", "unlink", "load"})
+"""Methods that change data: never retried by the client (the engine looks creates up first)."""
+_MISSING_DATABASE = re.compile(r'database "([^"]*)" does not exist')
 ACCESS_DENIED = "odoo.exceptions.AccessDenied"
 ACCESS_ERROR = "odoo.exceptions.AccessError"
 SESSION_EXPIRED = "odoo.http.SessionExpiredException"
@@ -75,12 +96,17 @@ class OdooTransientError(TransientError):
 class OdooPermanentError(PermanentError):
     """A failure a retry cannot fix; ``odoo_name`` is Odoo's ``error.data.name`` when there was one."""
 
-    def __init__(self, message: str, *, odoo_name: str | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, *, odoo_name: str | None = None, unsent: bool = False):
+        super().__init__(message, unsent=unsent)
         self.odoo_name = odoo_name
 
 
-class OdooAuthError(OdooPermanentError, AuthenticationError):
+class OdooSystemicError(OdooPermanentError, SystemicError):
+    """Not about any record: the database does not exist, the user may not read the registry's setup.
+    Every record would fail the same way, so the run stops instead of dead-lettering them."""
+
+
+class OdooAuthError(OdooSystemicError, AuthenticationError):
     """Credentials refused (or a login cooldown is running): every call would fail the same way."""
 
 
@@ -117,8 +143,13 @@ def classify(error: dict[str, Any], *, secret: str | None = None) -> ConnectorEr
     if error.get("code") == 100 or name == SESSION_EXPIRED:
         return OdooTransientError(message or "Odoo Session Expired", odoo_name=SESSION_EXPIRED)
     if name in TRANSIENT_ERROR_NAMES:
-        if "OperationalError" in name and "does not exist" in message and "database" in message:
-            return OdooPermanentError(message, odoo_name=name)
+        missing = _MISSING_DATABASE.search(message)
+        if "OperationalError" in name and missing:
+            # the real message carries the database server's host and port: keep only what helps
+            return OdooSystemicError(
+                f"database {missing.group(1)!r} does not exist on the Odoo server (check `database:`)",
+                odoo_name=name,
+            )
         return OdooTransientError(message, odoo_name=name)
     if name == ACCESS_DENIED:
         return OdooAuthError(message, odoo_name=name)
@@ -158,6 +189,8 @@ class OdooClient:
         self._ids = itertools.count(1)
         self.server_time: datetime | None = None
         self.server_version: dict[str, Any] | None = None
+        self.retry_policy: RetryPolicy | None = None
+        """Retries each read and the login on its own (writes never); ``None``: every call is tried once."""
 
     def __repr__(self) -> str:
         return f"OdooClient(url={self.url!r}, database={self.database!r}, login={self.login!r})"
@@ -206,6 +239,11 @@ class OdooClient:
                 maybe_applied=status != 503,
                 retry_after=_retry_after(response),
             )
+        if status in AUTH_HTTP:
+            raise OdooAuthError(f"HTTP {status} from Odoo during {what}: the server refused dcsync's request")
+        if status >= 500:
+            # a gateway or a crashed worker: nothing says the call was about this request's records
+            raise OdooTransientError(f"HTTP {status} from Odoo during {what}", maybe_applied=True)
         if status != 200:
             snippet = " ".join(redact(response.text).split())[:200]  # redacted before it is cut
             raise OdooPermanentError(f"HTTP {status} from Odoo during {what}: {snippet}")
@@ -241,12 +279,16 @@ class OdooClient:
 
     # -- common service --------------------------------------------------------------------------
     def version(self) -> dict[str, Any]:
-        result = self.call("common", "version", [])
+        result = self._retried(lambda: self.call("common", "version", []), "Odoo version")
         self.server_version = result if isinstance(result, dict) else None
         return result if isinstance(result, dict) else {}
 
     def authenticate(self, *, force: bool = False) -> int:
-        """The uid for the configured login; ``false`` from Odoo becomes :class:`OdooAuthError`."""
+        """The uid for the configured login; ``false`` from Odoo becomes :class:`OdooAuthError`.
+
+        Whatever goes wrong here is about the run (``unsent``: no write went with it): a permanent answer
+        is systemic, a 5xx or a dropped connection transient. Not retried here: the read that needed the
+        login is (``execute_kw``), and the engine retries the batch of a write."""
         with self._auth_lock:
             if self._uid is not None and not force:
                 return self._uid
@@ -254,19 +296,41 @@ class OdooClient:
             if remaining > 0:
                 raise OdooAuthError(
                     f"not retrying the Odoo login of {self.login!r} for {remaining:.0f} s after it was "
-                    "refused (login cooldown)"
+                    "refused (login cooldown)",
+                    unsent=True,
                 )
-            result = self.call(
-                "common", "authenticate", [self.database, self.login, self._secret.get_secret_value(), {}]
-            )
+            try:
+                result = self.call(
+                    "common", "authenticate", [self.database, self.login, self._secret.get_secret_value(), {}]
+                )
+            except OdooSystemicError as exc:
+                exc.unsent = True
+                raise
+            except OdooPermanentError as exc:
+                raise OdooSystemicError(
+                    f"the Odoo login of {self.login!r} on database {self.database!r} failed: {exc.message}",
+                    odoo_name=exc.odoo_name,
+                    unsent=True,
+                ) from None
+            except ConnectorError as exc:
+                exc.unsent = True
+                raise
             if isinstance(result, bool) or not isinstance(result, int):
                 self._refused()
                 raise OdooAuthError(
                     f"Odoo refused the login {self.login!r} on database {self.database!r} "
-                    "(wrong login, password or API key, or the server's login cooldown)"
+                    "(wrong login, password or API key, or the server's login cooldown)",
+                    unsent=True,
                 )
             self._uid = result
             return result
+
+    def _retried(self, fn: Callable[[], T], what: str) -> T:
+        """``fn`` under ``retry_policy`` (transient failures only), or once when no policy is set."""
+        policy = self.retry_policy
+        if policy is None:
+            return fn()
+        return call_with_retry(fn, policy, what=what)
 
     def _refused(self) -> None:
         self._uid = None
@@ -280,7 +344,20 @@ class OdooClient:
         args: Sequence[Any] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
-        """``object.execute_kw``; keyword arguments travel as the seventh element of ``args``."""
+        """``object.execute_kw``; keyword arguments travel as the seventh element of ``args``.
+
+        A read is retried on its own under ``retry_policy``; a write is sent once (see the module)."""
+        if method in WRITE_METHODS:
+            return self._execute_kw(model, method, args, kwargs)
+        return self._retried(lambda: self._execute_kw(model, method, args, kwargs), f"{model}.{method}")
+
+    def _execute_kw(
+        self,
+        model: str,
+        method: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any] | None,
+    ) -> Any:
         for attempt in (1, 2):
             uid = self.authenticate()
             call_args: list[Any] = [

@@ -60,7 +60,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import httpx
 from pydantic import BaseModel, Field, SecretStr, model_validator
@@ -71,17 +71,20 @@ from connector_core.connector import (
     Connector,
     ConnectorConfig,
     ConnectorError,
+    FieldSpec,
     Operation,
     PullPage,
     PushRecord,
     PushResult,
     RemoteRecord,
+    SystemicError,
 )
+from connector_core.retry import RetryPolicy
 from connectors.openspp.client import (
     ACCESS_ERROR,
-    OdooAuthError,
     OdooClient,
     OdooPermanentError,
+    OdooSystemicError,
 )
 from connectors.openspp.odoo_formats import (
     EPOCH,
@@ -214,6 +217,7 @@ class _Catalog:
     banks_by_key: dict[str, int]
     bank_names: dict[int, str]
     pull_fields: list[str]
+    bank_bics: dict[int, str] = field(default_factory=dict)
     defaulted: frozenset[str] = frozenset()
     m2o_cache: dict[tuple[str, str], int] = field(default_factory=dict)
     xmlids_readable: bool | None = None
@@ -326,7 +330,19 @@ class OpenSppConnector(Connector):
         )
         self._catalog: _Catalog | None = None
         self._catalog_lock = threading.Lock()
+        self._setup: dict[str, Any] = {}
         self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def retry_policy(self) -> RetryPolicy | None:
+        """The run's retry policy: each read (catalog, lookups, current state) is retried on its own
+        under it, so one lost answer does not cost a batch its attempt. Set by whoever runs the
+        connector; ``None`` tries each call once and leaves retries to the engine's batch retries."""
+        return self.client.retry_policy
+
+    @retry_policy.setter
+    def retry_policy(self, policy: RetryPolicy | None) -> None:
+        self.client.retry_policy = policy
 
     def close(self) -> None:
         if self._pool is not None:
@@ -356,36 +372,127 @@ class OpenSppConnector(Connector):
             details,
         )
 
+    def describe_schema(self) -> dict[str, dict[str, FieldSpec]]:
+        """``res.partner`` as ``fields_get`` describes it, plus the payload's reserved keys, whose choices
+        are this registry's membership kinds, ID types and banks (what ``dcsync check`` verifies)."""
+        catalog = self._ensure_catalog()
+        partner: dict[str, FieldSpec] = {}
+        for name, desc in catalog.partner_fields.items():
+            if name in RESERVED or desc.get("type") in (None, "binary"):
+                continue
+            partner[name] = _field_spec(name, desc)
+        bank_keys = sorted({*catalog.bank_names.values(), *catalog.bank_bics.values()})
+        ids = FieldSpec(
+            "list",
+            "g2p.reg.id",
+            fields={
+                "id_type": FieldSpec(
+                    "str",
+                    "many2one g2p.id.type",
+                    choices=tuple(sorted(catalog.id_type_names.values())),
+                    ignore_case=True,
+                    choices_fix="an OpenSPP administrator creates the ID type {value!r} "
+                    "(Registry > Configuration > ID Types)",
+                ),
+                "value": FieldSpec("str", "char"),
+                "expiry_date": FieldSpec("date", "date"),
+                "description": FieldSpec("str", "char"),
+                "status": FieldSpec("str", "selection", choices=("valid", "invalid")),
+            },
+        )
+        banks = FieldSpec(
+            "list",
+            "res.partner.bank",
+            fields={
+                "acc_number": FieldSpec("str", "char"),
+                "bank": FieldSpec(
+                    "str",
+                    "many2one res.bank",
+                    choices=tuple(bank_keys),
+                    ignore_case=True,
+                    choices_fix="an OpenSPP administrator creates the bank {value!r} (Contacts > "
+                    "Configuration > Banks), or the mapping's bank lookup names an existing one",
+                ),
+                "acc_holder_name": FieldSpec("str", "char"),
+            },
+        )
+        kind = FieldSpec(
+            "str",
+            "many2many g2p.group.membership.kind",
+            choices=tuple(sorted(catalog.kind_names.values())),
+            ignore_case=True,
+            choices_fix="an OpenSPP administrator creates the membership kind {value!r} "
+            "(Registry > Configuration > Group Membership Kinds)",
+        )
+        household = {**partner, "ids": ids, "bank_accounts": banks}
+        individual = {**household, "_membership_kind": kind}
+        cfg = self.config
+        return {cfg.household_entity: household, cfg.individual_entity: individual}
+
     # -- catalog -------------------------------------------------------------------------------------
     def _ensure_catalog(self, *, refresh: bool = False) -> _Catalog:
+        """The registry's setup (fields, kinds, ID types, banks), read once per run.
+
+        Each read is kept as soon as it answers, so an attempt that failed half way does not read the
+        rest again; a read the user may not make, or a setup dcsync needs and the registry lacks, is a
+        :class:`SystemicError` (no record is at fault: the run stops, nothing is dead-lettered).
+        """
         with self._catalog_lock:
-            if self._catalog is not None and not refresh:
+            if refresh:
+                self._catalog = None
+                self._setup.clear()
+            if self._catalog is not None:
                 return self._catalog
-            client, cfg = self.client, self.config
-            client.authenticate()
-            if cfg.registrar_group and not client.has_group(cfg.registrar_group):
-                raise OdooPermanentError(
-                    f"user {cfg.username!r} is not in group {cfg.registrar_group!r} "
-                    "(Insufficient permissions)"
+            cfg = self.config
+            read = self._setup_read
+            group = cfg.registrar_group
+            if group and not read("group", "the user's groups", lambda: self.client.has_group(group)):
+                raise OdooSystemicError(
+                    f"user {cfg.username!r} is not in group {group!r} (Insufficient permissions)"
                 )
-            fields = client.fields_get(PARTNER, ["type", "relation", "required", "readonly", "store"])
-            defaults = client.execute_kw(PARTNER, "default_get", [sorted(fields)]) or {}
-            kinds = client.search_read("g2p.group.membership.kind", [], ["name", "is_unique"], order="id asc")
-            types = client.search_read("g2p.id.type", [], ["name"], order="id asc")
-            banks = client.search_read("res.bank", [], ["name", "bic"], order="id asc")
+            fields = read(
+                "fields",
+                "res.partner fields",
+                lambda: self.client.fields_get(
+                    PARTNER, ["type", "relation", "required", "readonly", "store", "selection"]
+                ),
+            )
+            defaults = read(
+                "defaults",
+                "res.partner defaults",
+                lambda: self.client.execute_kw(PARTNER, "default_get", [sorted(fields)]) or {},
+            )
+            kinds = read(
+                "kinds",
+                "membership kinds",
+                lambda: self.client.search_read(
+                    "g2p.group.membership.kind", [], ["name", "is_unique"], order="id asc"
+                ),
+            )
+            types = read(
+                "id_types",
+                "ID types",
+                lambda: self.client.search_read("g2p.id.type", [], ["name"], order="id asc"),
+            )
+            banks = read(
+                "banks",
+                "banks",
+                lambda: self.client.search_read("res.bank", [], ["name", "bic"], order="id asc"),
+            )
+            household_kind = read("household_kind", "the household group kind", self._household_kind)
             reference_type = None
             if cfg.reference == "reg_id":
                 wanted = (cfg.reference_id_type or "").casefold()
                 matches = [t["id"] for t in types if str(t["name"]).casefold() == wanted]
                 if not matches:
-                    raise OdooPermanentError(
+                    raise OdooSystemicError(
                         f"ID type {cfg.reference_id_type!r} (reference_id_type) does not exist; "
                         "an OpenSPP administrator must create it"
                     )
                 reference_type = matches[0]
             pull_fields = [f for f in cfg.pull_fields if f in fields]
             missing = sorted(set(cfg.pull_fields) - set(pull_fields))
-            if missing:
+            if missing:  # once per run: the catalog is read once
                 log.warning("%s: res.partner has no fields %s; they are not pulled", self.name, missing)
             bank_keys: dict[str, int] = {}
             for b in banks:
@@ -397,16 +504,41 @@ class OpenSppConnector(Connector):
                 kinds_by_name={str(k["name"]).casefold(): k["id"] for k in kinds},
                 kind_names={k["id"]: str(k["name"]) for k in kinds},
                 unique_kinds={k["id"] for k in kinds if k.get("is_unique")},
-                household_kind=self._household_kind(),
+                household_kind=household_kind,
                 id_types_by_name={str(t["name"]).casefold(): t["id"] for t in types},
                 id_type_names={t["id"]: str(t["name"]) for t in types},
                 reference_type=reference_type,
                 banks_by_key=bank_keys,
                 bank_names={b["id"]: str(b["name"]) for b in banks},
+                bank_bics={b["id"]: str(b["bic"]) for b in banks if b.get("bic")},
                 pull_fields=pull_fields,
                 defaulted=frozenset(defaults),
             )
             return self._catalog
+
+    def _setup_read(self, key: str, what: str, read: Callable[[], T]) -> T:
+        """One catalog read, kept for the run; a permanent failure of it stops the run (systemic)."""
+        if key in self._setup:
+            return cast(T, self._setup[key])
+        try:
+            value = read()
+        except SystemicError:
+            raise
+        except OdooPermanentError as exc:
+            hint = ""
+            if exc.odoo_name == ACCESS_ERROR:
+                hint = (
+                    f"; is {self.config.username!r} in the Registrar group "
+                    "(g2p_registry_base.group_g2p_registrar)?"
+                )
+            # one line: the lead sentence of Odoo's message
+            first = " ".join(exc.message.split("\n\n")[0].split()).rstrip(".")
+            raise OdooSystemicError(
+                f"cannot read OpenSPP's {what} as {self.config.username!r}: {first}{hint}",
+                odoo_name=exc.odoo_name,
+            ) from None
+        self._setup[key] = value
+        return value
 
     def _household_kind(self) -> int:
         cfg, client = self.config, self.client
@@ -421,7 +553,7 @@ class OpenSppConnector(Connector):
             "g2p.group.kind", [["name", "=ilike", name]], ["name"], order="id asc", limit=2
         )
         if len(rows) != 1:
-            raise OdooPermanentError(
+            raise OdooSystemicError(
                 f"cannot resolve the household group kind ({cfg.household_kind!r} / {name!r})"
             )
         return int(rows[0]["id"])
@@ -430,7 +562,11 @@ class OpenSppConnector(Connector):
     def push(self, batch: Sequence[PushRecord]) -> list[PushResult]:
         if not batch:
             return []
-        catalog = self._ensure_catalog()
+        try:
+            catalog = self._ensure_catalog()
+        except ConnectorError as exc:
+            exc.unsent = True  # the setup is read before any write: nothing of this batch left
+            raise
         items = [self._item(record) for record in batch]
         rounds: list[list[_Item]] = []
         seen: dict[str, int] = defaultdict(int)
@@ -476,9 +612,11 @@ class OpenSppConnector(Connector):
             values: dict[str, Any] = {}
             for key, value in payload.items():
                 if key not in fields:
+                    if value in (None, False, "", []):
+                        continue  # an empty default for a field this registry lacks: nothing to send
                     raise OdooPermanentError(f"Invalid field {key!r} on model 'res.partner'")
                 values[key] = self._value(key, value, fields[key], catalog)
-        except OdooAuthError:
+        except SystemicError:
             raise
         except ConnectorError as exc:
             item.fail(exc.message, exc.transient)
@@ -981,7 +1119,7 @@ class OpenSppConnector(Connector):
         """Run one call; a failure lands on the records it was made for (auth failures stop the batch)."""
         try:
             return call()
-        except OdooAuthError:
+        except SystemicError:
             raise
         except ConnectorError as exc:
             for item in owners:
@@ -1005,7 +1143,7 @@ class OpenSppConnector(Connector):
         try:
             attempt(units)
             return
-        except OdooAuthError:
+        except SystemicError:
             raise
         except ConnectorError as exc:
             splittable = (
@@ -1098,7 +1236,7 @@ class OpenSppConnector(Connector):
         for name, ref in names.items():
             try:
                 target = self.client.xmlid_target(f"{module}.{name}", context=_NO_ARCHIVE_FILTER)
-            except OdooAuthError:
+            except SystemicError:
                 raise
             except ConnectorError as exc:
                 if not exc.transient:
@@ -1319,6 +1457,39 @@ class OpenSppConnector(Connector):
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+_VALUE_TYPES = {
+    "char": "str",
+    "text": "str",
+    "html": "str",
+    "integer": "int",
+    "float": "float",
+    "monetary": "float",
+    "boolean": "bool",
+    "date": "date",
+    "datetime": "datetime",
+    "many2one": "reference",
+    "many2one_reference": "int",
+    "one2many": "list",
+    "many2many": "list",
+}
+
+
+def _field_spec(name: str, desc: dict[str, Any]) -> FieldSpec:
+    """A ``fields_get`` entry as a :class:`FieldSpec` (a selection's keys are its only choices)."""
+    ftype = str(desc.get("type"))
+    remote = f"{ftype} {desc['relation']}" if desc.get("relation") else ftype
+    if ftype == "selection":
+        keys = tuple(str(option[0]) for option in desc.get("selection") or [])
+        fix = "add {value!r} to the selection of res.partner." + name
+        if name == "gender":
+            fix = (
+                "an OpenSPP administrator creates a gender type with value {value!r} "
+                "(Registry > Configuration > Gender Types, one per save)"
+            )
+        return FieldSpec("str", remote, choices=keys, choices_fix=fix)
+    return FieldSpec(_VALUE_TYPES.get(ftype, "any"), remote)
+
+
 def _id(value: Any) -> int:
     """A many2one as Odoo returns it (``[id, name]``, an id, or ``false``) to its id (0 for none)."""
     if isinstance(value, list | tuple):

@@ -22,15 +22,20 @@ AREA_IDS = (7, 8, 9, 10, 11)
 
 
 def registry_log(
-    households: int = 50, members: int = 4, updates: int = 0, seed: int = 7
+    households: int = 50, members: int = 4, updates: int = 0, seed: int = 7, *, areas: bool = True
 ) -> Iterator[FormSubmission]:
-    """``mobile_log`` with codes the fake knows and more IDs and bank accounts (deterministic by seed)."""
+    """``mobile_log`` with codes the fake knows and more IDs and bank accounts (deterministic by seed).
+
+    ``areas=False``: no household carries an area, as a log for a registry without OpenSPP's areas
+    (the OpenG2P registry core) would; everything else is the same."""
     rng = random.Random(seed * 7919 + 1)
     extras: dict[str, dict[str, Any]] = {}
     for event in mobile_log(households=households, members=members, updates=updates, seed=seed):
         guid = event.entity_guid
         if guid not in extras:
             extras[guid] = _extras(event.data, rng)
+            if not areas:
+                extras[guid].pop("area_id", None)
         data = {**event.data, **extras[guid]}
         yield FormSubmission(
             guid=event.guid,

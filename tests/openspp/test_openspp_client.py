@@ -158,7 +158,10 @@ def test_unknown_database_is_a_configuration_error(url: str) -> None:
         pytest.raises(OdooPermanentError) as caught,
     ):
         client.authenticate()
-    assert 'database "nodb" does not exist' in caught.value.message
+    error = caught.value
+    assert "database 'nodb' does not exist" in error.message
+    assert error.systemic and error.unsent, "no record is at fault, and nothing was sent"
+    assert "5432" not in error.message and "127.0.0.1" not in error.message, "the server's host stays hidden"
 
 
 def test_an_expired_session_is_authenticated_again_once(url: str, fake: FakeOpenSpp) -> None:
@@ -220,8 +223,12 @@ def test_http_statuses_and_headers() -> None:
         client.version()
     assert caught.value.retry_after == 7.0
     route.mock(return_value=httpx.Response(500, text="<html>Internal Server Error</html>"))
-    with pytest.raises(OdooPermanentError, match="HTTP 500"):
+    with pytest.raises(OdooTransientError, match="HTTP 500"):
+        client.version()  # a crashed worker or a gateway: retried, then the run stops
+    route.mock(return_value=httpx.Response(401, text="Unauthorized"))
+    with pytest.raises(OdooAuthError, match="HTTP 401") as refused_by_gateway:
         client.version()
+    assert refused_by_gateway.value.systemic, "a gateway refusing dcsync is not any record's fault"
     route.mock(return_value=httpx.Response(400, text="Invalid JSON data"))
     with pytest.raises(OdooPermanentError, match="Invalid JSON data"):
         client.version()

@@ -365,8 +365,9 @@ def test_registrar_group_is_enforced(make_connector: Factory) -> None:
     denied = make_connector(registrar_group="g2p_registry_base.group_g2p_admin")
     result = denied.check()
     assert not result.ok and "Insufficient permissions" in result.message
-    with pytest.raises(Exception, match="Insufficient permissions"):
+    with pytest.raises(Exception, match="Insufficient permissions") as refused:
         denied.push([household("H")])
+    assert getattr(refused.value, "systemic", False), "not any record's fault: the run stops"
 
 
 def test_check_reports_bad_credentials_without_the_secret(make_connector: Factory) -> None:

@@ -750,3 +750,23 @@ def test_control_api_over_http(url: str, rpc: Rpc) -> None:
         http.post(f"{url}/__fake__/reset", json={})
         http.post(f"{url}/__fake__/clock", json={"unfreeze": True})
     assert rpc.ok("res.partner", "search_count", [[]]) == 0
+
+
+def test_a_user_outside_the_registrar_group_cannot_read_membership_kinds(rpc: Rpc, fake: FakeOpenSpp) -> None:
+    """``odoo-observed.md`` §7: an internal user outside the Registrar group fails at the first read of
+    ``g2p.group.membership.kind`` with an AccessError (partner fields and defaults it may read)."""
+    fake.add_user("outsider", "outsider", ["base.group_user"])
+    assert rpc.ok("res.partner", "fields_get", [], {"attributes": ["type"]}, user="outsider")
+    refused = rpc.err("g2p.group.membership.kind", "search_read", [[]], {"fields": ["name"]}, user="outsider")
+    assert refused["name"] == "odoo.exceptions.AccessError"
+    assert "OpenG2P Module Access/Registrar" in refused["message"]
+    assert rpc.ok("g2p.group.membership.kind", "search_read", [[]], {"fields": ["name"]}, user="registrar")
+
+
+def test_stock_openg2p_has_no_areas() -> None:
+    """``odoo-observed.md`` §7: the OpenG2P registry core has no ``spp_area``: ``area_id`` is an invalid
+    field of ``res.partner`` and ``spp.area`` is no model."""
+    stock = FakeOpenSpp(flavour="openg2p")
+    assert "area_id" not in stock.registry["res.partner"].fields
+    assert "spp.area" not in stock.registry
+    assert "area_id" in FakeOpenSpp().registry["res.partner"].fields

@@ -12,6 +12,7 @@ from pathlib import Path
 from connectors.openspp.fake.app import create_app
 from connectors.openspp.fake.costs import CostModel
 from connectors.openspp.fake.faults import FaultSpec
+from connectors.openspp.fake.models import Flavour
 from connectors.openspp.fake.seed import (
     ADMIN_API_KEY,
     ADMIN_LOGIN,
@@ -31,11 +32,12 @@ def serve_fake(
     data_file: Path | None = None,
     *,
     costs: CostModel | None = None,
+    flavour: Flavour = "openspp",
 ) -> None:
     """Serve a seeded fake until interrupted; ``costs`` defaults to ``DCSYNC_OPENSPP_FAKE_COSTS`` (off)."""
     import uvicorn
 
-    app = create_app(seed=True, data_file=data_file, costs=costs or CostModel.from_env())
+    app = create_app(seed=True, data_file=data_file, costs=costs or CostModel.from_env(), flavour=flavour)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

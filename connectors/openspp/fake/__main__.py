@@ -38,6 +38,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=int(os.environ.get(ENV_WORKERS, "2") or 2),
         help="modelled Odoo workers: calls beyond this many wait for one (with --costs real)",
     )
+    parser.add_argument(
+        "--flavour",
+        choices=["openspp", "openg2p"],
+        default="openspp",
+        help="openg2p: the OpenG2P registry core without OpenSPP's modules (no areas, no area_id)",
+    )
     return parser.parse_args(argv)
 
 
@@ -52,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         f"fake OpenSPP on http://{args.host}:{args.port} (db 'openspp', admin/admin, registrar/registrar; "
         f"{costs.describe()})"
     )
-    serve_fake(args.port, args.host, args.data, costs=costs)
+    serve_fake(args.port, args.host, args.data, costs=costs, flavour=args.flavour)
 
 
 if __name__ == "__main__":

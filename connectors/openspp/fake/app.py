@@ -32,6 +32,7 @@ from connectors.openspp.fake.errors import (
     session_expired,
 )
 from connectors.openspp.fake.faults import PRE_EXECUTION, Fault, FaultSpec, call_values
+from connectors.openspp.fake.models import Flavour
 from connectors.openspp.fake.server import FakeOpenSpp
 from connectors.openspp.odoo_formats import format_datetime_us, parse_server_datetime
 
@@ -76,6 +77,8 @@ def _html_error(status: int, title: str, text: str) -> HTMLResponse:
 
 def _proxy_error(status: int) -> HTMLResponse:
     titles = {
+        401: "Authorization Required",
+        403: "Forbidden",
         500: "Internal Server Error",
         502: "Bad Gateway",
         503: "Service Temporarily Unavailable",
@@ -481,12 +484,15 @@ def create_app(
     data_file: Path | None = None,
     fake: FakeOpenSpp | None = None,
     costs: CostModel | None = None,
+    flavour: Flavour = "openspp",
 ) -> Starlette:
     """A fake OpenSPP 17 server as an ASGI app; ``app.state.fake`` is its :class:`FakeOpenSpp`.
 
     ``costs`` makes each ``/jsonrpc`` call as slow as on a real Odoo (:mod:`connectors.openspp.fake.costs`);
-    without it the fake answers at once."""
+    without it the fake answers at once. ``flavour="openg2p"`` serves the OpenG2P registry core without
+    OpenSPP's modules (no areas)."""
     fake = fake or FakeOpenSpp(
+        flavour=flavour,
         database=database,
         naming=naming,
         cooldown_after=cooldown_after,

@@ -87,6 +87,9 @@ ERRORS: dict[str, tuple[str, str]] = {
     "user_error": (USER_ERROR, "The operation cannot be completed."),
 }
 
+PROXY_STATUSES = (401, 403, 500, 502, 503, 504)
+"""What a reverse proxy in front of Odoo answers on its own: refusals (an auth gateway) and outages."""
+
 PRE_EXECUTION = frozenset(
     set(ERRORS) | {"session_expired", "http_status", "http_500_html", "invalid_json_body", "reset_connection"}
 )
@@ -117,8 +120,8 @@ class FaultSpec(BaseModel):
     def _default_times(self) -> FaultSpec:
         if self.times is None and self.probability is None:
             self.times = 1
-        if self.kind == "http_status" and self.status not in (502, 503, 504):
-            raise ValueError("http_status takes status 502, 503 or 504")
+        if self.kind == "http_status" and self.status not in PROXY_STATUSES:
+            raise ValueError("http_status takes status 401, 403, 500, 502, 503 or 504")
         return self
 
 

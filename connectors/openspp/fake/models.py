@@ -8,7 +8,7 @@ Keeping the definitions as data lets ``fields_get`` describe exactly what the OR
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 RELATIONAL = frozenset({"many2one", "one2many", "many2many"})
 X2MANY = frozenset({"one2many", "many2many"})
@@ -145,6 +145,8 @@ def _today(env: Any) -> Any:
 _ADMIN_ALL = {ERP_MANAGER: "rwcu", SYSTEM: "rwcu", G2P_ADMIN: "rwcu"}
 _REGISTRY_RWC = {USER: "r", REGISTRAR: "rwc", **_ADMIN_ALL}
 _CONFIG_READ = {USER: "r", REGISTRAR: "r", **_ADMIN_ALL}
+_REGISTRY_CONFIG_READ = {REGISTRAR: "r", **_ADMIN_ALL}
+"""Membership kinds: an internal user outside the Registrar group may not read them (odoo-observed §7)."""
 
 PARTNER_TYPES = (
     ("contact", "Contact"),
@@ -155,8 +157,28 @@ PARTNER_TYPES = (
 )
 
 
-def build_registry() -> dict[str, ModelDef]:
-    """One fresh set of model definitions (stateless, but kept per server to allow per-test tweaks)."""
+Flavour = Literal["openspp", "openg2p"]
+OPENSPP_ONLY_MODELS = frozenset({"spp.area", "spp.area.kind"})
+OPENSPP_ONLY_PARTNER_FIELDS = frozenset({"area_id", "spp_id"})
+"""What OpenSPP's own modules (``spp_area``, ``spp_base``) add to the OpenG2P registry core."""
+
+
+def build_registry(flavour: Flavour = "openspp") -> dict[str, ModelDef]:
+    """One fresh set of model definitions (stateless, but kept per server to allow per-test tweaks).
+
+    ``openg2p``: the OpenG2P 17 registry core without OpenSPP's modules, as ``odoo-observed.md`` §7 found
+    it: no areas, so ``res.partner`` has no ``area_id`` and ``Invalid field 'area_id'`` refuses it."""
+    registry = _full_registry()
+    if flavour == "openg2p":
+        for name in OPENSPP_ONLY_MODELS:
+            registry.pop(name)
+        partner = registry["res.partner"]
+        for fname in OPENSPP_ONLY_PARTNER_FIELDS:
+            partner.fields.pop(fname)
+    return registry
+
+
+def _full_registry() -> dict[str, ModelDef]:
     models = [
         _model(
             "res.partner",
@@ -235,7 +257,7 @@ def build_registry() -> dict[str, ModelDef]:
             "g2p.group.membership.kind",
             "Group Membership Kind",
             {"name": char("Kind"), "is_unique": boolean("Unique")},
-            _CONFIG_READ,
+            _REGISTRY_CONFIG_READ,
             order="id desc",
         ),
         _model("g2p.group.kind", "Group Type", {"name": char("Kind", required=True)}, _CONFIG_READ),

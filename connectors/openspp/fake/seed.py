@@ -77,6 +77,15 @@ def seed(server: FakeOpenSpp) -> None:
         create("g2p.id.type", {"name": name, "id_validation": pattern}, at=rid)
     for value in ("Female", "Male"):
         create("gender.type", {"code": value, "value": value})
+    if "spp.area" in server.registry:  # OpenSPP's areas; the OpenG2P registry core has none
+        _seed_areas(create)
+    create("res.bank", {"name": "Bank of the North", "bic": "BNORXX22"}, at=4)
+    create("res.bank", {"name": "Southern Savings", "bic": "SSAVXX33"})
+    store.sequences["res.partner"] = 100
+    server.jobs.clear()
+
+
+def _seed_areas(create: Any) -> None:
     province = create("spp.area.kind", {"name": "Province"})
     district = create("spp.area.kind", {"name": "District"})
     north = create("spp.area", {"draft_name": "North", "code": "P01", "kind": province}, at=7)
@@ -84,7 +93,3 @@ def seed(server: FakeOpenSpp) -> None:
     create("spp.area", {"draft_name": "Lakeside", "code": "D011", "kind": district, "parent_id": north})
     create("spp.area", {"draft_name": "Hillside", "code": "D012", "kind": district, "parent_id": north})
     create("spp.area", {"draft_name": "Riverside", "code": "D021", "kind": district, "parent_id": south})
-    create("res.bank", {"name": "Bank of the North", "bic": "BNORXX22"}, at=4)
-    create("res.bank", {"name": "Southern Savings", "bic": "SSAVXX33"})
-    store.sequences["res.partner"] = 100
-    server.jobs.clear()

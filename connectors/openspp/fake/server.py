@@ -27,7 +27,7 @@ from connectors.openspp.fake.errors import (
     missing_error,
 )
 from connectors.openspp.fake.faults import Faults
-from connectors.openspp.fake.models import build_registry
+from connectors.openspp.fake.models import Flavour, build_registry
 from connectors.openspp.fake.orm import SPP_ID_ALPHABET, SUPERUSER, Env
 from connectors.openspp.fake.store import Store, Transaction
 from connectors.openspp.odoo_formats import format_datetime_us, utc_now
@@ -112,12 +112,14 @@ class FakeOpenSpp:
         seed: bool = True,
         rng_seed: int = 0,
         data_file: Path | None = None,
+        flavour: Flavour = "openspp",
     ):
         self.database = database
+        self.flavour = flavour
         self.naming = naming
         self.cooldown_after = cooldown_after
         self.cooldown_seconds = cooldown_seconds
-        self.registry = build_registry()
+        self.registry = build_registry(flavour)
         self.store = Store(self.registry)
         self.lock = self.store.lock
         self.clock = FakeClock()
