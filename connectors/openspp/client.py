@@ -241,11 +241,11 @@ class OdooClient:
             )
         if status in AUTH_HTTP:
             raise OdooAuthError(f"HTTP {status} from Odoo during {what}: the server refused dcsync's request")
+        snippet = " ".join(redact(response.text).split())[:200]  # redacted before it is cut
         if status >= 500:
             # a gateway or a crashed worker: nothing says the call was about this request's records
-            raise OdooTransientError(f"HTTP {status} from Odoo during {what}", maybe_applied=True)
+            raise OdooTransientError(f"HTTP {status} from Odoo during {what}: {snippet}", maybe_applied=True)
         if status != 200:
-            snippet = " ".join(redact(response.text).split())[:200]  # redacted before it is cut
             raise OdooPermanentError(f"HTTP {status} from Odoo during {what}: {snippet}")
         try:
             body = response.json()
