@@ -8,7 +8,6 @@ ends failed with one line, ``dlq list`` is empty and the push lag is what it was
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +22,6 @@ from connector_core.connector import Operation, PushRecord
 from connector_core.project import Project
 from connector_core.retry import RetryPolicy
 from connector_core.state.base import Direction
-from connector_core.sync.context import SyncContext
 from connector_core.sync.runner import run_connector
 from connector_core.testing.harness import SyncHarness
 from connectors.openspp.client import OdooAuthError, OdooTransientError
@@ -36,12 +34,6 @@ MAPPING = Path(__file__).resolve().parents[2] / "mappings" / "openspp.yaml"
 FAST = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.02, max_elapsed=10)
 runner = CliRunner()
 
-ENGINE_STOPS_ON_SYSTEMIC = any(f.name == "systemic_after" for f in dataclasses.fields(SyncContext))
-needs_engine = pytest.mark.skipif(
-    not ENGINE_STOPS_ON_SYSTEMIC,
-    reason="needs the engine's stop on any SystemicError (issue 14 item 1, connector_core/sync/push.py); "
-    "today it stops cleanly only on AuthenticationError",
-)
 
 MakeProject = Callable[..., Path]
 
@@ -188,7 +180,6 @@ def test_a_login_answered_500_is_retried_then_the_run_stops_and_the_next_run_del
     assert (letters, lag) == (0, 0)
 
 
-@needs_engine
 @pytest.mark.parametrize("case", ["database", "group"])
 def test_a_wrong_database_or_a_user_without_registry_rights_fails_the_run_and_dead_letters_nothing(
     make_project: MakeProject, fake: FakeOpenSpp, case: str
