@@ -102,28 +102,23 @@ def test_a_run_that_failed_before_anything_left_holds_no_intents(tmp_path: Path)
     options = FakeRestOptions(auth="api_key", pagination="cursor")
     with serve(create_app(options)) as served, httpx.Client(base_url=served.url) as control:
         control.put("/_control/faults", json={"refuse_credentials": True}).raise_for_status()
-        cls = RestConnector
-        connector = cls("reg", cls.config_model.model_validate(connector_settings(served.url, options)))
-        harness = SyncHarness(connector, tmp_path / "login")
-        try:
-            harness.append(mobile_log(households=2, members=1, updates=0))
-            report = harness.push()
-            assert report.error is not None and "credentials" in report.error
-            assert harness.state.intents("reg") == set()
-        finally:
-            harness.close()
-            connector.close()
-    dead = f"http://127.0.0.1:{free_port()}"
-    connector = cls("reg", cls.config_model.model_validate(connector_settings(dead, options)))
-    harness = SyncHarness(connector, tmp_path / "refused")
-    try:
-        harness.append(mobile_log(households=2, members=1, updates=0))
-        report = harness.push()
-        assert report.error is not None and "cannot reach" in report.error
-        assert harness.state.intents("reg") == set()
-    finally:
-        harness.close()
-        connector.close()
+        cases = [
+            ("login", served.url, "credentials"),
+            ("refused", f"http://127.0.0.1:{free_port()}", "reach"),
+        ]
+        for label, url, says in cases:
+            connector = RestConnector(
+                "reg", RestConnector.config_model.model_validate(connector_settings(url, options))
+            )
+            harness = SyncHarness(connector, tmp_path / label)
+            try:
+                harness.append(mobile_log(households=2, members=1, updates=0))
+                report = harness.push()
+                assert report.error is not None and says in report.error, (label, report.error)
+                assert harness.state.intents("reg") == set(), label
+            finally:
+                harness.close()
+                connector.close()
 
 
 def test_a_run_killed_with_sigkill_is_shown_abandoned_by_the_next(

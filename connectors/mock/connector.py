@@ -217,15 +217,20 @@ class MockConnector(Connector):
         self._rich: bool | None = None  # unknown until the server is asked
         self._probe_lock = threading.Lock()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request; a transport failure becomes a :class:`TransientError` (``unsent`` when the
+        connection never opened), whatever the answer's status."""
         try:
-            response = released(self._client.request(method, path, **kwargs))
+            return released(self._client.request(method, path, **kwargs))
         except httpx.TimeoutException as exc:
             raise TransientError(
                 f"timed out talking to {self.config.url}: {exc}", unsent=never_sent(exc)
             ) from None
         except httpx.TransportError as exc:
             raise TransientError(f"cannot reach {self.config.url}: {exc}", unsent=never_sent(exc)) from None
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._send(method, path, **kwargs)
         classify_status(response)
         return response
 
@@ -240,14 +245,7 @@ class MockConnector(Connector):
         return self._rich
 
     def _probe(self) -> bool:
-        try:
-            response = released(self._client.get(_LOOKUP_PATH, params={"refs": ""}))
-        except httpx.TimeoutException as exc:
-            raise TransientError(
-                f"timed out talking to {self.config.url}: {exc}", unsent=never_sent(exc)
-            ) from None
-        except httpx.TransportError as exc:
-            raise TransientError(f"cannot reach {self.config.url}: {exc}", unsent=never_sent(exc)) from None
+        response = self._send("GET", _LOOKUP_PATH, params={"refs": ""})
         if response.status_code == 429 or response.status_code >= 500:
             classify_status(response)  # says nothing about the protocol: decide on a later call
         if response.status_code >= 300:
