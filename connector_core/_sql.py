@@ -32,6 +32,8 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from connector_core import codec
@@ -59,10 +61,11 @@ class Database:
     TOKENS: ClassVar[dict[str, str]]
     unique_violation: type[BaseException]
 
-    def __init__(self, conn: Any, prefix: str) -> None:
+    def __init__(self, conn: Any, prefix: str, names: dict[str, str] | None = None) -> None:
         self.conn = conn
         self.lock = threading.RLock()
         self._prefix = prefix
+        self._names = {**self.TOKENS, **(names or {})}
         self._rendered: dict[str, str] = {}
         self._in_transaction = False
 
@@ -79,7 +82,7 @@ class Database:
         name = match.group(1)
         if name is None:  # ``{s}.``: the schema of a table name
             return self._prefix
-        return self.TOKENS.get(name, match.group(0))
+        return self._names.get(name, match.group(0))
 
     def _render(self, text: str) -> str:
         return text
@@ -130,7 +133,7 @@ class Database:
         """One write transaction, holding the lock: other threads queue until it ends."""
         with self.lock:
             if self._in_transaction:
-                raise RuntimeError("state transactions do not nest: commit the open one first")
+                raise RuntimeError("transactions do not nest: commit the open one first")
             self._in_transaction = True
             try:
                 with self._transaction():
@@ -171,10 +174,12 @@ class SqliteDatabase(Database):
         "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
         "bool": "INTEGER",
         "false": "0",
+        "small": "INTEGER",
+        "bigint": "INTEGER",
     }
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        super().__init__(conn, "")
+    def __init__(self, conn: sqlite3.Connection, names: dict[str, str] | None = None) -> None:
+        super().__init__(conn, "", names)
         self.unique_violation = sqlite3.IntegrityError
 
     json_in = staticmethod(codec.dumps)  # type: ignore[assignment]
@@ -213,13 +218,22 @@ class PostgresDatabase(Database):
         "serial": "BIGSERIAL PRIMARY KEY",
         "bool": "BOOLEAN",
         "false": "false",
+        "small": "SMALLINT",
+        "bigint": "BIGINT",
     }
 
-    def __init__(self, conn: psycopg.Connection[Any], schema: str) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        schema: str,
+        *,
+        table_prefix: str = "",
+        names: dict[str, str] | None = None,
+    ) -> None:
         import psycopg
         from psycopg.types.json import Jsonb
 
-        super().__init__(conn, f'"{schema}".')  # schema is a checked plain identifier
+        super().__init__(conn, f'"{schema}".{table_prefix}', names)  # schema: a checked plain identifier
         self.schema = schema
         self._jsonb = Jsonb
         self.unique_violation = psycopg.errors.UniqueViolation
@@ -264,39 +278,72 @@ class PostgresDatabase(Database):
             yield
 
 
-def migrate(
-    db: Database,
-    migrations: Sequence[Migration],
-    *,
-    what: str,
-    lock_name: str,
-    get_version: str,
-    set_version: Sequence[str],
-) -> int:
-    """Bring ``db`` to ``len(migrations)``, each step in its own transaction; return the version.
+@dataclass(frozen=True)
+class Layout:
+    """A store's tables: the statements run before the versioned steps (idempotent), the steps, how the
+    version is read (no row: 0) and recorded (its one ``?``), and the advisory-lock name for its DDL."""
 
-    ``get_version`` reads the version (no row: 0); ``set_version`` records the new one (its one ``?``).
+    prepare: tuple[str, ...]
+    migrations: tuple[Migration, ...]
+    get_version: str
+    set_version: tuple[str, ...]
+    lock_name: str
+
+
+def migrate(db: Database, layout: Layout, what: str) -> int:
+    """Bring ``db`` to ``len(layout.migrations)``, each step in its own transaction; return the version.
+
     A step that fails rolls back whole, leaving the previous version intact and recorded; a version newer
-    than the steps this code knows is refused, because this code cannot know what those tables mean.
+    than the steps this code knows is refused, because this code cannot know what those tables mean. On
+    any failure the connection is closed: a half-opened store is no use to anyone.
     """
-    latest = len(migrations)
-    while True:
-        with db.ddl_transaction(lock_name):
-            row = db.conn.execute(db.sql(get_version)).fetchone()
-            current = int(row[0]) if row and row[0] is not None else 0
-            if current > latest:
-                raise SchemaVersionError(
-                    f"{what} has schema version {current}, newer than this dcsync "
-                    f"understands ({latest}): upgrade dcsync to open it"
-                )
-            if current < latest:
-                step = migrations[current]
-                if callable(step):
-                    step(db.conn)
-                else:
-                    for statement in step:
-                        db.conn.execute(db.sql(statement))
-                for statement in set_version:
-                    db.conn.execute(db.sql(statement), (current + 1,) if "?" in statement else ())
-        if current == latest:
-            return current
+    try:
+        db.prepare(layout.prepare, layout.lock_name)
+        latest = len(layout.migrations)
+        while True:
+            with db.ddl_transaction(layout.lock_name):
+                row = db.conn.execute(db.sql(layout.get_version)).fetchone()
+                current = int(row[0]) if row and row[0] is not None else 0
+                if current > latest:
+                    raise SchemaVersionError(
+                        f"{what} has schema version {current}, newer than this dcsync "
+                        f"understands ({latest}): upgrade dcsync to open it"
+                    )
+                if current < latest:
+                    _run_step(db, layout.migrations[current])
+                    for statement in layout.set_version:
+                        db.conn.execute(db.sql(statement), (current + 1,) if "?" in statement else ())
+            if current == latest:
+                return current
+    except BaseException:
+        db.close()
+        raise
+
+
+def _run_step(db: Database, step: Migration) -> None:
+    if callable(step):
+        step(db.conn)
+    else:
+        for statement in step:
+            db.conn.execute(db.sql(statement))
+
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def connect_sqlite(path: str, pragmas: Sequence[str]) -> sqlite3.Connection:
+    """Open (creating its folder) a SQLite file for a store: autocommit, since every write transaction is
+    an explicit ``BEGIN IMMEDIATE``; shareable between threads, since the :class:`Database` lock guards it;
+    waiting up to 30 s for another process's write lock; then ``pragmas``, in order."""
+    if path != ":memory:" and not path.startswith("file:"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+    )
+    try:
+        for pragma in (f"busy_timeout = {BUSY_TIMEOUT_MS}", *pragmas):
+            conn.execute(f"PRAGMA {pragma}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn

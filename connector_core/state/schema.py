@@ -11,7 +11,7 @@ one transaction, and a store written by an older dcsync runs only the steps it l
 
 from __future__ import annotations
 
-from connector_core._sql import Migration
+from connector_core._sql import Layout, Migration
 
 MIGRATIONS: tuple[Migration, ...] = (
     # 1: the initial layout
@@ -115,8 +115,12 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 """Ordered: migration ``i`` takes the schema from version ``i`` to ``i + 1``. Only ever append."""
 
-PREPARE = ("CREATE TABLE IF NOT EXISTS {s}.schema_version (version INTEGER NOT NULL)",)
-"""Before the versioned steps: the table that records the version (unversioned itself)."""
-
 GET_VERSION = "SELECT max(version) FROM {s}.schema_version"
-SET_VERSION = ("DELETE FROM {s}.schema_version", "INSERT INTO {s}.schema_version (version) VALUES (?)")
+
+LAYOUT = Layout(
+    prepare=("CREATE TABLE IF NOT EXISTS {s}.schema_version (version INTEGER NOT NULL)",),
+    migrations=MIGRATIONS,
+    get_version=GET_VERSION,
+    set_version=("DELETE FROM {s}.schema_version", "INSERT INTO {s}.schema_version (version) VALUES (?)"),
+    lock_name="dcsync-state-ddl",
+)

@@ -10,13 +10,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from connector_core._sql import Migration, SchemaVersionError, SqliteDatabase
+from connector_core._sql import Migration, SchemaVersionError, SqliteDatabase, connect_sqlite
 from connector_core.state.base import DuplicateExternalIdError
 from connector_core.state.lease import ConnectorBusy, LeaseHolder, this_process
 from connector_core.state.schema import MIGRATIONS
@@ -33,8 +32,6 @@ __all__ = [
     "SqliteStateTxn",
 ]
 
-BUSY_TIMEOUT_MS = 30_000
-
 
 class SqliteStateTxn(SqlStateTxn):
     """The writes of one ``transaction()`` block of a :class:`SqliteStateStore`."""
@@ -47,25 +44,10 @@ class SqliteStateStore(SqlStateStore):
 
     def __init__(self, path: str | Path, *, migrations: Sequence[Migration] = MIGRATIONS) -> None:
         self.path = str(path)
-        if self.path != ":memory:" and not self.path.startswith("file:"):
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self.path,
-            isolation_level=None,  # explicit BEGIN IMMEDIATE / COMMIT
-            check_same_thread=False,  # guarded by the database's lock
-            timeout=BUSY_TIMEOUT_MS / 1000,
-        )
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            # 16 KiB pages for a new store: a batch's links land on random pages of the guid index, and
-            # each commit writes every page it dirtied; fewer, larger pages halve the cost of a commit.
-            # (An existing store keeps the page size it was created with.)
-            conn.execute("PRAGMA page_size = 16384")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-        except BaseException:
-            conn.close()
-            raise
+        # 16 KiB pages for a new store: a batch's links land on random pages of the guid index, and each
+        # commit writes every page it dirtied; fewer, larger pages halve the cost of a commit. (An existing
+        # store keeps the page size it was created with.)
+        conn = connect_sqlite(self.path, ("page_size = 16384", "journal_mode = WAL", "synchronous = NORMAL"))
         super().__init__(SqliteDatabase(conn), migrations, self.path)
 
     def __enter__(self) -> SqliteStateStore:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from connector_core._sql import Database, Migration, migrate
@@ -246,19 +247,7 @@ class SqlStateStore:
         self._db = db
         self._conn = db.conn
         self._lock = db.lock
-        try:
-            db.prepare(schema.PREPARE, "dcsync-state-ddl")
-            migrate(
-                db,
-                migrations,
-                what=f"state store {where}",
-                lock_name="dcsync-state-ddl",
-                get_version=schema.GET_VERSION,
-                set_version=schema.SET_VERSION,
-            )
-        except BaseException:
-            db.close()
-            raise
+        migrate(db, replace(schema.LAYOUT, migrations=tuple(migrations)), f"state store {where}")
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
