@@ -35,6 +35,19 @@ __all__ = [
 
 _NAMES = {"n": "", "issue_id": "", "issue_key": "rowid"}  # see eventlog/schema.py
 
+_PRAGMAS = (
+    # 16 KiB pages for a new log (an existing one keeps its own): an append's rows land at the end of the
+    # tables, but its guids land on random pages of two indexes, and fewer, larger pages dirty fewer.
+    "page_size = 16384",
+    "journal_mode = WAL",
+    "synchronous = NORMAL",  # as before: a commit is durable once the WAL is checkpointed, never corrupt
+    # 16 MiB of page cache rather than 2: the index pages one append of 1,000 events dirties fit, so a
+    # transaction never spills half-written pages to the WAL only to write them again at its commit. A
+    # fixed size, so memory stays flat however large the log grows.
+    "cache_size = -16384",
+)
+_WAL_CHECKPOINT_BYTES = 40 * 2**20
+
 _INSERT_EVENT = (
     "INSERT OR IGNORE INTO events (guid, entity_guid, type, data, timestamp, user_id, sync_level) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -53,11 +66,11 @@ class SqliteEventLog(SqlEventLog):
 
     def __init__(self, path: str | Path, *, chunk_size: int = 1000) -> None:
         self.path = str(path)
-        # Checkpoint the WAL every ~40 MB rather than every 4 MB: each checkpoint syncs the file,
-        # and one append of 1,000 events alone dirties a few MB of (random-guid) index pages.
-        conn = connect_sqlite(
-            self.path, ("journal_mode = WAL", "synchronous = NORMAL", "wal_autocheckpoint = 10000")
-        )
+        conn = connect_sqlite(self.path, _PRAGMAS)
+        # Checkpoint the WAL every ~40 MB rather than every 4 MB: each checkpoint syncs the file, and one
+        # append of 1,000 events alone dirties a few MB of (random-guid) index pages.
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]  # an existing log keeps its own
+        conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_CHECKPOINT_BYTES // page_size}")
         super().__init__(SqliteDatabase(conn, _NAMES), self.path, chunk_size)
 
     def __enter__(self) -> SqliteEventLog:

@@ -16,8 +16,9 @@ thread.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from connector_core import codec
@@ -98,6 +99,26 @@ def _event_row(event: FormSubmission) -> EventRow:
     )
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a page of events is decoded or a chunk is folded.
+
+    Both build thousands of small containers that all stay alive until the block ends, so every collection
+    the allocations trigger walks them (and, in a long run, the whole heap) for nothing; pausing the
+    collector for one page or chunk read 100k events 1.5x faster here. Reference counting still frees
+    everything at once, memory stays bounded by the page, and a collector paused by someone else is left
+    paused.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 class SqlEventLog:
     """An :class:`~connector_core.eventlog.base.EventLog` over a :class:`~connector_core._sql.Database`."""
 
@@ -144,7 +165,8 @@ class SqlEventLog:
         result = AppendResult()
         with self._append_transaction():
             for chunk in chunks(events, self._chunk_size):
-                self._append_chunk(chunk, result)
+                with _gc_paused():
+                    self._append_chunk(chunk, result)
         return result
 
     def _append_chunk(self, chunk: list[FormSubmission], result: AppendResult) -> None:
@@ -233,17 +255,19 @@ class SqlEventLog:
     # -- read --------------------------------------------------------------------------------------
 
     def read(self, after: str | None, limit: int) -> EventPage:
-        rows, cursor, at_end = self._page(_EVENT_COLUMNS, after, limit)
         json = self._db.json_out
         stored = FormSubmission.stored
-        # Rows were validated on the way in; validating again on every read doubles the cost of a scan.
-        events = [stored(r[1], r[2], r[3], json(r[4]), r[5], r[6], r[7]) for r in rows]
+        with _gc_paused():
+            rows, cursor, at_end = self._page(_EVENT_COLUMNS, after, limit)
+            # Rows were validated on the way in; validating again on every read doubles the cost of a scan.
+            events = [stored(r[1], r[2], r[3], json(r[4]), r[5], r[6], r[7]) for r in rows]
         return EventPage(events=events, cursor=cursor, at_end=at_end)
 
     def read_touches(self, after: str | None, limit: int) -> TouchPage:
-        rows, cursor, at_end = self._page(_TOUCH_COLUMNS, after, limit)
         json = self._db.json_out
-        touches = [EventTouch(r[1], r[2], r[3], json(r[4]) if r[4] is not None else None) for r in rows]
+        with _gc_paused():
+            rows, cursor, at_end = self._page(_TOUCH_COLUMNS, after, limit)
+            touches = [EventTouch(r[1], r[2], r[3], json(r[4]) if r[4] is not None else None) for r in rows]
         return TouchPage(touches=touches, cursor=cursor, at_end=at_end)
 
     def _page(self, columns: str, after: str | None, limit: int) -> tuple[list[Any], str | None, bool]:
