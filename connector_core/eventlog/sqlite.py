@@ -36,11 +36,12 @@ __all__ = [
 _NAMES = {"n": "", "issue_id": "", "issue_key": "rowid"}  # see eventlog/schema.py
 
 _PRAGMAS = (
-    # 16 KiB pages for a new log (an existing one keeps its own): an append's rows land at the end of the
-    # tables, but its guids land on random pages of two indexes, and fewer, larger pages dirty fewer.
-    "page_size = 16384",
+    # The default 4 KiB pages, not the state store's 16 KiB: an append's rows land at the end of their
+    # tables, but its guids land on random pages of three indexes (event guid, entity guid, parent guid),
+    # and once those outgrow the cache each commit writes a whole page per guid. With 16 KiB pages a
+    # 1,000,000-event log appended 9,000 events/s here, with 4 KiB 17,000.
     "journal_mode = WAL",
-    "synchronous = NORMAL",  # as before: a commit is durable once the WAL is checkpointed, never corrupt
+    "synchronous = NORMAL",  # as before: never corrupt; a power cut may undo the last commits, a crash none
     # 16 MiB of page cache rather than 2: the index pages one append of 1,000 events dirties fit, so a
     # transaction never spills half-written pages to the WAL only to write them again at its commit. A
     # fixed size, so memory stays flat however large the log grows.

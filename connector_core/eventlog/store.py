@@ -40,6 +40,8 @@ _TOUCH_COLUMNS = (
     + ") THEN data END"
 )
 
+_ONE_ENTITY_EVENTS = frozenset({"create-individual", "update-individual"})
+
 EventRow = tuple[str, str, str, str, str, str, int]
 EntityRow = tuple[str, str, str | None, str | None, int, str, int]
 IssueRow = tuple[str, str, str, int]
@@ -73,6 +75,8 @@ def _referenced_guids(event: FormSubmission, into: set[str]) -> None:
     Only a hint: whatever the fold asks for beyond these (cascade members) is loaded one by one.
     """
     into.add(event.entity_guid)
+    if event.type in _ONE_ENTITY_EVENTS:  # most of a log: the fold reads nothing else for these
+        return
     data = event.data
     members = data.get("members")
     if isinstance(members, list):
