@@ -17,6 +17,7 @@ thread.
 from __future__ import annotations
 
 import gc
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -123,7 +124,7 @@ def _gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-class SqlEventLog:
+class SqlEventLog(ABC):
     """An :class:`~connector_core.eventlog.base.EventLog` over a :class:`~connector_core._sql.Database`."""
 
     def __init__(self, db: Database, where: str, chunk_size: int) -> None:
@@ -187,15 +188,19 @@ class SqlEventLog:
         result.new_guids.extend(guid for _seq, guid in inserted)
         self._fold_into_entities([(seq, unique[guid]) for seq, guid in inserted], result)
 
+    @abstractmethod
     def _insert_events(self, rows: list[EventRow]) -> list[tuple[int, str]]:
-        """Insert the rows whose guid is new, in order; return their ``(seq, guid)`` in seq order."""
-        raise NotImplementedError  # pragma: no cover - every backend defines it
+        """Insert the rows whose guid is new, in order; return their ``(seq, guid)`` in seq order.
 
+        Each backend's own, its fastest way (as are the two below)."""
+
+    @abstractmethod
     def _upsert_entities(self, rows: list[EntityRow]) -> None:
-        raise NotImplementedError  # pragma: no cover - every backend defines it
+        """Each backend's own, its fastest way."""
 
+    @abstractmethod
     def _insert_issues(self, rows: list[IssueRow]) -> None:
-        raise NotImplementedError  # pragma: no cover - every backend defines it
+        """Each backend's own, its fastest way."""
 
     def _fold_into_entities(self, new: list[tuple[int, FormSubmission]], result: AppendResult) -> None:
         touched: set[str] = set()
