@@ -122,22 +122,24 @@ class SqliteEventLog(SqlEventLog):
         conn.execute(f"PRAGMA wal_autocheckpoint = {4 * _WAL_CHECKPOINT_BYTES // page_size}")
         self._checkpoint_rows = _WAL_CHECKPOINT_BYTES // _ROW_BYTES
         self._rows_at_checkpoint = 0
-        self._checkpointer: _Checkpointer | None = None
+        self._checkpointer: _Checkpointer | None = None  # started by the first append that needs it
         super().__init__(SqliteDatabase(conn, _NAMES), self.path, chunk_size)
-        if self.path != ":memory:":
-            self._checkpointer = _Checkpointer(self.path)
 
     def append(self, events: Iterable[FormSubmission]) -> AppendResult:
         result = super().append(events)
-        changed = self._conn.total_changes
-        if self._checkpointer is not None and changed - self._rows_at_checkpoint >= self._checkpoint_rows:
-            self._rows_at_checkpoint = changed
-            self._checkpointer.poke()
+        with self._lock:
+            changed = self._conn.total_changes
+            if changed - self._rows_at_checkpoint >= self._checkpoint_rows and self.path != ":memory:":
+                self._rows_at_checkpoint = changed
+                if self._checkpointer is None:  # a log only read (or appended to little) never starts one
+                    self._checkpointer = _Checkpointer(self.path)
+                self._checkpointer.poke()
         return result
 
     def close(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.close()
+        with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
         super().close()
 
     def __enter__(self) -> SqliteEventLog:
