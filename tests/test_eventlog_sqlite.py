@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -141,3 +142,25 @@ def test_cascade_members_not_in_the_chunk_are_looked_up(tmp_path: Path) -> None:
 def test_close_is_idempotent(log: SqliteEventLog) -> None:
     log.close()
     log.close()
+
+
+def test_the_wal_is_copied_into_the_file_in_the_background_and_the_thread_ends_with_close(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.db"
+    log = SqliteEventLog(path)
+    log._checkpoint_rows = 1  # after every append, rather than every ~40 MB
+    empty = path.stat().st_size
+    log.append(mobile_log())
+    deadline = time.monotonic() + 10
+    while path.stat().st_size == empty and time.monotonic() < deadline:  # only a checkpoint writes the file
+        time.sleep(0.01)
+    assert path.stat().st_size > empty
+    reader = SqliteEventLog(path)  # and what is in the file is the whole log
+    assert reader.count() == len(mobile_log())
+    reader.close()
+    assert log._checkpointer is not None
+    thread = log._checkpointer._thread
+    log.close()
+    assert not thread.is_alive()
+    log.close()  # a second close is still a no-op

@@ -1,0 +1,589 @@
+"""The state store's queries, written once for SQLite and PostgreSQL.
+
+A batch's outcome (links written, dead letters recorded, checkpoint moved) is committed in one transaction, so
+a crash can never leave a checkpoint past a record that was neither delivered nor dead-lettered. Each query is
+one method here, in the shared spelling of :mod:`connector_core._sql`; what differs between the databases
+(parameters, schema, JSON, key lists, transactions) is the :class:`~connector_core._sql.Database`'s, and the
+connector lease is each backend module's own (``state/sqlite.py``, ``state/postgres.py``).
+
+One instance owns one connection; calls are serialised by a lock, so an instance may be handed between
+threads, and an open transaction keeps other threads out until it commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any, ClassVar
+
+from connector_core._sql import Database, Migration, migrate
+from connector_core.events import now_timestamp
+from connector_core.state import schema
+from connector_core.state._rows import keyset_pages
+from connector_core.state.base import (
+    Conflict,
+    DeadLetter,
+    Direction,
+    DuplicateExternalIdError,
+    Link,
+    OpenCounts,
+    Parked,
+    RunRecord,
+)
+
+DEAD_LETTER_CLOSED = frozenset({"replayed", "discarded"})
+FAILED_OUTCOMES = ("failed", "interrupted", "abandoned")
+
+_LINK_COLUMNS = (
+    "connector, entity_guid, external_id, entity_name, snapshot, remote_version, synced_at, deleted, base"
+)
+_PARKED_COLUMNS = "connector, entity_guid, parent_guid, reason, attempts, created_at, updated_at"
+_CONFLICT_COLUMNS = (
+    "id, connector, entity_guid, external_id, policy, status, resolution, base, local, remote, "
+    "remote_version, created_at, updated_at"
+)
+_DEAD_LETTER_COLUMNS = (
+    "id, connector, direction, ref, reason, payload, attempts, status, created_at, updated_at"
+)
+_RUN_COLUMNS = "id, connector, direction, trigger, started_at, finished_at, outcome, counts, error"
+
+_UPSERT_LINK = (
+    f"INSERT INTO {{s}}.links ({_LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (connector, entity_guid) DO UPDATE SET "
+    "external_id = excluded.external_id, entity_name = excluded.entity_name, "
+    "snapshot = excluded.snapshot, remote_version = excluded.remote_version, "
+    "synced_at = excluded.synced_at, deleted = excluded.deleted, base = excluded.base"
+)
+
+
+class SqlStateTxn:
+    """The writes of one ``transaction()`` block; unusable once the block has ended, so a stray write can
+    never land outside the transaction it was meant for."""
+
+    def __init__(self, db: Database) -> None:
+        self._db: Database | None = db
+
+    def _c(self) -> Database:
+        if self._db is None:
+            raise RuntimeError("this state transaction has already ended")
+        return self._db
+
+    def _end(self) -> None:
+        self._db = None
+
+    def set_checkpoint(self, connector: str, direction: Direction, value: str | None) -> None:
+        self._c().execute(
+            "INSERT INTO {s}.checkpoints (connector, direction, value, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (connector, direction) DO UPDATE SET value = excluded.value, "
+            "updated_at = excluded.updated_at",
+            (connector, Direction(direction).value, value, now_timestamp()),
+        )
+
+    def upsert_link(self, link: Link) -> None:
+        self.upsert_links([link])
+
+    def upsert_links(self, links: Iterable[Link]) -> None:
+        db = self._c()
+        json = db.json_in
+        rows = [
+            (
+                link.connector,
+                link.entity_guid,
+                str(link.external_id),
+                link.entity_name,
+                json(link.snapshot),
+                link.remote_version,
+                link.synced_at,
+                bool(link.deleted),
+                json(link.base),
+            )
+            for link in links
+        ]
+        if not rows:
+            return
+        try:
+            with db.savepoint():
+                db.executemany(_UPSERT_LINK, rows)
+        except db.unique_violation as exc:
+            for row in rows:  # name the offending link; the whole transaction rolls back anyway
+                try:
+                    with db.savepoint():
+                        db.execute(_UPSERT_LINK, row)
+                except db.unique_violation:
+                    raise DuplicateExternalIdError(
+                        f"connector {row[0]!r}: external id {row[2]!r} is already linked "
+                        f"to another entity (while linking {row[1]})"
+                    ) from exc
+            raise
+
+    def delete_link(self, connector: str, entity_guid: str) -> None:
+        self._c().execute(
+            "DELETE FROM {s}.links WHERE connector = ? AND entity_guid = ?", (connector, entity_guid)
+        )
+
+    def add_dead_letter(
+        self,
+        connector: str,
+        direction: Direction,
+        ref: str,
+        reason: str,
+        payload: dict[str, Any],
+    ) -> None:
+        now = now_timestamp()
+        db = self._c()
+        db.execute(
+            "INSERT INTO {s}.dead_letters AS d (connector, direction, ref, reason, payload, attempts, "
+            "status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 1, 'open', ?, ?) "
+            "ON CONFLICT (connector, direction, ref) WHERE status = 'open' DO UPDATE SET "
+            "attempts = d.attempts + 1, reason = excluded.reason, payload = excluded.payload, "
+            "updated_at = excluded.updated_at",
+            (connector, Direction(direction).value, ref, reason, db.json_in(payload), now, now),
+        )
+
+    def resolve_dead_letter(self, connector: str, direction: Direction, ref: str, status: str) -> None:
+        if status not in DEAD_LETTER_CLOSED:
+            raise ValueError(
+                f"a dead letter is resolved as one of {sorted(DEAD_LETTER_CLOSED)}, not {status!r}"
+            )
+        self._c().execute(
+            "UPDATE {s}.dead_letters SET status = ?, updated_at = ? "
+            "WHERE connector = ? AND direction = ? AND ref = ? AND status = 'open'",
+            (status, now_timestamp(), connector, Direction(direction).value, ref),
+        )
+
+    def add_intents(self, connector: str, refs: Iterable[str]) -> None:
+        now = now_timestamp()
+        self._c().executemany(
+            "INSERT INTO {s}.intents (connector, ref, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            [(connector, ref, now) for ref in refs],
+        )
+
+    def clear_intents(self, connector: str, refs: Iterable[str]) -> None:
+        db = self._c()
+        for fragment, part in db.in_(refs):  # a statement per key list: one per ref costs twice as much
+            db.execute(
+                f"DELETE FROM {{s}}.intents WHERE connector = ? AND ref {fragment}", (connector, *part)
+            )
+
+    def park(
+        self, connector: str, entity_guid: str, parent_guid: str, reason: str, *, count: bool = True
+    ) -> None:
+        now = now_timestamp()
+        step = 1 if count else 0
+        self._c().execute(
+            f"INSERT INTO {{s}}.parked AS p ({_PARKED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (connector, entity_guid) DO UPDATE SET attempts = p.attempts + ?, "
+            "parent_guid = excluded.parent_guid, reason = excluded.reason, updated_at = excluded.updated_at",
+            (connector, entity_guid, parent_guid, reason, step, now, now, step),
+        )
+
+    def unpark(self, connector: str, entity_guid: str) -> None:
+        self._c().execute(
+            "DELETE FROM {s}.parked WHERE connector = ? AND entity_guid = ?", (connector, entity_guid)
+        )
+
+    def add_conflict(
+        self,
+        connector: str,
+        entity_guid: str,
+        external_id: str,
+        policy: str,
+        base: dict[str, Any],
+        local: dict[str, Any],
+        remote: dict[str, Any],
+        remote_version: str | None,
+        *,
+        resolution: str | None = None,
+    ) -> None:
+        now = now_timestamp()
+        status = "open" if resolution is None else "resolved"
+        db = self._c()
+        if status == "open":
+            db.execute(
+                "DELETE FROM {s}.conflicts WHERE connector = ? AND entity_guid = ? AND status = 'open'",
+                (connector, entity_guid),
+            )
+        json = db.json_in
+        db.execute(
+            "INSERT INTO {s}.conflicts (connector, entity_guid, external_id, policy, status, resolution, "
+            "base, local, remote, remote_version, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                connector,
+                entity_guid,
+                str(external_id),
+                policy,
+                status,
+                resolution,
+                json(base),
+                json(local),
+                json(remote),
+                remote_version,
+                now,
+                now,
+            ),
+        )
+
+    def resolve_conflict(self, conflict_id: int, resolution: str) -> None:
+        cur = self._c().execute(
+            "UPDATE {s}.conflicts SET status = 'resolved', resolution = ?, updated_at = ? "
+            "WHERE id = ? AND status = 'open'",
+            (resolution, now_timestamp(), conflict_id),
+        )
+        if cur.rowcount == 0:
+            raise KeyError(f"no open conflict with id {conflict_id}")
+
+
+class SqlStateStore:
+    """A :class:`~connector_core.state.base.StateStore` over a :class:`~connector_core._sql.Database`.
+
+    A backend subclass opens the connection, picks its transaction class and grants the connector lease.
+    """
+
+    _txn_class: ClassVar[type[SqlStateTxn]] = SqlStateTxn
+
+    read_only = False
+
+    def __init__(
+        self, db: Database, migrations: Sequence[Migration], where: str, *, lay_out: bool = True
+    ) -> None:
+        """``lay_out=False``: the tables are there at the latest version already (a read-only open)."""
+        self._db = db
+        self._conn = db.conn
+        self._lock = db.lock
+        if lay_out:
+            migrate(db, replace(schema.LAYOUT, migrations=tuple(migrations)), f"state store {where}")
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        row = self._db.row(schema.GET_VERSION)
+        assert row is not None
+        return int(row[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self._db.transaction():
+            txn = self._txn_class(self._db)
+            try:
+                yield txn
+            finally:
+                txn._end()
+
+    # -- row mapping -------------------------------------------------------------------------------
+
+    def _link(self, row: tuple[Any, ...]) -> Link:
+        json = self._db.json_out
+        return Link(
+            connector=row[0],
+            entity_guid=row[1],
+            external_id=row[2],
+            entity_name=row[3],
+            snapshot=json(row[4]),
+            remote_version=row[5],
+            synced_at=row[6],
+            deleted=bool(row[7]),
+            base=json(row[8]),
+        )
+
+    def _dead_letter(self, row: tuple[Any, ...]) -> DeadLetter:
+        return DeadLetter(
+            id=row[0],
+            connector=row[1],
+            direction=Direction(row[2]),
+            ref=row[3],
+            reason=row[4],
+            payload=self._db.json_out(row[5]),
+            attempts=row[6],
+            status=row[7],
+            created_at=row[8],
+            updated_at=row[9],
+        )
+
+    def _conflict(self, row: tuple[Any, ...]) -> Conflict:
+        json = self._db.json_out
+        return Conflict(
+            id=row[0],
+            connector=row[1],
+            entity_guid=row[2],
+            external_id=row[3],
+            policy=row[4],
+            status=row[5],
+            resolution=row[6],
+            base=json(row[7]),
+            local=json(row[8]),
+            remote=json(row[9]),
+            remote_version=row[10],
+            created_at=row[11],
+            updated_at=row[12],
+        )
+
+    def _run(self, row: tuple[Any, ...]) -> RunRecord:
+        return RunRecord(
+            id=row[0],
+            connector=row[1],
+            direction=row[2],
+            trigger=row[3],
+            started_at=row[4],
+            finished_at=row[5],
+            outcome=row[6],
+            counts=self._db.json_out(row[7]),
+            error=row[8],
+        )
+
+    def _pages(
+        self, select: str, params: tuple[Any, ...], key: int, start: Any, page_size: int
+    ) -> Iterator[Any]:
+        """``select`` takes ``params``, the last key seen and the page size: see :func:`keyset_pages`."""
+        return keyset_pages(
+            lambda last: self._db.rows(select, (*params, last, page_size)), key, start, page_size
+        )
+
+    @staticmethod
+    def _filters(connector: str | None, status: str | None) -> tuple[str, list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if connector is not None:
+            where.append("connector = ?")
+            params.append(connector)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        return (f"WHERE {' AND '.join(where)}" if where else ""), params
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    def get_checkpoint(self, connector: str, direction: Direction) -> str | None:
+        row = self._db.row(
+            "SELECT value FROM {s}.checkpoints WHERE connector = ? AND direction = ?",
+            (connector, Direction(direction).value),
+        )
+        return row[0] if row else None
+
+    def checkpoints(self) -> dict[tuple[str, str], str | None]:
+        rows = self._db.rows(
+            "SELECT connector, direction, value FROM {s}.checkpoints ORDER BY connector, direction"
+        )
+        return {(connector, direction): value for connector, direction, value in rows}
+
+    # -- links -------------------------------------------------------------------------------------
+
+    def get_link(self, connector: str, entity_guid: str) -> Link | None:
+        row = self._db.row(
+            f"SELECT {_LINK_COLUMNS} FROM {{s}}.links WHERE connector = ? AND entity_guid = ?",
+            (connector, entity_guid),
+        )
+        return self._link(row) if row else None
+
+    def get_links(self, connector: str, entity_guids: Iterable[str]) -> dict[str, Link]:
+        rows = self._db.rows_in(
+            f"SELECT {_LINK_COLUMNS} FROM {{s}}.links WHERE connector = ? AND entity_guid",
+            (connector,),
+            entity_guids,
+        )
+        return {row[1]: self._link(row) for row in rows}
+
+    def find_link(self, connector: str, external_id: str) -> Link | None:
+        row = self._db.row(
+            f"SELECT {_LINK_COLUMNS} FROM {{s}}.links WHERE connector = ? AND external_id = ?",
+            (connector, str(external_id)),
+        )
+        return self._link(row) if row else None
+
+    def iter_links(self, connector: str, page_size: int = 1000) -> Iterator[Link]:
+        """Every link of ``connector`` in guid order, a page per query, so memory stays flat."""
+        select = (
+            f"SELECT {_LINK_COLUMNS} FROM {{s}}.links WHERE connector = ? AND entity_guid > ? "
+            "ORDER BY entity_guid LIMIT ?"
+        )
+        for row in self._pages(select, (connector,), 1, "", page_size):
+            yield self._link(row)
+
+    # -- dead letters ------------------------------------------------------------------------------
+
+    def dead_letters(
+        self, connector: str | None = None, status: str | None = "open", limit: int = 100
+    ) -> list[DeadLetter]:
+        clause, params = self._filters(connector, status)
+        rows = self._db.rows(
+            f"SELECT {_DEAD_LETTER_COLUMNS} FROM {{s}}.dead_letters {clause} ORDER BY id LIMIT ?",
+            (*params, limit),
+        )
+        return [self._dead_letter(row) for row in rows]
+
+    def iter_dead_letters(
+        self, connector: str, status: str | None = "open", page_size: int = 1000
+    ) -> Iterator[DeadLetter]:
+        select = (
+            f"SELECT {_DEAD_LETTER_COLUMNS} FROM {{s}}.dead_letters WHERE connector = ? "
+            "AND (CAST(? AS TEXT) IS NULL OR status = ?) AND id > ? ORDER BY id LIMIT ?"
+        )
+        for row in self._pages(select, (connector, status, status), 0, 0, page_size):
+            yield self._dead_letter(row)
+
+    def open_dead_letter_refs(self, connector: str, direction: Direction, refs: Iterable[str]) -> set[str]:
+        rows = self._db.rows_in(
+            "SELECT ref FROM {s}.dead_letters WHERE connector = ? AND direction = ? AND status = 'open' "
+            "AND ref",
+            (connector, Direction(direction).value),
+            refs,
+        )
+        return {row[0] for row in rows}
+
+    def open_dead_letter_reasons(
+        self, connector: str, direction: Direction, refs: Iterable[str]
+    ) -> dict[str, str]:
+        rows = self._db.rows_in(
+            "SELECT ref, reason FROM {s}.dead_letters WHERE connector = ? AND direction = ? "
+            "AND status = 'open' AND ref",
+            (connector, Direction(direction).value),
+            refs,
+        )
+        return {row[0]: row[1] for row in rows}
+
+    def get_dead_letter(self, dead_letter_id: int) -> DeadLetter | None:
+        row = self._db.row(
+            f"SELECT {_DEAD_LETTER_COLUMNS} FROM {{s}}.dead_letters WHERE id = ?", (dead_letter_id,)
+        )
+        return self._dead_letter(row) if row else None
+
+    # -- intents, parked children, conflicts --------------------------------------------------------
+
+    def intents(self, connector: str) -> set[str]:
+        return {
+            row[0] for row in self._db.rows("SELECT ref FROM {s}.intents WHERE connector = ?", (connector,))
+        }
+
+    def parked(self, connector: str, limit: int = 1000) -> list[Parked]:
+        rows = self._db.rows(
+            f"SELECT {_PARKED_COLUMNS} FROM {{s}}.parked WHERE connector = ? ORDER BY created_at LIMIT ?",
+            (connector, limit),
+        )
+        return [Parked(*row) for row in rows]
+
+    def iter_parked(self, connector: str, page_size: int = 1000) -> Iterator[Parked]:
+        select = (
+            f"SELECT {_PARKED_COLUMNS} FROM {{s}}.parked WHERE connector = ? AND entity_guid > ? "
+            "ORDER BY entity_guid LIMIT ?"
+        )
+        for row in self._pages(select, (connector,), 1, "", page_size):
+            yield Parked(*row)
+
+    def parked_attempts(self, connector: str, entity_guids: Iterable[str]) -> dict[str, int]:
+        rows = self._db.rows_in(
+            "SELECT entity_guid, attempts FROM {s}.parked WHERE connector = ? AND entity_guid",
+            (connector,),
+            entity_guids,
+        )
+        return {row[0]: row[1] for row in rows}
+
+    def parked_children(self, connector: str, parent_guids: Iterable[str]) -> list[str]:
+        rows = self._db.rows_in(
+            "SELECT entity_guid FROM {s}.parked WHERE connector = ? AND parent_guid",
+            (connector,),
+            parent_guids,
+        )
+        return sorted(row[0] for row in rows)
+
+    def open_counts(self, connector: str) -> OpenCounts:
+        row = self._db.row(
+            "SELECT (SELECT count(*) FROM {s}.dead_letters WHERE status = 'open' AND connector = ?), "
+            "(SELECT count(*) FROM {s}.conflicts WHERE status = 'open' AND connector = ?), "
+            "(SELECT count(*) FROM {s}.parked WHERE connector = ?)",
+            (connector, connector, connector),
+        )
+        assert row is not None
+        return OpenCounts(*(int(n) for n in row))
+
+    def conflicts(
+        self, connector: str | None = None, status: str | None = "open", limit: int = 100
+    ) -> list[Conflict]:
+        clause, params = self._filters(connector, status)
+        rows = self._db.rows(
+            f"SELECT {_CONFLICT_COLUMNS} FROM {{s}}.conflicts {clause} ORDER BY id LIMIT ?", (*params, limit)
+        )
+        return [self._conflict(row) for row in rows]
+
+    def get_conflict(self, conflict_id: int) -> Conflict | None:
+        row = self._db.row(f"SELECT {_CONFLICT_COLUMNS} FROM {{s}}.conflicts WHERE id = ?", (conflict_id,))
+        return self._conflict(row) if row else None
+
+    def open_conflicts(self, connector: str, entity_guids: Iterable[str]) -> set[str]:
+        rows = self._db.rows_in(
+            "SELECT entity_guid FROM {s}.conflicts WHERE connector = ? AND status = 'open' AND entity_guid",
+            (connector,),
+            entity_guids,
+        )
+        return {row[0] for row in rows}
+
+    # -- scheduled ticks ---------------------------------------------------------------------------
+
+    def claim_tick(self, connector: str, direction: str, tick: str, holder: str) -> bool:
+        cur = self._db.execute(
+            "INSERT INTO {s}.ticks (connector, direction, tick, holder, claimed_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            (connector, direction, tick, holder, now_timestamp()),
+        )
+        return bool(cur.rowcount == 1)
+
+    def last_tick(self, connector: str, direction: str) -> str | None:
+        row = self._db.row(
+            "SELECT max(tick) FROM {s}.ticks WHERE connector = ? AND direction = ?", (connector, direction)
+        )
+        return row[0] if row else None
+
+    # -- runs --------------------------------------------------------------------------------------
+
+    def start_run(self, connector: str, direction: str, trigger: str) -> int:
+        row = self._db.row(
+            "INSERT INTO {s}.runs (connector, direction, trigger, started_at, outcome, counts) "
+            "VALUES (?, ?, ?, ?, 'running', '{}') RETURNING id",
+            (connector, str(direction), trigger, now_timestamp()),
+        )
+        assert row is not None
+        return int(row[0])
+
+    def abandon_runs(self, connector: str, reason: str) -> int:
+        cur = self._db.execute(
+            "UPDATE {s}.runs SET finished_at = ?, outcome = 'abandoned', error = ? "
+            "WHERE connector = ? AND outcome = 'running'",
+            (now_timestamp(), reason, connector),
+        )
+        return int(cur.rowcount)
+
+    def finish_run(self, run_id: int, outcome: str, counts: dict[str, int], error: str | None = None) -> None:
+        cur = self._db.execute(
+            "UPDATE {s}.runs SET finished_at = ?, outcome = ?, counts = ?, error = ? WHERE id = ?",
+            (now_timestamp(), outcome, self._db.json_in(counts), error, run_id),
+        )
+        if cur.rowcount == 0:
+            raise KeyError(f"no run with id {run_id}")
+
+    def runs(
+        self, connector: str | None = None, limit: int = 20, failed_only: bool = False
+    ) -> list[RunRecord]:
+        """Newest first. ``failed_only`` includes interrupted runs: both need an operator's look."""
+        where: list[str] = []
+        params: list[Any] = []
+        if connector is not None:
+            where.append("connector = ?")
+            params.append(connector)
+        if failed_only:
+            ((fragment, outcomes),) = self._db.in_(FAILED_OUTCOMES)
+            where.append(f"outcome {fragment}")
+            params.extend(outcomes)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._db.rows(
+            f"SELECT {_RUN_COLUMNS} FROM {{s}}.runs {clause} ORDER BY id DESC LIMIT ?", (*params, limit)
+        )
+        return [self._run(row) for row in rows]
