@@ -1,9 +1,13 @@
-"""Working through a stream a page at a time: the one loop every paged read, write and delivery uses."""
+"""Working through a stream a page at a time: the one loop every paged read, write and delivery uses, and
+the one place a pass remembers a key per record without holding them in memory."""
 
 from __future__ import annotations
 
+import sqlite3
+import tempfile
 from collections.abc import Iterable, Iterator
 from itertools import islice
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -17,3 +21,35 @@ def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
+
+
+class SeenOnDisk:
+    """A set of keys in a temporary SQLite file, removed by :meth:`close`.
+
+    For a pass over a log of any size that must remember one key per record (a dry run plans each entity
+    once, however its events fall across pages): a Python set would grow with the log, this stays flat.
+    The file is written without a journal or syncs: it is scratch, gone when the pass ends.
+    """
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="dcsync-seen-")
+        self._conn = sqlite3.connect(Path(self._dir.name) / "seen.db", isolation_level=None)
+        for pragma in ("journal_mode = OFF", "synchronous = OFF", "cache_size = -2048"):
+            self._conn.execute(f"PRAGMA {pragma}")
+        self._conn.execute("CREATE TABLE seen (key TEXT PRIMARY KEY) WITHOUT ROWID")
+
+    def first_seen(self, keys: Iterable[str]) -> set[str]:
+        """The keys among ``keys`` not seen before; all of them are remembered from now on."""
+        new: set[str] = set()
+        self._conn.execute("BEGIN")
+        try:
+            for key in dict.fromkeys(keys):
+                if self._conn.execute("INSERT OR IGNORE INTO seen (key) VALUES (?)", (key,)).rowcount:
+                    new.add(key)
+        finally:
+            self._conn.execute("COMMIT")
+        return new
+
+    def close(self) -> None:
+        self._conn.close()
+        self._dir.cleanup()

@@ -37,7 +37,7 @@ from connector_core.events import now_timestamp
 from connector_core.mapping import MapContext
 from connector_core.retry import call_with_retry
 from connector_core.state.base import Direction, Link, StateTxn
-from connector_core.streams import chunks
+from connector_core.streams import SeenOnDisk, chunks
 from connector_core.sync.context import RunStopped, SyncContext
 from connector_core.sync.report import Counts, DirectionReport, PlannedOperation
 
@@ -157,8 +157,10 @@ class Pusher:
         self._streak = 0
         self._deferred: list[tuple[str, str, dict[str, Any]]] = []
         self.systemic_stop: str | None = None
-        self.delivered_now: set[str] = set()  # refs delivered by this pusher (replay follows their children)
-        self._rehearsed: set[str] = set()  # a dry run plans each entity once, however its events fall
+        # refs a replay delivered (cleared by each replay page): their held children follow them
+        self.delivered_now: set[str] = set()
+        # a dry run plans each entity once, however its events fall across pages
+        self._rehearsed = SeenOnDisk() if ctx.dry_run else None
         self._map_context = MapContext(link=self.external_id)
         if self._stale_intents:
             log.warning(
@@ -370,6 +372,12 @@ class Pusher:
         if self.plan is not None and len(self.plan) < 10_000:
             self.plan.append(PlannedOperation(str(operation), ref, entity_name, detail))
 
+    def close(self) -> None:
+        """Drop what the run kept on disk (a dry run's record of what it planned)."""
+        if self._rehearsed is not None:
+            self._rehearsed.close()
+            self._rehearsed = None
+
     def _record_failure(self, ref: str, reason: str, payload: dict[str, Any]) -> None:
         self.counts.dead_lettered += 1
         self._note(Operation.CREATE, ref, None, f"invalid: {reason}")
@@ -466,10 +474,13 @@ class Pusher:
             raise stopped
 
     def _rehearse(self, batch: list[_Planned]) -> None:
+        assert self._rehearsed is not None
+        first = self._rehearsed.first_seen(
+            p.record.ref for p in batch if p.record.operation is not Operation.UNLINK
+        )
         for item in batch:
-            if item.record.ref in self._rehearsed and item.record.operation is not Operation.UNLINK:
+            if item.record.operation is not Operation.UNLINK and item.record.ref not in first:
                 continue  # planned on an earlier page: its later events change what goes, not how often
-            self._rehearsed.add(item.record.ref)
             self._count(item.record.operation)
             self._note(item.record.operation, item.record.ref, item.record.entity_name)
             if item.record.operation in (Operation.CREATE, Operation.UPDATE):
@@ -607,7 +618,8 @@ class Pusher:
             if self._parked.pop(record.ref, None) is not None:
                 tx.unpark(ctx.name, record.ref)
             self._links[record.ref] = str(external_id)
-            self.delivered_now.add(record.ref)
+            if self.replaying:
+                self.delivered_now.add(record.ref)
         if record.ref in self._open_letters:
             tx.resolve_dead_letter(ctx.name, Direction.PUSH, record.ref, "replayed")
             self._open_letters.discard(record.ref)
@@ -688,6 +700,13 @@ def run_push(ctx: SyncContext, report: DirectionReport) -> None:
     cursor = ctx.state.get_checkpoint(ctx.name, Direction.PUSH)
     report.checkpoint_before = cursor
     pusher = Pusher(ctx, report.counts, report.plan if ctx.dry_run else None)
+    try:
+        _push_pages(ctx, report, pusher, cursor)
+    finally:
+        pusher.close()
+
+
+def _push_pages(ctx: SyncContext, report: DirectionReport, pusher: Pusher, cursor: str | None) -> None:
     total = ctx.eventlog.count(cursor) if ctx.on_progress is not None else None
     while not ctx.stop.is_set():
         page = ctx.eventlog.read_touches(cursor, ctx.page_size)
