@@ -73,6 +73,7 @@ from connector_core.connector import (
     ConnectorError,
     FieldSpec,
     Operation,
+    PartResult,
     PullPage,
     PushRecord,
     PushResult,
@@ -232,8 +233,10 @@ class _Item:
     is_group: bool
     values: dict[str, Any] = field(default_factory=dict)
     deferred: dict[str, Any] = field(default_factory=dict)
-    reg_ids: list[dict[str, Any]] | None = None
-    banks: list[dict[str, Any]] | None = None
+    reg_ids: list[_Part] | None = None
+    banks: list[_Part] | None = None
+    parts: list[_Part] = field(default_factory=list)
+    """Every ID and bank account of the payload, refused ones included: each is answered on its own."""
     has_kind: bool = False
     kinds: list[int] = field(default_factory=list)
     partner_id: int | None = None
@@ -258,10 +261,32 @@ class _Item:
     def result(self) -> PushResult:
         external = str(self.partner_id) if self.partner_id is not None else None
         if self.error is None:
-            return PushResult.delivered(self.ref, external)
+            return PushResult.delivered(self.ref, external, [PartResult(p.name, p.error) for p in self.parts])
         return PushResult(
             ref=self.ref, ok=False, external_id=external, error=self.error, transient=self.transient
         )
+
+
+@dataclass(eq=False)
+class _Part:
+    """One registrant ID or bank account of an item: a permanent refusal of it is its own (the registrant
+    is delivered and the engine dead-letters ``<guid>#<name>``); a transient one fails the item, so the
+    record and this part go again."""
+
+    item: _Item
+    name: str
+    vals: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.item.ok and self.error is None
+
+    def fail(self, message: str, transient: bool = False) -> None:
+        if transient:
+            self.item.fail(message, True)
+        elif self.error is None:
+            self.error = message
 
 
 @dataclass
@@ -606,9 +631,9 @@ class OpenSppConnector(Connector):
                 item.has_kind = True
                 item.kinds = self._kind_ids(payload.pop("_membership_kind"), catalog)
             if "ids" in payload:
-                item.reg_ids = self._reg_ids(payload.pop("ids"), catalog)
+                item.reg_ids = self._reg_ids(item, payload.pop("ids"), catalog)
             if "bank_accounts" in payload:
-                item.banks = self._bank_accounts(payload.pop("bank_accounts"), catalog)
+                item.banks = self._bank_accounts(item, payload.pop("bank_accounts"), catalog)
             values: dict[str, Any] = {}
             for key, value in payload.items():
                 if key not in fields:
@@ -674,52 +699,84 @@ class OpenSppConnector(Connector):
             ids.append(kid)
         return ids
 
-    def _reg_ids(self, value: Any, catalog: _Catalog) -> list[dict[str, Any]]:
+    def _reg_ids(self, item: _Item, value: Any, catalog: _Catalog) -> list[_Part]:
+        """The payload's IDs as parts (one per ID type); an ID the registry cannot take is refused alone."""
         if not isinstance(value, list):
             raise OdooPermanentError("'ids' must be a list of {id_type, value} objects")
         out = []
-        for entry in value:
-            if not isinstance(entry, dict) or not entry.get("id_type") or not entry.get("value"):
-                raise OdooPermanentError(f"invalid registrant ID {entry!r}: id_type and value are required")
-            type_name = entry["id_type"]
-            if not isinstance(type_name, str):
-                raise OdooPermanentError(f"id_type must be the ID type's name, not {type_name!r}")
-            type_id = catalog.id_types_by_name.get(type_name.casefold())
-            if type_id is None:
-                raise OdooPermanentError(f"unknown ID type {type_name!r}")
-            unknown = set(entry) - {"id_type", "value", "expiry_date", "description", "status"}
-            if unknown:
-                raise OdooPermanentError(f"Invalid field {sorted(unknown)[0]!r} on model 'g2p.reg.id'")
-            vals = {"id_type": type_id, "value": str(entry["value"])}
-            for key in ("expiry_date", "description", "status"):
-                if key in entry:
-                    vals[key] = entry[key] if entry[key] is not None else False
-            out.append(vals)
+        for index, entry in enumerate(value):
+            type_name = entry.get("id_type") if isinstance(entry, dict) else None
+            part = _Part(
+                item, f"ids:{type_name}" if isinstance(type_name, str) and type_name else f"ids[{index}]"
+            )
+            item.parts.append(part)
+            try:
+                part.vals = self._reg_id_vals(entry, catalog)
+            except OdooPermanentError as exc:
+                part.fail(exc.message)
+                continue
+            out.append(part)
         return out
 
-    def _bank_accounts(self, value: Any, catalog: _Catalog) -> list[dict[str, Any]]:
+    @staticmethod
+    def _reg_id_vals(entry: Any, catalog: _Catalog) -> dict[str, Any]:
+        if not isinstance(entry, dict) or not entry.get("id_type") or not entry.get("value"):
+            raise OdooPermanentError(f"invalid registrant ID {entry!r}: id_type and value are required")
+        type_name = entry["id_type"]
+        if not isinstance(type_name, str):
+            raise OdooPermanentError(f"id_type must be the ID type's name, not {type_name!r}")
+        type_id = catalog.id_types_by_name.get(type_name.casefold())
+        if type_id is None:
+            raise OdooPermanentError(f"unknown ID type {type_name!r}")
+        unknown = set(entry) - {"id_type", "value", "expiry_date", "description", "status"}
+        if unknown:
+            raise OdooPermanentError(f"Invalid field {sorted(unknown)[0]!r} on model 'g2p.reg.id'")
+        vals = {"id_type": type_id, "value": str(entry["value"])}
+        for key in ("expiry_date", "description", "status"):
+            if key in entry:
+                vals[key] = entry[key] if entry[key] is not None else False
+        return vals
+
+    def _bank_accounts(self, item: _Item, value: Any, catalog: _Catalog) -> list[_Part]:
+        """The payload's bank accounts as parts (matched by number); one the registry cannot take (an
+        unknown bank) is refused alone."""
         if not isinstance(value, list):
             raise OdooPermanentError("'bank_accounts' must be a list of {acc_number, bank} objects")
         out = []
-        for entry in value:
-            if not isinstance(entry, dict) or not entry.get("acc_number"):
-                raise OdooPermanentError(f"invalid bank account {entry!r}: acc_number is required")
-            unknown = set(entry) - {"acc_number", "bank", "acc_holder_name"}
-            if unknown:
-                raise OdooPermanentError(f"Invalid field {sorted(unknown)[0]!r} on model 'res.partner.bank'")
-            vals: dict[str, Any] = {"acc_number": str(entry["acc_number"])}
-            bank = entry.get("bank")
-            if bank:
-                bank_id = catalog.banks_by_key.get(str(bank).casefold())
-                if bank_id is None:
-                    raise OdooPermanentError(f"unknown bank {bank!r} (neither a bank name nor a BIC)")
-                vals["bank_id"] = bank_id
-            elif "bank" in entry:
-                vals["bank_id"] = False
-            if "acc_holder_name" in entry:
-                vals["acc_holder_name"] = entry["acc_holder_name"] or False
-            out.append(vals)
+        for index, entry in enumerate(value):
+            number = entry.get("acc_number") if isinstance(entry, dict) else None
+            part = _Part(item, f"bank_accounts:{number}" if number else f"bank_accounts[{index}]")
+            item.parts.append(part)
+            try:
+                part.vals = self._bank_vals(entry, catalog)
+            except OdooPermanentError as exc:
+                part.fail(exc.message)
+                continue
+            out.append(part)
         return out
+
+    @staticmethod
+    def _bank_vals(entry: Any, catalog: _Catalog) -> dict[str, Any]:
+        if not isinstance(entry, dict) or not entry.get("acc_number"):
+            raise OdooPermanentError(f"invalid bank account {entry!r}: acc_number is required")
+        unknown = set(entry) - {"acc_number", "bank", "acc_holder_name"}
+        if unknown:
+            raise OdooPermanentError(f"Invalid field {sorted(unknown)[0]!r} on model 'res.partner.bank'")
+        vals: dict[str, Any] = {"acc_number": str(entry["acc_number"])}
+        bank = entry.get("bank")
+        if bank:
+            bank_id = catalog.banks_by_key.get(str(bank).casefold())
+            if bank_id is None:
+                raise OdooPermanentError(
+                    f"unknown bank {bank!r} (neither a bank name nor a BIC in OpenSPP) "
+                    f"of account {entry['acc_number']}"
+                )
+            vals["bank_id"] = bank_id
+        elif "bank" in entry:
+            vals["bank_id"] = False
+        if "acc_holder_name" in entry:
+            vals["acc_holder_name"] = entry["acc_holder_name"] or False
+        return vals
 
     def _resolve_households(self, individuals: list[_Item], households: list[_Item]) -> None:
         """Each individual's target household id, from the record, this batch, or a reference lookup."""
@@ -841,21 +898,18 @@ class OpenSppConnector(Connector):
             pid = item.partner_id
             assert pid is not None
             self._guarded([item], partial(self.client.write, PARTNER, [pid], item.deferred))
-        if self.config.reference == "xmlid":
-            self._sync_reg_ids([i for i in created if i.ok and i.reg_ids is not None])
-            self._sync_banks([i for i in created if i.ok and i.banks is not None])
+        # IDs and bank accounts go after their partner, never inline: one the registry refuses must not
+        # take its registrant down with it (it is refused alone, as a part)
+        self._sync_reg_ids([i for i in created if i.ok and i.reg_ids is not None])
+        self._sync_banks([i for i in created if i.ok and i.banks is not None])
 
     def _create_partners(self, items: list[_Item], catalog: _Catalog) -> None:
-        """``reference: reg_id``: one ``create`` with a list of dicts; the guid ID, other IDs and bank
-        accounts travel inline so each partner and its reference commit together."""
+        """``reference: reg_id``: one ``create`` with a list of dicts; the guid ID travels inline so each
+        partner and its reference commit together (other IDs and bank accounts follow on their own)."""
         vals_list = []
         for item in items:
             vals = dict(item.values)
-            reg_ids = [[0, 0, {"id_type": catalog.reference_type, "value": item.ref}]]
-            reg_ids += [[0, 0, r] for r in item.reg_ids or [] if r["id_type"] != catalog.reference_type]
-            vals["reg_ids"] = reg_ids
-            if item.banks:
-                vals["bank_ids"] = [[0, 0, b] for b in item.banks]
+            vals["reg_ids"] = [[0, 0, {"id_type": catalog.reference_type, "value": item.ref}]]
             vals.update(item.deferred)
             vals_list.append(vals)
         ids = self.client.create_many(PARTNER, vals_list)
@@ -1003,18 +1057,19 @@ class OpenSppConnector(Connector):
         if existing is None:
             return
         by_key = {(_id(r["partner_id"]), _id(r["id_type"])): r for r in existing}
-        to_create: list[tuple[_Item, dict[str, Any]]] = []
+        to_create: list[tuple[_Part, dict[str, Any]]] = []
         for item in items:
-            for wanted in item.reg_ids or []:
+            for part in item.reg_ids or []:
+                wanted = part.vals
                 row = by_key.get((item.partner_id or 0, wanted["id_type"]))
                 if row is None:
-                    to_create.append((item, {"partner_id": item.partner_id, **wanted}))
+                    to_create.append((part, {"partner_id": item.partner_id, **wanted}))
                     continue
                 changed = {
                     k: v for k, v in wanted.items() if k != "id_type" and not _same(row.get(k), v, "char")
                 }
-                if changed and item.ok:
-                    self._guarded([item], partial(self.client.write, REG_ID, [row["id"]], changed))
+                if changed and part.ok:
+                    self._guarded([part], partial(self.client.write, REG_ID, [row["id"]], changed))
         self._create_children(REG_ID, to_create)
 
     def _sync_banks(self, items: list[_Item]) -> None:
@@ -1033,35 +1088,33 @@ class OpenSppConnector(Connector):
         if existing is None:
             return
         by_key = {(_id(r["partner_id"]), r["acc_number"]): r for r in existing}
-        to_create: list[tuple[_Item, dict[str, Any]]] = []
+        to_create: list[tuple[_Part, dict[str, Any]]] = []
         for item in items:
-            for wanted in item.banks or []:
+            for part in item.banks or []:
+                wanted = part.vals
                 row = by_key.get((item.partner_id or 0, wanted["acc_number"]))
                 if row is None:
-                    to_create.append((item, {"partner_id": item.partner_id, **wanted}))
+                    to_create.append((part, {"partner_id": item.partner_id, **wanted}))
                     continue
                 changed = {
                     k: v
                     for k, v in wanted.items()
                     if not _same(row.get(k), v, "many2one" if k == "bank_id" else "char")
                 }
-                if changed and item.ok:
-                    self._guarded([item], partial(self.client.write, BANK_ACCOUNT, [row["id"]], changed))
+                if changed and part.ok:
+                    self._guarded([part], partial(self.client.write, BANK_ACCOUNT, [row["id"]], changed))
         self._create_children(BANK_ACCOUNT, to_create)
 
-    def _create_children(self, model: str, pending: list[tuple[_Item, dict[str, Any]]]) -> None:
-        pending = [(item, vals) for item, vals in pending if item.ok]
+    def _create_children(self, model: str, pending: list[tuple[_Part, dict[str, Any]]]) -> None:
+        """One ``create`` for all of them; one the registry refuses is found by halving, and refused alone."""
+        pending = [(part, vals) for part, vals in pending if part.ok]
         if not pending:
             return
-        by_owner: dict[int, list[tuple[_Item, dict[str, Any]]]] = defaultdict(list)
-        for item, vals in pending:
-            by_owner[id(item)].append((item, vals))
-        units = list(by_owner.values())
 
-        def attempt(part: list[list[tuple[_Item, dict[str, Any]]]]) -> None:
-            self.client.create_many(model, [vals for unit in part for _, vals in unit])
+        def attempt(units: list[tuple[_Part, dict[str, Any]]]) -> None:
+            self.client.create_many(model, [vals for _, vals in units])
 
-        self._bisect(units, attempt, lambda unit: [unit[0][0]])
+        self._bisect(pending, attempt, lambda unit: [unit[0]])
 
     def _sync_memberships(
         self, items: list[_Item], memberships: dict[int, list[dict[str, Any]]], catalog: _Catalog
@@ -1115,7 +1168,7 @@ class OpenSppConnector(Connector):
         return format_datetime(now)
 
     # -- failure plumbing ----------------------------------------------------------------------------
-    def _guarded(self, owners: Sequence[_Item], call: Callable[[], T]) -> T | None:
+    def _guarded(self, owners: Sequence[_Item | _Part], call: Callable[[], T]) -> T | None:
         """Run one call; a failure lands on the records it was made for (auth failures stop the batch)."""
         try:
             return call()
@@ -1130,7 +1183,7 @@ class OpenSppConnector(Connector):
         self,
         units: list[Any],
         attempt: Callable[[list[Any]], None],
-        owners_of: Callable[[Any], list[_Item]],
+        owners_of: Callable[[Any], Sequence[_Item | _Part]],
     ) -> None:
         """Send ``units`` in one call; on a permanent error, halve until the culprits stand alone.
 

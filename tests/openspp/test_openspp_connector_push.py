@@ -197,7 +197,6 @@ def test_local_rejections_carry_odoos_wording(make_connector: Factory, fake: Fak
     bad = [
         person(home, "A", nickname="x"),
         person(home, "B", kind="Cousin"),
-        person(home, "C", ids=[{"id_type": "Tax Number", "value": "1"}]),
         person(home, "D", area_id="Atlantis"),
         PushRecord(str(uuid.uuid4()), Operation.CREATE, "pet", {"name": "Rex"}),
     ]
@@ -206,7 +205,6 @@ def test_local_rejections_carry_odoos_wording(make_connector: Factory, fake: Fak
     assert [r.error for r in results[1:]] == [
         "Invalid field 'nickname' on model 'res.partner'",
         "unknown membership kind 'Cousin' (known: Child, Head, Other, Spouse)",
-        "unknown ID type 'Tax Number'",
         "no spp.area record is named 'Atlantis' (field area_id)",
         "entity 'pet' is neither 'household' nor 'individual'",
     ]
@@ -430,3 +428,36 @@ def test_exactly_once_under_commit_then_fail_and_transient_faults(
     memberships = rows(fake, "g2p.group.membership")
     assert len(memberships) == 80 and len({(m["group"], m["individual"]) for m in memberships}) == 80
     assert len(rows(fake, "g2p.reg.id")) == 80
+
+
+def test_a_refused_id_or_bank_account_is_refused_alone(make_connector: Factory, fake: FakeOpenSpp) -> None:
+    """Issue 16.2: an unknown ID type, an ID of the wrong format and an unknown bank are answered as parts of
+    a delivered registrant; the household and its members are delivered."""
+    home = household("H", bank_accounts=[{"acc_number": "HB-1", "bank": "Atlantis Bank"}])
+    members = [
+        person(home, "A", "Head", ids=[{"id_type": "Tax Number", "value": "1"}]),
+        person(
+            home,
+            "B",
+            ids=[{"id_type": "National ID", "value": "N-2"}, {"id_type": "Passport", "value": "?"}],
+            bank_accounts=[{"acc_number": "B-1"}],
+        ),
+    ]
+    connector = make_connector()
+    results = connector.push([home, *members])
+    assert all(r.ok for r in results), results
+    assert [(p.part, p.error) for p in results[0].parts] == [
+        (
+            "bank_accounts:HB-1",
+            "unknown bank 'Atlantis Bank' (neither a bank name nor a BIC in OpenSPP) of account HB-1",
+        )
+    ]
+    refused = [(p.part, p.error) for p in results[1].parts]
+    assert refused == [("ids:Tax Number", "unknown ID type 'Tax Number'")]
+    passport = results[2].parts[1]
+    assert [p.part for p in results[2].parts] == ["ids:National ID", "ids:Passport", "bank_accounts:B-1"]
+    assert results[2].parts[0].error is None and results[2].parts[2].error is None
+    assert passport.error is not None and "does not match the format of ID type Passport" in passport.error
+    assert len(rows(fake, "res.partner")) == 3 and len(rows(fake, "g2p.group.membership")) == 2
+    assert [r["value"] for r in rows(fake, "g2p.reg.id")] == ["N-2"]
+    assert [r["acc_number"] for r in rows(fake, "res.partner.bank")] == ["B-1"]
