@@ -8,6 +8,7 @@ sub-records, memberships); the first failure is final for the record, while a re
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,8 @@ from connectors.openspp.config import OpenSppConfig
 from connectors.openspp.odoo_formats import format_datetime, utc_now
 from connectors.openspp.records import (
     BANK_ACCOUNT,
+    IN_CHUNK,
+    MEMBERSHIP,
     NO_ARCHIVE_FILTER,
     PARTNER,
     REG_ID,
@@ -132,6 +135,7 @@ class Pusher:
         self.catalogs = catalogs
         self.references = references
         self._pool: ThreadPoolExecutor | None = None
+        self._direct_lock = threading.Lock()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -380,6 +384,11 @@ class Pusher:
         ]
         chunks = self._chunks(creates)
         self._parallel([partial(self._create_chunk, chunk, catalog) for chunk in chunks])
+        # IDs and bank accounts of every partner created: one read and one create per model for the
+        # stage, never inline (one the registry refuses must not take its registrant down: it is a part)
+        created = [i for i in creates if i.ok and i.partner_id is not None]
+        self._sync_reg_ids([i for i in created if i.ok and i.reg_ids])
+        self._sync_banks([i for i in created if i.ok and i.banks])
         touched = [i for i in live if i.ok and i.partner_id is not None]
         people = [i for i in touched if not i.is_group]
         memberships = self._guarded(
@@ -388,8 +397,43 @@ class Pusher:
         if memberships is None:
             memberships = {}
             touched = [i for i in touched if i.ok]
+        free = self._free_groups(people, catalog)
+        direct: list[tuple[int, _Command]] = []
         units = self._units(touched, memberships)
-        self._parallel([partial(self._unit, unit, memberships, catalog) for unit in units])
+        self._parallel([partial(self._unit, unit, memberships, catalog, free, direct) for unit in units])
+        self._create_memberships(direct)
+
+    def _free_groups(self, people: list[_Item], catalog: Catalog) -> set[int]:
+        """Households no membership of which holds a unique kind (Head): a new member can join one with a
+        direct ``g2p.group.membership.create``, which Odoo does not check for a second Head (observed),
+        so only these may take that path. One read for the stage."""
+        groups = sorted({i.household for i in people if i.ok and i.household is not None})
+        if not groups or not catalog.unique_kinds:
+            return set(groups)
+        rows = self._guarded(
+            [i for i in people if i.ok and i.household is not None],
+            lambda: self.client.search_read(
+                MEMBERSHIP,
+                [["group", "in", groups], ["kind", "in", sorted(catalog.unique_kinds)]],
+                ["group"],
+                order="id asc",
+            ),
+        )
+        if rows is None:
+            return set()
+        return set(groups) - {many2one_id(r["group"]) for r in rows}
+
+    def _create_memberships(self, direct: list[tuple[int, _Command]]) -> None:
+        """New members of households that hold no Head yet: one ``create`` with a list for the whole
+        stage (a group write costs a call per household); a refused one is found by halving."""
+        pending = [(group, command) for group, command in direct if command.owner.ok]
+        for start in range(0, len(pending), IN_CHUNK):
+
+            def attempt(part: list[tuple[int, _Command]]) -> None:
+                vals = [{"group": group, **command.command[2]} for group, command in part]
+                self.client.create_many(MEMBERSHIP, vals)
+
+            self._bisect(pending[start : start + IN_CHUNK], attempt, lambda unit: [unit[1].owner])
 
     def _resolve_existing(self, items: list[_Item], catalog: Catalog) -> None:
         """Known partner ids; deletes without one and (reg_id strategy) creates are looked up by ref."""
@@ -454,10 +498,6 @@ class Pusher:
             pid = item.partner_id
             assert pid is not None
             self._guarded([item], partial(self.client.write, PARTNER, [pid], item.deferred))
-        # IDs and bank accounts go after their partner, never inline: one the registry refuses must not
-        # take its registrant down with it (it is refused alone, as a part)
-        self._sync_reg_ids([i for i in created if i.ok and i.reg_ids is not None])
-        self._sync_banks([i for i in created if i.ok and i.banks is not None])
 
     def _create_partners(self, items: list[_Item], catalog: Catalog) -> None:
         """``reference: reg_id``: one ``create`` with a list of dicts; the guid ID travels inline so each
@@ -543,7 +583,12 @@ class Pusher:
         return list(units.values())
 
     def _unit(
-        self, items: list[_Item], memberships: dict[int, list[dict[str, Any]]], catalog: Catalog
+        self,
+        items: list[_Item],
+        memberships: dict[int, list[dict[str, Any]]],
+        catalog: Catalog,
+        free: set[int],
+        direct: list[tuple[int, _Command]],
     ) -> None:
         updates = [i for i in items if i.ok and i.record.operation is not Operation.DELETE and i.existing]
         if updates:
@@ -552,7 +597,7 @@ class Pusher:
             self._sync_banks([i for i in updates if i.ok and i.banks is not None])
         individuals = [i for i in items if i.ok and not i.is_group]
         if individuals:
-            self._sync_memberships(individuals, memberships, catalog)
+            self._sync_memberships(individuals, memberships, catalog, free, direct)
         deletes = [i for i in items if i.ok and i.record.operation is Operation.DELETE]
         if deletes:
             ids = [i.partner_id for i in deletes if i.partner_id is not None]
@@ -663,9 +708,16 @@ class Pusher:
         self._bisect(pending, attempt, lambda unit: [unit[0]])
 
     def _sync_memberships(
-        self, items: list[_Item], memberships: dict[int, list[dict[str, Any]]], catalog: Catalog
+        self,
+        items: list[_Item],
+        memberships: dict[int, list[dict[str, Any]]],
+        catalog: Catalog,
+        free: set[int],
+        direct: list[tuple[int, _Command]],
     ) -> None:
-        """Bring each individual's memberships in line with its parent: one group write per household."""
+        """Bring each individual's memberships in line with its parent: one group write per household,
+        whose Head check Odoo runs; a household that only gains members, holds no Head and gains at most
+        one of each unique kind leaves its new memberships to ``direct`` (one create for the stage)."""
         now = self._server_now()
         commands: dict[int, list[_Command]] = defaultdict(list)
         for item in items:
@@ -702,6 +754,12 @@ class Pusher:
             if change:
                 commands[target].append(_Command(item, [1, m["id"], change]))
         for group, cmds in sorted(commands.items()):
+            if group in free and all(c.command[0] == 0 for c in cmds):
+                unique = [k for c in cmds for k in c.owner.kinds if k in catalog.unique_kinds]
+                if len(unique) == len(set(unique)):
+                    with self._direct_lock:
+                        direct.extend((group, c) for c in cmds)
+                    continue
             ordered = [c for c in cmds if c.command[0] == 1] + [c for c in cmds if c.command[0] == 0]
 
             def attempt(part: list[_Command], group: int = group) -> None:

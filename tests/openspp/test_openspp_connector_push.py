@@ -66,7 +66,8 @@ def test_households_and_members_are_created_in_batches(make_connector: Factory, 
     assert len(member_ids) == 30
     assert calls(fake, "res.partner", "load") == 1, "30 individuals in one load call"
     assert calls(fake, "g2p.reg.id", "create") == 1 and calls(fake, "res.partner.bank", "create") == 1
-    assert calls(fake, "res.partner", "write") == 10, "one membership write per household"
+    assert calls(fake, "g2p.group.membership", "create") == 1, "30 memberships of 10 Head-less households"
+    assert calls(fake, "res.partner", "write") == 0
     partners = {r["id"]: r for r in rows(fake, "res.partner")}
     for h in homes:
         group = partners[int(home_ids[h.ref])]
@@ -461,3 +462,26 @@ def test_a_refused_id_or_bank_account_is_refused_alone(make_connector: Factory, 
     assert len(rows(fake, "res.partner")) == 3 and len(rows(fake, "g2p.group.membership")) == 2
     assert [r["value"] for r in rows(fake, "g2p.reg.id")] == ["N-2"]
     assert [r["acc_number"] for r in rows(fake, "res.partner.bank")] == ["B-1"]
+
+
+def test_a_second_head_never_joins_through_a_direct_membership_create(
+    make_connector: Factory, fake: FakeOpenSpp
+) -> None:
+    """Odoo does not check a direct ``g2p.group.membership.create`` for a second Head (odoo-observed.md
+    §3.5), and a group with two Heads blocks every later write: a household that holds a Head, or gains
+    two in one push, gets its members through the group write, whose check refuses the second Head."""
+    connector = make_connector()
+    home, other = household("H"), household("O")
+    ids = ok(connector.push([home, other, person(home, "A", "Head")]))
+    fake.requests.clear()
+    results = connector.push(
+        [person(home, "B", "Head"), person(other, "C", "Head"), person(other, "D", "Head")]
+    )
+    assert [r.ok for r in results] == [False, True, False]
+    assert {r.error for r in results if not r.ok} == {"Only one Head is allowed per group"}
+    assert calls(fake, "g2p.group.membership", "create") == 0
+    heads = [m for m in rows(fake, "g2p.group.membership") if m["kind"] == [3]]
+    assert sorted(m["group"] for m in heads) == sorted(int(ids[h.ref]) for h in (home, other))
+    assert connector.push(
+        [PushRecord(home.ref, Operation.UPDATE, "household", {"name": "Renamed"}, external_id=ids[home.ref])]
+    )[0].ok
