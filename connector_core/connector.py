@@ -78,7 +78,7 @@ class PartResult:
     the whole record (and the members waiting behind a household) for that would be wrong, so the record
     is delivered and only the sub-record is dead-lettered, as ``<ref>#<part>``. Replaying that letter sends
     the record again, so the connector must deliver sub-records idempotently (match them by a key, as
-    ``part`` does), and a part delivered later closes its letter.
+    ``part`` does), and a part delivered later (by a replay or a later push) closes its letter.
 
     ``part`` names the sub-record stably within its record (``bank_accounts:<acc_number>``,
     ``ids:<ID type>``), never by list position; ``error`` is ``None`` when it was delivered.
@@ -86,6 +86,11 @@ class PartResult:
 
     part: str
     error: str | None = None
+    path: tuple[str | int, ...] = ()
+    """Where the sub-record sits in the record's payload (``("bank_accounts", 0)``). A refused part found
+    there is left out of the link's snapshot: the remote does not hold it, so a pull must not read its
+    absence as a removal made on the remote, and the next push offers it again (a part refused again
+    while its letter is open is not counted twice). Empty: the snapshot keeps the whole payload."""
 
 
 @dataclass(frozen=True, slots=True)

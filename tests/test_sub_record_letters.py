@@ -48,12 +48,14 @@ class _Registry(Connector):
             self.records[record.ref] = dict(record.payload)
             held = self.accounts.setdefault(record.ref, set())
             parts = []
-            for number in record.payload.get("accounts") or []:
+            for index, number in enumerate(record.payload.get("accounts") or []):
+                path = ("accounts", index)
                 if number in self.refused:
-                    parts.append(PartResult(f"accounts:{number}", f"unknown bank of account {number}"))
+                    error = f"unknown bank of account {number}"
+                    parts.append(PartResult(f"accounts:{number}", error, path))
                 else:
                     held.add(number)  # matched by number: sending it again adds nothing
-                    parts.append(PartResult(f"accounts:{number}"))
+                    parts.append(PartResult(f"accounts:{number}", None, path))
             results.append(PushResult.delivered(record.ref, f"x-{record.ref}", parts))
         return results
 
@@ -91,9 +93,19 @@ def test_a_refused_part_is_dead_lettered_alone_and_its_record_and_children_are_d
     assert letter.payload["part"] == "accounts:B-2"
     assert split_part_ref(letter.ref) == ("hh", "accounts:B-2")
 
-    # an ordinary run sends nothing again: the household is unchanged, its part waits for a replay
-    assert harness.push().counts.created == 0
-    assert harness.dead_letters()[0].attempts == 1
+    # the link's snapshot is what the remote holds: without the refused account (a pull must not read
+    # its absence as a removal); an ordinary run without new events sends nothing
+    link = harness.state.get_link("reg", "hh")
+    assert link is not None and link.snapshot["accounts"] == ["A-1"]
+    quiet = harness.push()
+    assert (quiet.counts.created, quiet.counts.updated, quiet.counts.dead_lettered) == (0, 0, 0)
+
+    # a later change of the household offers the account again: refused again, its open letter is
+    # neither doubled nor bumped (only a replay counts as an attempt)
+    harness.append([_event("e3", "hh", {"name": "H2"}, kind="update-individual")])
+    changed = harness.push()
+    assert (changed.counts.updated, changed.counts.dead_lettered) == (1, 0)
+    assert [(d.ref, d.attempts) for d in harness.dead_letters()] == [("hh#accounts:B-2", 1)]
 
     # replayed before the fix: the letter stays open with one more attempt
     again = replay(harness.context(), harness.dead_letters())
@@ -117,14 +129,15 @@ def test_a_replayed_part_the_record_no_longer_carries_is_discarded(tmp_path: Pat
     _household(harness)
     harness.push()
     harness.append([_event("e3", "hh", {"accounts": ["A-1"]}, kind="update-individual")])
-    assert harness.push().counts.updated == 1
-    (letter,) = harness.dead_letters()  # the update did not carry the part: its letter is untouched
+    # the remote holds exactly that already (the snapshot left the refused account out): nothing to send
+    assert harness.push().counts.unchanged == 1
+    (letter,) = harness.dead_letters()
     replay(harness.context(), [letter])
     assert harness.dead_letters() == []
     assert harness.state.get_dead_letter(letter.id).status == "discarded"
 
 
-def test_a_part_delivered_by_a_later_change_closes_its_letter(tmp_path: Path) -> None:
+def test_a_part_the_remote_takes_with_a_later_change_closes_its_letter(tmp_path: Path) -> None:
     remote = _Registry()
     remote.refused = {"B-2"}
     harness = SyncHarness(remote, tmp_path)
@@ -133,6 +146,11 @@ def test_a_part_delivered_by_a_later_change_closes_its_letter(tmp_path: Path) ->
     remote.refused.clear()
     harness.append([_event("e3", "hh", {"name": "H2"}, kind="update-individual")])
     assert harness.push().counts.updated == 1
+    assert remote.accounts["hh"] == {"A-1", "B-2"}
+    link = harness.state.get_link("reg", "hh")
+    assert link is not None and link.snapshot["accounts"] == ["A-1", "B-2"]
+    harness.append([_event("e4", "hh", {"name": "H3"}, kind="update-individual")])
+    assert harness.push().counts.dead_lettered == 0
     assert harness.dead_letters() == []
     letter = harness.state.dead_letters("reg", status="replayed")
     assert [d.ref for d in letter] == ["hh#accounts:B-2"]

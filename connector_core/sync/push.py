@@ -15,6 +15,7 @@ before it is sent again, and turned into an update if it is there: a retry never
 from __future__ import annotations
 
 import contextvars
+import copy
 import logging
 import re
 import threading
@@ -552,14 +553,8 @@ class Pusher:
         now = now_timestamp()
         settled: list[str] = []
         links: list[Link] = []
-        delivered_parts = [
-            part_ref(r.ref, p.part) for r in results.values() if r.ok for p in r.parts if p.error is None
-        ]
-        open_parts = (
-            ctx.state.open_dead_letter_refs(ctx.name, Direction.PUSH, delivered_parts)
-            if delivered_parts
-            else set()
-        )
+        parts = [part_ref(r.ref, p.part) for r in results.values() if r.ok for p in r.parts]
+        open_parts = ctx.state.open_dead_letter_refs(ctx.name, Direction.PUSH, parts) if parts else set()
         with ctx.state.transaction() as tx:
             for item in batch:
                 record = sender.final.get(item.record.ref, item.record)
@@ -618,7 +613,7 @@ class Pusher:
                     entity_guid=record.ref,
                     external_id=str(external_id),
                     entity_name=record.entity_name,
-                    snapshot=item.snapshot,
+                    snapshot=_without_refused(item.snapshot, result),
                     synced_at=now,
                     base=item.base,
                 )
@@ -641,11 +636,14 @@ class Pusher:
         replayed = self._replayed_parts.pop(record.ref, set())
         for part in result.parts:
             ref = part_ref(record.ref, part.part)
+            replaying = ref in replayed
             replayed.discard(ref)
             if part.error is None:
                 if ref in open_parts:
                     tx.resolve_dead_letter(ctx.name, Direction.PUSH, ref, "replayed")
                 continue
+            if ref in open_parts and not replaying:
+                continue  # refused again on a later push: its open letter already says so
             self.counts.dead_lettered += 1
             log.warning("dead letter %s: %s", ref, part.error)
             payload = {
@@ -657,6 +655,24 @@ class Pusher:
             tx.add_dead_letter(ctx.name, Direction.PUSH, ref, part.error, payload)
         for ref in replayed:
             tx.resolve_dead_letter(ctx.name, Direction.PUSH, ref, "discarded")
+
+
+def _without_refused(snapshot: dict[str, Any], result: PushResult) -> dict[str, Any]:
+    """The snapshot of what the remote now holds: the payload without the sub-records it refused."""
+    paths = [p.path for p in result.parts if p.error is not None and p.path]
+    if not paths:
+        return snapshot
+    out = copy.deepcopy(snapshot)
+    # the highest index first: removing an item does not move the ones before it
+    for path in sorted(paths, key=lambda p: p[-1] if isinstance(p[-1], int) else -1, reverse=True):
+        container: Any = out
+        try:
+            for key in path[:-1]:
+                container = container[key]
+            del container[path[-1]]
+        except (KeyError, IndexError, TypeError):
+            continue  # not where the connector said: the snapshot keeps it
+    return out
 
 
 class _BatchSender:

@@ -84,7 +84,9 @@ class _Item:
     def result(self) -> PushResult:
         external = str(self.partner_id) if self.partner_id is not None else None
         if self.error is None:
-            return PushResult.delivered(self.ref, external, [PartResult(p.name, p.error) for p in self.parts])
+            return PushResult.delivered(
+                self.ref, external, [PartResult(p.name, p.error, p.path) for p in self.parts]
+            )
         return PushResult(
             ref=self.ref, ok=False, external_id=external, error=self.error, transient=self.transient
         )
@@ -98,6 +100,8 @@ class _Part:
 
     item: _Item
     name: str
+    path: tuple[str | int, ...]
+    """Where it sits in the payload: a refused part is left out of the engine's snapshot."""
     vals: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
@@ -264,9 +268,8 @@ class Pusher:
         out = []
         for index, entry in enumerate(value):
             type_name = entry.get("id_type") if isinstance(entry, dict) else None
-            part = _Part(
-                item, f"ids:{type_name}" if isinstance(type_name, str) and type_name else f"ids[{index}]"
-            )
+            named = isinstance(type_name, str) and type_name
+            part = _Part(item, f"ids:{type_name}" if named else f"ids[{index}]", ("ids", index))
             item.parts.append(part)
             try:
                 part.vals = self._reg_id_vals(entry, catalog)
@@ -303,7 +306,11 @@ class Pusher:
         out = []
         for index, entry in enumerate(value):
             number = entry.get("acc_number") if isinstance(entry, dict) else None
-            part = _Part(item, f"bank_accounts:{number}" if number else f"bank_accounts[{index}]")
+            part = _Part(
+                item,
+                f"bank_accounts:{number}" if number else f"bank_accounts[{index}]",
+                ("bank_accounts", index),
+            )
             item.parts.append(part)
             try:
                 part.vals = self._bank_vals(entry, catalog)

@@ -127,5 +127,26 @@ def test_a_household_with_an_unknown_bank_is_delivered_and_only_the_account_wait
     assert again.exit_code == 1, again.output
     assert len(_rows(fake, "res.partner.bank")) == 1 and len(_rows(fake, "res.partner")) == 3
     assert [r["value"] for r in _rows(fake, "g2p.reg.id")] == ["NID-3"]
-    nothing = run_connector(project, "reg", pull=False, retry=RETRY)
-    assert nothing.push is not None and nothing.push.counts.created + nothing.push.counts.updated == 0
+    # an ordinary run offers the two refused IDs again: no new letter, no second record of anything
+    later = run_connector(project, "reg", retry=RETRY)
+    assert later.ok and later.push is not None and later.pull is not None
+    assert (later.push.counts.created, later.push.counts.dead_lettered, later.pull.counts.appended) == (
+        0,
+        0,
+        0,
+    )
+    assert all(d.attempts == 3 for d in project.state.dead_letters("reg"))  # two replays, not the run
+    assert len(_rows(fake, "res.partner")) == 3 and len(_rows(fake, "res.partner.bank")) == 1
+
+
+def test_a_refused_sub_record_is_not_taken_back_by_the_next_pull(project: Project, fake: FakeOpenSpp) -> None:
+    """OpenSPP lacks the refused account; the pull must not read that as OpenSPP having removed it, which
+    would erase it from the entity (and discard its letter on replay)."""
+    project.eventlog.append(_household_with_bad_sub_records())
+    assert run_connector(project, "reg", pull=False, retry=RETRY).ok
+    second = run_connector(project, "reg", retry=RETRY)
+    assert second.ok, second.error
+    assert second.pull is not None and second.pull.counts.appended == 0, second.pull.counts
+    household = project.eventlog.get_entity(HH)
+    assert household is not None and household.data["bank_details"][0]["account_number"] == "HB-77"
+    assert len(project.state.dead_letters("reg")) == 3
