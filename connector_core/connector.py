@@ -54,6 +54,45 @@ class PushRecord:
     parent_external_id: str | None = None
 
 
+PART_SEPARATOR = "#"
+"""Joins an entity guid and a part name into a sub-record's dead letter ref: ``<guid>#bank_accounts:123``."""
+
+
+def part_ref(ref: str, part: str) -> str:
+    """The dead letter ref of sub-record ``part`` of the record ``ref``."""
+    return f"{ref}{PART_SEPARATOR}{part}"
+
+
+def split_part_ref(ref: str) -> tuple[str, str | None]:
+    """``(entity guid, part name)`` of a dead letter ref; the part is ``None`` for a whole record's letter."""
+    guid, sep, part = ref.partition(PART_SEPARATOR)
+    return (guid, part) if sep else (ref, None)
+
+
+@dataclass(frozen=True, slots=True)
+class PartResult:
+    """The outcome of one optional sub-record of a delivered record (an ID document, a bank account).
+
+    A remote that keeps such sub-records apart from the record (OpenSPP's ``g2p.reg.id``) may refuse one of
+    them -- an unknown bank, a number of the wrong format -- while the registrant itself is fine. Holding
+    the whole record (and the members waiting behind a household) for that would be wrong, so the record
+    is delivered and only the sub-record is dead-lettered, as ``<ref>#<part>``. Replaying that letter sends
+    the record again, so the connector must deliver sub-records idempotently (match them by a key, as
+    ``part`` does), and a part delivered later (by a replay or a later push) closes its letter.
+
+    ``part`` names the sub-record stably within its record (``bank_accounts:<acc_number>``,
+    ``ids:<ID type>``), never by list position; ``error`` is ``None`` when it was delivered.
+    """
+
+    part: str
+    error: str | None = None
+    path: tuple[str | int, ...] = ()
+    """Where the sub-record sits in the record's payload (``("bank_accounts", 0)``). A refused part found
+    there is left out of the link's snapshot: the remote does not hold it, so a pull must not read its
+    absence as a removal made on the remote, and the next push offers it again (a part refused again
+    while its letter is open is not counted twice). Empty: the snapshot keeps the whole payload."""
+
+
 @dataclass(frozen=True, slots=True)
 class PushResult:
     """The outcome of one :class:`PushRecord`; ``transient`` failures are retried, others dead-lettered."""
@@ -67,10 +106,14 @@ class PushResult:
     """For a transient failure: seconds the remote asked us to wait (its ``Retry-After``)."""
     unsent: bool = False
     """For a transient failure: the request for this record never left (see ``ConnectorError.unsent``)."""
+    parts: tuple[PartResult, ...] = ()
+    """For a delivered record: its optional sub-records, each delivered or refused on its own (see
+    :class:`PartResult`). A refused part is dead-lettered as ``<ref>#<part>``; a delivered part closes such
+    a letter. Parts not listed are left as they are."""
 
     @classmethod
-    def delivered(cls, ref: str, external_id: str | None) -> PushResult:
-        return cls(ref=ref, ok=True, external_id=external_id)
+    def delivered(cls, ref: str, external_id: str | None, parts: Sequence[PartResult] = ()) -> PushResult:
+        return cls(ref=ref, ok=True, external_id=external_id, parts=tuple(parts))
 
     @classmethod
     def rejected(

@@ -15,6 +15,7 @@ before it is sent again, and turned into an update if it is there: a retry never
 from __future__ import annotations
 
 import contextvars
+import copy
 import logging
 import re
 import threading
@@ -30,6 +31,7 @@ from connector_core.connector import (
     PushRecord,
     PushResult,
     TransientError,
+    part_ref,
 )
 from connector_core.entities import Entity
 from connector_core.eventlog.base import MEMBERSHIP_EVENTS, EventTouch
@@ -159,6 +161,9 @@ class Pusher:
         self.systemic_stop: str | None = None
         # refs a replay delivered (cleared by each replay page): their held children follow them
         self.delivered_now: set[str] = set()
+        # Entities whose sub-record dead letters are being replayed -> those letters' refs: they are sent
+        # even when unchanged (the sub-record goes again), and a letter whose part is gone is closed.
+        self._replayed_parts: dict[str, set[str]] = {}
         # a dry run plans each entity once, however its events fall across pages
         self._rehearsed = SeenOnDisk() if ctx.dry_run else None
         self._map_context = MapContext(link=self.external_id)
@@ -189,6 +194,11 @@ class Pusher:
             self.ctx.name, Direction.PUSH, parents - set(self._links)
         )
         self._parent_letters.update((ref, reason) for ref, reason, _ in self._deferred if ref in parents)
+
+    def replay_parts(self, parts: dict[str, set[str]]) -> None:
+        """Send these entities again even if unchanged: each has sub-record dead letters (``<guid>#<part>``)
+        being replayed, and only sending the entity sends its sub-records."""
+        self._replayed_parts = {guid: set(refs) for guid, refs in parts.items()}
 
     # -- planning -------------------------------------------------------------------------------
     def push_entities(self, guids: list[str], unlinks: Sequence[tuple[str, str]] = ()) -> None:
@@ -251,7 +261,8 @@ class Pusher:
             return None
         payload = result.record
         live_link = link if link is not None and not link.deleted else None
-        if live_link is not None and live_link.snapshot == payload:
+        forced = entity.guid in self._replayed_parts
+        if live_link is not None and live_link.snapshot == payload and not forced:
             self.counts.unchanged += 1
             self._unpark(entity.guid)
             if self.replaying:  # delivered meanwhile: the remote already holds this payload
@@ -553,6 +564,8 @@ class Pusher:
         now = now_timestamp()
         settled: list[str] = []
         links: list[Link] = []
+        parts = [part_ref(r.ref, p.part) for r in results.values() if r.ok for p in r.parts]
+        open_parts = ctx.state.open_dead_letter_refs(ctx.name, Direction.PUSH, parts) if parts else set()
         with ctx.state.transaction() as tx:
             for item in batch:
                 record = sender.final.get(item.record.ref, item.record)
@@ -567,6 +580,7 @@ class Pusher:
                 if result.ok:
                     self._streak_broken(tx)
                     self._delivered(tx, item, record, result, now, links)
+                    self._settle_parts(tx, record, result, open_parts)
                 else:
                     payload = {
                         "operation": str(record.operation),
@@ -610,7 +624,7 @@ class Pusher:
                     entity_guid=record.ref,
                     external_id=str(external_id),
                     entity_name=record.entity_name,
-                    snapshot=item.snapshot,
+                    snapshot=_without_refused(item.snapshot, result),
                     synced_at=now,
                     base=item.base,
                 )
@@ -623,6 +637,54 @@ class Pusher:
         if record.ref in self._open_letters:
             tx.resolve_dead_letter(ctx.name, Direction.PUSH, record.ref, "replayed")
             self._open_letters.discard(record.ref)
+
+    def _settle_parts(
+        self, tx: StateTxn, record: PushRecord, result: PushResult, open_parts: set[str]
+    ) -> None:
+        """Sub-records of a delivered record: a refused one is dead-lettered on its own (the record and
+        its children are delivered); a delivered one closes its letter; a replayed letter whose part the
+        record no longer carries is discarded."""
+        ctx = self.ctx
+        replayed = self._replayed_parts.pop(record.ref, set())
+        for part in result.parts:
+            ref = part_ref(record.ref, part.part)
+            replaying = ref in replayed
+            replayed.discard(ref)
+            if part.error is None:
+                if ref in open_parts:
+                    tx.resolve_dead_letter(ctx.name, Direction.PUSH, ref, "replayed")
+                continue
+            if ref in open_parts and not replaying:
+                continue  # refused again on a later push: its open letter already says so
+            self.counts.dead_lettered += 1
+            log.warning("dead letter %s: %s", ref, part.error)
+            payload = {
+                "operation": str(record.operation),
+                "entity_name": record.entity_name,
+                "part": part.part,
+                "payload": record.payload,
+            }
+            tx.add_dead_letter(ctx.name, Direction.PUSH, ref, part.error, payload)
+        for ref in replayed:
+            tx.resolve_dead_letter(ctx.name, Direction.PUSH, ref, "discarded")
+
+
+def _without_refused(snapshot: dict[str, Any], result: PushResult) -> dict[str, Any]:
+    """The snapshot of what the remote now holds: the payload without the sub-records it refused."""
+    paths = [p.path for p in result.parts if p.error is not None and p.path]
+    if not paths:
+        return snapshot
+    out = copy.deepcopy(snapshot)
+    # the highest index first: removing an item does not move the ones before it
+    for path in sorted(paths, key=lambda p: p[-1] if isinstance(p[-1], int) else -1, reverse=True):
+        container: Any = out
+        try:
+            for key in path[:-1]:
+                container = container[key]
+            del container[path[-1]]
+        except (KeyError, IndexError, TypeError):
+            continue  # not where the connector said: the snapshot keeps it
+    return out
 
 
 class _BatchSender:

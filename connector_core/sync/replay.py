@@ -1,16 +1,17 @@
 """Replaying dead letters once their cause is fixed (a mapping corrected, a registry record repaired).
 
 A push dead letter is replayed by delivering the entity's *current* state (not the stale payload kept for
-reading), through the same planning and delivery as a run, so ordering, intents and links hold. A pull dead
-letter is replayed by taking the stored remote record again. Successful replays close their dead letters as
-``replayed``; failures bump ``attempts`` and keep them open with the new reason.
+reading), through the same planning and delivery as a run, so ordering, intents and links hold; a
+sub-record's letter (``<guid>#<part>``, see ``PartResult``) sends its entity again, unchanged or not. A pull
+dead letter is replayed by taking the stored remote record again. Successful replays close their dead
+letters as ``replayed``; failures bump ``attempts`` and keep them open with the new reason.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from connector_core.connector import RemoteRecord
+from connector_core.connector import RemoteRecord, split_part_ref
 from connector_core.state.base import DeadLetter, Direction
 from connector_core.streams import chunks
 from connector_core.sync.context import SyncContext
@@ -48,14 +49,21 @@ def _replay_pushes(ctx: SyncContext, pusher: Pusher, refs: list[str]) -> None:
     Children held behind a replayed parent follow it at once, and theirs after them: they were waiting
     for exactly this delivery, and an operator who replays a household expects its members to arrive."""
     pusher.delivered_now.clear()  # one page's worth: memory stays flat over a million letters
-    present = ctx.eventlog.get_entities(refs)
-    pusher.push_entities([ref for ref in refs if ref in present])
-    gone = [ref for ref in refs if ref not in present]
+    guid_of = {ref: split_part_ref(ref)[0] for ref in refs}
+    parts: dict[str, set[str]] = {}
+    for ref, guid in guid_of.items():
+        if ref != guid:  # a sub-record's letter: its entity goes again, and the sub-record with it
+            parts.setdefault(guid, set()).add(ref)
+    pusher.replay_parts(parts)
+    guids = list(dict.fromkeys(guid_of.values()))
+    present = ctx.eventlog.get_entities(guids)
+    pusher.push_entities([guid for guid in guids if guid in present])
+    gone = [ref for ref in refs if guid_of[ref] not in present]
     if gone:
         with ctx.state.transaction() as tx:
             for ref in gone:
                 tx.resolve_dead_letter(ctx.name, Direction.PUSH, ref, "discarded")
-    parents = [ref for ref in refs if ref in pusher.delivered_now]
+    parents = [guid for guid in guids if guid in pusher.delivered_now]
     while parents and not ctx.stop.is_set():
         before = set(pusher.delivered_now)
         for page in chunks(ctx.state.parked_children(ctx.name, parents), ctx.page_size):

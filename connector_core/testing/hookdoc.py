@@ -107,6 +107,7 @@ def _connector_section() -> list[str]:
     for type_ in (
         connector.PushRecord,
         connector.PushResult,
+        connector.PartResult,
         connector.RemoteRecord,
         connector.PullPage,
         connector.CheckResult,

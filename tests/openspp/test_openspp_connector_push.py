@@ -66,7 +66,8 @@ def test_households_and_members_are_created_in_batches(make_connector: Factory, 
     assert len(member_ids) == 30
     assert calls(fake, "res.partner", "load") == 1, "30 individuals in one load call"
     assert calls(fake, "g2p.reg.id", "create") == 1 and calls(fake, "res.partner.bank", "create") == 1
-    assert calls(fake, "res.partner", "write") == 10, "one membership write per household"
+    assert calls(fake, "g2p.group.membership", "create") == 1, "30 memberships of 10 Head-less households"
+    assert calls(fake, "res.partner", "write") == 0
     partners = {r["id"]: r for r in rows(fake, "res.partner")}
     for h in homes:
         group = partners[int(home_ids[h.ref])]
@@ -197,7 +198,6 @@ def test_local_rejections_carry_odoos_wording(make_connector: Factory, fake: Fak
     bad = [
         person(home, "A", nickname="x"),
         person(home, "B", kind="Cousin"),
-        person(home, "C", ids=[{"id_type": "Tax Number", "value": "1"}]),
         person(home, "D", area_id="Atlantis"),
         PushRecord(str(uuid.uuid4()), Operation.CREATE, "pet", {"name": "Rex"}),
     ]
@@ -206,7 +206,6 @@ def test_local_rejections_carry_odoos_wording(make_connector: Factory, fake: Fak
     assert [r.error for r in results[1:]] == [
         "Invalid field 'nickname' on model 'res.partner'",
         "unknown membership kind 'Cousin' (known: Child, Head, Other, Spouse)",
-        "unknown ID type 'Tax Number'",
         "no spp.area record is named 'Atlantis' (field area_id)",
         "entity 'pet' is neither 'household' nor 'individual'",
     ]
@@ -430,3 +429,59 @@ def test_exactly_once_under_commit_then_fail_and_transient_faults(
     memberships = rows(fake, "g2p.group.membership")
     assert len(memberships) == 80 and len({(m["group"], m["individual"]) for m in memberships}) == 80
     assert len(rows(fake, "g2p.reg.id")) == 80
+
+
+def test_a_refused_id_or_bank_account_is_refused_alone(make_connector: Factory, fake: FakeOpenSpp) -> None:
+    """Issue 16.2: an unknown ID type, an ID of the wrong format and an unknown bank are answered as parts of
+    a delivered registrant; the household and its members are delivered."""
+    home = household("H", bank_accounts=[{"acc_number": "HB-1", "bank": "Atlantis Bank"}])
+    members = [
+        person(home, "A", "Head", ids=[{"id_type": "Tax Number", "value": "1"}]),
+        person(
+            home,
+            "B",
+            ids=[{"id_type": "National ID", "value": "N-2"}, {"id_type": "Passport", "value": "?"}],
+            bank_accounts=[{"acc_number": "B-1"}],
+        ),
+    ]
+    connector = make_connector()
+    results = connector.push([home, *members])
+    assert all(r.ok for r in results), results
+    assert [(p.part, p.error) for p in results[0].parts] == [
+        (
+            "bank_accounts:HB-1",
+            "unknown bank 'Atlantis Bank' (neither a bank name nor a BIC in OpenSPP) of account HB-1",
+        )
+    ]
+    refused = [(p.part, p.error) for p in results[1].parts]
+    assert refused == [("ids:Tax Number", "unknown ID type 'Tax Number'")]
+    passport = results[2].parts[1]
+    assert [p.part for p in results[2].parts] == ["ids:National ID", "ids:Passport", "bank_accounts:B-1"]
+    assert results[2].parts[0].error is None and results[2].parts[2].error is None
+    assert passport.error is not None and "does not match the format of ID type Passport" in passport.error
+    assert len(rows(fake, "res.partner")) == 3 and len(rows(fake, "g2p.group.membership")) == 2
+    assert [r["value"] for r in rows(fake, "g2p.reg.id")] == ["N-2"]
+    assert [r["acc_number"] for r in rows(fake, "res.partner.bank")] == ["B-1"]
+
+
+def test_a_second_head_never_joins_through_a_direct_membership_create(
+    make_connector: Factory, fake: FakeOpenSpp
+) -> None:
+    """Odoo does not check a direct ``g2p.group.membership.create`` for a second Head (odoo-observed.md
+    §3.5), and a group with two Heads blocks every later write: a household that holds a Head, or gains
+    two in one push, gets its members through the group write, whose check refuses the second Head."""
+    connector = make_connector()
+    home, other = household("H"), household("O")
+    ids = ok(connector.push([home, other, person(home, "A", "Head")]))
+    fake.requests.clear()
+    results = connector.push(
+        [person(home, "B", "Head"), person(other, "C", "Head"), person(other, "D", "Head")]
+    )
+    assert [r.ok for r in results] == [False, True, False]
+    assert {r.error for r in results if not r.ok} == {"Only one Head is allowed per group"}
+    assert calls(fake, "g2p.group.membership", "create") == 0
+    heads = [m for m in rows(fake, "g2p.group.membership") if m["kind"] == [3]]
+    assert sorted(m["group"] for m in heads) == sorted(int(ids[h.ref]) for h in (home, other))
+    assert connector.push(
+        [PushRecord(home.ref, Operation.UPDATE, "household", {"name": "Renamed"}, external_id=ids[home.ref])]
+    )[0].ok
