@@ -386,10 +386,20 @@ def mock_server(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     data: Annotated[Path | None, typer.Option(help="Keep records in this JSON file.")] = None,
+    seed: Annotated[
+        Path | None, typer.Option(help="datacollect: store this JSONL file's events in the tenant first.")
+    ] = None,
+    tenant: Annotated[str, typer.Option(help="datacollect: the tenant (config id) to create.")] = "demo",
 ) -> None:
-    """Serve a fake remote system standalone (for trying connectors and mappings by hand)."""
+    """Serve a fake remote system standalone (for trying connectors and mappings by hand).
+
+    ``datacollect`` is the fake DataCollect backend, for trying a ``backend: datacollect`` event log.
+    """
     import uvicorn
 
+    if name == "datacollect":
+        _serve_fake_datacollect(host, port, seed, tenant)
+        return
     with handled():
         factory = load_plugins().fake_server(name)
     out.print(f"serving fake {name!r} on http://{host}:{port} (Ctrl-C to stop)")
@@ -400,6 +410,29 @@ def mock_server(
 
     gc.set_threshold(BATCH_GC_THRESHOLD, *gc.get_threshold()[1:])
     uvicorn.run(factory(data), host=host, port=port, log_level="warning")
+
+
+def _serve_fake_datacollect(host: str, port: int, seed: Path | None, tenant: str) -> None:
+    import uvicorn
+
+    from connector_core.testing.fake_datacollect import FakeDataCollect, create_app
+
+    fake = FakeDataCollect(tenants=(tenant,))
+    if seed is not None:
+        try:
+            problems = fake.seed_jsonl(tenant, seed)
+        except (OSError, ValueError) as exc:
+            fail(str(exc))
+        stored = len(fake.tenants[tenant].events)
+        out.print(f"tenant {tenant!r}: {stored} events stored from {seed}, {len(problems)} refused")
+        for problem in problems[:20]:
+            out.print(f"  {problem}")
+    email = next(iter(fake.users))
+    out.print(
+        f"serving fake DataCollect on http://{host}:{port} (Ctrl-C to stop); tenant {tenant!r}, "
+        f"login {email} / {fake.users[email][0]}"
+    )
+    uvicorn.run(create_app(fake), host=host, port=port, log_level="warning")
 
 
 # -- dead letters and conflicts ----------------------------------------------------------------------

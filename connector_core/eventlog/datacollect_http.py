@@ -41,18 +41,21 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
 
+from connector_core.connector import ConnectorError
 from connector_core.entities import Entity, EventIssue
 from connector_core.eventlog.base import AppendResult, EventPage, TouchPage
 from connector_core.eventlog.sqlite import SqliteEventLog, _referenced_guids
 from connector_core.events import EventError, FormSubmission, format_timestamp, parse_timestamp, utc_now
 from connector_core.http import released
 from connector_core.logs import register_secret
+from connector_core.retry import RetryPolicy, call_with_retry
 from connector_core.streams import chunks
 
 log = logging.getLogger("dcsync.datacollect")
@@ -66,7 +69,9 @@ DEFAULT_REFRESH_INTERVAL = 30.0
 _US = timedelta(microseconds=1)
 _MS = timedelta(milliseconds=1)
 _APPEND_CHUNK = 500
-_NOT_EVENT_ACTIONS = frozenset({"conflict-resolution", "flag-potential-duplicate", "cascade-delete-entity"})
+_NOT_EVENT_ACTIONS = frozenset({"flag-potential-duplicate", "cascade-delete-entity"})
+"""Audit actions that do not stand for an event of their own. ``conflict-resolution`` is *not* one: it is the
+only trace of an event DataCollect stored but did not apply (``kept-local``)."""
 _MERGEABLE = {
     "create-individual": "individual",
     "update-individual": "individual",
@@ -139,6 +144,30 @@ class AuditEntry:
 
 
 _NOT_JSON = object()
+_RETRIED_STATUS = frozenset({429, 502, 503, 504})
+
+
+class _Transient(ConnectorError):
+    """A failure worth another attempt (what :func:`call_with_retry` retries); never leaves the client."""
+
+    transient = True
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: a number, or an HTTP date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class DataCollectClient:
@@ -158,7 +187,7 @@ class DataCollectClient:
         email: str | None = None,
         password: str | None = None,
         timeout: float = 30.0,
-        attempts: int = 3,
+        retry: RetryPolicy | None = None,
         client: httpx.Client | None = None,
     ) -> None:
         if not token and not (email and password):
@@ -173,7 +202,7 @@ class DataCollectClient:
         self._token = token or None
         self._email = email
         self._password = password
-        self._attempts = max(1, attempts)
+        self.retry = retry or RetryPolicy()
         self._http = client or httpx.Client(base_url=self.url, timeout=timeout)
 
     def __repr__(self) -> str:
@@ -212,10 +241,12 @@ class DataCollectClient:
         json_body: Any = None,
         auth: bool = True,
     ) -> Any:
+        """One API call through the retry policy: connection errors, 429 (``Retry-After`` honoured) and
+        502/503/504 are retried with full jitter; a refused token logs in again once; the rest is final.
+        A 500 is not retried: DataCollect answers it for thrown application errors, which repeat."""
         relogged = False
-        attempt = 0
-        while True:
-            attempt += 1
+
+        def attempt() -> httpx.Response:
             headers = {}
             if auth:
                 if self._token is None:
@@ -226,20 +257,40 @@ class DataCollectClient:
                     self._http.request(method, path, params=params, json=json_body, headers=headers)
                 )
             except httpx.TransportError as exc:
-                if attempt < self._attempts:
-                    time.sleep(0.2 * attempt)
-                    continue
-                raise DataCollectUnavailable(
+                raise _Transient(
                     f"{what}: cannot reach DataCollect at {self.url}: {type(exc).__name__}: {exc}"
                 ) from None
-            if response.status_code in (502, 503, 504) and attempt < self._attempts:
-                time.sleep(0.2 * attempt)
-                continue
+            if response.status_code in _RETRIED_STATUS:
+                raise _Transient(
+                    self._failure(response, what),
+                    retry_after=_retry_after(response.headers.get("retry-after")),
+                )
+            return response
+
+        while True:
+            try:
+                response = call_with_retry(attempt, self.retry, what=what)
+            except _Transient as exc:
+                raise DataCollectUnavailable(f"{exc.message} (gave up after retries)") from None
             if response.status_code == 401 and auth and not relogged and self._email and self._password:
                 relogged = True
                 self._token = None
                 continue
             return self._decode(response, what)
+
+    def _failure(self, response: httpx.Response, what: str) -> str:
+        status = response.status_code
+        text = response.text
+        if status == 429:
+            wait = response.headers.get("retry-after")
+            return f"{what}: DataCollect at {self.url} answered HTTP 429 (too many requests" + (
+                f", retry after {wait}s)" if wait else ")"
+            )
+        kind = "an HTML page" if "<html" in text[:500].lower() else "a body"
+        excerpt = _excerpt(text)
+        return f"{what}: DataCollect at {self.url} answered HTTP {status} with {kind}" + (
+            f": {excerpt}" if excerpt else ""
+        )
 
     def _decode(self, response: httpx.Response, what: str) -> Any:
         status = response.status_code
@@ -259,8 +310,16 @@ class DataCollectClient:
         if isinstance(body, dict):
             message = str(body.get("error") or body.get("message") or "")
         if status == 401:
+            hint = ""
+            if message == "Invalid token" and not (self._email and self._password):
+                hint = (
+                    ": the token is unknown to this server or has expired (a token with an exp claim "
+                    "does); configure email and password (email:/password: under eventlog in dcsync.yaml, "
+                    "or DCSYNC_DATACOLLECT_EMAIL and DCSYNC_DATACOLLECT_PASSWORD) so dcsync can log in "
+                    "again by itself"
+                )
             raise DataCollectAuthError(
-                f"{what}: DataCollect at {self.url} refused the credentials: {message}"
+                f"{what}: DataCollect at {self.url} refused the credentials: {message}{hint}"
             )
         if status >= 400:
             raise DataCollectError(f"{what}: DataCollect at {self.url} answered HTTP {status}: {message}")
@@ -380,15 +439,22 @@ class ApiFeed:
         self.lookback = lookback
         self._known = known
         self.description = f"{client.url} /api/sync/pull (tenant {client.config_id!r})"
+        self.resume: datetime | None = None
+        """Where an unfinished walk stopped (the mirror keeps it): the next walk goes on from there."""
+        self.position: datetime | None = None
+        """The ``since`` of the next page, as of the batch last yielded."""
 
     def batches(self, high_water: datetime | None, pending: set[str]) -> Iterator[list[FormSubmission]]:
         since = None if high_water is None else high_water - self.lookback - _US
+        if self.resume is not None and (since is None or self.resume > since):
+            since = self.resume  # an earlier walk stopped here: go on from where it got to
+        self.position = since
         while True:
             page = self.client.pull(since_text(since))
             if not page.events:
                 break
-            yield page.events
             if page.next_cursor is None:
+                yield page.events
                 break  # not a full page: nothing after it
             stamps = [parse_timestamp(e.timestamp) for e in page.events]
             last = max(stamps)
@@ -410,6 +476,8 @@ class ApiFeed:
                         "instead of looping"
                     )
             since = step
+            self.position = step  # set before the yield: the mirror commits the page with where to go on
+            yield page.events
         if pending:
             yield from self._recover(pending)
 
@@ -714,6 +782,10 @@ class DataCollectEventLog:
             pending = self._meta.pending()
             report = RefreshReport(high_water_before=format_timestamp(high_water) if high_water else None)
             buffer: list[FormSubmission] = []
+            walk = self.feed if isinstance(self.feed, ApiFeed) else None
+            if walk is not None:
+                resume = self._meta.get("resume_since")
+                walk.resume = datetime.fromisoformat(resume) if resume else None
 
             def flush() -> None:
                 # Order matters for a crash at any point: a pending millisecond is recorded before the
@@ -730,14 +802,19 @@ class DataCollectEventLog:
                         self._meta.put("high_water", format_timestamp(newest))
                     buffer.clear()
                 self._meta.set_pending(pending)
+                if walk is not None and walk.position is not None:
+                    self._meta.put("resume_since", since_text(walk.position))
 
+            # Every batch is committed as it arrives: a refresh that fails half way keeps what it read, the
+            # next one resumes from there, and the recovery of crowded milliseconds sees every event the
+            # walk already read as known (it never fetches those again).
             for batch in self.feed.batches(high_water, pending):
                 report.batches += 1
                 report.seen += len(batch)
                 buffer.extend(batch)
-                if len(buffer) >= _APPEND_CHUNK:
-                    flush()
+                flush()
             flush()
+            self._meta.put("resume_since", "")  # the walk finished: the next one starts at the look-back
             self._meta.put("last_refresh", format_timestamp(utc_now()))
             self._last_refresh = time.monotonic()
             report.high_water_after = format_timestamp(high_water) if high_water else None

@@ -1,0 +1,297 @@
+"""Issue 15: every stored DataCollect event reaches dcsync exactly once, through crowded milliseconds,
+kept-local events (whose only audit trace is a ``conflict-resolution`` row), transient faults, 429 with
+``Retry-After`` and expiring tokens; each run keeps what it read and the next goes on from there."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from connector_core.eventlog import copy_events, open_event_log_spec
+from connector_core.eventlog.datacollect_http import (
+    DataCollectAuthError,
+    DataCollectClient,
+    DataCollectError,
+    DataCollectEventLog,
+)
+from connector_core.eventlog.sqlite import SqliteEventLog
+from connector_core.events import format_timestamp
+from connector_core.retry import RetryPolicy
+from connector_core.testing.fake_datacollect import FakeDataCollect, create_app
+from connector_core.testing.fault_transport import FaultTransport
+from connector_core.testing.server import ServedApp, serve
+
+EMAIL, PASSWORD = "sync@example.org", "correct horse"
+FAST = RetryPolicy(max_attempts=12, initial_delay=0.001, max_delay=0.01, max_elapsed=60)
+BASE = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
+
+
+def _stamp(at: datetime) -> str:
+    """ISO with microseconds: how a phone's sync stores an event (the server keeps the µs)."""
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond:06d}Z"
+
+
+def crowded_tenant(people: int = 860, crowd_every: int = 100, crowd: int = 13) -> list[dict[str, Any]]:
+    """A mobile log: each person created then updated on the phone (so DataCollect holds local changes),
+    every third one also gets a stale server-synced update that DataCollect stores but keeps local; the
+    events of ``crowd`` persons out of every ``crowd_every`` share one millisecond each (creates in one,
+    updates in the next, stale updates in the next: all crowded)."""
+    events: list[dict[str, Any]] = []
+    for i in range(people):
+        block, k = divmod(i, crowd_every)
+        if k < crowd:
+            at = BASE + timedelta(hours=block, microseconds=k)
+            step = timedelta(milliseconds=1)
+        else:
+            at = BASE + timedelta(hours=block, seconds=k)
+            step = timedelta(milliseconds=100)
+        entity = f"person-{i}"
+        data = {"entityName": "individual", "name": f"Person {i}", "national_id": f"ID-{i:05d}"}
+        common = {"entityGuid": entity, "userId": "admin"}
+        events.append(
+            {
+                **common,
+                "guid": f"c-{i}",
+                "type": "create-individual",
+                "data": data,
+                "timestamp": _stamp(at),
+                "syncLevel": 0,
+            }
+        )
+        events.append(
+            {
+                **common,
+                "guid": f"u-{i}",
+                "type": "update-individual",
+                "data": {**data, "phone": f"+{i}"},
+                "timestamp": _stamp(at + step),
+                "syncLevel": 0,
+            }
+        )
+        if i % 3 == 0 or k < crowd:
+            events.append(
+                {
+                    **common,
+                    "guid": f"s-{i}",
+                    "type": "update-individual",
+                    "data": {"phone": "stale"},
+                    "timestamp": _stamp(at + 2 * step),
+                    "syncLevel": 1,
+                }
+            )
+    return events
+
+
+@pytest.fixture(scope="module")
+def seeded() -> Iterator[tuple[FakeDataCollect, ServedApp]]:
+    fake = FakeDataCollect(email=EMAIL, password=PASSWORD, tenants=("demo",))
+    problems = fake.store("demo", crowded_tenant())
+    assert problems == []  # kept-local is not a refusal: the event is stored
+    with serve(create_app(fake)) as served:
+        yield fake, served
+
+
+def _stored(fake: FakeDataCollect) -> list[str]:
+    with fake.lock:
+        return [e.guid for e in fake.tenants["demo"].events]
+
+
+def _mirror(url: str, path: Path, transport: httpx.BaseTransport | None = None) -> DataCollectEventLog:
+    http = httpx.Client(base_url=url, timeout=5, transport=transport) if transport else None
+    client = DataCollectClient(url, "demo", email=EMAIL, password=PASSWORD, retry=FAST, client=http)
+    return DataCollectEventLog(client, path, refresh_interval=None)
+
+
+def test_the_tenant_really_has_crowded_milliseconds_and_kept_local_events(
+    seeded: tuple[FakeDataCollect, ServedApp],
+) -> None:
+    fake, _ = seeded
+    stored = _stored(fake)
+    assert 1900 <= len(stored) <= 2100
+    kept = [r for r in fake.conflict_rows("demo") if r.changes["resolution"] == "kept-local"]
+    assert len(kept) >= 280
+    kept_guids = {r.event_guid for r in kept}
+    actions = {r.event_guid for r in fake.tenants["demo"].audit if r.action != "conflict-resolution"}
+    assert not kept_guids & actions  # their only audit trace is the conflict-resolution row
+    assert fake.entity("demo", "person-0").data["phone"] == "+0"  # DataCollect kept its own state
+
+
+def test_an_api_copy_of_a_crowded_tenant_with_kept_local_events_holds_every_event_once(
+    seeded: tuple[FakeDataCollect, ServedApp], tmp_path: Path
+) -> None:
+    fake, served = seeded
+    with fake.lock:
+        fake.requests.clear()
+    with _mirror(served.url, tmp_path / "m.db") as mirror:
+        pulled: set[str] = set()
+        fetched: list[str] = []
+        client = mirror.client
+        real_pull, real_entity_events = client.pull, client.entity_events
+
+        def pull(since: str) -> Any:
+            page = real_pull(since)
+            pulled.update(e.guid for e in page.events)
+            return page
+
+        def entity_events(guid: str) -> Any:
+            answer = real_entity_events(guid)
+            # no entity is asked for whose events the walk has all read already
+            assert {e.guid for e in answer} - pulled, f"entity {guid} re-fetched: all its events were read"
+            fetched.append(guid)
+            return answer
+
+        client.pull = pull  # type: ignore[method-assign]
+        client.entity_events = entity_events  # type: ignore[method-assign]
+        with SqliteEventLog(tmp_path / "copy.db") as target:
+            report = copy_events(mirror, target)
+            copied = [e.guid for e in target.iter_events()]
+        assert sorted(copied) == sorted(_stored(fake))
+        assert len(copied) == len(set(copied)) == report.read
+        assert len(fetched) == len(set(fetched))  # each entity at most once
+    entity_calls = [r for r in fake.requests if r["path"].startswith("/api/entities/")]
+    assert len(entity_calls) == len(fetched) <= 10 * 14
+
+
+@pytest.mark.slow
+def test_copies_through_thirty_percent_transient_faults_finish_within_five_runs_and_are_exact(
+    seeded: tuple[FakeDataCollect, ServedApp], tmp_path: Path
+) -> None:
+    fake, served = seeded
+    faults = FaultTransport(rate=0.3, seed=15, retry_after="1")
+    counts: list[int] = []
+    finished_at = None
+    for run in range(1, 6):
+        try:
+            with (
+                _mirror(served.url, tmp_path / "m.db", faults) as mirror,
+                SqliteEventLog(tmp_path / "copy.db") as target,
+            ):
+                copy_events(mirror, target)
+            finished_at = run
+            break
+        except DataCollectError:
+            pass
+        finally:
+            with SqliteEventLog(tmp_path / "m.db") as kept:
+                counts.append(kept.count())
+    assert finished_at is not None, f"no copy finished in 5 runs; the mirror held {counts}"
+    assert counts == sorted(counts)  # every run kept what it read
+    assert set(faults.injected) == {"reset-before", "reset-after", "502", "503", "429"}
+    with SqliteEventLog(tmp_path / "copy.db") as target:
+        copied = [e.guid for e in target.iter_events()]
+    assert sorted(copied) == sorted(_stored(fake))
+
+
+def test_a_failed_refresh_keeps_every_page_it_read_and_the_next_goes_on_from_there(
+    tmp_path: Path,
+) -> None:
+    fake = FakeDataCollect(email=EMAIL, password=PASSWORD, tenants=("demo",))
+    assert fake.store("demo", crowded_tenant(people=40, crowd_every=100, crowd=0)) == []
+    with serve(create_app(fake)) as served:
+        fake.faults.html_errors = [{"path": "/api/sync/pull", "status": 500}]
+        with _mirror(served.url, tmp_path / "m.db") as mirror:
+            with pytest.raises(DataCollectError):
+                mirror.refresh()
+            assert mirror.count() == 0  # the very first pull failed
+        with _mirror(served.url, tmp_path / "m.db") as mirror:
+            calls = 0
+            real = mirror.client.pull
+
+            def failing_pull(since: str) -> Any:
+                nonlocal calls
+                calls += 1
+                if calls == 4:
+                    raise DataCollectError("the network went away")
+                return real(since)
+
+            mirror.client.pull = failing_pull  # type: ignore[method-assign]
+            with pytest.raises(DataCollectError):
+                mirror.refresh()
+            assert mirror.count() >= 27  # three pages kept (less the re-read ties), not thrown away
+        with fake.lock:
+            fake.requests.clear()
+        with _mirror(served.url, tmp_path / "m.db") as mirror:
+            mirror.refresh()
+            assert sorted(e.guid for e in mirror.local.iter_events()) == sorted(_stored(fake))
+        pulls = fake.requests_to("/api/sync/pull")
+        # it resumed at the fourth page instead of re-reading the look-back window from the start
+        assert pulls[0]["params"]["since"] > _stamp(BASE)
+        assert len(pulls) < 10
+
+
+def test_429_is_retried_after_the_time_retry_after_asks_for(tmp_path: Path) -> None:
+    fake = FakeDataCollect(email=EMAIL, password=PASSWORD, tenants=("demo",))
+    with serve(create_app(fake)) as served:
+        fake.faults.throttle = [{"path": "/api/sync/pull", "retry_after": 1}]
+        policy = RetryPolicy(max_attempts=3, initial_delay=0.001, max_delay=5, max_elapsed=30)
+        client = DataCollectClient(served.url, "demo", email=EMAIL, password=PASSWORD, retry=policy)
+        started = time.monotonic()
+        assert client.pull("").events == []
+        assert time.monotonic() - started >= 0.95
+        client.close()
+        assert len(fake.requests_to("/api/sync/pull")) == 2
+
+
+def test_connection_resets_502_and_503_are_retried_by_the_configured_policy(tmp_path: Path) -> None:
+    fake = FakeDataCollect(email=EMAIL, password=PASSWORD, tenants=("demo",))
+    with serve(create_app(fake)) as served:
+        faults = FaultTransport(rate=1.0, seed=1, kinds=("reset-before", "502", "503"))
+        http = httpx.Client(base_url=served.url, timeout=5, transport=faults)
+        once = RetryPolicy(max_attempts=1, initial_delay=0, max_delay=0, max_elapsed=10)
+        client = DataCollectClient(served.url, "demo", token=fake.issue_token(), retry=once, client=http)
+        with pytest.raises(DataCollectError, match="gave up after retries"):
+            client.pull("")
+        faults.rate = 0.5
+        client.retry = FAST
+        for _ in range(20):
+            assert client.pull("").events == []
+        client.close()
+
+
+def test_an_expired_token_says_to_configure_email_and_password_and_a_login_renews_itself(
+    tmp_path: Path,
+) -> None:
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    fake = FakeDataCollect(
+        email=EMAIL, password=PASSWORD, tenants=("demo",), clock=lambda: now[0], token_ttl=60
+    )
+    with serve(create_app(fake)) as served:
+        token_only = DataCollectClient(served.url, "demo", token=fake.issue_token(), retry=FAST)
+        assert token_only.pull("").events == []
+        login = DataCollectClient(served.url, "demo", email=EMAIL, password=PASSWORD, retry=FAST)
+        assert login.pull("").events == []
+        now[0] += timedelta(minutes=5)
+        with pytest.raises(DataCollectAuthError) as refused:
+            token_only.pull("")
+        message = str(refused.value)
+        assert "Invalid token" in message and "expired" in message and "email and password" in message
+        assert login.pull("").events == []  # logged in again by itself
+        token_only.close()
+        login.close()
+
+
+def test_an_unknown_address_option_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown option read"):
+        open_event_log_spec("datacollect+http://127.0.0.1:9/?config_id=T&read=database")
+
+
+def test_the_standalone_fake_is_seeded_from_a_jsonl_file(tmp_path: Path) -> None:
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text(
+        "\n".join(__import__("json").dumps(e) for e in crowded_tenant(people=3, crowd_every=100, crowd=0))
+        + "\n",
+        encoding="utf-8",
+    )
+    fake = FakeDataCollect(tenants=())
+    assert fake.seed_jsonl("field", seed) == []
+    assert [e.guid for e in fake.tenants["field"].events][:2] == ["c-0", "u-0"]
+    (tmp_path / "bad.jsonl").write_text('{"guid": "x"}\nnot json\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not JSON"):
+        fake.seed_jsonl("field", tmp_path / "bad.jsonl")
+    assert format_timestamp(BASE).endswith("Z")
