@@ -145,8 +145,20 @@ def test_a_crowded_millisecond_stays_pending_through_an_audit_outage_and_is_reco
 ) -> None:
     crowded = [person(i, ts(5)) for i in range(12)]
     phone_sync(fake, crowded)
-    fake.faults.html_errors = [{"path": "/api/sync/pull/audit-logs", "status": 500, "message": "Error: db"}]
     mirror = open_mirror()
+    real_audit = mirror.client.audit_logs
+    calls = 0
+
+    def audit_logs(since: str) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the first read says which events were applied; the recovery's read fails
+            fake.faults.html_errors = [
+                {"path": "/api/sync/pull/audit-logs", "status": 500, "message": "Error: db"}
+            ]
+        return real_audit(since)
+
+    mirror.client.audit_logs = audit_logs  # type: ignore[method-assign]
     report = mirror.refresh()
     assert report.pending == [ts(5)] and mirror.count() == 10
     assert mirror.stats()["datacollect"]["pending_milliseconds"] == 1

@@ -21,7 +21,7 @@ from connector_core.eventlog.datacollect_http import (
     DataCollectEventLog,
 )
 from connector_core.eventlog.sqlite import SqliteEventLog
-from connector_core.events import format_timestamp
+from connector_core.events import FormSubmission, format_timestamp
 from connector_core.retry import RetryPolicy
 from connector_core.testing.fake_datacollect import FakeDataCollect, create_app
 from connector_core.testing.fault_transport import FaultTransport
@@ -295,3 +295,64 @@ def test_the_standalone_fake_is_seeded_from_a_jsonl_file(tmp_path: Path) -> None
     with pytest.raises(ValueError, match=r"bad.jsonl:2: not JSON"):
         fake.seed_jsonl("field", tmp_path / "bad.jsonl")
     assert format_timestamp(BASE).endswith("Z")
+
+
+# -- a mirror that agrees with DataCollect ---------------------------------------------------------------
+
+
+def test_the_mirror_keeps_kept_local_events_unfolded_as_issues_and_agrees_with_datacollect(
+    seeded: tuple[FakeDataCollect, ServedApp], tmp_path: Path
+) -> None:
+    fake, served = seeded
+    with _mirror(served.url, tmp_path / "m.db") as mirror:
+        mirror.refresh()
+        assert sorted(e.guid for e in mirror.local.iter_events()) == sorted(_stored(fake))
+        kept = {r.event_guid for r in fake.conflict_rows("demo") if r.changes["resolution"] == "kept-local"}
+        issues = {i.event_guid: i.reason for i in mirror.iter_issues()}
+        assert set(issues) == kept
+        assert all("kept-local" in reason and "not applied" in reason for reason in issues.values())
+        with fake.lock:
+            theirs = {g: p.modified for g, p in fake.tenants["demo"].pairs.items()}
+        ours = {e.guid: e for e in mirror.iter_entities()}
+        assert set(ours) == set(theirs)
+        assert all(ours[g].data == theirs[g].data for g in theirs)
+        assert all(ours[g].version == theirs[g].version for g in theirs)
+
+
+def test_a_pulled_change_of_one_field_leaves_datacollect_equal_to_the_mirror(tmp_path: Path) -> None:
+    fake = FakeDataCollect(email=EMAIL, password=PASSWORD, tenants=("demo",))
+    assert fake.store("demo", crowded_tenant(people=2, crowd_every=100, crowd=0)) == []
+    pair = fake.entity_pair("demo", "person-1")
+    assert pair is not None and pair.initial.version != pair.modified.version  # a phone update since create
+    with serve(create_app(fake)) as served, _mirror(served.url, tmp_path / "m.db") as mirror:
+        mirror.refresh()
+        # what a registry pull appends: only the changed field, stamped with the registry's (older) clock
+        pulled = FormSubmission.from_json(
+            {
+                "guid": "pull-person-1-1",
+                "entityGuid": "person-1",
+                "type": "update-individual",
+                "data": {"name": "Anabel"},
+                "timestamp": "2025-03-01T09:00:00.000Z",
+                "userId": "dcsync:reg",
+                "syncLevel": 2,
+            }
+        )
+        result = mirror.append([pulled])
+        assert result.issues == [] and result.new_guids == ["pull-person-1-1"]
+        theirs = fake.entity("demo", "person-1")
+        ours = mirror.get_entity("person-1")
+        assert theirs is not None and ours is not None
+        assert theirs.data["name"] == "Anabel" and theirs.data["phone"] == "+1"  # the phone update survived
+        assert ours.data == theirs.data
+
+
+def test_an_event_whose_guid_another_tenant_holds_is_reported_and_not_counted(tmp_path: Path) -> None:
+    fake = FakeDataCollect(email=EMAIL, password=PASSWORD, tenants=("demo", "other"))
+    taken = crowded_tenant(people=1, crowd_every=100, crowd=0)[0]
+    assert fake.store("other", [taken]) == []
+    with serve(create_app(fake)) as served, _mirror(served.url, tmp_path / "m.db") as mirror:
+        with pytest.raises(DataCollectError, match=f"did not store 1 of 1 pushed events: {taken['guid']}"):
+            mirror.append([FormSubmission.from_json(taken)])
+        assert mirror.count() == 0
+        assert fake.entity("demo", taken["entityGuid"]) is None

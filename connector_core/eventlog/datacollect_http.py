@@ -51,7 +51,7 @@ import httpx
 from connector_core.connector import ConnectorError
 from connector_core.entities import Entity, EventIssue
 from connector_core.eventlog.base import AppendResult, EventPage, TouchPage
-from connector_core.eventlog.sqlite import SqliteEventLog, _referenced_guids
+from connector_core.eventlog.sqlite import _INSERT_ISSUE, SqliteEventLog, _referenced_guids
 from connector_core.events import EventError, FormSubmission, format_timestamp, parse_timestamp, utc_now
 from connector_core.http import released
 from connector_core.logs import register_secret
@@ -443,6 +443,8 @@ class ApiFeed:
         """Where an unfinished walk stopped (the mirror keeps it): the next walk goes on from there."""
         self.position: datetime | None = None
         """The ``since`` of the next page, as of the batch last yielded."""
+        self.pulled_at = time.monotonic()
+        """When the batch last yielded was read (recovered batches: when they were fetched)."""
 
     def batches(self, high_water: datetime | None, pending: set[str]) -> Iterator[list[FormSubmission]]:
         since = None if high_water is None else high_water - self.lookback - _US
@@ -451,6 +453,7 @@ class ApiFeed:
         self.position = since
         while True:
             page = self.client.pull(since_text(since))
+            self.pulled_at = time.monotonic()
             if not page.events:
                 break
             if page.next_cursor is None:
@@ -516,12 +519,99 @@ class ApiFeed:
             "recovered %d events of %d crowded milliseconds through the audit feed", len(found), len(pending)
         )
         recovered = sorted(found.values(), key=lambda e: e.timestamp)
+        self.pulled_at = time.monotonic()
         pending.clear()
         if recovered:
             yield recovered
 
 
 # -- the mirror's own bookkeeping ------------------------------------------------------------------------
+
+
+def kept_local_reason(changes: Mapping[str, Any], timestamp: str | None = None) -> str:
+    """DataCollect's own reason for not applying an event, in words (its audit row's ``changes``)."""
+    return (
+        "stored in DataCollect but not applied: its conflict rule kept the entity's state (kept-local; "
+        f"entity last updated {changes.get('localLastUpdated')}, version {changes.get('localVersion')}, "
+        f"event stamped {changes.get('remoteTimestamp') or timestamp})"
+    )
+
+
+class MirrorLog(SqliteEventLog):
+    """The mirror's event log: a SQLite log that keeps, but does not fold, what DataCollect did not apply.
+
+    ``not_applied(guids)`` names the events among ``guids`` that DataCollect stored without applying, with
+    its reason; they are stored as events (the log holds every stored event exactly once) and recorded as
+    event issues, and the entities stay as DataCollect holds them.
+    """
+
+    def __init__(self, path: str | Path, not_applied: Callable[[Iterable[str]], dict[str, str]]) -> None:
+        super().__init__(path)
+        self._not_applied = not_applied
+
+    def _fold_into_entities(self, new: list[tuple[int, FormSubmission]], result: AppendResult) -> None:
+        reasons = self._not_applied(event.guid for _seq, event in new)
+        if reasons:
+            skipped = [(seq, event) for seq, event in new if event.guid in reasons]
+            new = [(seq, event) for seq, event in new if event.guid not in reasons]
+            rows = []
+            for seq, event in skipped:
+                issue = EventIssue(event.guid, event.entity_guid, reasons[event.guid])
+                result.issues.append(issue)
+                rows.append((issue.event_guid, issue.entity_guid, issue.reason, seq))
+            self._conn.executemany(_INSERT_ISSUE, rows)
+        if new:
+            super()._fold_into_entities(new, result)
+
+
+class AuditTrace:
+    """Which pulled events DataCollect stored but did not apply, from its server-time audit feed.
+
+    Every event DataCollect applies leaves an audit row under its own action; one it kept local leaves only
+    a ``conflict-resolution`` row with ``resolution: kept-local``. The feed is read from a mark (server time,
+    minus a margin, kept in the mirror) and the kept-local guids are saved in the mirror as soon as they are
+    seen, so a crash between reading the feed and committing the event loses nothing. The feed is read again
+    only when a page holds an event with no audit row yet and was pulled after the last read.
+    """
+
+    MARGIN = timedelta(minutes=5)
+
+    def __init__(self, client: DataCollectClient, meta: _MirrorMeta) -> None:
+        self.client = client
+        self.meta = meta
+        self._traced: set[str] = set()
+        self._loaded_at: float | None = None
+
+    def load(self) -> None:
+        mark = self.meta.get("audit_mark")
+        since = since_text(parse_timestamp(mark) - self.MARGIN) if mark else ""
+        rows = self.client.audit_logs(since)
+        kept: dict[str, str] = {}
+        newest = parse_timestamp(mark) if mark else None
+        for row in rows:
+            if row.event_guid:
+                self._traced.add(row.event_guid)
+            if row.action == "conflict-resolution" and row.changes.get("resolution") == "kept-local":
+                if row.event_guid:
+                    kept[row.event_guid] = kept_local_reason(row.changes)
+            if row.timestamp:
+                try:
+                    stamp = parse_timestamp(row.timestamp)
+                except ValueError:
+                    continue
+                if newest is None or stamp > newest:
+                    newest = stamp
+        self.meta.add_not_applied(kept)
+        if newest is not None:
+            self.meta.put("audit_mark", format_timestamp(newest))
+        self._loaded_at = time.monotonic()
+
+    def check(self, events: Sequence[FormSubmission], pulled_at: float) -> None:
+        """Make sure the kept-local events among ``events`` (pulled at ``pulled_at``) are on record."""
+        if any(e.guid not in self._traced for e in events) and (
+            self._loaded_at is None or self._loaded_at < pulled_at
+        ):
+            self.load()
 
 
 class _MirrorMeta:
@@ -542,6 +632,9 @@ class _MirrorMeta:
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS datacollect_aliases "
                 "(guid TEXT PRIMARY KEY, stored_as TEXT NOT NULL)"
+            )
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS datacollect_not_applied (guid TEXT PRIMARY KEY, reason TEXT NOT NULL)"
             )
             tenant = self.get("config_id")
             if tenant is None:
@@ -597,6 +690,25 @@ class _MirrorMeta:
                 "INSERT OR IGNORE INTO datacollect_aliases (guid, stored_as) VALUES (?, ?)",
                 list(aliases.items()),
             )
+
+    def add_not_applied(self, reasons: Mapping[str, str]) -> None:
+        if reasons:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO datacollect_not_applied (guid, reason) VALUES (?, ?)",
+                list(reasons.items()),
+            )
+
+    def not_applied(self, guids: Iterable[str]) -> dict[str, str]:
+        """The events among ``guids`` DataCollect stored without applying, with its reason."""
+        found: dict[str, str] = {}
+        for part in chunks(dict.fromkeys(guids), 500):
+            marks = ",".join("?" * len(part))
+            found.update(
+                self._conn.execute(
+                    f"SELECT guid, reason FROM datacollect_not_applied WHERE guid IN ({marks})", part
+                ).fetchall()
+            )
+        return found
 
     def close(self) -> None:
         self._conn.close()
@@ -740,12 +852,13 @@ class DataCollectEventLog:
         self._lock = threading.RLock()
         self._last_refresh: float | None = None
         self._on_close: list[Callable[[], object]] = []
-        self.local = SqliteEventLog(mirror)
+        self.local: SqliteEventLog = MirrorLog(mirror, lambda guids: self._meta.not_applied(guids))
         try:
             self._meta = _MirrorMeta(self.local.path, client.url, client.config_id)
         except BaseException:
             self.local.close()
             raise
+        self._trace = AuditTrace(client, self._meta) if check_applied else None
         self.feed: Feed = feed or ApiFeed(client, lookback=self.lookback, known=self._meta.known)
 
     def __repr__(self) -> str:
@@ -808,7 +921,10 @@ class DataCollectEventLog:
             # Every batch is committed as it arrives: a refresh that fails half way keeps what it read, the
             # next one resumes from there, and the recovery of crowded milliseconds sees every event the
             # walk already read as known (it never fetches those again).
+            trace = self._trace if walk is not None else None
             for batch in self.feed.batches(high_water, pending):
+                if trace is not None:
+                    trace.check(batch, walk.pulled_at if walk is not None else time.monotonic())
                 report.batches += 1
                 report.seen += len(batch)
                 buffer.extend(batch)
@@ -863,7 +979,7 @@ class DataCollectEventLog:
 
     def _push(self, push: list[PlannedEvent], result: AppendResult) -> None:
         started = utc_now()
-        events = [planned.event for planned in push]
+        events = [self._as_meant(planned.event) for planned in push]
         self.client.push(events)
         stored: dict[str, FormSubmission] = {}
         wanted = {e.guid for e in events}
@@ -872,6 +988,9 @@ class DataCollectEventLog:
                 if event.guid in wanted:
                     stored[event.guid] = event
         copies = [stored[e.guid] for e in events if e.guid in stored]
+        if self.check_applied and copies:
+            # recorded before the copies reach the mirror, so the mirror keeps them unfolded, as an issue
+            self._meta.add_not_applied(self._kept_local(copies, started))
         appended = self.local.append(copies)
         self._meta.add_aliases(
             {absorbed: p.event.guid for p in push if p.event.guid in stored for absorbed in p.absorbed}
@@ -881,50 +1000,63 @@ class DataCollectEventLog:
             if planned.event.guid in new:
                 result.new_guids.extend([*planned.absorbed, planned.event.guid])
         result.issues.extend(appended.issues)
-        if self.check_applied and copies:
-            result.issues.extend(self._not_applied(copies, started))
+        for issue in appended.issues:
+            log.warning("DataCollect did not apply event %s (entity %s)", issue.event_guid, issue.entity_guid)
         missing = [e.guid for e in events if e.guid not in stored]
         if missing:
+            for guid in missing:
+                log.error(
+                    "event %s: DataCollect answered success but did not store it (a guid already used in any "
+                    "tenant, or an invalid event)",
+                    guid,
+                )
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             raise DataCollectPushError(
                 f"DataCollect tenant {self.client.config_id!r} at {self.client.url} answered success but did "
                 f"not store {len(missing)} of {len(events)} pushed events: {shown} (it swallows every "
-                "error: check the events are valid, their guids unused in any other tenant, and the "
-                "server's log)",
+                "error: an event guid must be unused in every tenant of the server, since its key is global; "
+                "check the events are valid and the server's log)",
                 missing,
             )
 
-    def _not_applied(self, copies: list[FormSubmission], started: datetime) -> list[EventIssue]:
+    def _as_meant(self, event: FormSubmission) -> FormSubmission:
+        """The event DataCollect must receive to end in the state the mirror folds from ``event``.
+
+        DataCollect applies a remote event to an entity with local changes on top of its ``initial`` state,
+        discarding the updates since (§1.4): an update therefore carries the whole current form, not only
+        the changed fields. And it skips an event stamped before its own last apply (server clock), so an
+        update of an existing entity is stamped no earlier than now.
+        """
+        if event.type not in ("update-individual", "create-individual", "update-group", "create-group"):
+            return event
+        current = self.local.get_entity(event.entity_guid)
+        if current is None:
+            return event
+        data = {**current.data, **event.data}
+        if event.type.endswith("-group"):
+            data.pop("members", None)
+            if "members" in event.data:
+                data["members"] = event.data["members"]
+        stamp = max(event.timestamp, format_timestamp(utc_now()))
+        if data == event.data and stamp == event.timestamp:
+            return event
+        return event.model_copy(update={"data": data, "timestamp": stamp})
+
+    def _kept_local(self, copies: list[FormSubmission], started: datetime) -> dict[str, str]:
         """Events DataCollect stored but did not apply because its conflict rule kept its own state."""
         try:
             rows = self.client.audit_logs(since_text(started - timedelta(minutes=5)))
         except DataCollectError as exc:
             log.warning("could not check that DataCollect applied the pushed events: %s", exc)
-            return []
-        ours = {e.guid: e for e in copies}
-        issues = []
-        for row in rows:
-            if (
-                row.action == "conflict-resolution"
-                and row.changes.get("resolution") == "kept-local"
-                and row.event_guid in ours
-            ):
-                event = ours[row.event_guid]
-                issues.append(
-                    EventIssue(
-                        event.guid,
-                        event.entity_guid,
-                        "stored in DataCollect but not applied: its conflict rule kept the entity's state "
-                        f"(last updated {row.changes.get('localLastUpdated')}, "
-                        f"event stamped {event.timestamp})",
-                    )
-                )
-                log.warning(
-                    "DataCollect did not apply event %s (entity %s): kept its own state",
-                    event.guid,
-                    event.entity_guid,
-                )
-        return issues
+            return {}
+        ours = {e.guid for e in copies}
+        return {
+            row.event_guid: kept_local_reason(row.changes)
+            for row in rows
+            if row.action == "conflict-resolution"
+            and row.changes.get("resolution") == "kept-local"
+            and row.event_guid in ours
+        }
 
     # -- read (the mirror) -------------------------------------------------------------------------
 
