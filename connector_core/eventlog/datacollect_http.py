@@ -591,9 +591,12 @@ class AuditTrace:
         for row in rows:
             if row.event_guid:
                 self._traced.add(row.event_guid)
-            if row.action == "conflict-resolution" and row.changes.get("resolution") == "kept-local":
-                if row.event_guid:
-                    kept[row.event_guid] = kept_local_reason(row.changes)
+            if (
+                row.event_guid
+                and row.action == "conflict-resolution"
+                and row.changes.get("resolution") == "kept-local"
+            ):
+                kept[row.event_guid] = kept_local_reason(row.changes)
             if row.timestamp:
                 try:
                     stamp = parse_timestamp(row.timestamp)
@@ -634,7 +637,8 @@ class _MirrorMeta:
                 "(guid TEXT PRIMARY KEY, stored_as TEXT NOT NULL)"
             )
             self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS datacollect_not_applied (guid TEXT PRIMARY KEY, reason TEXT NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS datacollect_not_applied "
+                "(guid TEXT PRIMARY KEY, reason TEXT NOT NULL)"
             )
             tenant = self.get("config_id")
             if tenant is None:
