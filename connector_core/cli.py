@@ -52,8 +52,21 @@ ConfigOption = Annotated[
 ]
 
 
+_JSON_ERRORS = False
+"""Set by ``--log-format json``: error lines then go out as JSON log records, like every other line."""
+
+
+def _error_line(message: str) -> None:
+    if _JSON_ERRORS:
+        from connector_core.logs import redact
+
+        logging.getLogger("dcsync.cli").error(redact(message))
+    else:
+        err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    _error_line(message)
     raise typer.Exit(code)
 
 
@@ -67,7 +80,7 @@ def handled() -> Iterator[None]:
         yield
     except ConfigError as exc:
         for problem in exc.problems:
-            err.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+            _error_line(str(problem))
         raise typer.Exit(2) from None
     except (EventError, MappingError, PluginError) as exc:
         fail(str(exc), 2)
@@ -116,9 +129,11 @@ def _root(
         str, typer.Option("--log-format", help="human (default) or json (one object per line).")
     ] = "human",
 ) -> None:
+    global _JSON_ERRORS
     if log_format not in ("human", "json"):
         fail("--log-format must be 'human' or 'json'")
     configure_logging(logging.INFO if verbose else logging.WARNING, log_format)
+    _JSON_ERRORS = log_format == "json"
 
 
 # -- project -----------------------------------------------------------------------------------

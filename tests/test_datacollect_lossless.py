@@ -356,3 +356,27 @@ def test_an_event_whose_guid_another_tenant_holds_is_reported_and_not_counted(tm
             mirror.append([FormSubmission.from_json(taken)])
         assert mirror.count() == 0
         assert fake.entity("demo", taken["entityGuid"]) is None
+
+
+def test_with_json_logs_the_final_error_line_is_json_too(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from connector_core.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "--log-format",
+            "json",
+            "log",
+            "copy",
+            "datacollect+http://127.0.0.1:9/?config_id=T&read=database",
+            str(tmp_path / "x.db"),
+        ],
+    )
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and all(json.loads(line)["level"] == "error" for line in lines)
+    assert "unknown option read" in json.loads(lines[-1])["message"]

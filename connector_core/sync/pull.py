@@ -349,6 +349,11 @@ def remote_link(
 
 
 def run_pull(ctx: SyncContext, report: DirectionReport) -> None:
+    # An event log that mirrors a remote log (datacollect) is brought up to date first, so conflicts are
+    # detected against the log as of the start of the run, not as of the last refresh.
+    refresh = getattr(ctx.eventlog, "refresh", None)
+    if callable(refresh):
+        refresh()
     cursor = ctx.state.get_checkpoint(ctx.name, Direction.PULL)
     report.checkpoint_before = cursor
     while not ctx.stop.is_set():
