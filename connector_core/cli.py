@@ -807,6 +807,49 @@ def log_copy(
     _print_issues(result.issues)
 
 
+@log_app.command("verify", epilog=SPEC_HELP)
+def log_verify(
+    log_spec: Annotated[
+        str | None, typer.Argument(metavar="[LOG]", help="A datacollect event log (default: the project's).")
+    ] = None,
+    refresh: Annotated[
+        bool, typer.Option("--refresh/--no-refresh", help="Bring the mirror up to date first.")
+    ] = True,
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """Compare a datacollect mirror with its DataCollect tenant; exit 1 when they differ.
+
+    Events per type and by guid, and per entity its version and data, against a fresh read of the tenant
+    and against the entities DataCollect lists.
+    """
+    from connector_core.eventlog import open_event_log_spec
+    from connector_core.eventlog.datacollect_http import DataCollectEventLog
+    from connector_core.eventlog.datacollect_verify import verify_mirror
+
+    with handled():
+        try:
+            eventlog = open_event_log_spec(log_spec) if log_spec else _open_log(config)
+        except ValueError as exc:
+            fail(str(exc))
+        try:
+            if not isinstance(eventlog, DataCollectEventLog):
+                fail("log verify compares a datacollect event log with its tenant; this log is not one")
+            if refresh:
+                eventlog.refresh()
+            report = verify_mirror(eventlog)
+            events = eventlog.count()
+        finally:
+            eventlog.close()
+    if report.differs:
+        for line in report.lines():
+            out.print(line, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    out.print(
+        f"the mirror agrees with DataCollect: {events} events, entities equal "
+        f"({report.checked_listed} checked against DataCollect's own listing)"
+    )
+
+
 @log_app.command("import")
 def log_import(
     file: Annotated[Path, typer.Argument(help="JSONL file, one DataCollect event per line.")],

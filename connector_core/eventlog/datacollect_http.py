@@ -203,10 +203,23 @@ class DataCollectClient:
         self._email = email
         self._password = password
         self.retry = retry or RetryPolicy()
+        self._timeout = timeout
         self._http = client or httpx.Client(base_url=self.url, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"DataCollectClient(url={self.url!r}, config_id={self.config_id!r})"
+
+    def clone(self) -> DataCollectClient:
+        """A second client with the same server, tenant, credentials and retry policy (own connection)."""
+        return DataCollectClient(
+            self.url,
+            self.config_id,
+            token=self._token if not (self._email and self._password) else None,
+            email=self._email,
+            password=self._password,
+            timeout=self._timeout,
+            retry=self.retry,
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -383,6 +396,16 @@ class DataCollectClient:
         if not isinstance(body, list):
             raise DataCollectError(f"{what}: unexpected answer shape from DataCollect at {self.url}")
         return [self._event(raw, what) for raw in body]
+
+    def entities(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """The tenant's entities as ``GET /api/entities`` lists them: newest first, at most 1000 (§3.3)."""
+        what = f"entities of tenant {self.config_id!r}"
+        body = self._request(
+            "GET", "/api/entities", params={"configId": self.config_id, "limit": str(limit)}, what=what
+        )
+        if not isinstance(body, list):
+            raise DataCollectError(f"{what}: unexpected answer shape from DataCollect at {self.url}")
+        return [row for row in body if isinstance(row, dict)]
 
     def audit_logs(self, since: str) -> list[AuditEntry]:
         """Audit rows written after ``since`` by the server's clock (unpaginated, §3.3)."""

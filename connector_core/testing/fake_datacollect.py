@@ -592,6 +592,40 @@ def create_app(fake: FakeDataCollect | None = None) -> Starlette:
             rows = fake.entity_events(tenant, request.path_params["guid"])
         return JSONResponse(rows)
 
+    async def entities(request: Request) -> Response:
+        """``GET /api/entities``: newest first, ``limit`` 100 by default and at most 1000 (§3.3)."""
+        record(request)
+        if (failure := scripted_error(request)) is not None:
+            return failure
+        user = user_of(request)
+        if isinstance(user, Response):
+            return user
+        config_id = request.query_params.get("configId") or "default"
+        try:
+            limit = min(1000, max(1, int(request.query_params.get("limit") or 100)))
+        except ValueError:
+            limit = 100
+        with fake.lock:
+            tenant = fake.tenants.get(config_id)
+            if tenant is None:
+                return _express_page(500, f"Error: Config with id {config_id} not found")
+            docs = sorted(
+                (p.modified for p in tenant.pairs.values()), key=lambda e: e.last_updated or "", reverse=True
+            )[:limit]
+            rows = [
+                {
+                    "guid": e.guid,
+                    "id": e.guid,
+                    "name": e.name,
+                    "entityName": e.data.get("entityName"),
+                    "type": e.type,
+                    "data": e.data,
+                    "lastUpdated": e.last_updated,
+                }
+                for e in docs
+            ]
+        return JSONResponse(rows)
+
     async def audit_logs(request: Request) -> Response:
         record(request)
         if (failure := scripted_error(request)) is not None:
@@ -671,6 +705,7 @@ def create_app(fake: FakeDataCollect | None = None) -> Starlette:
         Route("/api/sync/pull", sync_pull, methods=["GET"]),
         Route("/api/sync/push", sync_push, methods=["POST"]),
         Route("/api/sync/pull/audit-logs", audit_logs, methods=["GET"]),
+        Route("/api/entities", entities, methods=["GET"]),
         Route("/api/entities/{guid}/events", entity_events, methods=["GET"]),
         Route("/_control/tenants", control_tenants, methods=["POST"]),
         Route("/_control/events", control_events, methods=["GET", "POST"]),
