@@ -429,3 +429,49 @@ def test_log_verify_names_missing_events_and_entities_that_differ(tmp_path: Path
     assert "events of type update-individual: mirror" in result.stdout
     assert "missing from the mirror, e.g. u-7" in result.stdout
     assert "entity person-3: DataCollect holds other values of phone" in result.stdout
+
+
+def test_after_a_push_the_entity_datacollect_holds_is_read_back_and_a_difference_is_an_issue(
+    tmp_path: Path,
+) -> None:
+    fake = FakeDataCollect(email=EMAIL, password=PASSWORD, tenants=("demo",))
+    assert fake.store("demo", crowded_tenant(people=2, crowd_every=100, crowd=0)) == []
+    with serve(create_app(fake)) as served, _mirror(served.url, tmp_path / "m.db") as mirror:
+        mirror.refresh()
+        real = mirror.client.entity_events
+
+        def entity_events(guid: str) -> Any:
+            # a phone's sync lands between dcsync's push and its read-back (a concurrent writer)
+            fake.store(
+                "demo",
+                [
+                    {
+                        "guid": "phone-late",
+                        "entityGuid": "person-1",
+                        "type": "update-individual",
+                        "data": {"phone": "+999"},
+                        "timestamp": _stamp(BASE),
+                        "userId": "admin",
+                        "syncLevel": 0,
+                    }
+                ],
+            )
+            return real(guid)
+
+        mirror.client.entity_events = entity_events  # type: ignore[method-assign]
+        pulled = FormSubmission.from_json(
+            {
+                "guid": "pull-1",
+                "entityGuid": "person-1",
+                "type": "update-individual",
+                "data": {"name": "Anabel"},
+                "timestamp": "2025-03-01T09:00:00.000Z",
+                "userId": "dcsync:reg",
+                "syncLevel": 2,
+            }
+        )
+        result = mirror.append([pulled])
+        assert result.new_guids == ["pull-1"]
+        assert [i.event_guid for i in result.issues] == ["pull-1"]
+        assert "fields phone differ" in result.issues[0].reason
+        assert [i.event_guid for i in mirror.iter_issues()] == ["s-0", "pull-1"]  # s-0: kept-local

@@ -91,3 +91,61 @@ def test_a_field_edited_on_a_phone_and_on_the_remote_is_a_conflict_and_all_three
     assert theirs is not None and mirror is not None
     assert (theirs.data["phone"], mirror.data["phone"], remote_phone) == (winner, winner, winner)
     assert mirror.data == theirs.data
+
+
+def test_a_pulled_update_datacollect_keeps_local_is_an_open_conflict_not_a_resolved_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from typer.testing import CliRunner
+
+    from connector_core.cli import app
+
+    # DataCollect's clock runs an hour ahead of dcsync's: every update dcsync stamps "now" is older than
+    # the state DataCollect applied, and its conflict rule keeps its own (issue 15, 10)
+    fake = FakeDataCollect(
+        email=EMAIL, password=PASSWORD, tenants=("demo",), clock=lambda: utc_now() + timedelta(hours=1)
+    )
+    edited = {**_person(1).to_json(), "guid": "ev-phone", "type": "update-individual"}
+    edited["data"] = {**_person(1).data, "phone": "+111"}
+    assert fake.store("demo", [_person(1).to_json(), edited]) == []  # initial != modified now
+    monkeypatch.setenv("DC_PASSWORD", PASSWORD)
+    with serve(create_app(fake)) as server, serve(create_mock()) as mock:
+        config = tmp_path / "dcsync.yaml"
+        config.write_text(
+            "eventlog:\n"
+            "  backend: datacollect\n"
+            f"  url: {server.url}\n"
+            "  config_id: demo\n"
+            f"  email: {EMAIL}\n"
+            "  password: ${DC_PASSWORD}\n"
+            "connectors:\n"
+            "  reg:\n"
+            "    type: mock\n"
+            "    settings:\n"
+            f"      url: {mock.url}\n"
+        )
+        project = Project.open(config)
+        try:
+            assert run_connector(project, "reg", retry=FAST).ok
+            record = httpx.get(f"{mock.url}/_control/records").json()[0]
+            httpx.patch(f"{mock.url}/_control/records/{record['id']}", json={"data": {"phone": "+222"}})
+            second = run_connector(project, "reg", retry=FAST)
+            assert second.ok, second.error
+            open_ = project.state.conflicts("reg", status="open")
+            assert [c.entity_guid for c in open_] == ["person-1"]
+            assert open_[0].remote.get("phone") == "+222" and open_[0].local.get("phone") == "+111"
+            issues = list(project.eventlog.iter_issues())
+            assert any("kept-local" in i.reason for i in issues)
+            mirror = project.eventlog.get_entity("person-1")
+        finally:
+            project.close()
+        status = CliRunner().invoke(app, ["status", "--json", "-c", str(config)])
+    theirs = fake.entity("demo", "person-1")
+    assert theirs is not None and mirror is not None
+    assert theirs.data["phone"] == mirror.data["phone"] == "+111"  # the mirror says what DataCollect holds
+    assert status.exit_code == 0, status.output
+    import json
+
+    assert json.loads(status.stdout)[0]["conflicts"] == 1  # dcsync status shows it

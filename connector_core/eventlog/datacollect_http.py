@@ -572,6 +572,20 @@ class MirrorLog(SqliteEventLog):
         super().__init__(path)
         self._not_applied = not_applied
 
+    def record_issues(self, issues: Sequence[EventIssue]) -> None:
+        """Record issues found after an append (a read-back) against the events they name."""
+        if not issues:
+            return
+        with self._write():
+            for issue in issues:
+                row = self._conn.execute(
+                    "SELECT seq FROM events WHERE guid = ?", (issue.event_guid,)
+                ).fetchone()
+                if row is not None:
+                    self._conn.execute(
+                        _INSERT_ISSUE, (issue.event_guid, issue.entity_guid, issue.reason, row[0])
+                    )
+
     def _fold_into_entities(self, new: list[tuple[int, FormSubmission]], result: AppendResult) -> None:
         reasons = self._not_applied(event.guid for _seq, event in new)
         if reasons:
@@ -879,7 +893,7 @@ class DataCollectEventLog:
         self._lock = threading.RLock()
         self._last_refresh: float | None = None
         self._on_close: list[Callable[[], object]] = []
-        self.local: SqliteEventLog = MirrorLog(mirror, lambda guids: self._meta.not_applied(guids))
+        self.local = MirrorLog(mirror, lambda guids: self._meta.not_applied(guids))
         try:
             self._meta = _MirrorMeta(self.local.path, client.url, client.config_id)
         except BaseException:
@@ -1029,6 +1043,8 @@ class DataCollectEventLog:
         result.issues.extend(appended.issues)
         for issue in appended.issues:
             log.warning("DataCollect did not apply event %s (entity %s)", issue.event_guid, issue.entity_guid)
+        if self.check_applied and copies:
+            result.issues.extend(self._read_back(copies, {i.event_guid for i in appended.issues}))
         missing = [e.guid for e in events if e.guid not in stored]
         if missing:
             for guid in missing:
@@ -1068,6 +1084,45 @@ class DataCollectEventLog:
         if data == event.data and stamp == event.timestamp:
             return event
         return event.model_copy(update={"data": data, "timestamp": stamp})
+
+    def _read_back(self, copies: list[FormSubmission], reported: set[str]) -> list[EventIssue]:
+        """Compare the entities DataCollect holds after a push with the mirror's; a difference is an issue.
+
+        DataCollect lists its entities newest first (``GET /api/entities``, at most 1000), so the ones a push
+        just changed are at the top unless other writers were busier; one not listed is not checked.
+        """
+        last: dict[str, FormSubmission] = {}
+        for event in copies:
+            if event.guid not in reported and event.type != "delete-entity":
+                last[event.entity_guid] = event
+        if not last:
+            return []
+        try:
+            listed = self.client.entities(limit=min(1000, 2 * len(last) + 20))
+        except DataCollectError as exc:
+            log.warning("could not read back the entities DataCollect holds after a push: %s", exc)
+            return []
+        theirs = {str(row.get("guid")): row.get("data") for row in listed}
+        ours = self.local.get_entities(last)
+        issues = []
+        for guid, event in last.items():
+            data = theirs.get(guid)
+            mine = ours.get(guid)
+            if not isinstance(data, dict) or mine is None or data == mine.data:
+                continue
+            fields = sorted(k for k in set(data) | set(mine.data) if data.get(k) != mine.data.get(k))
+            issue = EventIssue(
+                event.guid,
+                guid,
+                "DataCollect holds another state than the mirror after this event: fields "
+                + ", ".join(fields[:10])
+                + (f" and {len(fields) - 10} more" if len(fields) > 10 else "")
+                + " differ (run dcsync log verify)",
+            )
+            log.warning("%s", issue)
+            issues.append(issue)
+        self.local.record_issues(issues)
+        return issues
 
     def _kept_local(self, copies: list[FormSubmission], started: datetime) -> dict[str, str]:
         """Events DataCollect stored but did not apply because its conflict rule kept its own state."""
