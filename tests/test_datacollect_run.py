@@ -4,8 +4,11 @@ the mirror and the remote hold the same winner (checked on all three, not on dcs
 
 from __future__ import annotations
 
+import json
 import time
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -93,59 +96,103 @@ def test_a_field_edited_on_a_phone_and_on_the_remote_is_a_conflict_and_all_three
     assert mirror.data == theirs.data
 
 
-def test_a_pulled_update_datacollect_keeps_local_is_an_open_conflict_not_a_resolved_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from datetime import timedelta
-
-    from typer.testing import CliRunner
-
-    from connector_core.cli import app
-
-    # DataCollect's clock runs an hour ahead of dcsync's: every update dcsync stamps "now" is older than
-    # the state DataCollect applied, and its conflict rule keeps its own (issue 15, 10)
-    fake = FakeDataCollect(
-        email=EMAIL, password=PASSWORD, tenants=("demo",), clock=lambda: utc_now() + timedelta(hours=1)
+def _project(tmp_path: Path, server_url: str, mock_url: str) -> Path:
+    config = tmp_path / "dcsync.yaml"
+    config.write_text(
+        "eventlog:\n"
+        "  backend: datacollect\n"
+        f"  url: {server_url}\n"
+        "  config_id: demo\n"
+        f"  email: {EMAIL}\n"
+        "  password: ${DC_PASSWORD}\n"
+        "connectors:\n"
+        "  reg:\n"
+        "    type: mock\n"
+        "    settings:\n"
+        f"      url: {mock_url}\n"
     )
+    return config
+
+
+def _phone_edited_tenant(clock: Any = None) -> FakeDataCollect:
+    fake = FakeDataCollect(email=EMAIL, password=PASSWORD, tenants=("demo",), clock=clock)
     edited = {**_person(1).to_json(), "guid": "ev-phone", "type": "update-individual"}
     edited["data"] = {**_person(1).data, "phone": "+111"}
     assert fake.store("demo", [_person(1).to_json(), edited]) == []  # initial != modified now
+    return fake
+
+
+def test_a_pulled_update_datacollect_keeps_local_is_re_sent_and_all_three_end_equal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DataCollect's clock runs an hour ahead of dcsync's: an update dcsync stamps "now" is older than the
+    # state DataCollect applied, and its conflict rule keeps its own (issue 15, 10)
+    fake = _phone_edited_tenant(lambda: utc_now() + timedelta(hours=1))
     monkeypatch.setenv("DC_PASSWORD", PASSWORD)
     with serve(create_app(fake)) as server, serve(create_mock()) as mock:
-        config = tmp_path / "dcsync.yaml"
-        config.write_text(
-            "eventlog:\n"
-            "  backend: datacollect\n"
-            f"  url: {server.url}\n"
-            "  config_id: demo\n"
-            f"  email: {EMAIL}\n"
-            "  password: ${DC_PASSWORD}\n"
-            "connectors:\n"
-            "  reg:\n"
-            "    type: mock\n"
-            "    settings:\n"
-            f"      url: {mock.url}\n"
-        )
-        project = Project.open(config)
+        project = Project.open(_project(tmp_path, server.url, mock.url))
         try:
             assert run_connector(project, "reg", retry=FAST).ok
             record = httpx.get(f"{mock.url}/_control/records").json()[0]
             httpx.patch(f"{mock.url}/_control/records/{record['id']}", json={"data": {"phone": "+222"}})
             second = run_connector(project, "reg", retry=FAST)
             assert second.ok, second.error
-            open_ = project.state.conflicts("reg", status="open")
-            assert [c.entity_guid for c in open_] == ["person-1"]
-            assert open_[0].remote.get("phone") == "+222" and open_[0].local.get("phone") == "+111"
-            issues = list(project.eventlog.iter_issues())
-            assert any("kept-local" in i.reason for i in issues)
+            assert project.state.conflicts("reg", status="open") == []
+            reasons = [i.reason for i in project.eventlog.iter_issues()]
             mirror = project.eventlog.get_entity("person-1")
         finally:
             project.close()
-        status = CliRunner().invoke(app, ["status", "--json", "-c", str(config)])
+        remote = httpx.get(f"{mock.url}/_control/records").json()[0]["data"]["phone"]
+    assert len(reasons) == 1 and "kept-local" in reasons[0] and "re-sent as" in reasons[0]
     theirs = fake.entity("demo", "person-1")
     assert theirs is not None and mirror is not None
-    assert theirs.data["phone"] == mirror.data["phone"] == "+111"  # the mirror says what DataCollect holds
-    assert status.exit_code == 0, status.output
-    import json
+    assert (theirs.data["phone"], mirror.data["phone"], remote) == ("+222", "+222", "+222")
+    assert mirror.data == theirs.data
 
+
+def test_a_pulled_update_datacollect_does_not_end_with_is_an_open_conflict_shown_by_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from connector_core.cli import app
+    from connector_core.eventlog.datacollect_http import DataCollectClient
+
+    fake = _phone_edited_tenant()
+    monkeypatch.setenv("DC_PASSWORD", PASSWORD)
+    with serve(create_app(fake)) as server, serve(create_mock()) as mock:
+        config = _project(tmp_path, server.url, mock.url)
+        project = Project.open(config)
+        try:
+            assert run_connector(project, "reg", retry=FAST).ok
+            record = httpx.get(f"{mock.url}/_control/records").json()[0]
+            httpx.patch(f"{mock.url}/_control/records/{record['id']}", json={"data": {"phone": "+222"}})
+            real = DataCollectClient.entity_events
+            late = {
+                "guid": "ev-phone-late",
+                "entityGuid": "person-1",
+                "type": "update-individual",
+                "data": {"phone": "+333"},
+                "timestamp": ts(50),
+                "userId": "admin",
+                "syncLevel": 0,
+            }
+
+            def entity_events(self: DataCollectClient, guid: str) -> Any:
+                if guid == "person-1" and "ev-phone-late" not in fake.events_by_guid:
+                    fake.store("demo", [late])  # a phone's sync lands between dcsync's push and read-back
+                return real(self, guid)
+
+            monkeypatch.setattr(DataCollectClient, "entity_events", entity_events)
+            second = run_connector(project, "reg", retry=FAST)
+            assert second.ok, second.error
+            open_ = project.state.conflicts("reg", status="open")
+            assert [c.entity_guid for c in open_] == ["person-1"]
+            assert open_[0].remote.get("phone") == "+222"
+            issues = list(project.eventlog.iter_issues())
+            assert any("DataCollect holds another state" in i.reason for i in issues)
+        finally:
+            project.close()
+        status = CliRunner().invoke(app, ["status", "--json", "-c", str(config)])
+    assert status.exit_code == 0, status.output
     assert json.loads(status.stdout)[0]["conflicts"] == 1  # dcsync status shows it

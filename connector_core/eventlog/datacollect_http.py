@@ -38,6 +38,7 @@ import re
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -66,6 +67,7 @@ PULL_PAGE_SIZE = 10
 DEFAULT_LOOKBACK_SECONDS = 3600.0
 DEFAULT_PUSH_BATCH = 10
 DEFAULT_REFRESH_INTERVAL = 30.0
+_RESENT_NS = uuid.UUID("5b0f3f51-7e0e-4a55-9d0c-2f3c1f7f5d15")
 _US = timedelta(microseconds=1)
 _MS = timedelta(milliseconds=1)
 _APPEND_CHUNK = 500
@@ -755,6 +757,18 @@ class _MirrorMeta:
         self._conn.close()
 
 
+def _resent(event: FormSubmission, changes: Mapping[str, Any]) -> FormSubmission | None:
+    """A copy of ``event`` that DataCollect's conflict rule will apply: stamped just after the entity's last
+    apply by DataCollect's clock (the kept-local row says when), under a guid derived from the original, so
+    re-running the append re-sends nothing twice. ``None`` when the row does not say when."""
+    try:
+        local = parse_timestamp(str(changes.get("localLastUpdated") or ""))
+    except ValueError:
+        return None
+    stamp = max(event.timestamp, format_timestamp(local + _MS))
+    return event.model_copy(update={"guid": str(uuid.uuid5(_RESENT_NS, event.guid)), "timestamp": stamp})
+
+
 # -- writing: one update per entity per push -------------------------------------------------------------
 
 
@@ -1021,18 +1035,34 @@ class DataCollectEventLog:
     def _push(self, push: list[PlannedEvent], result: AppendResult) -> None:
         started = utc_now()
         events = [self._as_meant(planned.event) for planned in push]
-        self.client.push(events)
-        stored: dict[str, FormSubmission] = {}
-        wanted = {e.guid for e in events}
-        for entity_guid in dict.fromkeys(e.entity_guid for e in events):
-            for event in self.client.entity_events(entity_guid):
-                if event.guid in wanted:
-                    stored[event.guid] = event
+        stored = self._push_and_read(events)
         copies = [stored[e.guid] for e in events if e.guid in stored]
+        repaired: dict[str, str] = {}  # an event DataCollect kept local -> the re-sent copy it applied
+        followups: list[FormSubmission] = []
         if self.check_applied and copies:
+            kept = self._kept_local(copies, started)
+            resend = {g: again for g, changes in kept.items() if (again := _resent(stored[g], changes))}
+            kept_again: dict[str, dict[str, Any]] = {}
+            if resend:
+                answered = self._push_and_read(list(resend.values()))
+                followups = [answered[e.guid] for e in resend.values() if e.guid in answered]
+                kept_again = self._kept_local(followups, started)
+                repaired = {
+                    g: e.guid for g, e in resend.items() if e.guid in answered and e.guid not in kept_again
+                }
+            reasons = {
+                g: kept_local_reason(changes)
+                + (
+                    f"; re-sent as {repaired[g]} stamped after it, which DataCollect applied"
+                    if g in repaired
+                    else ""
+                )
+                for g, changes in kept.items()
+            }
+            reasons.update({g: kept_local_reason(changes) for g, changes in kept_again.items()})
             # recorded before the copies reach the mirror, so the mirror keeps them unfolded, as an issue
-            self._meta.add_not_applied(self._kept_local(copies, started))
-        appended = self.local.append(copies)
+            self._meta.add_not_applied(reasons)
+        appended = self.local.append([*copies, *followups])
         self._meta.add_aliases(
             {absorbed: p.event.guid for p in push if p.event.guid in stored for absorbed in p.absorbed}
         )
@@ -1040,11 +1070,15 @@ class DataCollectEventLog:
         for planned in push:
             if planned.event.guid in new:
                 result.new_guids.extend([*planned.absorbed, planned.event.guid])
-        result.issues.extend(appended.issues)
-        for issue in appended.issues:
+        resent = {e.guid for e in followups}
+        unsettled = [
+            i for i in appended.issues if i.event_guid not in repaired and i.event_guid not in resent
+        ]
+        result.issues.extend(unsettled)
+        for issue in unsettled:
             log.warning("DataCollect did not apply event %s (entity %s)", issue.event_guid, issue.entity_guid)
         if self.check_applied and copies:
-            result.issues.extend(self._read_back(copies, {i.event_guid for i in appended.issues}))
+            result.issues.extend(self._read_back(copies, {i.event_guid for i in unsettled}))
         missing = [e.guid for e in events if e.guid not in stored]
         if missing:
             for guid in missing:
@@ -1061,6 +1095,17 @@ class DataCollectEventLog:
                 "check the events are valid and the server's log)",
                 missing,
             )
+
+    def _push_and_read(self, events: list[FormSubmission]) -> dict[str, FormSubmission]:
+        """Push ``events`` and read back, by guid, those DataCollect stored (as it stored them)."""
+        self.client.push(events)
+        stored: dict[str, FormSubmission] = {}
+        wanted = {e.guid for e in events}
+        for entity_guid in dict.fromkeys(e.entity_guid for e in events):
+            for event in self.client.entity_events(entity_guid):
+                if event.guid in wanted:
+                    stored[event.guid] = event
+        return stored
 
     def _as_meant(self, event: FormSubmission) -> FormSubmission:
         """The event DataCollect must receive to end in the state the mirror folds from ``event``.
@@ -1124,8 +1169,9 @@ class DataCollectEventLog:
         self.local.record_issues(issues)
         return issues
 
-    def _kept_local(self, copies: list[FormSubmission], started: datetime) -> dict[str, str]:
-        """Events DataCollect stored but did not apply because its conflict rule kept its own state."""
+    def _kept_local(self, copies: list[FormSubmission], started: datetime) -> dict[str, dict[str, Any]]:
+        """Events DataCollect stored but did not apply because its conflict rule kept its own state: their
+        audit rows' ``changes`` (which say when DataCollect last applied the entity, by its clock)."""
         try:
             rows = self.client.audit_logs(since_text(started - timedelta(minutes=5)))
         except DataCollectError as exc:
@@ -1133,11 +1179,11 @@ class DataCollectEventLog:
             return {}
         ours = {e.guid for e in copies}
         return {
-            row.event_guid: kept_local_reason(row.changes)
+            row.event_guid: row.changes
             for row in rows
-            if row.action == "conflict-resolution"
+            if row.event_guid in ours
+            and row.action == "conflict-resolution"
             and row.changes.get("resolution") == "kept-local"
-            and row.event_guid in ours
         }
 
     # -- read (the mirror) -------------------------------------------------------------------------
