@@ -14,19 +14,27 @@ the last timestamp of a page, so the events tied with it are read again rather t
 stores microseconds and filters on them; ``since`` may carry them). A full page inside one millisecond cannot
 be paged through at all (10 events, all tied), so for such a page the events of that millisecond are found
 through the server-time audit feed and each entity's event list, and the walk steps past it; a ``since`` that
-would not move forward stops the refresh with an error instead of looping. The high-water mark lives in the
-mirror's own table and moves only after the events below it are committed. A tenant whose pulls are blocked
+would not move forward stops the refresh with an error instead of looping. The recovery reads every audit
+row that names an event, ``conflict-resolution`` included (the only trace of an event DataCollect kept
+local), and fetches only entities with an event the walk has not read. Each page is committed as it arrives;
+the high-water mark lives in the mirror's own table and moves only after the events below it are committed,
+and where an unfinished walk stopped is kept, so the next refresh goes on from there. Events DataCollect
+stored but did not apply are learnt from the audit feed before their page is committed, and kept unfolded
+(:class:`MirrorLog`), with DataCollect's reason as an event issue. A tenant whose pulls are blocked
 by potential duplicates raises :class:`DataCollectBlocked` and moves nothing: it is not an empty log.
 
 Writing (:meth:`DataCollectEventLog.append`, which is what a registry pull calls): events go to
 ``POST /api/sync/push`` with millisecond timestamps. DataCollect drops every update of an entity after the
 first one it applies in a push (its conflict rule, §1.4), so several updates of one entity in one call are
 coalesced into one event (the last event's guid and envelope, the data shallow-merged: what applying them in
-order gives); events that cannot be merged go in successive pushes. DataCollect answers success to
+order gives); events that cannot be merged go in successive pushes. An update carries the entity's whole
+current form (DataCollect may apply it on top of ``initial``) and is stamped no earlier than now; one still
+kept local is re-sent once, stamped after DataCollect's own last apply. DataCollect answers success to
 everything (§3.5), so each push is verified by reading the entities' events back; what is missing raises
 :class:`DataCollectPushError` naming the guids, and what is there is appended to the mirror *as DataCollect
 stored it*. Events the server stored but did not apply (its conflict rule kept its own, newer state) are
-reported as issues, found through the audit feed.
+reported as issues, found through the audit feed; the entities DataCollect then lists are compared with the
+mirror's, and a difference is an issue too.
 """
 
 from __future__ import annotations
@@ -175,8 +183,9 @@ def _retry_after(value: str | None) -> float | None:
 class DataCollectClient:
     """DataCollect's backend API as dcsync uses it: login, pull, push, an entity's events, audit rows.
 
-    ``token`` is used as given (DataCollect's tokens never expire, §3.2); without one the client logs in with
-    ``email``/``password`` on first use, and once more if the token is refused. The token lives in request
+    ``token`` is used as given (the backend's own tokens carry no ``exp``, §3.2, but a token with one is
+    refused once it expires); without one the client logs in with ``email``/``password`` on first use, and
+    once more if the token is refused. Every call goes through ``retry`` (:class:`RetryPolicy`). The token lives in request
     headers only: it is not in ``repr()``, in log lines or in error messages.
     """
 
