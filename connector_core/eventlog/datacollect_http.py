@@ -185,8 +185,8 @@ class DataCollectClient:
 
     ``token`` is used as given (the backend's own tokens carry no ``exp``, §3.2, but a token with one is
     refused once it expires); without one the client logs in with ``email``/``password`` on first use, and
-    once more if the token is refused. Every call goes through ``retry`` (:class:`RetryPolicy`). The token lives in request
-    headers only: it is not in ``repr()``, in log lines or in error messages.
+    once more if the token is refused. Every call goes through ``retry`` (:class:`RetryPolicy`). The token
+    lives in request headers only: it is not in ``repr()``, in log lines or in error messages.
     """
 
     def __init__(
