@@ -102,9 +102,11 @@ def _stored(fake: FakeDataCollect) -> list[str]:
         return [e.guid for e in fake.tenants["demo"].events]
 
 
-def _mirror(url: str, path: Path, transport: httpx.BaseTransport | None = None) -> DataCollectEventLog:
+def _mirror(
+    url: str, path: Path, transport: httpx.BaseTransport | None = None, retry: RetryPolicy = FAST
+) -> DataCollectEventLog:
     http = httpx.Client(base_url=url, timeout=5, transport=transport) if transport else None
-    client = DataCollectClient(url, "demo", email=EMAIL, password=PASSWORD, retry=FAST, client=http)
+    client = DataCollectClient(url, "demo", email=EMAIL, password=PASSWORD, retry=retry, client=http)
     return DataCollectEventLog(client, path, refresh_interval=None)
 
 
@@ -158,34 +160,43 @@ def test_an_api_copy_of_a_crowded_tenant_with_kept_local_events_holds_every_even
     assert len(entity_calls) == len(fetched) <= 10 * 14
 
 
-@pytest.mark.slow
+@pytest.mark.parametrize(
+    "attempts, seed", [(12, 15), (4, 7)], ids=["ample-retries", "tight-retries-runs-fail-and-resume"]
+)
 def test_copies_through_thirty_percent_transient_faults_finish_within_five_runs_and_are_exact(
-    seeded: tuple[FakeDataCollect, ServedApp], tmp_path: Path
+    seeded: tuple[FakeDataCollect, ServedApp], tmp_path: Path, attempts: int, seed: int
 ) -> None:
     fake, served = seeded
-    faults = FaultTransport(rate=0.3, seed=15, retry_after="1")
+    faults = FaultTransport(rate=0.3, seed=seed, retry_after="1")
+    policy = FAST.model_copy(update={"max_attempts": attempts})
     counts: list[int] = []
+    failed = 0
     finished_at = None
     for run in range(1, 6):
         try:
             with (
-                _mirror(served.url, tmp_path / "m.db", faults) as mirror,
+                _mirror(served.url, tmp_path / "m.db", faults, policy) as mirror,
                 SqliteEventLog(tmp_path / "copy.db") as target,
             ):
                 copy_events(mirror, target)
             finished_at = run
             break
         except DataCollectError:
-            pass
+            failed += 1
         finally:
             with SqliteEventLog(tmp_path / "m.db") as kept:
                 counts.append(kept.count())
     assert finished_at is not None, f"no copy finished in 5 runs; the mirror held {counts}"
-    assert counts == sorted(counts)  # every run kept what it read
+    assert counts == sorted(counts), counts  # every run kept what it read
+    if failed:
+        assert any(counts[:failed]), counts  # a failed run kept the pages it read
     assert set(faults.injected) == {"reset-before", "reset-after", "502", "503", "429"}
     with SqliteEventLog(tmp_path / "copy.db") as target:
         copied = [e.guid for e in target.iter_events()]
     assert sorted(copied) == sorted(_stored(fake))
+    assert len(copied) == len(set(copied))
+    if attempts == 4:
+        assert failed >= 1  # this budget does give up within a run: the next run resumed it
 
 
 def test_a_failed_refresh_keeps_every_page_it_read_and_the_next_goes_on_from_there(
