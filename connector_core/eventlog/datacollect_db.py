@@ -67,9 +67,41 @@ class DataCollectDbFeed:
         self._within = (
             base + sql.SQL(" AND timestamp >= %s AND timestamp < %s ORDER BY timestamp, guid")
         ).as_string(self._conn)
+        self._kept_local = (
+            sql.SQL(
+                "SELECT event_guid, changes FROM {table} WHERE tenant_id = %s "
+                "AND action = 'conflict-resolution' AND changes->>'resolution' = 'kept-local' "
+                "AND event_guid = ANY(%s)"
+            )
+            .format(table=sql.Identifier(schema, "audit_log"))
+            .as_string(self._conn)
+        )
+        self._audit_readable = True
 
     def close(self) -> None:
         self._conn.close()
+
+    def not_applied(self, events: list[FormSubmission]) -> dict[str, str]:
+        """The events among ``events`` DataCollect stored but kept local (its ``audit_log`` says so), with
+        its reason; the mirror keeps them unfolded. Without read access to ``audit_log`` (grant it to the
+        read-only role) they are folded, with one warning."""
+        from connector_core.eventlog.datacollect_http import kept_local_reason
+
+        if not events or not self._audit_readable:
+            return {}
+        try:
+            rows = self._conn.execute(self._kept_local, (self.config_id, [e.guid for e in events])).fetchall()
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege) as exc:
+            self._audit_readable = False
+            log.warning(
+                "cannot read DataCollect's audit_log (%s): events DataCollect kept local are folded into "
+                "the mirror as if applied; grant the reader SELECT on audit_log",
+                str(exc).strip().splitlines()[0],
+            )
+            return {}
+        return {
+            guid: kept_local_reason(changes if isinstance(changes, dict) else {}) for guid, changes in rows
+        }
 
     def _event(self, row: tuple[Any, ...]) -> FormSubmission:
         guid, entity_guid, type_, data, timestamp, user_id, sync_level = row

@@ -986,9 +986,12 @@ class DataCollectEventLog:
             # next one resumes from there, and the recovery of crowded milliseconds sees every event the
             # walk already read as known (it never fetches those again).
             trace = self._trace if walk is not None else None
+            other = getattr(self.feed, "not_applied", None) if self.check_applied and walk is None else None
             for batch in self.feed.batches(high_water, pending):
                 if trace is not None:
                     trace.check(batch, walk.pulled_at if walk is not None else time.monotonic())
+                elif callable(other):
+                    self._meta.add_not_applied(other(batch))
                 report.batches += 1
                 report.seen += len(batch)
                 buffer.extend(batch)
