@@ -230,14 +230,25 @@ def copy_events(
 
     Memory stays at one page whatever the size of the log; each page is one atomic append, and appends are
     idempotent by guid, so an interrupted copy is completed by running it again. A source that mirrors a
-    remote (``datacollect``) is refreshed first, so the copy holds the remote's log as of now.
+    remote (``datacollect``) is refreshed first, so the copy holds the remote's log as of now; if that refresh
+    could not read every event yet, the copy stops with an error rather than finish without them.
     ``progress(done, total)`` is called after each page.
     """
     if batch < 1:
         raise ValueError("batch must be at least 1")
     refresh = getattr(source, "refresh", None)
     if callable(refresh):
-        refresh()
+        refreshed = refresh()
+        pending = getattr(refreshed, "pending", None)
+        if pending:
+            # A sync run can go on and pick these up on a later refresh; a copy that said "done" now would
+            # be a copy that silently lacks events.
+            from connector_core.eventlog.datacollect_http import DataCollectUnavailable
+
+            raise DataCollectUnavailable(
+                f"the events of {len(pending)} crowded milliseconds (from {pending[0]}) could not be read "
+                "yet (DataCollect's audit feed failed); what was read is kept: run the copy again"
+            )
     total = source.count()
     report = CopyReport()
     cursor: str | None = None

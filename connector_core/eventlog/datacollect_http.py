@@ -657,11 +657,20 @@ class AuditTrace:
             self.meta.put("audit_mark", format_timestamp(newest))
         self._loaded_at = time.monotonic()
 
+    def reset(self) -> None:
+        """Forget the guids seen (called at the start of each refresh, so memory does not grow run by run)."""
+        self._traced = set()
+        self._loaded_at = None
+
     def check(self, events: Sequence[FormSubmission], pulled_at: float) -> None:
-        """Make sure the kept-local events among ``events`` (pulled at ``pulled_at``) are on record."""
-        if any(e.guid not in self._traced for e in events) and (
-            self._loaded_at is None or self._loaded_at < pulled_at
-        ):
+        """Make sure the kept-local events among ``events`` (pulled at ``pulled_at``) are on record.
+
+        Only events new to the mirror matter (one it holds was settled when it was committed), so re-reading
+        the look-back window costs no audit request."""
+        untraced = [e.guid for e in events if e.guid not in self._traced]
+        if not untraced or (self._loaded_at is not None and self._loaded_at >= pulled_at):
+            return
+        if set(untraced) - self.meta.known(untraced):
             self.load()
 
 
@@ -986,6 +995,8 @@ class DataCollectEventLog:
             # next one resumes from there, and the recovery of crowded milliseconds sees every event the
             # walk already read as known (it never fetches those again).
             trace = self._trace if walk is not None else None
+            if trace is not None:
+                trace.reset()
             other = getattr(self.feed, "not_applied", None) if self.check_applied and walk is None else None
             for batch in self.feed.batches(high_water, pending):
                 if trace is not None:
