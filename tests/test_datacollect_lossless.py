@@ -510,3 +510,73 @@ def test_a_copy_whose_refresh_left_crowded_milliseconds_pending_fails_and_the_ne
         with _mirror(served.url, tmp_path / "m.db") as mirror, SqliteEventLog(tmp_path / "copy.db") as target:
             copy_events(mirror, target)
             assert sorted(e.guid for e in target.iter_events()) == sorted(_stored(fake))
+
+
+def test_dcsync_mock_server_datacollect_serves_a_tenant_seeded_from_jsonl(tmp_path: Path) -> None:
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from connector_core.testing.server import free_port
+
+    seed = tmp_path / "seed.jsonl"
+    events = crowded_tenant(people=20, crowd_every=100, crowd=13)
+    seed.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+    port = free_port()
+    command = [sys.executable, "-m", "connector_core.cli", "mock-server", "datacollect", "--port", str(port)]
+    child = subprocess.Popen(
+        [*command, "--seed", str(seed), "--tenant", "field"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        for _ in range(200):  # bounded: 20 s at most
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert child.poll() is None, child.stdout.read() if child.stdout else ""
+                time.sleep(0.1)
+        url = f"http://127.0.0.1:{port}"
+        client = DataCollectClient(
+            url, "field", email="admin@example.com", password="admin-password", retry=FAST
+        )
+        with DataCollectEventLog(client, tmp_path / "m.db", refresh_interval=None) as mirror:
+            mirror.refresh()
+            assert sorted(e.guid for e in mirror.local.iter_events()) == sorted(e["guid"] for e in events)
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+
+
+def test_the_event_log_retry_policy_is_read_from_the_project_file(tmp_path: Path) -> None:
+    from connector_core.config import DataCollectEventLogConfig, load_config
+    from connector_core.eventlog import open_event_log
+
+    (tmp_path / "dcsync.yaml").write_text(
+        "eventlog:\n"
+        "  backend: datacollect\n"
+        "  url: http://127.0.0.1:9\n"
+        "  config_id: demo\n"
+        "  token: t0ken\n"
+        "  retry:\n"
+        "    max_attempts: 9\n"
+        "    initial_delay: 0.25\n"
+        "connectors: {}\n"
+    )
+    loaded = load_config(tmp_path / "dcsync.yaml")
+    assert isinstance(loaded.project.eventlog, DataCollectEventLogConfig)
+    with open_event_log(loaded.project.eventlog, tmp_path) as log:
+        assert isinstance(log, DataCollectEventLog)
+        assert (log.client.retry.max_attempts, log.client.retry.initial_delay) == (9, 0.25)
+    with pytest.raises(Exception, match="max_attemps"):
+        DataCollectEventLogConfig.model_validate(
+            {
+                "backend": "datacollect",
+                "url": "u",
+                "config_id": "d",
+                "token": "t",
+                "retry": {"max_attemps": 1},
+            }
+        )
