@@ -580,3 +580,47 @@ def test_the_event_log_retry_policy_is_read_from_the_project_file(tmp_path: Path
                 "retry": {"max_attemps": 1},
             }
         )
+
+
+def test_a_phone_update_datacollect_applies_on_top_of_initial_is_folded_there_in_the_mirror_too(
+    tmp_path: Path,
+) -> None:
+    from connector_core.events import utc_now
+
+    fake = FakeDataCollect(email=EMAIL, password=PASSWORD, tenants=("demo",))
+    create = crowded_tenant(people=1, crowd_every=100, crowd=0)[0]  # person-0, phone-local create
+    assert fake.store("demo", [create]) == []
+    with serve(create_app(fake)) as served, _mirror(served.url, tmp_path / "m.db") as mirror:
+        mirror.refresh()
+        # dcsync writes a registry field to the person: DataCollect now has local changes
+        registry = FormSubmission.from_json(
+            {
+                "guid": "pull-0",
+                "entityGuid": "person-0",
+                "type": "update-individual",
+                "data": {"registry_id": "R-7"},
+                "timestamp": "2025-03-01T09:00:00.000Z",
+                "userId": "dcsync:reg",
+                "syncLevel": 2,
+            }
+        )
+        assert mirror.append([registry]).issues == []
+        # the phone then syncs its whole form, which knows nothing of registry_id: DataCollect applies it on
+        # top of initial (the state before dcsync's update), and registry_id is gone there
+        phone = {
+            **create,
+            "guid": "phone-1",
+            "type": "update-individual",
+            "data": {**create["data"], "phone": "+5"},
+            "timestamp": _stamp(utc_now() + timedelta(seconds=5)),
+        }
+        raw = DataCollectClient(served.url, "demo", email=EMAIL, password=PASSWORD, retry=FAST)
+        raw.push([FormSubmission.from_json(phone)])
+        raw.close()
+        assert [r.changes["resolution"] for r in fake.conflict_rows("demo")] == ["applied-remote"]
+        mirror.refresh()
+        theirs = fake.entity("demo", "person-0")
+        ours = mirror.get_entity("person-0")
+        assert theirs is not None and ours is not None
+        assert "registry_id" not in theirs.data and theirs.data["phone"] == "+5"
+        assert (ours.data, ours.version) == (theirs.data, theirs.version)

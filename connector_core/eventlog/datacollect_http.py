@@ -57,10 +57,11 @@ from urllib.parse import quote
 
 import httpx
 
+from connector_core import codec
 from connector_core.connector import ConnectorError
 from connector_core.entities import Entity, EventIssue
 from connector_core.eventlog.base import AppendResult, EventPage, TouchPage
-from connector_core.eventlog.sqlite import _INSERT_ISSUE, SqliteEventLog, _referenced_guids
+from connector_core.eventlog.sqlite import _INSERT_ISSUE, _UPSERT_ENTITY, SqliteEventLog, _referenced_guids
 from connector_core.events import EventError, FormSubmission, format_timestamp, parse_timestamp, utc_now
 from connector_core.http import released
 from connector_core.logs import register_secret
@@ -572,16 +573,29 @@ def kept_local_reason(changes: Mapping[str, Any], timestamp: str | None = None) 
 
 
 class MirrorLog(SqliteEventLog):
-    """The mirror's event log: a SQLite log that keeps, but does not fold, what DataCollect did not apply.
+    """The mirror's event log: a SQLite log whose entities are the ones DataCollect holds.
 
-    ``not_applied(guids)`` names the events among ``guids`` that DataCollect stored without applying, with
-    its reason; they are stored as events (the log holds every stored event exactly once) and recorded as
-    event issues, and the entities stay as DataCollect holds them.
+    Two of DataCollect's rules depend on more than the events (§1.4): an event it stored but kept local is
+    not applied at all, and an event applied under its conflict rule is applied on top of the entity's
+    ``initial`` state, discarding the updates since. ``not_applied(guids)`` names the first kind with
+    DataCollect's reason: they are stored (the log holds every stored event exactly once), recorded as event
+    issues, and not folded. ``on_initial(guids)`` names the second kind: they are folded on top of the
+    entity's ``initial`` state, which this log keeps as DataCollect does (``datacollect_initial``).
     """
 
-    def __init__(self, path: str | Path, not_applied: Callable[[Iterable[str]], dict[str, str]]) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        not_applied: Callable[[Iterable[str]], dict[str, str]],
+        on_initial: Callable[[Iterable[str]], set[str]] | None = None,
+    ) -> None:
         super().__init__(path)
         self._not_applied = not_applied
+        self._on_initial = on_initial or (lambda _guids: set())
+        with self._lock:
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS datacollect_initial (guid TEXT PRIMARY KEY, doc TEXT NOT NULL)"
+            )
 
     def record_issues(self, issues: Sequence[EventIssue]) -> None:
         """Record issues found after an append (a read-back) against the events they name."""
@@ -597,6 +611,12 @@ class MirrorLog(SqliteEventLog):
                         _INSERT_ISSUE, (issue.event_guid, issue.entity_guid, issue.reason, row[0])
                     )
 
+    def initial(self, guid: str) -> Entity | None:
+        """The entity's ``initial`` state as DataCollect keeps it (None: never applied, or deleted)."""
+        with self._lock:
+            row = self._conn.execute("SELECT doc FROM datacollect_initial WHERE guid = ?", (guid,)).fetchone()
+        return Entity.from_json(json.loads(row[0])) if row else None
+
     def _fold_into_entities(self, new: list[tuple[int, FormSubmission]], result: AppendResult) -> None:
         reasons = self._not_applied(event.guid for _seq, event in new)
         if reasons:
@@ -608,8 +628,69 @@ class MirrorLog(SqliteEventLog):
                 result.issues.append(issue)
                 rows.append((issue.event_guid, issue.entity_guid, issue.reason, seq))
             self._conn.executemany(_INSERT_ISSUE, rows)
-        if new:
-            super()._fold_into_entities(new, result)
+        if not new:
+            return
+        on_initial = self._on_initial(event.guid for _seq, event in new)
+        for seq, event in new:  # one at a time: each event sees, and moves, DataCollect's initial state
+            self._fold_one(seq, event, event.guid in on_initial, result)
+
+    def _initials(self, guids: Iterable[str]) -> dict[str, Entity]:
+        found: dict[str, Entity] = {}
+        for part in chunks(dict.fromkeys(guids), 500):
+            marks = ",".join("?" * len(part))
+            for guid, doc in self._conn.execute(
+                f"SELECT guid, doc FROM datacollect_initial WHERE guid IN ({marks})", part
+            ):
+                found[guid] = Entity.from_json(json.loads(doc))
+        return found
+
+    def _fold_one(self, seq: int, event: FormSubmission, on_initial: bool, result: AppendResult) -> None:
+        touched: set[str] = set()
+        _referenced_guids(event, touched)
+        before = self._load_entities(touched)
+        initials = self._initials(touched)
+        target = event.entity_guid
+        if on_initial and target in initials and target in before:
+            base = initials[target]
+            self._conn.execute(
+                _UPSERT_ENTITY,
+                (
+                    target,
+                    base.type,
+                    base.entity_name,
+                    base.parent_guid,
+                    base.version,
+                    codec.dumps(base.to_json()),
+                    seq,
+                ),
+            )
+        super()._fold_into_entities([(seq, event)], result)
+        after = self._load_entities(touched)
+        upserts: list[tuple[str, str]] = []
+        deletes: list[tuple[str]] = []
+        for guid in touched:
+            now, prior = after.get(guid), before.get(guid)
+            if now is None:
+                if guid in initials:
+                    deletes.append((guid,))
+                continue
+            if prior is not None and now.to_json() == prior.to_json():
+                continue  # not changed by this event
+            if guid == target and event.type in ("add-member", "remove-member"):
+                initial = initials.get(guid) or now  # add/remove-member keep the old initial
+            elif guid == target and now.type == "group":
+                initial = now  # create-group/update-group save (group, group)
+            else:
+                initial = prior if prior is not None else now
+            upserts.append((guid, codec.dumps(initial.to_json())))
+        if upserts:
+            self._conn.executemany(
+                "INSERT INTO datacollect_initial (guid, doc) VALUES (?, ?) "
+                "ON CONFLICT (guid) DO UPDATE SET doc = excluded.doc",
+                upserts,
+            )
+        if deletes:
+            self._conn.executemany("DELETE FROM datacollect_initial WHERE guid = ?", deletes)
 
 
 class AuditTrace:
@@ -635,10 +716,13 @@ class AuditTrace:
         since = since_text(parse_timestamp(mark) - self.MARGIN) if mark else ""
         rows = self.client.audit_logs(since)
         kept: dict[str, str] = {}
+        on_initial: list[str] = []
         newest = parse_timestamp(mark) if mark else None
         for row in rows:
             if row.event_guid:
                 self._traced.add(row.event_guid)
+                if row.action == "conflict-resolution" and row.changes.get("resolution") == "applied-remote":
+                    on_initial.append(row.event_guid)
             if (
                 row.event_guid
                 and row.action == "conflict-resolution"
@@ -653,6 +737,7 @@ class AuditTrace:
                 if newest is None or stamp > newest:
                     newest = stamp
         self.meta.add_not_applied(kept)
+        self.meta.add_on_initial(on_initial)
         if newest is not None:
             self.meta.put("audit_mark", format_timestamp(newest))
         self._loaded_at = time.monotonic()
@@ -697,6 +782,7 @@ class _MirrorMeta:
                 "CREATE TABLE IF NOT EXISTS datacollect_not_applied "
                 "(guid TEXT PRIMARY KEY, reason TEXT NOT NULL)"
             )
+            self._conn.execute("CREATE TABLE IF NOT EXISTS datacollect_on_initial (guid TEXT PRIMARY KEY)")
             tenant = self.get("config_id")
             if tenant is None:
                 self.put("config_id", config_id)
@@ -758,6 +844,24 @@ class _MirrorMeta:
                 "INSERT OR REPLACE INTO datacollect_not_applied (guid, reason) VALUES (?, ?)",
                 list(reasons.items()),
             )
+
+    def add_on_initial(self, guids: Iterable[str]) -> None:
+        rows = [(g,) for g in guids]
+        if rows:
+            self._conn.executemany("INSERT OR IGNORE INTO datacollect_on_initial (guid) VALUES (?)", rows)
+
+    def on_initial(self, guids: Iterable[str]) -> set[str]:
+        """The events among ``guids`` DataCollect applied on top of the entity's ``initial`` state."""
+        found: set[str] = set()
+        for part in chunks(dict.fromkeys(guids), 500):
+            marks = ",".join("?" * len(part))
+            found.update(
+                row[0]
+                for row in self._conn.execute(
+                    f"SELECT guid FROM datacollect_on_initial WHERE guid IN ({marks})", part
+                )
+            )
+        return found
 
     def not_applied(self, guids: Iterable[str]) -> dict[str, str]:
         """The events among ``guids`` DataCollect stored without applying, with its reason."""
@@ -925,7 +1029,9 @@ class DataCollectEventLog:
         self._lock = threading.RLock()
         self._last_refresh: float | None = None
         self._on_close: list[Callable[[], object]] = []
-        self.local = MirrorLog(mirror, lambda guids: self._meta.not_applied(guids))
+        self.local = MirrorLog(
+            mirror, lambda guids: self._meta.not_applied(guids), lambda guids: self._meta.on_initial(guids)
+        )
         try:
             self._meta = _MirrorMeta(self.local.path, client.url, client.config_id)
         except BaseException:
@@ -997,12 +1103,14 @@ class DataCollectEventLog:
             trace = self._trace if walk is not None else None
             if trace is not None:
                 trace.reset()
-            other = getattr(self.feed, "not_applied", None) if self.check_applied and walk is None else None
+            other = getattr(self.feed, "resolutions", None) if self.check_applied and walk is None else None
             for batch in self.feed.batches(high_water, pending):
                 if trace is not None:
                     trace.check(batch, walk.pulled_at if walk is not None else time.monotonic())
                 elif callable(other):
-                    self._meta.add_not_applied(other(batch))
+                    kept, on_initial = other(batch)
+                    self._meta.add_not_applied(kept)
+                    self._meta.add_on_initial(on_initial)
                 report.batches += 1
                 report.seen += len(batch)
                 buffer.extend(batch)
@@ -1201,12 +1309,15 @@ class DataCollectEventLog:
             log.warning("could not check that DataCollect applied the pushed events: %s", exc)
             return {}
         ours = {e.guid for e in copies}
+        resolved = [r for r in rows if r.event_guid in ours and r.action == "conflict-resolution"]
+        # applied under the conflict rule: on top of initial (recorded before the mirror folds the event)
+        self._meta.add_on_initial(
+            r.event_guid for r in resolved if r.event_guid and r.changes.get("resolution") == "applied-remote"
+        )
         return {
-            row.event_guid: row.changes
-            for row in rows
-            if row.event_guid in ours
-            and row.action == "conflict-resolution"
-            and row.changes.get("resolution") == "kept-local"
+            r.event_guid: r.changes
+            for r in resolved
+            if r.event_guid and r.changes.get("resolution") == "kept-local"
         }
 
     # -- read (the mirror) -------------------------------------------------------------------------
