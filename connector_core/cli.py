@@ -139,8 +139,19 @@ def _when(timestamp: str | None) -> str | None:
     return timestamp[:19].replace("T", " ") if timestamp else timestamp
 
 
+_JSON_ERRORS = False
+"""Set by ``--log-format json``: error lines then go out as JSON log records, like every other line."""
+
+
+def _error_line(message: str) -> None:
+    if _JSON_ERRORS:
+        logging.getLogger("dcsync.cli").error(redact(message))
+    else:
+        err.print(f"[bold red]error:[/] {_shown(message)}", highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    err.print(f"[bold red]error:[/] {_shown(message)}", highlight=False, soft_wrap=True)
+    _error_line(message)
     raise typer.Exit(code)
 
 
@@ -161,7 +172,7 @@ def handled() -> Iterator[None]:
         yield
     except ConfigError as exc:
         for problem in exc.problems:
-            err.print(f"[bold red]error:[/] {_shown(problem)}", highlight=False, soft_wrap=True)
+            _error_line(str(problem))
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except BoundedInputError as exc:
         fail(str(exc), EXIT_BAD_INPUT)
@@ -218,9 +229,11 @@ def _root(
         str, typer.Option("--log-format", help="human (default) or json (one object per line).")
     ] = "human",
 ) -> None:
+    global _JSON_ERRORS
     if log_format not in ("human", "json"):
         fail("--log-format must be 'human' or 'json'")
     configure_logging(logging.INFO if verbose else logging.WARNING, log_format)
+    _JSON_ERRORS = log_format == "json"
 
 
 # -- project -----------------------------------------------------------------------------------
@@ -579,10 +592,20 @@ def mock_server(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     data: Annotated[Path | None, typer.Option(help="Keep records in this JSON file.")] = None,
+    seed: Annotated[
+        Path | None, typer.Option(help="datacollect: store this JSONL file's events in the tenant first.")
+    ] = None,
+    tenant: Annotated[str, typer.Option(help="datacollect: the tenant (config id) to create.")] = "demo",
 ) -> None:
-    """Serve a fake remote system standalone (for trying connectors and mappings by hand)."""
+    """Serve a fake remote system standalone (for trying connectors and mappings by hand).
+
+    ``datacollect`` is the fake DataCollect backend, for trying a ``backend: datacollect`` event log.
+    """
     import uvicorn
 
+    if name == "datacollect":
+        _serve_fake_datacollect(host, port, seed, tenant)
+        return
     with handled():
         factory = load_plugins().fake_server(name)
     out.print(f"serving fake {name!r} on http://{host}:{port} (Ctrl-C to stop)")
@@ -593,6 +616,29 @@ def mock_server(
 
     gc.set_threshold(BATCH_GC_THRESHOLD, *gc.get_threshold()[1:])
     uvicorn.run(factory(data), host=host, port=port, log_level="warning")
+
+
+def _serve_fake_datacollect(host: str, port: int, seed: Path | None, tenant: str) -> None:
+    import uvicorn
+
+    from connector_core.testing.fake_datacollect import FakeDataCollect, create_app
+
+    fake = FakeDataCollect(tenants=(tenant,))
+    if seed is not None:
+        try:
+            problems = fake.seed_jsonl(tenant, seed)
+        except (OSError, ValueError) as exc:
+            fail(str(exc))
+        stored = len(fake.tenants[tenant].events)
+        out.print(f"tenant {tenant!r}: {stored} events stored from {seed}, {len(problems)} refused")
+        for problem in problems[:20]:
+            out.print(f"  {problem}")
+    email = next(iter(fake.users))
+    out.print(
+        f"serving fake DataCollect on http://{host}:{port} (Ctrl-C to stop); tenant {tenant!r}, "
+        f"login {email} / {fake.users[email][0]}"
+    )
+    uvicorn.run(create_app(fake), host=host, port=port, log_level="warning")
 
 
 # -- dead letters and conflicts ----------------------------------------------------------------------
@@ -976,6 +1022,49 @@ def log_copy(
     result = report.result
     out.print(f"copied {report.read} events: {result.new} new, {result.duplicates} already present")
     _print_issues(result.issues)
+
+
+@log_app.command("verify", epilog=SPEC_HELP)
+def log_verify(
+    log_spec: Annotated[
+        str | None, typer.Argument(metavar="[LOG]", help="A datacollect event log (default: the project's).")
+    ] = None,
+    refresh: Annotated[
+        bool, typer.Option("--refresh/--no-refresh", help="Bring the mirror up to date first.")
+    ] = True,
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """Compare a datacollect mirror with its DataCollect tenant; exit 1 when they differ.
+
+    Events per type and by guid, and per entity its version and data, against a fresh read of the tenant
+    and against the entities DataCollect lists.
+    """
+    from connector_core.eventlog import open_event_log_spec
+    from connector_core.eventlog.datacollect_http import DataCollectEventLog
+    from connector_core.eventlog.datacollect_verify import verify_mirror
+
+    with handled():
+        try:
+            eventlog = open_event_log_spec(log_spec) if log_spec else _open_log(config)
+        except ValueError as exc:
+            fail(str(exc))
+        try:
+            if not isinstance(eventlog, DataCollectEventLog):
+                fail("log verify compares a datacollect event log with its tenant; this log is not one")
+            if refresh:
+                eventlog.refresh()
+            report = verify_mirror(eventlog)
+            events = eventlog.count()
+        finally:
+            eventlog.close()
+    if report.differs:
+        for line in report.lines():
+            out.print(line, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    out.print(
+        f"the mirror agrees with DataCollect: {events} events, entities equal "
+        f"({report.checked_listed} checked against DataCollect's own listing)"
+    )
 
 
 @log_app.command("import")

@@ -89,6 +89,9 @@ class DataCollectEventLogConfig(_Strict):
     read: Literal["api", "database"] = "api"
     database_url: SecretStr | None = Field(default=None, description="Read-only URL of DataCollect's DB")
     database_schema: str = Field(default="public", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    retry: RetryPolicy = Field(
+        default_factory=RetryPolicy, description="Retries of DataCollect API calls, as a connector's retry:"
+    )
 
     @model_validator(mode="after")
     def _credentials(self) -> DataCollectEventLogConfig:

@@ -120,6 +120,43 @@ def test_milliseconds_the_api_left_pending_are_read_whole(
     mirror.close()
 
 
+_DATACOLLECT_AUDIT = """CREATE TABLE {s}.audit_log (
+    id SERIAL PRIMARY KEY, tenant_id TEXT, action TEXT, guid TEXT, entity_guid TEXT, event_guid TEXT,
+    changes JSONB, signature TEXT, user_id TEXT, timestamp TIMESTAMPTZ
+)"""
+
+
+def test_events_datacollect_kept_local_are_stored_unfolded_with_its_reason(
+    tmp_path: Path,
+    fake_server: ServedApp,
+    postgres_url: str,
+    pg_schema: str,
+    datacollect_db: psycopg.Connection[Any],
+) -> None:
+    datacollect_db.execute(_DATACOLLECT_AUDIT.format(s=pg_schema))
+    insert(datacollect_db, pg_schema, "demo", "created", T0, 1)
+    datacollect_db.execute(
+        f"INSERT INTO {pg_schema}.events VALUES ('stale', 'demo', 'person-1', 'update-individual', %s, %s, "
+        "'admin', 1)",
+        (json.dumps({"name": "Stale"}), T0 + timedelta(seconds=1)),
+    )
+    changes = {"resolution": "kept-local", "localLastUpdated": "2026-01-01T00:00:00.000Z", "localVersion": 2}
+    datacollect_db.execute(
+        f"INSERT INTO {pg_schema}.audit_log (tenant_id, action, guid, entity_guid, event_guid, changes, "
+        "signature, user_id, timestamp) VALUES "
+        "('demo', 'conflict-resolution', 'a1', 'person-1', 'stale', %s, '', 'admin', now())",
+        (json.dumps(changes),),
+    )
+    mirror = _mirror(tmp_path, fake_server, postgres_url, pg_schema)
+    mirror.refresh()
+    assert sorted(e.guid for e in mirror.local.iter_events()) == ["created", "stale"]
+    entity = mirror.get_entity("person-1")
+    assert entity is not None and entity.data["name"] == "Person 1"  # not folded
+    issues = list(mirror.iter_issues())
+    assert [i.event_guid for i in issues] == ["stale"] and "kept-local" in issues[0].reason
+    mirror.close()
+
+
 def test_the_reader_cannot_write(
     postgres_url: str, pg_schema: str, datacollect_db: psycopg.Connection[Any]
 ) -> None:

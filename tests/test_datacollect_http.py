@@ -145,8 +145,20 @@ def test_a_crowded_millisecond_stays_pending_through_an_audit_outage_and_is_reco
 ) -> None:
     crowded = [person(i, ts(5)) for i in range(12)]
     phone_sync(fake, crowded)
-    fake.faults.html_errors = [{"path": "/api/sync/pull/audit-logs", "status": 500, "message": "Error: db"}]
     mirror = open_mirror()
+    real_audit = mirror.client.audit_logs
+    calls = 0
+
+    def audit_logs(since: str) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the first read says which events were applied; the recovery's read fails
+            fake.faults.html_errors = [
+                {"path": "/api/sync/pull/audit-logs", "status": 500, "message": "Error: db"}
+            ]
+        return real_audit(since)
+
+    mirror.client.audit_logs = audit_logs  # type: ignore[method-assign]
     report = mirror.refresh()
     assert report.pending == [ts(5)] and mirror.count() == 10
     assert mirror.stats()["datacollect"]["pending_milliseconds"] == 1
@@ -300,17 +312,30 @@ def test_events_the_server_did_not_store_raise_naming_their_guids(
     assert mirror.append([lost]).new_guids == [lost.guid]  # the next attempt goes through
 
 
-def test_an_event_datacollect_stored_but_did_not_apply_is_reported(
+def test_an_event_datacollect_kept_local_is_re_sent_stamped_after_its_state_and_then_applied(
     fake: FakeDataCollect, open_mirror: OpenMirror
 ) -> None:
+    from datetime import timedelta
+
+    from connector_core.events import utc_now
+
+    fake.clock = lambda: utc_now() + timedelta(hours=1)  # DataCollect's clock is ahead of dcsync's
     phone_sync(fake, [person(1, ts(0))])
     raw = DataCollectClient(fake_url := open_mirror().client.url, "demo", email=EMAIL, password=PASSWORD)
     raw.push([registry_update("person-1", 0, {"phone": "+1"}, ts(1))])  # now initial != modified
     raw.close()
     mirror = open_mirror(mirror=Path(fake_url.replace(":", "_").replace("/", "_") + ".db"))
+    mirror.refresh()
     result = mirror.append([registry_update("person-1", 1, {"phone": "+2"}, ts(2))])
-    assert [i.event_guid for i in result.issues] == ["pull-person-1-1"]
-    assert "not applied" in result.issues[0].reason
+    assert result.issues == [] and result.new_guids == ["pull-person-1-1"]
+    remote = fake.entity("demo", "person-1")
+    assert remote is not None and remote.data["phone"] == "+2"  # applied as meant, through the re-sent copy
+    recorded = list(mirror.iter_issues())  # the original stays in the log, unfolded, with why
+    assert [i.event_guid for i in recorded] == ["pull-person-1-1"]
+    assert "kept-local" in recorded[0].reason and "re-sent as" in recorded[0].reason
+    local = mirror.get_entity("person-1")
+    assert local is not None and local.data["phone"] == "+2"
+    assert mirror.append([registry_update("person-1", 1, {"phone": "+2"}, ts(2))]).duplicates == 1
     Path(mirror.local.path).unlink(missing_ok=True)
 
 

@@ -95,6 +95,7 @@ def open_datacollect(config: DataCollectEventLogConfig, base_dir: Path) -> DataC
         email=config.email,
         password=config.password.get_secret_value() if config.password else None,
         timeout=config.timeout,
+        retry=config.retry,
     )
     feed: Feed | None = None
     try:
@@ -130,9 +131,15 @@ An event log is named by one of:
   postgresql://USER@HOST/DB?schema=NAME
       dcsync's PostgreSQL event log (schema dcsync if left out)
   datacollect+https://HOST/?config_id=TENANT&mirror=PATH&lookback_seconds=N
-      a DataCollect tenant (datacollect+http:// too); credentials from
-      DCSYNC_DATACOLLECT_TOKEN, or DCSYNC_DATACOLLECT_EMAIL and
-      DCSYNC_DATACOLLECT_PASSWORD; without mirror= a temporary mirror"""
+      a DataCollect tenant read through its API (datacollect+http:// too);
+      credentials from DCSYNC_DATACOLLECT_TOKEN, or DCSYNC_DATACOLLECT_EMAIL and
+      DCSYNC_DATACOLLECT_PASSWORD; without mirror= a temporary mirror; also
+      max_attempts=N, initial_delay=S, max_delay=S, max_elapsed=S (retries).
+      Any other option is an error (read: database needs a dcsync.yaml)"""
+
+_DATACOLLECT_OPTIONS = frozenset(
+    {"config_id", "mirror", "lookback_seconds", "max_attempts", "initial_delay", "max_delay", "max_elapsed"}
+)
 
 
 def open_event_log_spec(spec: str, *, base_dir: Path | None = None) -> EventLog:
@@ -165,9 +172,31 @@ def open_event_log_spec(spec: str, *, base_dir: Path | None = None) -> EventLog:
 
 def _open_datacollect_spec(spec: str, base: Path) -> EventLog:
     from connector_core.eventlog.datacollect_http import DataCollectClient, DataCollectEventLog
+    from connector_core.retry import RetryPolicy
 
     parts = urlsplit(spec)
-    options = dict(parse_qsl(parts.query))
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(set(options) - _DATACOLLECT_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"{parts.scheme}://{parts.netloc}: unknown option{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(unknown)} (known: {', '.join(sorted(_DATACOLLECT_OPTIONS))}; reading DataCollect's "
+            "database needs read: database in a dcsync.yaml)"
+        )
+    try:
+        retry = RetryPolicy(
+            **{
+                k: float(v) if k != "max_attempts" else int(v)
+                for k, v in options.items()
+                if k.startswith("max_") or k == "initial_delay"
+            }
+        )
+        lookback = float(options.get("lookback_seconds", 3600))
+    except ValueError as exc:
+        first = str(exc).strip().splitlines()
+        raise ValueError(
+            f"{parts.scheme}://{parts.netloc}: bad option value: {first[-1] if first else exc}"
+        ) from None
     config_id = options.get("config_id")
     if not config_id:
         raise ValueError(f"{parts.scheme}://{parts.netloc}: add ?config_id=TENANT (the app config id)")
@@ -178,6 +207,7 @@ def _open_datacollect_spec(spec: str, base: Path) -> EventLog:
         token=os.environ.get("DCSYNC_DATACOLLECT_TOKEN") or None,
         email=os.environ.get("DCSYNC_DATACOLLECT_EMAIL") or None,
         password=os.environ.get("DCSYNC_DATACOLLECT_PASSWORD") or None,
+        retry=retry,
     )
     scratch = None
     if options.get("mirror"):
@@ -189,7 +219,7 @@ def _open_datacollect_spec(spec: str, base: Path) -> EventLog:
         log = DataCollectEventLog(
             client,
             mirror,
-            lookback_seconds=float(options.get("lookback_seconds", 3600)),
+            lookback_seconds=lookback,
             refresh_interval=None,  # a copy refreshes once, explicitly
         )
     except BaseException:
@@ -221,14 +251,25 @@ def copy_events(
 
     Memory stays at one page whatever the size of the log; each page is one atomic append, and appends are
     idempotent by guid, so an interrupted copy is completed by running it again. A source that mirrors a
-    remote (``datacollect``) is refreshed first, so the copy holds the remote's log as of now.
+    remote (``datacollect``) is refreshed first, so the copy holds the remote's log as of now; if that refresh
+    could not read every event yet, the copy stops with an error rather than finish without them.
     ``progress(done, total)`` is called after each page.
     """
     if batch < 1:
         raise ValueError("batch must be at least 1")
     refresh = getattr(source, "refresh", None)
     if callable(refresh):
-        refresh()
+        refreshed = refresh()
+        pending = getattr(refreshed, "pending", None)
+        if pending:
+            # A sync run can go on and pick these up on a later refresh; a copy that said "done" now would
+            # be a copy that silently lacks events.
+            from connector_core.eventlog.datacollect_http import DataCollectUnavailable
+
+            raise DataCollectUnavailable(
+                f"the events of {len(pending)} crowded milliseconds (from {pending[0]}) could not be read "
+                "yet (DataCollect's audit feed failed); what was read is kept: run the copy again"
+            )
     total = source.count()
     report = CopyReport()
     cursor: str | None = None

@@ -67,9 +67,47 @@ class DataCollectDbFeed:
         self._within = (
             base + sql.SQL(" AND timestamp >= %s AND timestamp < %s ORDER BY timestamp, guid")
         ).as_string(self._conn)
+        self._kept_local = (
+            sql.SQL(
+                "SELECT event_guid, changes FROM {table} WHERE tenant_id = %s "
+                "AND action = 'conflict-resolution' AND event_guid = ANY(%s)"
+            )
+            .format(table=sql.Identifier(schema, "audit_log"))
+            .as_string(self._conn)
+        )
+        self._audit_readable = True
 
     def close(self) -> None:
         self._conn.close()
+
+    def resolutions(self, events: list[FormSubmission]) -> tuple[dict[str, str], set[str]]:
+        """What DataCollect's conflict rule did with ``events`` (its ``audit_log`` says): those it stored but
+        kept local, with its reason (the mirror keeps them unfolded), and those it applied on top of the
+        entity's ``initial`` state. Without read access to ``audit_log`` (grant it to the read-only role)
+        every event is folded as if applied normally, with one warning."""
+        from connector_core.eventlog.datacollect_http import kept_local_reason
+
+        if not events or not self._audit_readable:
+            return {}, set()
+        try:
+            rows = self._conn.execute(self._kept_local, (self.config_id, [e.guid for e in events])).fetchall()
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege) as exc:
+            self._audit_readable = False
+            log.warning(
+                "cannot read DataCollect's audit_log (%s): events DataCollect kept local are folded into "
+                "the mirror as if applied; grant the reader SELECT on audit_log",
+                str(exc).strip().splitlines()[0],
+            )
+            return {}, set()
+        kept: dict[str, str] = {}
+        on_initial: set[str] = set()
+        for guid, raw in rows:
+            changes = raw if isinstance(raw, dict) else {}
+            if changes.get("resolution") == "kept-local":
+                kept[guid] = kept_local_reason(changes)
+            elif changes.get("resolution") == "applied-remote":
+                on_initial.add(guid)
+        return kept, on_initial
 
     def _event(self, row: tuple[Any, ...]) -> FormSubmission:
         guid, entity_guid, type_, data, timestamp, user_id, sync_level = row

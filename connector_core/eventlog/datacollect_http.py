@@ -14,19 +14,27 @@ the last timestamp of a page, so the events tied with it are read again rather t
 stores microseconds and filters on them; ``since`` may carry them). A full page inside one millisecond cannot
 be paged through at all (10 events, all tied), so for such a page the events of that millisecond are found
 through the server-time audit feed and each entity's event list, and the walk steps past it; a ``since`` that
-would not move forward stops the refresh with an error instead of looping. The high-water mark lives in the
-mirror's own table and moves only after the events below it are committed. A tenant whose pulls are blocked
+would not move forward stops the refresh with an error instead of looping. The recovery reads every audit
+row that names an event, ``conflict-resolution`` included (the only trace of an event DataCollect kept
+local), and fetches only entities with an event the walk has not read. Each page is committed as it arrives;
+the high-water mark lives in the mirror's own table and moves only after the events below it are committed,
+and where an unfinished walk stopped is kept, so the next refresh goes on from there. Events DataCollect
+stored but did not apply are learnt from the audit feed before their page is committed, and kept unfolded
+(:class:`MirrorLog`), with DataCollect's reason as an event issue. A tenant whose pulls are blocked
 by potential duplicates raises :class:`DataCollectBlocked` and moves nothing: it is not an empty log.
 
 Writing (:meth:`DataCollectEventLog.append`, which is what a registry pull calls): events go to
 ``POST /api/sync/push`` with millisecond timestamps. DataCollect drops every update of an entity after the
 first one it applies in a push (its conflict rule, §1.4), so several updates of one entity in one call are
 coalesced into one event (the last event's guid and envelope, the data shallow-merged: what applying them in
-order gives); events that cannot be merged go in successive pushes. DataCollect answers success to
+order gives); events that cannot be merged go in successive pushes. An update carries the entity's whole
+current form (DataCollect may apply it on top of ``initial``) and is stamped no earlier than now; one still
+kept local is re-sent once, stamped after DataCollect's own last apply. DataCollect answers success to
 everything (§3.5), so each push is verified by reading the entities' events back; what is missing raises
 :class:`DataCollectPushError` naming the guids, and what is there is appended to the mirror *as DataCollect
 stored it*. Events the server stored but did not apply (its conflict rule kept its own, newer state) are
-reported as issues, found through the audit feed.
+reported as issues, found through the audit feed; the entities DataCollect then lists are compared with the
+mirror's, and a difference is an issue too.
 """
 
 from __future__ import annotations
@@ -38,21 +46,26 @@ import re
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
 
+from connector_core import codec
+from connector_core.connector import ConnectorError
 from connector_core.entities import Entity, EventIssue
 from connector_core.eventlog.base import AppendResult, EventPage, TouchPage
-from connector_core.eventlog.sqlite import SqliteEventLog, _referenced_guids
+from connector_core.eventlog.sqlite import _INSERT_ISSUE, _UPSERT_ENTITY, SqliteEventLog, _referenced_guids
 from connector_core.events import EventError, FormSubmission, format_timestamp, parse_timestamp, utc_now
 from connector_core.http import released
 from connector_core.logs import register_secret
+from connector_core.retry import RetryPolicy, call_with_retry
 from connector_core.streams import chunks
 
 log = logging.getLogger("dcsync.datacollect")
@@ -63,10 +76,13 @@ PULL_PAGE_SIZE = 10
 DEFAULT_LOOKBACK_SECONDS = 3600.0
 DEFAULT_PUSH_BATCH = 10
 DEFAULT_REFRESH_INTERVAL = 30.0
+_RESENT_NS = uuid.UUID("5b0f3f51-7e0e-4a55-9d0c-2f3c1f7f5d15")
 _US = timedelta(microseconds=1)
 _MS = timedelta(milliseconds=1)
 _APPEND_CHUNK = 500
-_NOT_EVENT_ACTIONS = frozenset({"conflict-resolution", "flag-potential-duplicate", "cascade-delete-entity"})
+_NOT_EVENT_ACTIONS = frozenset({"flag-potential-duplicate", "cascade-delete-entity"})
+"""Audit actions that do not stand for an event of their own. ``conflict-resolution`` is *not* one: it is the
+only trace of an event DataCollect stored but did not apply (``kept-local``)."""
 _MERGEABLE = {
     "create-individual": "individual",
     "update-individual": "individual",
@@ -139,14 +155,39 @@ class AuditEntry:
 
 
 _NOT_JSON = object()
+_RETRIED_STATUS = frozenset({429, 502, 503, 504})
+
+
+class _Transient(ConnectorError):
+    """A failure worth another attempt (what :func:`call_with_retry` retries); never leaves the client."""
+
+    transient = True
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: a number, or an HTTP date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class DataCollectClient:
     """DataCollect's backend API as dcsync uses it: login, pull, push, an entity's events, audit rows.
 
-    ``token`` is used as given (DataCollect's tokens never expire, §3.2); without one the client logs in with
-    ``email``/``password`` on first use, and once more if the token is refused. The token lives in request
-    headers only: it is not in ``repr()``, in log lines or in error messages.
+    ``token`` is used as given (the backend's own tokens carry no ``exp``, §3.2, but a token with one is
+    refused once it expires); without one the client logs in with ``email``/``password`` on first use, and
+    once more if the token is refused. Every call goes through ``retry`` (:class:`RetryPolicy`). The token
+    lives in request headers only: it is not in ``repr()``, in log lines or in error messages.
     """
 
     def __init__(
@@ -158,7 +199,7 @@ class DataCollectClient:
         email: str | None = None,
         password: str | None = None,
         timeout: float = 30.0,
-        attempts: int = 3,
+        retry: RetryPolicy | None = None,
         client: httpx.Client | None = None,
     ) -> None:
         if not token and not (email and password):
@@ -173,11 +214,24 @@ class DataCollectClient:
         self._token = token or None
         self._email = email
         self._password = password
-        self._attempts = max(1, attempts)
+        self.retry = retry or RetryPolicy()
+        self._timeout = timeout
         self._http = client or httpx.Client(base_url=self.url, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"DataCollectClient(url={self.url!r}, config_id={self.config_id!r})"
+
+    def clone(self) -> DataCollectClient:
+        """A second client with the same server, tenant, credentials and retry policy (own connection)."""
+        return DataCollectClient(
+            self.url,
+            self.config_id,
+            token=self._token if not (self._email and self._password) else None,
+            email=self._email,
+            password=self._password,
+            timeout=self._timeout,
+            retry=self.retry,
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -212,10 +266,12 @@ class DataCollectClient:
         json_body: Any = None,
         auth: bool = True,
     ) -> Any:
+        """One API call through the retry policy: connection errors, 429 (``Retry-After`` honoured) and
+        502/503/504 are retried with full jitter; a refused token logs in again once; the rest is final.
+        A 500 is not retried: DataCollect answers it for thrown application errors, which repeat."""
         relogged = False
-        attempt = 0
-        while True:
-            attempt += 1
+
+        def attempt() -> httpx.Response:
             headers = {}
             if auth:
                 if self._token is None:
@@ -226,20 +282,40 @@ class DataCollectClient:
                     self._http.request(method, path, params=params, json=json_body, headers=headers)
                 )
             except httpx.TransportError as exc:
-                if attempt < self._attempts:
-                    time.sleep(0.2 * attempt)
-                    continue
-                raise DataCollectUnavailable(
+                raise _Transient(
                     f"{what}: cannot reach DataCollect at {self.url}: {type(exc).__name__}: {exc}"
                 ) from None
-            if response.status_code in (502, 503, 504) and attempt < self._attempts:
-                time.sleep(0.2 * attempt)
-                continue
+            if response.status_code in _RETRIED_STATUS:
+                raise _Transient(
+                    self._failure(response, what),
+                    retry_after=_retry_after(response.headers.get("retry-after")),
+                )
+            return response
+
+        while True:
+            try:
+                response = call_with_retry(attempt, self.retry, what=what)
+            except _Transient as exc:
+                raise DataCollectUnavailable(f"{exc.message} (gave up after retries)") from None
             if response.status_code == 401 and auth and not relogged and self._email and self._password:
                 relogged = True
                 self._token = None
                 continue
             return self._decode(response, what)
+
+    def _failure(self, response: httpx.Response, what: str) -> str:
+        status = response.status_code
+        text = response.text
+        if status == 429:
+            wait = response.headers.get("retry-after")
+            return f"{what}: DataCollect at {self.url} answered HTTP 429 (too many requests" + (
+                f", retry after {wait}s)" if wait else ")"
+            )
+        kind = "an HTML page" if "<html" in text[:500].lower() else "a body"
+        excerpt = _excerpt(text)
+        return f"{what}: DataCollect at {self.url} answered HTTP {status} with {kind}" + (
+            f": {excerpt}" if excerpt else ""
+        )
 
     def _decode(self, response: httpx.Response, what: str) -> Any:
         status = response.status_code
@@ -259,8 +335,16 @@ class DataCollectClient:
         if isinstance(body, dict):
             message = str(body.get("error") or body.get("message") or "")
         if status == 401:
+            hint = ""
+            if message == "Invalid token" and not (self._email and self._password):
+                hint = (
+                    ": the token is unknown to this server or has expired (a token with an exp claim "
+                    "does); configure email and password (email:/password: under eventlog in dcsync.yaml, "
+                    "or DCSYNC_DATACOLLECT_EMAIL and DCSYNC_DATACOLLECT_PASSWORD) so dcsync can log in "
+                    "again by itself"
+                )
             raise DataCollectAuthError(
-                f"{what}: DataCollect at {self.url} refused the credentials: {message}"
+                f"{what}: DataCollect at {self.url} refused the credentials: {message}{hint}"
             )
         if status >= 400:
             raise DataCollectError(f"{what}: DataCollect at {self.url} answered HTTP {status}: {message}")
@@ -325,6 +409,16 @@ class DataCollectClient:
             raise DataCollectError(f"{what}: unexpected answer shape from DataCollect at {self.url}")
         return [self._event(raw, what) for raw in body]
 
+    def entities(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """The tenant's entities as ``GET /api/entities`` lists them: newest first, at most 1000 (§3.3)."""
+        what = f"entities of tenant {self.config_id!r}"
+        body = self._request(
+            "GET", "/api/entities", params={"configId": self.config_id, "limit": str(limit)}, what=what
+        )
+        if not isinstance(body, list):
+            raise DataCollectError(f"{what}: unexpected answer shape from DataCollect at {self.url}")
+        return [row for row in body if isinstance(row, dict)]
+
     def audit_logs(self, since: str) -> list[AuditEntry]:
         """Audit rows written after ``since`` by the server's clock (unpaginated, §3.3)."""
         what = f"audit rows of tenant {self.config_id!r} since {since or 'the start'}"
@@ -380,15 +474,25 @@ class ApiFeed:
         self.lookback = lookback
         self._known = known
         self.description = f"{client.url} /api/sync/pull (tenant {client.config_id!r})"
+        self.resume: datetime | None = None
+        """Where an unfinished walk stopped (the mirror keeps it): the next walk goes on from there."""
+        self.position: datetime | None = None
+        """The ``since`` of the next page, as of the batch last yielded."""
+        self.pulled_at = time.monotonic()
+        """When the batch last yielded was read (recovered batches: when they were fetched)."""
 
     def batches(self, high_water: datetime | None, pending: set[str]) -> Iterator[list[FormSubmission]]:
         since = None if high_water is None else high_water - self.lookback - _US
+        if self.resume is not None and (since is None or self.resume > since):
+            since = self.resume  # an earlier walk stopped here: go on from where it got to
+        self.position = since
         while True:
             page = self.client.pull(since_text(since))
+            self.pulled_at = time.monotonic()
             if not page.events:
                 break
-            yield page.events
             if page.next_cursor is None:
+                yield page.events
                 break  # not a full page: nothing after it
             stamps = [parse_timestamp(e.timestamp) for e in page.events]
             last = max(stamps)
@@ -410,6 +514,8 @@ class ApiFeed:
                         "instead of looping"
                     )
             since = step
+            self.position = step  # set before the yield: the mirror commits the page with where to go on
+            yield page.events
         if pending:
             yield from self._recover(pending)
 
@@ -448,12 +554,209 @@ class ApiFeed:
             "recovered %d events of %d crowded milliseconds through the audit feed", len(found), len(pending)
         )
         recovered = sorted(found.values(), key=lambda e: e.timestamp)
+        self.pulled_at = time.monotonic()
         pending.clear()
         if recovered:
             yield recovered
 
 
 # -- the mirror's own bookkeeping ------------------------------------------------------------------------
+
+
+def kept_local_reason(changes: Mapping[str, Any], timestamp: str | None = None) -> str:
+    """DataCollect's own reason for not applying an event, in words (its audit row's ``changes``)."""
+    return (
+        "stored in DataCollect but not applied: its conflict rule kept the entity's state (kept-local; "
+        f"entity last updated {changes.get('localLastUpdated')}, version {changes.get('localVersion')}, "
+        f"event stamped {changes.get('remoteTimestamp') or timestamp})"
+    )
+
+
+class MirrorLog(SqliteEventLog):
+    """The mirror's event log: a SQLite log whose entities are the ones DataCollect holds.
+
+    Two of DataCollect's rules depend on more than the events (§1.4): an event it stored but kept local is
+    not applied at all, and an event applied under its conflict rule is applied on top of the entity's
+    ``initial`` state, discarding the updates since. ``not_applied(guids)`` names the first kind with
+    DataCollect's reason: they are stored (the log holds every stored event exactly once), recorded as event
+    issues, and not folded. ``on_initial(guids)`` names the second kind: they are folded on top of the
+    entity's ``initial`` state, which this log keeps as DataCollect does (``datacollect_initial``).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        not_applied: Callable[[Iterable[str]], dict[str, str]],
+        on_initial: Callable[[Iterable[str]], set[str]] | None = None,
+    ) -> None:
+        super().__init__(path)
+        self._not_applied = not_applied
+        self._on_initial = on_initial or (lambda _guids: set())
+        with self._lock:
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS datacollect_initial (guid TEXT PRIMARY KEY, doc TEXT NOT NULL)"
+            )
+
+    def record_issues(self, issues: Sequence[EventIssue]) -> None:
+        """Record issues found after an append (a read-back) against the events they name."""
+        if not issues:
+            return
+        with self._append_transaction():
+            for issue in issues:
+                row = self._conn.execute(
+                    "SELECT seq FROM events WHERE guid = ?", (issue.event_guid,)
+                ).fetchone()
+                if row is not None:
+                    self._conn.execute(
+                        _INSERT_ISSUE, (issue.event_guid, issue.entity_guid, issue.reason, row[0])
+                    )
+
+    def initial(self, guid: str) -> Entity | None:
+        """The entity's ``initial`` state as DataCollect keeps it (None: never applied, or deleted)."""
+        with self._lock:
+            row = self._conn.execute("SELECT doc FROM datacollect_initial WHERE guid = ?", (guid,)).fetchone()
+        return Entity.from_json(json.loads(row[0])) if row else None
+
+    def _fold_into_entities(self, new: list[tuple[int, FormSubmission]], result: AppendResult) -> None:
+        reasons = self._not_applied(event.guid for _seq, event in new)
+        if reasons:
+            skipped = [(seq, event) for seq, event in new if event.guid in reasons]
+            new = [(seq, event) for seq, event in new if event.guid not in reasons]
+            rows = []
+            for seq, event in skipped:
+                issue = EventIssue(event.guid, event.entity_guid, reasons[event.guid])
+                result.issues.append(issue)
+                rows.append((issue.event_guid, issue.entity_guid, issue.reason, seq))
+            self._conn.executemany(_INSERT_ISSUE, rows)
+        if not new:
+            return
+        on_initial = self._on_initial(event.guid for _seq, event in new)
+        for seq, event in new:  # one at a time: each event sees, and moves, DataCollect's initial state
+            self._fold_one(seq, event, event.guid in on_initial, result)
+
+    def _initials(self, guids: Iterable[str]) -> dict[str, Entity]:
+        found: dict[str, Entity] = {}
+        for part in chunks(dict.fromkeys(guids), 500):
+            marks = ",".join("?" * len(part))
+            for guid, doc in self._conn.execute(
+                f"SELECT guid, doc FROM datacollect_initial WHERE guid IN ({marks})", part
+            ):
+                found[guid] = Entity.from_json(json.loads(doc))
+        return found
+
+    def _fold_one(self, seq: int, event: FormSubmission, on_initial: bool, result: AppendResult) -> None:
+        touched: set[str] = set()
+        _referenced_guids(event, touched)
+        before = self._load_entities(touched)
+        initials = self._initials(touched)
+        target = event.entity_guid
+        if on_initial and target in initials and target in before:
+            base = initials[target]
+            self._conn.execute(
+                _UPSERT_ENTITY,
+                (
+                    target,
+                    base.type,
+                    base.entity_name,
+                    base.parent_guid,
+                    base.version,
+                    codec.dumps(base.to_json()),
+                    seq,
+                ),
+            )
+        super()._fold_into_entities([(seq, event)], result)
+        after = self._load_entities(touched)
+        upserts: list[tuple[str, str]] = []
+        deletes: list[tuple[str]] = []
+        for guid in touched:
+            now, prior = after.get(guid), before.get(guid)
+            if now is None:
+                if guid in initials:
+                    deletes.append((guid,))
+                continue
+            if prior is not None and now.to_json() == prior.to_json():
+                continue  # not changed by this event
+            if guid == target and event.type in ("add-member", "remove-member"):
+                initial = initials.get(guid) or now  # add/remove-member keep the old initial
+            elif guid == target and now.type == "group":
+                initial = now  # create-group/update-group save (group, group)
+            else:
+                initial = prior if prior is not None else now
+            upserts.append((guid, codec.dumps(initial.to_json())))
+        if upserts:
+            self._conn.executemany(
+                "INSERT INTO datacollect_initial (guid, doc) VALUES (?, ?) "
+                "ON CONFLICT (guid) DO UPDATE SET doc = excluded.doc",
+                upserts,
+            )
+        if deletes:
+            self._conn.executemany("DELETE FROM datacollect_initial WHERE guid = ?", deletes)
+
+
+class AuditTrace:
+    """Which pulled events DataCollect stored but did not apply, from its server-time audit feed.
+
+    Every event DataCollect applies leaves an audit row under its own action; one it kept local leaves only
+    a ``conflict-resolution`` row with ``resolution: kept-local``. The feed is read from a mark (server time,
+    minus a margin, kept in the mirror) and the kept-local guids are saved in the mirror as soon as they are
+    seen, so a crash between reading the feed and committing the event loses nothing. The feed is read again
+    only when a page holds an event with no audit row yet and was pulled after the last read.
+    """
+
+    MARGIN = timedelta(minutes=5)
+
+    def __init__(self, client: DataCollectClient, meta: _MirrorMeta) -> None:
+        self.client = client
+        self.meta = meta
+        self._traced: set[str] = set()
+        self._loaded_at: float | None = None
+
+    def load(self) -> None:
+        mark = self.meta.get("audit_mark")
+        since = since_text(parse_timestamp(mark) - self.MARGIN) if mark else ""
+        rows = self.client.audit_logs(since)
+        kept: dict[str, str] = {}
+        on_initial: list[str] = []
+        newest = parse_timestamp(mark) if mark else None
+        for row in rows:
+            if row.event_guid:
+                self._traced.add(row.event_guid)
+                if row.action == "conflict-resolution" and row.changes.get("resolution") == "applied-remote":
+                    on_initial.append(row.event_guid)
+            if (
+                row.event_guid
+                and row.action == "conflict-resolution"
+                and row.changes.get("resolution") == "kept-local"
+            ):
+                kept[row.event_guid] = kept_local_reason(row.changes)
+            if row.timestamp:
+                try:
+                    stamp = parse_timestamp(row.timestamp)
+                except ValueError:
+                    continue
+                if newest is None or stamp > newest:
+                    newest = stamp
+        self.meta.add_not_applied(kept)
+        self.meta.add_on_initial(on_initial)
+        if newest is not None:
+            self.meta.put("audit_mark", format_timestamp(newest))
+        self._loaded_at = time.monotonic()
+
+    def reset(self) -> None:
+        """Forget the guids seen (called at the start of each refresh, so memory does not grow run by run)."""
+        self._traced = set()
+        self._loaded_at = None
+
+    def check(self, events: Sequence[FormSubmission], pulled_at: float) -> None:
+        """Make sure the kept-local events among ``events`` (pulled at ``pulled_at``) are on record.
+
+        Only events new to the mirror matter (one it holds was settled when it was committed), so re-reading
+        the look-back window costs no audit request."""
+        untraced = [e.guid for e in events if e.guid not in self._traced]
+        if not untraced or (self._loaded_at is not None and self._loaded_at >= pulled_at):
+            return
+        if set(untraced) - self.meta.known(untraced):
+            self.load()
 
 
 class _MirrorMeta:
@@ -475,6 +778,11 @@ class _MirrorMeta:
                 "CREATE TABLE IF NOT EXISTS datacollect_aliases "
                 "(guid TEXT PRIMARY KEY, stored_as TEXT NOT NULL)"
             )
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS datacollect_not_applied "
+                "(guid TEXT PRIMARY KEY, reason TEXT NOT NULL)"
+            )
+            self._conn.execute("CREATE TABLE IF NOT EXISTS datacollect_on_initial (guid TEXT PRIMARY KEY)")
             tenant = self.get("config_id")
             if tenant is None:
                 self.put("config_id", config_id)
@@ -530,8 +838,57 @@ class _MirrorMeta:
                 list(aliases.items()),
             )
 
+    def add_not_applied(self, reasons: Mapping[str, str]) -> None:
+        if reasons:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO datacollect_not_applied (guid, reason) VALUES (?, ?)",
+                list(reasons.items()),
+            )
+
+    def add_on_initial(self, guids: Iterable[str]) -> None:
+        rows = [(g,) for g in guids]
+        if rows:
+            self._conn.executemany("INSERT OR IGNORE INTO datacollect_on_initial (guid) VALUES (?)", rows)
+
+    def on_initial(self, guids: Iterable[str]) -> set[str]:
+        """The events among ``guids`` DataCollect applied on top of the entity's ``initial`` state."""
+        found: set[str] = set()
+        for part in chunks(dict.fromkeys(guids), 500):
+            marks = ",".join("?" * len(part))
+            found.update(
+                row[0]
+                for row in self._conn.execute(
+                    f"SELECT guid FROM datacollect_on_initial WHERE guid IN ({marks})", part
+                )
+            )
+        return found
+
+    def not_applied(self, guids: Iterable[str]) -> dict[str, str]:
+        """The events among ``guids`` DataCollect stored without applying, with its reason."""
+        found: dict[str, str] = {}
+        for part in chunks(dict.fromkeys(guids), 500):
+            marks = ",".join("?" * len(part))
+            found.update(
+                self._conn.execute(
+                    f"SELECT guid, reason FROM datacollect_not_applied WHERE guid IN ({marks})", part
+                ).fetchall()
+            )
+        return found
+
     def close(self) -> None:
         self._conn.close()
+
+
+def _resent(event: FormSubmission, changes: Mapping[str, Any]) -> FormSubmission | None:
+    """A copy of ``event`` that DataCollect's conflict rule will apply: stamped just after the entity's last
+    apply by DataCollect's clock (the kept-local row says when), under a guid derived from the original, so
+    re-running the append re-sends nothing twice. ``None`` when the row does not say when."""
+    try:
+        local = parse_timestamp(str(changes.get("localLastUpdated") or ""))
+    except ValueError:
+        return None
+    stamp = max(event.timestamp, format_timestamp(local + _MS))
+    return event.model_copy(update={"guid": str(uuid.uuid5(_RESENT_NS, event.guid)), "timestamp": stamp})
 
 
 # -- writing: one update per entity per push -------------------------------------------------------------
@@ -672,12 +1029,15 @@ class DataCollectEventLog:
         self._lock = threading.RLock()
         self._last_refresh: float | None = None
         self._on_close: list[Callable[[], object]] = []
-        self.local = SqliteEventLog(mirror)
+        self.local = MirrorLog(
+            mirror, lambda guids: self._meta.not_applied(guids), lambda guids: self._meta.on_initial(guids)
+        )
         try:
             self._meta = _MirrorMeta(self.local.path, client.url, client.config_id)
         except BaseException:
             self.local.close()
             raise
+        self._trace = AuditTrace(client, self._meta) if check_applied else None
         self.feed: Feed = feed or ApiFeed(client, lookback=self.lookback, known=self._meta.known)
 
     def __repr__(self) -> str:
@@ -714,6 +1074,10 @@ class DataCollectEventLog:
             pending = self._meta.pending()
             report = RefreshReport(high_water_before=format_timestamp(high_water) if high_water else None)
             buffer: list[FormSubmission] = []
+            walk = self.feed if isinstance(self.feed, ApiFeed) else None
+            if walk is not None:
+                resume = self._meta.get("resume_since")
+                walk.resume = datetime.fromisoformat(resume) if resume else None
 
             def flush() -> None:
                 # Order matters for a crash at any point: a pending millisecond is recorded before the
@@ -730,14 +1094,29 @@ class DataCollectEventLog:
                         self._meta.put("high_water", format_timestamp(newest))
                     buffer.clear()
                 self._meta.set_pending(pending)
+                if walk is not None and walk.position is not None:
+                    self._meta.put("resume_since", since_text(walk.position))
 
+            # Every batch is committed as it arrives: a refresh that fails half way keeps what it read, the
+            # next one resumes from there, and the recovery of crowded milliseconds sees every event the
+            # walk already read as known (it never fetches those again).
+            trace = self._trace if walk is not None else None
+            if trace is not None:
+                trace.reset()
+            other = getattr(self.feed, "resolutions", None) if self.check_applied and walk is None else None
             for batch in self.feed.batches(high_water, pending):
+                if trace is not None:
+                    trace.check(batch, walk.pulled_at if walk is not None else time.monotonic())
+                elif callable(other):
+                    kept, on_initial = other(batch)
+                    self._meta.add_not_applied(kept)
+                    self._meta.add_on_initial(on_initial)
                 report.batches += 1
                 report.seen += len(batch)
                 buffer.extend(batch)
-                if len(buffer) >= _APPEND_CHUNK:
-                    flush()
+                flush()
             flush()
+            self._meta.put("resume_since", "")  # the walk finished: the next one starts at the look-back
             self._meta.put("last_refresh", format_timestamp(utc_now()))
             self._last_refresh = time.monotonic()
             report.high_water_after = format_timestamp(high_water) if high_water else None
@@ -786,16 +1165,35 @@ class DataCollectEventLog:
 
     def _push(self, push: list[PlannedEvent], result: AppendResult) -> None:
         started = utc_now()
-        events = [planned.event for planned in push]
-        self.client.push(events)
-        stored: dict[str, FormSubmission] = {}
-        wanted = {e.guid for e in events}
-        for entity_guid in dict.fromkeys(e.entity_guid for e in events):
-            for event in self.client.entity_events(entity_guid):
-                if event.guid in wanted:
-                    stored[event.guid] = event
+        events = [self._as_meant(planned.event) for planned in push]
+        stored = self._push_and_read(events)
         copies = [stored[e.guid] for e in events if e.guid in stored]
-        appended = self.local.append(copies)
+        repaired: dict[str, str] = {}  # an event DataCollect kept local -> the re-sent copy it applied
+        followups: list[FormSubmission] = []
+        if self.check_applied and copies:
+            kept = self._kept_local(copies, started)
+            resend = {g: again for g, changes in kept.items() if (again := _resent(stored[g], changes))}
+            kept_again: dict[str, dict[str, Any]] = {}
+            if resend:
+                answered = self._push_and_read(list(resend.values()))
+                followups = [answered[e.guid] for e in resend.values() if e.guid in answered]
+                kept_again = self._kept_local(followups, started)
+                repaired = {
+                    g: e.guid for g, e in resend.items() if e.guid in answered and e.guid not in kept_again
+                }
+            reasons = {
+                g: kept_local_reason(changes)
+                + (
+                    f"; re-sent as {repaired[g]} stamped after it, which DataCollect applied"
+                    if g in repaired
+                    else ""
+                )
+                for g, changes in kept.items()
+            }
+            reasons.update({g: kept_local_reason(changes) for g, changes in kept_again.items()})
+            # recorded before the copies reach the mirror, so the mirror keeps them unfolded, as an issue
+            self._meta.add_not_applied(reasons)
+        appended = self.local.append([*copies, *followups])
         self._meta.add_aliases(
             {absorbed: p.event.guid for p in push if p.event.guid in stored for absorbed in p.absorbed}
         )
@@ -803,51 +1201,124 @@ class DataCollectEventLog:
         for planned in push:
             if planned.event.guid in new:
                 result.new_guids.extend([*planned.absorbed, planned.event.guid])
-        result.issues.extend(appended.issues)
+        resent = {e.guid for e in followups}
+        unsettled = [
+            i for i in appended.issues if i.event_guid not in repaired and i.event_guid not in resent
+        ]
+        result.issues.extend(unsettled)
+        for issue in unsettled:
+            log.warning("DataCollect did not apply event %s (entity %s)", issue.event_guid, issue.entity_guid)
         if self.check_applied and copies:
-            result.issues.extend(self._not_applied(copies, started))
+            result.issues.extend(self._read_back(copies, {i.event_guid for i in unsettled}))
         missing = [e.guid for e in events if e.guid not in stored]
         if missing:
+            for guid in missing:
+                log.error(
+                    "event %s: DataCollect answered success but did not store it (a guid already used in any "
+                    "tenant, or an invalid event)",
+                    guid,
+                )
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             raise DataCollectPushError(
                 f"DataCollect tenant {self.client.config_id!r} at {self.client.url} answered success but did "
                 f"not store {len(missing)} of {len(events)} pushed events: {shown} (it swallows every "
-                "error: check the events are valid, their guids unused in any other tenant, and the "
-                "server's log)",
+                "error: an event guid must be unused in every tenant of the server, since its key is global; "
+                "check the events are valid and the server's log)",
                 missing,
             )
 
-    def _not_applied(self, copies: list[FormSubmission], started: datetime) -> list[EventIssue]:
-        """Events DataCollect stored but did not apply because its conflict rule kept its own state."""
+    def _push_and_read(self, events: list[FormSubmission]) -> dict[str, FormSubmission]:
+        """Push ``events`` and read back, by guid, those DataCollect stored (as it stored them)."""
+        self.client.push(events)
+        stored: dict[str, FormSubmission] = {}
+        wanted = {e.guid for e in events}
+        for entity_guid in dict.fromkeys(e.entity_guid for e in events):
+            for event in self.client.entity_events(entity_guid):
+                if event.guid in wanted:
+                    stored[event.guid] = event
+        return stored
+
+    def _as_meant(self, event: FormSubmission) -> FormSubmission:
+        """The event DataCollect must receive to end in the state the mirror folds from ``event``.
+
+        DataCollect applies a remote event to an entity with local changes on top of its ``initial`` state,
+        discarding the updates since (§1.4): an update therefore carries the whole current form, not only
+        the changed fields. And it skips an event stamped before its own last apply (server clock), so an
+        update of an existing entity is stamped no earlier than now.
+        """
+        if event.type not in ("update-individual", "create-individual", "update-group", "create-group"):
+            return event
+        current = self.local.get_entity(event.entity_guid)
+        if current is None:
+            return event
+        data = {**current.data, **event.data}
+        if event.type.endswith("-group"):
+            data.pop("members", None)
+            if "members" in event.data:
+                data["members"] = event.data["members"]
+        stamp = max(event.timestamp, format_timestamp(utc_now()))
+        if data == event.data and stamp == event.timestamp:
+            return event
+        return event.model_copy(update={"data": data, "timestamp": stamp})
+
+    def _read_back(self, copies: list[FormSubmission], reported: set[str]) -> list[EventIssue]:
+        """Compare the entities DataCollect holds after a push with the mirror's; a difference is an issue.
+
+        DataCollect lists its entities newest first (``GET /api/entities``, at most 1000), so the ones a push
+        just changed are at the top unless other writers were busier; one not listed is not checked.
+        """
+        last: dict[str, FormSubmission] = {}
+        for event in copies:
+            if event.guid not in reported and event.type != "delete-entity":
+                last[event.entity_guid] = event
+        if not last:
+            return []
+        try:
+            listed = self.client.entities(limit=min(1000, 2 * len(last) + 20))
+        except DataCollectError as exc:
+            log.warning("could not read back the entities DataCollect holds after a push: %s", exc)
+            return []
+        theirs = {str(row.get("guid")): row.get("data") for row in listed}
+        ours = self.local.get_entities(last)
+        issues = []
+        for guid, event in last.items():
+            data = theirs.get(guid)
+            mine = ours.get(guid)
+            if not isinstance(data, dict) or mine is None or data == mine.data:
+                continue
+            fields = sorted(k for k in set(data) | set(mine.data) if data.get(k) != mine.data.get(k))
+            issue = EventIssue(
+                event.guid,
+                guid,
+                "DataCollect holds another state than the mirror after this event: fields "
+                + ", ".join(fields[:10])
+                + (f" and {len(fields) - 10} more" if len(fields) > 10 else "")
+                + " differ (run dcsync log verify)",
+            )
+            log.warning("%s", issue)
+            issues.append(issue)
+        self.local.record_issues(issues)
+        return issues
+
+    def _kept_local(self, copies: list[FormSubmission], started: datetime) -> dict[str, dict[str, Any]]:
+        """Events DataCollect stored but did not apply because its conflict rule kept its own state: their
+        audit rows' ``changes`` (which say when DataCollect last applied the entity, by its clock)."""
         try:
             rows = self.client.audit_logs(since_text(started - timedelta(minutes=5)))
         except DataCollectError as exc:
             log.warning("could not check that DataCollect applied the pushed events: %s", exc)
-            return []
-        ours = {e.guid: e for e in copies}
-        issues = []
-        for row in rows:
-            if (
-                row.action == "conflict-resolution"
-                and row.changes.get("resolution") == "kept-local"
-                and row.event_guid in ours
-            ):
-                event = ours[row.event_guid]
-                issues.append(
-                    EventIssue(
-                        event.guid,
-                        event.entity_guid,
-                        "stored in DataCollect but not applied: its conflict rule kept the entity's state "
-                        f"(last updated {row.changes.get('localLastUpdated')}, "
-                        f"event stamped {event.timestamp})",
-                    )
-                )
-                log.warning(
-                    "DataCollect did not apply event %s (entity %s): kept its own state",
-                    event.guid,
-                    event.entity_guid,
-                )
-        return issues
+            return {}
+        ours = {e.guid for e in copies}
+        resolved = [r for r in rows if r.event_guid in ours and r.action == "conflict-resolution"]
+        # applied under the conflict rule: on top of initial (recorded before the mirror folds the event)
+        self._meta.add_on_initial(
+            r.event_guid for r in resolved if r.event_guid and r.changes.get("resolution") == "applied-remote"
+        )
+        return {
+            r.event_guid: r.changes
+            for r in resolved
+            if r.event_guid and r.changes.get("resolution") == "kept-local"
+        }
 
     # -- read (the mirror) -------------------------------------------------------------------------
 

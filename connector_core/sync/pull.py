@@ -21,7 +21,7 @@ import uuid
 from typing import Any
 
 from connector_core.connector import PullPage, RemoteRecord
-from connector_core.entities import Entity, fold
+from connector_core.entities import Entity, EventIssue, fold
 from connector_core.events import FormSubmission, SyncLevel, normalize_timestamp, now_timestamp
 from connector_core.mapping import EntityMapping, MapContext
 from connector_core.retry import call_with_retry
@@ -287,11 +287,40 @@ class PagePuller:
         }
         self.dead_letters.append((record.external_id, reason, payload))
 
+    def _hold_unapplied(self, issues: list[EventIssue]) -> None:
+        """Events the log stored but did not apply as appended (a DataCollect tenant's conflict rule, or a
+        read-back that differs): the log and the remote now disagree, so each is an open conflict for an
+        operator (``dcsync status`` counts it, the entity is held back from push), never a resolved one."""
+        ours = {e.guid: e for e in self.events}
+        links = {link.entity_guid: link for link in self.links.values()}
+        for issue in issues:
+            event, link = ours.get(issue.event_guid), links.get(issue.entity_guid)
+            if event is None or link is None:
+                continue
+            entity = self.ctx.eventlog.get_entity(issue.entity_guid)
+            local = {k: entity.data.get(k) for k in event.data} if entity is not None else {}
+            if not any(c["entity_guid"] == issue.entity_guid for c in self.conflicts):
+                self.counts.conflicts += 1
+            self.conflicts = [c for c in self.conflicts if c["entity_guid"] != issue.entity_guid]
+            self.conflicts.append(
+                {
+                    "entity_guid": issue.entity_guid,
+                    "external_id": link.external_id,
+                    "base": {},  # the merge base is gone: the link already holds the remote state
+                    "local": local,
+                    "remote": dict(event.data),
+                    "remote_version": link.remote_version,
+                    "resolution": None,
+                }
+            )
+            log.warning("%s: %s; recorded as an open conflict", self.ctx.name, issue)
+
     def commit(self, next_cursor: str | None, *, move_cursor: bool = True) -> None:
         ctx = self.ctx
         if self.events:
             appended = ctx.eventlog.append(self.events)
             self.counts.appended += appended.new
+            self._hold_unapplied(appended.issues)
         with ctx.state.transaction() as tx:
             for link in self.links.values():
                 tx.upsert_link(link)
@@ -349,6 +378,11 @@ def remote_link(
 
 
 def run_pull(ctx: SyncContext, report: DirectionReport) -> None:
+    # An event log that mirrors a remote log (datacollect) is brought up to date first, so conflicts are
+    # detected against the log as of the start of the run, not as of the last refresh.
+    refresh = getattr(ctx.eventlog, "refresh", None)
+    if callable(refresh):
+        refresh()
     cursor = ctx.state.get_checkpoint(ctx.name, Direction.PULL)
     report.checkpoint_before = cursor
     while not ctx.stop.is_set():

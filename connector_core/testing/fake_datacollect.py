@@ -26,11 +26,20 @@ The applier itself is :func:`connector_core.entities.fold`, which implements Dat
 adds what the fold deliberately leaves out (server-clock ``lastUpdated``, ``initial``/``modified`` pairs, the
 conflict rule, duplicate flagging, audit rows).
 
-``/_control/*`` (no auth) lets a test or an operator create tenants, store events as a phone's sync would
-(any timestamp, microseconds included), set potential duplicates, read entities, requests and audit rows, and
-script faults: replay the previous pull answer (a repeated page), answer a route with an HTML error page, or
-acknowledge a push without storing anything. The same operations are methods of :class:`FakeDataCollect` for
-tests that run the server in-process.
+``/_control/*`` (no auth) lets a test or an operator create tenants, store events as a phone's sync would (any
+timestamp, microseconds included), set potential duplicates, read entities, requests and audit rows, and
+script faults: replay the previous pull answer (a repeated page), answer a route with an HTML error page,
+acknowledge a push without storing anything, or throttle a route with ``429`` and a ``Retry-After`` header (as
+a rate-limiting proxy in front of the backend does). Tokens can be made to expire (``token_ttl``): a token
+with an ``exp`` claim is refused with nothing but ``{"error": "Invalid token"}``, as the real middleware
+answers. :meth:`FakeDataCollect.seed_jsonl` fills a tenant from a JSONL file (``dcsync mock-server datacollect
+--seed``). The same operations are methods of :class:`FakeDataCollect` for tests that run the server
+in-process.
+
+The conflict rule is reproduced as the real backend runs it: a remote event on an entity with local changes is
+applied on top of ``initial`` (discarding the earlier updates), or skipped with only a ``conflict-resolution``
+audit row (``kept-local``), and the event stays stored either way. The event primary key is global across
+tenants: a push of a guid another tenant holds answers success and stores nothing.
 """
 
 from __future__ import annotations
@@ -43,7 +52,8 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -142,6 +152,7 @@ class Faults:
     repeat_pulls: int = 0  # the next N pulls answer the previous pull's body again (a replayed page)
     swallow_pushes: int = 0  # the next N pushes answer success and store nothing (a swallowed SQL error)
     html_errors: list[dict[str, Any]] = field(default_factory=list)  # [{"path": "/api/..", "status": 500}]
+    throttle: list[dict[str, Any]] = field(default_factory=list)  # [{"path": "/api/..", "retry_after": 2}]
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Faults:
@@ -149,6 +160,7 @@ class Faults:
             repeat_pulls=int(body.get("repeat_pulls", 0)),
             swallow_pushes=int(body.get("swallow_pushes", 0)),
             html_errors=[dict(e) for e in body.get("html_errors", [])],
+            throttle=[dict(e) for e in body.get("throttle", [])],
         )
 
 
@@ -191,10 +203,12 @@ class FakeDataCollect:
         password: str = "admin-password",
         clock: Callable[[], datetime] | None = None,
         tenants: Iterable[str] = ("demo",),
+        token_ttl: float | None = None,
     ) -> None:
         self.lock = threading.RLock()
         self.users: dict[str, tuple[str, int]] = {email: (password, 1)}
-        self.tokens: dict[str, int] = {}
+        self.tokens: dict[str, tuple[int, datetime | None]] = {}  # token -> (user id, expiry)
+        self.token_ttl = token_ttl
         self.tenants: dict[str, Tenant] = {}
         self.events_by_guid: dict[str, StoredEvent] = {}  # the primary key is global, not per tenant (§2.2)
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -211,11 +225,46 @@ class FakeDataCollect:
         with self.lock:
             return self.tenants.setdefault(tenant_id, Tenant(tenant_id))
 
-    def issue_token(self, user_id: int = 1) -> str:
+    def issue_token(self, user_id: int = 1, *, ttl: float | None = None) -> str:
+        """A token; with a lifetime (``ttl`` or the server's ``token_ttl``) it carries an ``exp`` claim."""
         token = "eyJ" + secrets.token_urlsafe(24)
+        lifetime = ttl if ttl is not None else self.token_ttl
         with self.lock:
-            self.tokens[token] = user_id
+            expires = None if lifetime is None else self.clock() + timedelta(seconds=lifetime)
+            self.tokens[token] = (user_id, expires)
         return token
+
+    def token_user(self, token: str) -> int | None:
+        """The user a token stands for, or None if it is unknown or expired (both are "Invalid token")."""
+        with self.lock:
+            found = self.tokens.get(token)
+            if found is None:
+                return None
+            user, expires = found
+            if expires is not None and self.clock() >= expires:
+                return None
+            return user
+
+    def seed_jsonl(self, tenant_id: str, path: str | Path) -> list[str]:
+        """Store a JSONL file's events (one DataCollect event a line) as a phone's sync would."""
+        self.add_tenant(tenant_id)
+        events = []
+        with Path(path).open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    raw = json.loads(line)
+                except ValueError as exc:
+                    raise ValueError(f"{path}:{number}: not JSON: {exc}") from None
+                if not isinstance(raw, dict):
+                    raise ValueError(f"{path}:{number}: an event must be a JSON object")
+                events.append(raw)
+        return self.store(tenant_id, events)
+
+    def entity_pair(self, tenant_id: str, guid: str) -> EntityPair | None:
+        with self.lock:
+            return self.tenants[tenant_id].pairs.get(guid)
 
     def store(self, tenant_id: str, events: Iterable[Mapping[str, Any]]) -> list[str]:
         """Events arriving as a phone's sync would bring them (any timestamp, any syncLevel); returns the
@@ -446,6 +495,15 @@ def create_app(fake: FakeDataCollect | None = None) -> Starlette:
 
     def scripted_error(request: Request) -> Response | None:
         with fake.lock:
+            for index, spec in enumerate(fake.faults.throttle):
+                if spec.get("path") == request.url.path:
+                    del fake.faults.throttle[index]
+                    return Response(
+                        "Too Many Requests",
+                        status_code=429,
+                        headers={"Retry-After": str(spec.get("retry_after", 1))},
+                        media_type="text/plain",
+                    )
             for index, spec in enumerate(fake.faults.html_errors):
                 if spec.get("path") == request.url.path:
                     del fake.faults.html_errors[index]
@@ -459,8 +517,7 @@ def create_app(fake: FakeDataCollect | None = None) -> Starlette:
         scheme, _, token = header.partition(" ")
         if scheme != "Bearer" or not token:
             return JSONResponse({"error": "Invalid authentication type"}, status_code=401)
-        with fake.lock:
-            user = fake.tokens.get(token)
+        user = fake.token_user(token)
         if user is None:
             return JSONResponse({"error": "Invalid token"}, status_code=401)
         return user
@@ -533,6 +590,40 @@ def create_app(fake: FakeDataCollect | None = None) -> Starlette:
             if tenant is None:
                 return _express_page(500, f"Error: Config with id {config_id} not found")
             rows = fake.entity_events(tenant, request.path_params["guid"])
+        return JSONResponse(rows)
+
+    async def entities(request: Request) -> Response:
+        """``GET /api/entities``: newest first, ``limit`` 100 by default and at most 1000 (§3.3)."""
+        record(request)
+        if (failure := scripted_error(request)) is not None:
+            return failure
+        user = user_of(request)
+        if isinstance(user, Response):
+            return user
+        config_id = request.query_params.get("configId") or "default"
+        try:
+            limit = min(1000, max(1, int(request.query_params.get("limit") or 100)))
+        except ValueError:
+            limit = 100
+        with fake.lock:
+            tenant = fake.tenants.get(config_id)
+            if tenant is None:
+                return _express_page(500, f"Error: Config with id {config_id} not found")
+            docs = sorted(
+                (p.modified for p in tenant.pairs.values()), key=lambda e: e.last_updated or "", reverse=True
+            )[:limit]
+            rows = [
+                {
+                    "guid": e.guid,
+                    "id": e.guid,
+                    "name": e.name,
+                    "entityName": e.data.get("entityName"),
+                    "type": e.type,
+                    "data": e.data,
+                    "lastUpdated": e.last_updated,
+                }
+                for e in docs
+            ]
         return JSONResponse(rows)
 
     async def audit_logs(request: Request) -> Response:
@@ -614,6 +705,7 @@ def create_app(fake: FakeDataCollect | None = None) -> Starlette:
         Route("/api/sync/pull", sync_pull, methods=["GET"]),
         Route("/api/sync/push", sync_push, methods=["POST"]),
         Route("/api/sync/pull/audit-logs", audit_logs, methods=["GET"]),
+        Route("/api/entities", entities, methods=["GET"]),
         Route("/api/entities/{guid}/events", entity_events, methods=["GET"]),
         Route("/_control/tenants", control_tenants, methods=["POST"]),
         Route("/_control/events", control_events, methods=["GET", "POST"]),
