@@ -32,6 +32,16 @@ class AppendResult:
         self.duplicates += other.duplicates
         self.issues.extend(other.issues)
 
+    def unique(self, chunk: Iterable[FormSubmission]) -> dict[str, FormSubmission]:
+        """``chunk``'s events by guid, the first of each: a repeat within the chunk counts as a duplicate."""
+        unique: dict[str, FormSubmission] = {}
+        for event in chunk:
+            if event.guid in unique:
+                self.duplicates += 1
+            else:
+                unique[event.guid] = event
+        return unique
+
 
 @dataclass(slots=True)
 class EventPage:

@@ -1151,12 +1151,7 @@ class DataCollectEventLog:
         return result
 
     def _append_chunk(self, chunk: list[FormSubmission], result: AppendResult) -> None:
-        unique: dict[str, FormSubmission] = {}
-        for event in chunk:
-            if event.guid in unique:
-                result.duplicates += 1
-            else:
-                unique[event.guid] = event
+        unique = result.unique(chunk)
         known = self._meta.known(unique)
         result.duplicates += len(known)
         todo = [event for guid, event in unique.items() if guid not in known]

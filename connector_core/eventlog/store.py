@@ -179,12 +179,7 @@ class SqlEventLog(ABC):
         return result
 
     def _append_chunk(self, chunk: list[FormSubmission], result: AppendResult) -> None:
-        unique: dict[str, FormSubmission] = {}
-        for event in chunk:
-            if event.guid in unique:
-                result.duplicates += 1
-            else:
-                unique[event.guid] = event
+        unique = result.unique(chunk)
         inserted = self._insert_events([_event_row(event) for event in unique.values()])
         result.duplicates += len(unique) - len(inserted)
         if not inserted:
