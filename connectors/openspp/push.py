@@ -265,14 +265,23 @@ class Pusher:
         """The payload's IDs as parts (one per ID type); an ID the registry cannot take is refused alone."""
         if not isinstance(value, list):
             raise OdooPermanentError("'ids' must be a list of {id_type, value} objects")
+        return self._parts(item, value, "ids", "id_type", lambda entry: self._reg_id_vals(entry, catalog))
+
+    @staticmethod
+    def _parts(
+        item: _Item, value: list[Any], field: str, key: str, vals_of: Callable[[Any], dict[str, Any]]
+    ) -> list[_Part]:
+        """Each entry of a sub-record list as a part named by its ``key`` (``ids:Passport``,
+        ``bank_accounts:HB-77``; its position when it has none): one the registry cannot take is refused
+        alone, and the rest go."""
         out = []
         for index, entry in enumerate(value):
-            type_name = entry.get("id_type") if isinstance(entry, dict) else None
-            named = isinstance(type_name, str) and type_name
-            part = _Part(item, f"ids:{type_name}" if named else f"ids[{index}]", ("ids", index))
+            name = entry.get(key) if isinstance(entry, dict) else None
+            named = isinstance(name, str | int) and name != ""
+            part = _Part(item, f"{field}:{name}" if named else f"{field}[{index}]", (field, index))
             item.parts.append(part)
             try:
-                part.vals = self._reg_id_vals(entry, catalog)
+                part.vals = vals_of(entry)
             except OdooPermanentError as exc:
                 part.fail(exc.message)
                 continue
@@ -303,22 +312,9 @@ class Pusher:
         unknown bank) is refused alone."""
         if not isinstance(value, list):
             raise OdooPermanentError("'bank_accounts' must be a list of {acc_number, bank} objects")
-        out = []
-        for index, entry in enumerate(value):
-            number = entry.get("acc_number") if isinstance(entry, dict) else None
-            part = _Part(
-                item,
-                f"bank_accounts:{number}" if number else f"bank_accounts[{index}]",
-                ("bank_accounts", index),
-            )
-            item.parts.append(part)
-            try:
-                part.vals = self._bank_vals(entry, catalog)
-            except OdooPermanentError as exc:
-                part.fail(exc.message)
-                continue
-            out.append(part)
-        return out
+        return self._parts(
+            item, value, "bank_accounts", "acc_number", lambda entry: self._bank_vals(entry, catalog)
+        )
 
     @staticmethod
     def _bank_vals(entry: Any, catalog: Catalog) -> dict[str, Any]:
