@@ -13,6 +13,7 @@ from contracts.eventlog_contract import EventLogContract
 from contracts.scenarios import as_docs, event, fold_state, group_log, mobile_log
 
 from connector_core.eventlog import SchemaVersionError, SqliteEventLog
+from connector_core.eventlog.store import SCHEMA_VERSION
 
 
 @pytest.fixture(params=[1000, 2], ids=["chunk1000", "chunk2"])
@@ -81,7 +82,7 @@ def test_reopening_keeps_the_schema(tmp_path: Path) -> None:
     first.append(group_log())
     first.close()
     again = SqliteEventLog(tmp_path / "events.db")
-    assert again.schema_version() == 1
+    assert again.schema_version() == SCHEMA_VERSION
     assert again.count() == len(group_log())
     again.close()
 

@@ -112,6 +112,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (connector, direction, tick)
         )""",
     ),
+    # 4: children held behind a parent are found by the parent when its replay delivers it
+    ("CREATE INDEX parked_parent ON {s}.parked (connector, parent_guid)",),
 )
 """Ordered: migration ``i`` takes the schema from version ``i`` to ``i + 1``. Only ever append."""
 
