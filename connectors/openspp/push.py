@@ -634,70 +634,60 @@ class Pusher:
 
     def _sync_reg_ids(self, items: list[_Item]) -> None:
         """Create the missing registrant IDs (one call for the batch) and fix changed values."""
-        if not items:
-            return
-        ids = [i.partner_id for i in items if i.partner_id is not None]
-        existing = self._guarded(
-            items,
-            lambda: self.client.search_read(
-                REG_ID,
-                [["partner_id", "in", ids]],
-                ["partner_id", "id_type", "value", "expiry_date", "description", "status"],
-                order="id asc",
-            ),
-        )
-        if existing is None:
-            return
-        by_key = {(many2one_id(r["partner_id"]), many2one_id(r["id_type"])): r for r in existing}
-        to_create: list[tuple[_Part, dict[str, Any]]] = []
-        for item in items:
-            for part in item.reg_ids or []:
-                wanted = part.vals
-                row = by_key.get((item.partner_id or 0, wanted["id_type"]))
-                if row is None:
-                    to_create.append((part, {"partner_id": item.partner_id, **wanted}))
-                    continue
-                changed = {
-                    k: v
-                    for k, v in wanted.items()
-                    if k != "id_type" and not same_value(row.get(k), v, "char")
-                }
-                if changed and part.ok:
-                    self._guarded([part], partial(self.client.write, REG_ID, [row["id"]], changed))
-        self._create_children(REG_ID, to_create)
+        fields = ["id_type", "value", "expiry_date", "description", "status"]
+        self._sync_parts(items, REG_ID, fields, lambda item: item.reg_ids, "id_type", {"id_type": "many2one"})
 
     def _sync_banks(self, items: list[_Item]) -> None:
+        """Create the missing bank accounts (one call for the batch) and fix changed values."""
+        fields = ["acc_number", "bank_id", "acc_holder_name"]
+        self._sync_parts(
+            items, BANK_ACCOUNT, fields, lambda item: item.banks, "acc_number", {"bank_id": "many2one"}
+        )
+
+    def _sync_parts(
+        self,
+        items: list[_Item],
+        model: str,
+        fields: list[str],
+        parts_of: Callable[[_Item], list[_Part] | None],
+        key: str,
+        ftypes: dict[str, str],
+    ) -> None:
+        """One sub-record model of a batch: one read of what the partners hold, one create of what they
+        lack, and a write only for a row whose values changed. A row is matched by partner and ``key``
+        (one ID per type, one account per number); fields are compared as ``ftypes`` says (else text)."""
         if not items:
             return
         ids = [i.partner_id for i in items if i.partner_id is not None]
         existing = self._guarded(
             items,
             lambda: self.client.search_read(
-                BANK_ACCOUNT,
-                [["partner_id", "in", ids]],
-                ["partner_id", "acc_number", "bank_id", "acc_holder_name"],
-                order="id asc",
+                model, [["partner_id", "in", ids]], ["partner_id", *fields], order="id asc"
             ),
         )
         if existing is None:
             return
-        by_key = {(many2one_id(r["partner_id"]), r["acc_number"]): r for r in existing}
+
+        def row_key(row: dict[str, Any]) -> Any:
+            return many2one_id(row[key]) if ftypes.get(key) == "many2one" else row[key]
+
+        by_key = {(many2one_id(r["partner_id"]), row_key(r)): r for r in existing}
         to_create: list[tuple[_Part, dict[str, Any]]] = []
         for item in items:
-            for part in item.banks or []:
+            for part in parts_of(item) or []:
                 wanted = part.vals
-                row = by_key.get((item.partner_id or 0, wanted["acc_number"]))
+                row = by_key.get((item.partner_id or 0, wanted[key]))
                 if row is None:
                     to_create.append((part, {"partner_id": item.partner_id, **wanted}))
                     continue
                 changed = {
                     k: v
                     for k, v in wanted.items()
-                    if not same_value(row.get(k), v, "many2one" if k == "bank_id" else "char")
+                    if k != key and not same_value(row.get(k), v, ftypes.get(k, "char"))
                 }
                 if changed and part.ok:
-                    self._guarded([part], partial(self.client.write, BANK_ACCOUNT, [row["id"]], changed))
-        self._create_children(BANK_ACCOUNT, to_create)
+                    self._guarded([part], partial(self.client.write, model, [row["id"]], changed))
+        self._create_children(model, to_create)
 
     def _create_children(self, model: str, pending: list[tuple[_Part, dict[str, Any]]]) -> None:
         """One ``create`` for all of them; one the registry refuses is found by halving, and refused alone."""
