@@ -522,6 +522,14 @@ def create_app(fake: FakeDataCollect | None = None) -> Starlette:
             return JSONResponse({"error": "Invalid token"}, status_code=401)
         return user
 
+    def admitted(request: Request) -> int | Response:
+        """Every API route's door, in the backend's order: the request is logged, a scripted fault
+        answers first, then the token is checked; the user id, or the answer that refuses the request."""
+        record(request)
+        if (failure := scripted_error(request)) is not None:
+            return failure
+        return user_of(request)
+
     def tenant_for(config_id: Any) -> Tenant | JSONResponse:
         with fake.lock:
             tenant = fake.tenants.get(str(config_id or "default"))
@@ -543,10 +551,7 @@ def create_app(fake: FakeDataCollect | None = None) -> Starlette:
         return JSONResponse({"token": fake.issue_token(known[1]), "userId": known[1]})
 
     async def sync_pull(request: Request) -> Response:
-        record(request)
-        if (failure := scripted_error(request)) is not None:
-            return failure
-        user = user_of(request)
+        user = admitted(request)
         if isinstance(user, Response):
             return user
         tenant = tenant_for(request.query_params.get("configId"))
@@ -560,10 +565,7 @@ def create_app(fake: FakeDataCollect | None = None) -> Starlette:
         return JSONResponse(body)
 
     async def sync_push(request: Request) -> Response:
-        record(request)
-        if (failure := scripted_error(request)) is not None:
-            return failure
-        user = user_of(request)
+        user = admitted(request)
         if isinstance(user, Response):
             return user
         try:
@@ -578,10 +580,7 @@ def create_app(fake: FakeDataCollect | None = None) -> Starlette:
         return JSONResponse({"status": "success"})
 
     async def entity_events(request: Request) -> Response:
-        record(request)
-        if (failure := scripted_error(request)) is not None:
-            return failure
-        user = user_of(request)
+        user = admitted(request)
         if isinstance(user, Response):
             return user
         config_id = request.query_params.get("configId") or "default"
@@ -594,10 +593,7 @@ def create_app(fake: FakeDataCollect | None = None) -> Starlette:
 
     async def entities(request: Request) -> Response:
         """``GET /api/entities``: newest first, ``limit`` 100 by default and at most 1000 (§3.3)."""
-        record(request)
-        if (failure := scripted_error(request)) is not None:
-            return failure
-        user = user_of(request)
+        user = admitted(request)
         if isinstance(user, Response):
             return user
         config_id = request.query_params.get("configId") or "default"
@@ -627,10 +623,7 @@ def create_app(fake: FakeDataCollect | None = None) -> Starlette:
         return JSONResponse(rows)
 
     async def audit_logs(request: Request) -> Response:
-        record(request)
-        if (failure := scripted_error(request)) is not None:
-            return failure
-        user = user_of(request)
+        user = admitted(request)
         if isinstance(user, Response):
             return user
         config_id = request.query_params.get("configId") or "default"
