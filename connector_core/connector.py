@@ -12,9 +12,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from connector_core.retry import RetryPolicy
 
 
 class Capability(StrEnum):
@@ -268,6 +271,11 @@ class Connector(ABC):
     max_in_flight: ClassVar[int] = 1
     """How many ``push`` calls may run at once from different threads (1: the engine never overlaps them;
     a connector that orders its own writes, e.g. one writer per household, keeps 1)."""
+    retry_policy: RetryPolicy | None = None
+    """The run's retry policy (``retry:`` in dcsync.yaml), set by the runner before a run. The engine
+    retries whole batches already; a connector that makes many calls per batch (catalog reads, lookups)
+    may retry each read under it too, so one dropped answer does not spend the batch's attempt. ``None``
+    when no run set it (a connector called directly, or by the test harness)."""
 
     def __init__(self, name: str, config: ConnectorConfig):
         self.name = name

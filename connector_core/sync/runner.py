@@ -84,8 +84,7 @@ def sync_session(
     instance = project.instance(name)
     with connector_lock(project, name, wait=wait):
         connector = project.build_connector(name)
-        if hasattr(connector, "retry_policy"):  # a connector that retries each call on its own (openspp)
-            connector.retry_policy = retry or instance.retry
+        connector.retry_policy = retry or instance.retry  # for connectors that retry each call too
         try:
             yield SyncContext(
                 name=name,
