@@ -429,7 +429,7 @@ class Pusher:
     def _create_memberships(self, direct: list[tuple[int, _Command]]) -> None:
         """New members of households that hold no Head yet: one ``create`` with a list for the whole
         stage (a group write costs a call per household); a refused one is found by halving."""
-        pending = [(group, command) for group, command in direct if command.owner.ok]
+        pending = direct  # a unit whose owner was refused meanwhile is left out by _bisect
         for start in range(0, len(pending), IN_CHUNK):
 
             def attempt(part: list[tuple[int, _Command]]) -> None:
@@ -690,15 +690,14 @@ class Pusher:
         self._create_children(model, to_create)
 
     def _create_children(self, model: str, pending: list[tuple[_Part, dict[str, Any]]]) -> None:
-        """One ``create`` for all of them; one the registry refuses is found by halving, and refused alone."""
-        pending = [(part, vals) for part, vals in pending if part.ok]
-        if not pending:
-            return
+        """One ``create`` per ``IN_CHUNK`` of them, as memberships go; one the registry refuses is found by
+        halving, and refused alone."""
 
         def attempt(units: list[tuple[_Part, dict[str, Any]]]) -> None:
             self.client.create_many(model, [vals for _, vals in units])
 
-        self._bisect(pending, attempt, lambda unit: [unit[0]])
+        for start in range(0, len(pending), IN_CHUNK):
+            self._bisect(pending[start : start + IN_CHUNK], attempt, lambda unit: [unit[0]])
 
     def _sync_memberships(
         self,
