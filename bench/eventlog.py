@@ -33,13 +33,13 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from connector_core.eventlog.base import EventLog
+from connector_core.eventlog.base import COMMIT_EVENTS, EventLog
 from connector_core.eventlog.sqlite import SqliteEventLog
 from connector_core.events import FormSubmission, SyncLevel, format_timestamp
+from connector_core.streams import runs
 
 POSTGRES_URL = os.environ.get("DCSYNC_TEST_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -155,19 +155,46 @@ def peak_rss_mb() -> float:
     return kib / (1024 * 1024) if sys.platform == "darwin" else kib / 1024  # bytes on macOS
 
 
-def run(make: Callable[[Path], EventLog], total: int, checkpoint: int, batch: int) -> dict[str, float]:
+class _Counted:
+    """A run of generated events handed to ``append`` as a stream: counts them, and the time spent making
+    them, so the append figure is the log's own time and not the generator's."""
+
+    def __init__(self, events: Iterator[FormSubmission]) -> None:
+        self._events = events
+        self.n = 0
+        self.generation_s = 0.0
+
+    def __iter__(self) -> Iterator[FormSubmission]:
+        return self
+
+    def __next__(self) -> FormSubmission:
+        t0 = time.perf_counter()
+        try:
+            event = next(self._events)
+        finally:
+            self.generation_s += time.perf_counter() - t0
+        self.n += 1
+        return event
+
+
+def run(
+    make: Callable[[Path], EventLog], total: int, checkpoint: int, batch: int, commit: int
+) -> dict[str, float]:
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="dcsync-bench-") as tmp:
         log = make(Path(tmp))
         events = generate(total)
         appended = 0
         append_seconds = 0.0
+        generation_s = 0.0
         started = time.perf_counter()
-        while chunk := list(islice(events, batch)):
+        for run_ in runs(events, commit):
+            counted = _Counted(run_)
             t0 = time.perf_counter()
-            log.append(chunk)
-            append_seconds += time.perf_counter() - t0
-            before, appended = appended, appended + len(chunk)
+            log.append(counted)  # streamed, as log import and log copy hand it over
+            append_seconds += time.perf_counter() - t0 - counted.generation_s
+            generation_s += counted.generation_s
+            before, appended = appended, appended + counted.n
             if before < checkpoint <= appended:
                 figures["rss_at_checkpoint_mb"] = peak_rss_mb()
         figures["append_wall_s"] = time.perf_counter() - started
@@ -207,16 +234,16 @@ def run(make: Callable[[Path], EventLog], total: int, checkpoint: int, batch: in
     return figures
 
 
-def _child(name: str, total: int, checkpoint: int, batch: int, out: Any) -> None:
-    out.send(run(BACKENDS[name], total, checkpoint, batch))
+def _child(name: str, total: int, checkpoint: int, batch: int, commit: int, out: Any) -> None:
+    out.send(run(BACKENDS[name], total, checkpoint, batch, commit))
     out.close()
 
 
-def _in_child(name: str, total: int, checkpoint: int, batch: int) -> dict[str, float]:
+def _in_child(name: str, total: int, checkpoint: int, batch: int, commit: int) -> dict[str, float]:
     """``run`` in a forked process: peak RSS is per process, so each column gets its own."""
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(name, total, checkpoint, batch, send))
+    child = context.Process(target=_child, args=(name, total, checkpoint, batch, commit, send))
     child.start()
     send.close()
     try:
@@ -248,12 +275,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--checkpoint", type=int, help="RSS checkpoint (default: events / 10)")
-    parser.add_argument("--batch", type=int, default=1000, help="events per append and per page")
+    parser.add_argument("--batch", type=int, default=1000, help="events per page read back")
+    parser.add_argument(
+        "--commit",
+        type=int,
+        action="append",
+        help=f"events per append, one transaction each; a column per value (default: 1,000, a sync page, "
+        f"and {COMMIT_EVENTS:,}, what log import and log copy commit)",
+    )
     parser.add_argument("--backend", action="append", choices=sorted(BACKENDS))
     args = parser.parse_args(argv)
     checkpoint = args.checkpoint or max(1, args.events // 10)
     if not 0 < checkpoint <= args.events:
         parser.error("--checkpoint must lie between 1 and --events")
+    commits = args.commit or [1000, COMMIT_EVENTS]
+    if min(commits) < 1:
+        parser.error("--commit must be at least 1")
 
     names = args.backend or list(BACKENDS)
     if "postgres" in names and (why := _postgres_unavailable()):
@@ -261,16 +298,22 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"PostgreSQL is unreachable ({why})")
         print(f"postgres column left out: PostgreSQL is unreachable ({why})")
         names.remove("postgres")
-    results = {name: _in_child(name, args.events, checkpoint, args.batch) for name in names}
+    columns = [(name, commit) for name in names for commit in commits]
+    results = {
+        column: _in_child(column[0], args.events, checkpoint, args.batch, column[1]) for column in columns
+    }
 
     print(
-        f"event log benchmark: {args.events:,} events, batches of {args.batch:,}, "
-        f"RSS checkpoint at {checkpoint:,}"
+        f"event log benchmark: {args.events:,} events, pages of {args.batch:,} read back, "
+        f"RSS checkpoint at {checkpoint:,}; a column per backend and events per append (commit)"
     )
     width = max(len(label) for label, _, _ in ROWS)
-    print(f"{'':{width}}  " + "  ".join(f"{name:>12}" for name in names))
+    heads = [
+        f"{name} {commit // 1000}k" if commit % 1000 == 0 else f"{name} {commit}" for name, commit in columns
+    ]
+    print(f"{'':{width}}  " + "  ".join(f"{head:>14}" for head in heads))
     for label, key, fmt in ROWS:
-        cells = "  ".join(f"{fmt.format(results[name][key]):>12}" for name in names)
+        cells = "  ".join(f"{fmt.format(results[column][key]):>14}" for column in columns)
         print(f"{label:{width}}  {cells}")
     ok = all(r["memory_ratio"] <= MEMORY_GOAL for r in results.values())
     print(f"memory flat (ratio <= {MEMORY_GOAL}): {'yes' if ok else 'NO'}")

@@ -991,7 +991,9 @@ def _open_log(config: Path, *, read_only: bool = False):  # type: ignore[no-unty
 def log_copy(
     source: Annotated[str, typer.Argument(metavar="SRC", help="The event log to read.")],
     target: Annotated[str, typer.Argument(metavar="DST", help="The event log to append to.")],
-    batch: Annotated[int, typer.Option(min=1, max=100_000, help="Events per page and per append.")] = 1000,
+    batch: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Events per page read (10,000 are committed at a time).")
+    ] = 1000,
 ) -> None:
     """Stream a whole event log into another (e.g. a DataCollect tenant into SQLite for a dry run).
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,6 +21,17 @@ def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
+
+
+def runs(items: Iterable[T], size: int) -> Iterator[Iterator[T]]:
+    """``items`` in consecutive runs of up to ``size``, each a lazy iterator: one transaction per run over
+    a stream of any length, with nothing held but the item in hand (an event log's ``append`` chunks a run
+    itself). Consume each run before drawing the next: the runs share one iterator."""
+    if size < 1:
+        raise ValueError("size must be at least 1")
+    iterator = iter(items)
+    for first in iterator:
+        yield chain((first,), islice(iterator, size - 1))
 
 
 class SeenOnDisk:

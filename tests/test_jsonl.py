@@ -134,3 +134,55 @@ def test_a_file_object_can_be_imported_and_exported(log: SqliteEventLog) -> None
     out = io.StringIO()
     export_jsonl(log, out)
     assert out.getvalue() == text
+
+
+class _CountingLog:
+    """An event log that records how many events each append got, and whether they came as a stream."""
+
+    def __init__(self, inner: SqliteEventLog) -> None:
+        self.inner = inner
+        self.appends: list[tuple[int, bool]] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def append(self, events):  # type: ignore[no-untyped-def]
+        streamed = not isinstance(events, list | tuple)
+        events = list(events)
+        self.appends.append((len(events), streamed))
+        return self.inner.append(events)
+
+
+def test_an_import_commits_a_streamed_run_of_events_per_append(log: SqliteEventLog, tmp_path: Path) -> None:
+    events = mobile_log() + group_log()
+    source = write_lines(tmp_path / "in.jsonl", [e.to_json_line() for e in events])
+    counting = _CountingLog(log)
+
+    result = import_jsonl(counting, source, batch_size=2, commit_every=5)  # type: ignore[arg-type]
+
+    sizes = [size for size, _ in counting.appends]
+    assert sizes == [5] * (len(events) // 5) + ([len(events) % 5] if len(events) % 5 else [])
+    assert all(streamed for _, streamed in counting.appends)  # never a list built of the whole run
+    assert result.new == len(events) == log.count()
+
+
+def test_a_copy_commits_runs_spanning_pages_and_reports_progress_per_page(
+    log: SqliteEventLog, tmp_path: Path
+) -> None:
+    from connector_core.eventlog import copy_events
+
+    events = mobile_log() + group_log()
+    log.append(events)
+    target = _CountingLog(SqliteEventLog(tmp_path / "copy.db"))
+    seen: list[int] = []
+    try:
+        report = copy_events(
+            log, target, batch=3, commit_every=7, progress=lambda done, _total: seen.append(done)
+        )  # type: ignore[arg-type]
+        assert [size for size, _ in target.appends][:-1] == [7] * (len(target.appends) - 1)
+        assert sum(size for size, _ in target.appends) == len(events) == report.read == target.inner.count()
+        assert seen == sorted(seen) and seen[-1] == len(events) and len(seen) == -(-len(events) // 3)
+        again = copy_events(log, target, batch=3, commit_every=7)  # type: ignore[arg-type]
+        assert again.result.new == 0 and again.result.duplicates == len(events)
+    finally:
+        target.inner.close()

@@ -12,15 +12,24 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from connector_core.eventlog.base import AppendResult, EventLog, EventPage, EventTouch, TouchPage
+from connector_core.eventlog.base import (
+    COMMIT_EVENTS,
+    AppendResult,
+    EventLog,
+    EventPage,
+    EventTouch,
+    TouchPage,
+)
 from connector_core.eventlog.jsonl import export_jsonl, import_jsonl, iter_jsonl
 from connector_core.eventlog.sqlite import SchemaVersionError, SqliteEventLog
+from connector_core.events import FormSubmission
+from connector_core.streams import runs
 
 if TYPE_CHECKING:
     from connector_core.config import DataCollectEventLogConfig, EventLogConfig
@@ -245,12 +254,14 @@ def copy_events(
     target: EventLog,
     *,
     batch: int = 1000,
+    commit_every: int = COMMIT_EVENTS,
     progress: Callable[[int, int], None] | None = None,
 ) -> CopyReport:
-    """Stream every event of ``source`` into ``target``, a page at a time, in ingestion order.
+    """Stream every event of ``source`` into ``target``, a page of ``batch`` at a time, in ingestion order.
 
-    Memory stays at one page whatever the size of the log; each page is one atomic append, and appends are
-    idempotent by guid, so an interrupted copy is completed by running it again. A source that mirrors a
+    Memory stays at one page whatever the size of the log; each run of ``commit_every`` events is one
+    atomic append (pages are read while it is written), and appends are idempotent by guid, so an
+    interrupted copy is completed by running it again. A source that mirrors a
     remote (``datacollect``) is refreshed first, so the copy holds the remote's log as of now; if that refresh
     could not read every event yet, the copy stops with an error rather than finish without them.
     ``progress(done, total)`` is called after each page.
@@ -270,16 +281,23 @@ def copy_events(
                 f"the events of {len(pending)} crowded milliseconds (from {pending[0]}) could not be read "
                 "yet (DataCollect's audit feed failed); what was read is kept: run the copy again"
             )
+    if commit_every < 1:
+        raise ValueError("commit_every must be at least 1")
     total = source.count()
     report = CopyReport()
-    cursor: str | None = None
-    while True:
-        page = source.read(cursor, batch)
-        if page.events:
-            report.result.merge(target.append(page.events))
+
+    def pages() -> Iterator[FormSubmission]:
+        cursor: str | None = None
+        while True:
+            page = source.read(cursor, batch)
+            yield from page.events
             report.read += len(page.events)
-            if progress is not None:
+            if progress is not None and page.events:
                 progress(report.read, max(total, report.read))
-        cursor = page.cursor
-        if page.at_end:
-            return report
+            cursor = page.cursor
+            if page.at_end:
+                return
+
+    for run in runs(pages(), commit_every):
+        report.result.merge(target.append(run))
+    return report

@@ -20,9 +20,9 @@ from typing import IO
 import orjson
 
 from connector_core.bounded import MAX_JSON_LINE_BYTES, BoundedInputError, decode_utf8
-from connector_core.eventlog.base import AppendResult, EventLog
+from connector_core.eventlog.base import COMMIT_EVENTS, AppendResult, EventLog
 from connector_core.events import EventError, FormSubmission, has_zone, parse_json_line
-from connector_core.streams import chunks
+from connector_core.streams import chunks, runs
 
 Source = str | Path | IO[str]
 
@@ -228,14 +228,17 @@ def _check_page(
             )
 
 
-def import_jsonl(log: EventLog, path: Source, batch_size: int = 1000) -> AppendResult:
-    """Validate every line of ``path``, then append its events in batches of ``batch_size``.
+def import_jsonl(
+    log: EventLog, path: Source, batch_size: int = 1000, commit_every: int = COMMIT_EVENTS
+) -> AppendResult:
+    """Validate every line of ``path`` (``batch_size`` lines at a time), then append its events.
 
     Nothing is written unless the whole file is valid: every line parses within the limits of
     :mod:`connector_core.bounded`, names its time zone, reuses no guid (in the file or the log) for a
-    different event, and creates no entity after updating it. Each batch is one atomic append; should the
-    process die between batches, importing the file again completes it (appends are idempotent by guid).
-    A file object must be seekable, since it is read twice.
+    different event, and creates no entity after updating it. Each run of ``commit_every`` events is one
+    atomic append, streamed (memory stays at one of the log's chunks); should the process die between
+    runs, importing the file again completes it (appends are idempotent by guid). A file object must be
+    seekable, since it is read twice.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -254,8 +257,8 @@ def import_jsonl(log: EventLog, path: Source, batch_size: int = 1000) -> AppendR
     if start is not None and not isinstance(path, str | Path):
         path.seek(start)
     result = AppendResult()
-    for batch in chunks(iter_jsonl(path), batch_size):
-        result.merge(log.append(batch))
+    for run in runs(iter_jsonl(path), commit_every):
+        result.merge(log.append(run))
     return result
 
 
