@@ -127,6 +127,10 @@ class Scheduler:
     _states: dict[str, _JobState] = field(default_factory=dict)
     _scheduler: BackgroundScheduler | None = None
     on_run: Callable[[ScheduledJob, Any], None] | None = None
+    # The clocks a run reads: which tick it is (wall time) and when a backoff ends (monotonic). Given, so a
+    # test can step through failures and backoffs without sleeping on a loaded machine.
+    utcnow: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    monotonic: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         self.loaded = load_config(self.config_path)
@@ -156,7 +160,7 @@ class Scheduler:
         """Run, once, any tick missed within its grace while no scheduler was up."""
         from connector_core.project import Project
 
-        now = datetime.now(UTC)
+        now = self.utcnow()
         project = Project.open(self.config_path)
         try:
             missed = []
@@ -194,8 +198,8 @@ class Scheduler:
         from connector_core.sync.runner import ConnectorBusy, run_connector
 
         state = self._states[job.job_id]
-        tick = format_timestamp(job.tick_at(datetime.now(UTC)))
-        if time.monotonic() < state.resume_at:
+        tick = format_timestamp(job.tick_at(self.utcnow()))
+        if self.monotonic() < state.resume_at:
             log.warning(
                 "%s: skipping the %s run: backing off after %d failures", job.job_id, tick, state.failures
             )
@@ -255,7 +259,7 @@ class Scheduler:
     def _failed(self, job: ScheduledJob, state: _JobState, counted: bool = False) -> None:
         state.failures += 1
         delay = min(job.backoff_base() * 2 ** (state.failures - 1), MAX_BACKOFF)
-        state.resume_at = time.monotonic() + delay
+        state.resume_at = self.monotonic() + delay
         if self.metrics is not None and not counted:
             self.metrics.record_failure(job.connector, job.direction)
         log.warning("%s: next runs wait %.0fs (failure %d in a row)", job.job_id, delay, state.failures)

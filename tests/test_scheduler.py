@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -155,17 +156,36 @@ def test_a_failing_schedule_is_loud_backs_off_and_keeps_going(
     mock_server.put("/_control/faults", json={"script": [{"status": 503}] * 4})
     metrics = Metrics()
     reports: list = []
-    scheduler = Scheduler(config, metrics=metrics, on_run=lambda job, report: reports.append(report))
-    scheduler.start()
-    time.sleep(5.5)
-    scheduler.stop()
+    clock = {"wall": datetime(2026, 1, 1, tzinfo=UTC), "mono": 1000.0}
+
+    def step(seconds: float) -> None:
+        clock["wall"] += timedelta(seconds=seconds)
+        clock["mono"] += seconds
+
+    scheduler = Scheduler(
+        config,
+        metrics=metrics,
+        on_run=lambda job, report: reports.append(report),
+        utcnow=lambda: clock["wall"],
+        monotonic=lambda: clock["mono"],
+    )
+    (job,) = scheduler.jobs
+    runs_made = []
+    for _tick in range(12):  # one a second, as the schedule says, on a clock the test steps
+        before = len(reports)
+        scheduler.run_now(job)
+        runs_made.append(len(reports) > before)
+        if reports and reports[-1].ok:
+            break
+        step(1)
     outcomes = [r.ok for r in reports]
     assert outcomes[0] is False and outcomes[-1] is True, outcomes
-    assert len(reports) < 5, "after a failure the next tick is skipped (backoff)"
+    # after failure n the runs wait 2**(n-1) intervals: from the second failure on, ticks are skipped
+    assert False in runs_made and runs_made[0] is True, runs_made
     failed = metrics.registry.get_sample_value(
         "dcsync_runs_total", {"connector": "reg", "direction": "push", "outcome": "failed"}
     )
-    assert failed and failed >= 1
+    assert failed == outcomes.count(False) >= 1
     result = CliRunner().invoke(app, ["runs", "--failed", "-c", str(config)], env={"COLUMNS": "250"})
     assert "failed" in result.stdout and "gave up after retries" in result.stdout
 
