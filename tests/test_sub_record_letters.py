@@ -155,3 +155,60 @@ def test_a_part_the_remote_takes_with_a_later_change_closes_its_letter(tmp_path:
     letter = harness.state.dead_letters("reg", status="replayed")
     assert [d.ref for d in letter] == ["hh#accounts:B-2"]
     assert harness.state.open_dead_letter_refs("reg", Direction.PUSH, ["hh#accounts:B-2"]) == set()
+
+
+def test_a_part_refused_again_for_another_reason_shows_the_new_reason_without_an_attempt(
+    tmp_path: Path,
+) -> None:
+    remote = _Registry()
+    remote.refused = {"B-2"}
+    harness = SyncHarness(remote, tmp_path)
+    _household(harness)
+    harness.push()
+
+    class _Stricter(_Registry):
+        pass
+
+    def push(batch: Sequence[PushRecord]) -> list[PushResult]:
+        results = _Registry.push(remote, batch)
+        return [
+            PushResult.delivered(
+                r.ref,
+                r.external_id,
+                [PartResult(p.part, p.error and "account B-2 is closed", p.path) for p in r.parts],
+            )
+            for r in results
+        ]
+
+    remote.push = push  # type: ignore[method-assign]
+    harness.append([_event("e3", "hh", {"name": "H2"}, kind="update-individual")])
+    changed = harness.push()
+    assert (changed.counts.updated, changed.counts.dead_lettered) == (1, 0)
+    (letter,) = harness.dead_letters()
+    assert (letter.ref, letter.reason, letter.attempts) == ("hh#accounts:B-2", "account B-2 is closed", 1)
+    assert letter.payload["payload"]["name"] == "H2"
+
+
+def test_deleting_a_record_closes_the_letters_of_its_refused_parts(tmp_path: Path) -> None:
+    remote = _Registry()
+    remote.refused = {"B-2"}
+
+    deleted: list[str] = []
+    original = remote.push
+
+    def push(batch: Sequence[PushRecord]) -> list[PushResult]:
+        gone = [r for r in batch if r.operation is Operation.DELETE]
+        deleted.extend(r.ref for r in gone)
+        rest = original([r for r in batch if r.operation is not Operation.DELETE])
+        return rest + [PushResult.delivered(r.ref, r.external_id) for r in gone]
+
+    remote.push = push  # type: ignore[method-assign]
+    harness = SyncHarness(remote, tmp_path)
+    harness.append([_event("e1", "hh", {"entityName": "household", "name": "H", "accounts": ["A-1", "B-2"]})])
+    harness.push()
+    (letter,) = harness.dead_letters()
+    harness.append([_event("e9", "hh", {"reason": "duplicate household"}, kind="delete-entity")])
+    report = harness.push()
+    assert deleted == ["hh"] and report.counts.deleted == 1
+    assert harness.dead_letters() == []
+    assert harness.state.get_dead_letter(letter.id).status == "discarded"

@@ -134,13 +134,22 @@ class StateTxn(Protocol):
         ref: str,
         reason: str,
         payload: dict[str, Any],
+        *,
+        attempt: bool = True,
     ) -> None:
         """Record a failure; a second open dead letter for the same (connector, direction, ref) bumps
-        ``attempts`` and replaces reason and payload instead of adding a row."""
+        ``attempts`` and replaces reason and payload instead of adding a row. ``attempt=False`` keeps the
+        count: the failure came from an ordinary run offering the record again, not from a replay, and only
+        its reason (which may have changed) is news."""
         ...
 
     def resolve_dead_letter(self, connector: str, direction: Direction, ref: str, status: str) -> None:
         """Close the open dead letter of ``ref`` (a later successful delivery marks it ``replayed``)."""
+        ...
+
+    def resolve_part_dead_letters(self, connector: str, direction: Direction, ref: str, status: str) -> None:
+        """Close every open letter of a sub-record of ``ref`` (``<ref>#<part>``): its record was deleted, so
+        no later delivery can ever close them."""
         ...
 
     def add_intents(self, connector: str, refs: Iterable[str]) -> None:

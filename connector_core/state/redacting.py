@@ -47,9 +47,18 @@ class RedactingTxn:
         return getattr(self._txn, name)
 
     def add_dead_letter(
-        self, connector: str, direction: Direction, ref: str, reason: str, payload: dict[str, Any]
+        self,
+        connector: str,
+        direction: Direction,
+        ref: str,
+        reason: str,
+        payload: dict[str, Any],
+        *,
+        attempt: bool = True,
     ) -> None:
-        self._txn.add_dead_letter(connector, direction, ref, redact(reason), redact_value(payload))
+        self._txn.add_dead_letter(
+            connector, direction, ref, redact(reason), redact_value(payload), attempt=attempt
+        )
 
     def park(
         self, connector: str, entity_guid: str, parent_guid: str, reason: str, *, count: bool = True

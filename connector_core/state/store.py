@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 from connector_core._sql import Database, Migration, migrate
+from connector_core.connector import part_ref
 from connector_core.events import now_timestamp
 from connector_core.state import schema
 from connector_core.state._rows import keyset_pages
@@ -129,6 +130,8 @@ class SqlStateTxn:
         ref: str,
         reason: str,
         payload: dict[str, Any],
+        *,
+        attempt: bool = True,
     ) -> None:
         now = now_timestamp()
         db = self._c()
@@ -136,9 +139,9 @@ class SqlStateTxn:
             "INSERT INTO {s}.dead_letters AS d (connector, direction, ref, reason, payload, attempts, "
             "status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 1, 'open', ?, ?) "
             "ON CONFLICT (connector, direction, ref) WHERE status = 'open' DO UPDATE SET "
-            "attempts = d.attempts + 1, reason = excluded.reason, payload = excluded.payload, "
+            "attempts = d.attempts + ?, reason = excluded.reason, payload = excluded.payload, "
             "updated_at = excluded.updated_at",
-            (connector, Direction(direction).value, ref, reason, db.json_in(payload), now, now),
+            (connector, Direction(direction).value, ref, reason, db.json_in(payload), now, now, int(attempt)),
         )
 
     def resolve_dead_letter(self, connector: str, direction: Direction, ref: str, status: str) -> None:
@@ -150,6 +153,19 @@ class SqlStateTxn:
             "UPDATE {s}.dead_letters SET status = ?, updated_at = ? "
             "WHERE connector = ? AND direction = ? AND ref = ? AND status = 'open'",
             (status, now_timestamp(), connector, Direction(direction).value, ref),
+        )
+
+    def resolve_part_dead_letters(self, connector: str, direction: Direction, ref: str, status: str) -> None:
+        if status not in DEAD_LETTER_CLOSED:
+            raise ValueError(
+                f"a dead letter is resolved as one of {sorted(DEAD_LETTER_CLOSED)}, not {status!r}"
+            )
+        prefix = part_ref(ref, "")
+        # substr, not LIKE or a range: a guid may hold LIKE's wildcards, and a range follows the collation
+        self._c().execute(
+            "UPDATE {s}.dead_letters SET status = ?, updated_at = ? "
+            "WHERE connector = ? AND direction = ? AND status = 'open' AND substr(ref, 1, ?) = ?",
+            (status, now_timestamp(), connector, Direction(direction).value, len(prefix), prefix),
         )
 
     def add_intents(self, connector: str, refs: Iterable[str]) -> None:

@@ -606,6 +606,8 @@ class Pusher:
         self._note(record.operation, record.ref, record.entity_name)
         if record.operation is Operation.DELETE:
             tx.delete_link(ctx.name, record.ref)
+            # its refused sub-records went with it: no delivery will ever close their letters
+            tx.resolve_part_dead_letters(ctx.name, Direction.PUSH, record.ref, "discarded")
         elif record.operation in (Operation.CREATE, Operation.UPDATE):
             external_id = result.external_id or record.external_id
             if external_id is None:
@@ -654,16 +656,19 @@ class Pusher:
                 if ref in open_parts:
                     tx.resolve_dead_letter(ctx.name, Direction.PUSH, ref, "replayed")
                 continue
-            if ref in open_parts and not replaying:
-                continue  # refused again on a later push: its open letter already says so
-            self.counts.dead_lettered += 1
-            log.warning("dead letter %s: %s", ref, part.error)
             payload = {
                 "operation": str(record.operation),
                 "entity_name": record.entity_name,
                 "part": part.part,
                 "payload": record.payload,
             }
+            if ref in open_parts and not replaying:
+                # refused again on a later push: not a new letter nor an attempt, but the reason and the
+                # payload an operator reads are today's
+                tx.add_dead_letter(ctx.name, Direction.PUSH, ref, part.error, payload, attempt=False)
+                continue
+            self.counts.dead_lettered += 1
+            log.warning("dead letter %s: %s", ref, part.error)
             tx.add_dead_letter(ctx.name, Direction.PUSH, ref, part.error, payload)
         for ref in replayed:
             tx.resolve_dead_letter(ctx.name, Direction.PUSH, ref, "discarded")

@@ -188,6 +188,35 @@ class StateStoreContract:
         assert reopened.ref == "p-1" and reopened.attempts == 1 and reopened.status == "open"
         assert len(store.dead_letters(status=None)) == 3
 
+    def test_a_failure_offered_again_without_an_attempt_updates_the_reason_not_the_count(
+        self, store: StateStore
+    ) -> None:
+        with store.transaction() as txn:
+            txn.add_dead_letter("openspp", PUSH, "p-1", "unknown bank", {"n": 1})
+            txn.add_dead_letter("openspp", PUSH, "p-1", "account number taken", {"n": 2}, attempt=False)
+            txn.add_dead_letter("openspp", PUSH, "p-2", "unknown bank", {"n": 3}, attempt=False)
+        assert [(d.ref, d.reason, d.payload, d.attempts) for d in store.dead_letters()] == [
+            ("p-1", "account number taken", {"n": 2}, 1),
+            ("p-2", "unknown bank", {"n": 3}, 1),  # none open: a new letter, its first attempt
+        ]
+
+    def test_the_part_letters_of_a_record_close_together_and_only_theirs(self, store: StateStore) -> None:
+        with store.transaction() as txn:
+            for ref in ("g-1#id:NID", "g-1#bank:1", "g-1", "g-10#id:NID", "g_1#id:NID"):
+                txn.add_dead_letter("openspp", PUSH, ref, "refused", {})
+            txn.add_dead_letter("openspp", PULL, "g-1#id:NID", "refused", {})
+            txn.add_dead_letter("openfn", PUSH, "g-1#id:NID", "refused", {})
+        with store.transaction() as txn:
+            txn.resolve_part_dead_letters("openspp", PUSH, "g-1", "discarded")
+        assert sorted((d.connector, d.direction, d.ref) for d in store.dead_letters()) == [
+            ("openfn", PUSH, "g-1#id:NID"),
+            ("openspp", PULL, "g-1#id:NID"),
+            ("openspp", PUSH, "g-1"),
+            ("openspp", PUSH, "g-10#id:NID"),
+            ("openspp", PUSH, "g_1#id:NID"),
+        ]
+        assert sorted(d.ref for d in store.dead_letters(status="discarded")) == ["g-1#bank:1", "g-1#id:NID"]
+
     def test_dead_letters_filter_by_connector_and_limit(self, store: StateStore) -> None:
         with store.transaction() as txn:
             for i in range(5):
