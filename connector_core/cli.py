@@ -910,6 +910,45 @@ def schedule_run(
 
 
 @app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default: serve.host, 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: serve.port, 8470).")] = None,
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """Real-time mode: push as soon as the log changes (`realtime: true`), pull on POST /hooks/CONNECTOR,
+    run the schedules, serve /healthz, /readyz and /metrics; SIGINT/SIGTERM finish the batch in flight."""
+    from connector_core.realtime.serve import RealtimeService
+
+    with handled():
+        with _project(config) as project:  # every config and plugin error, and unset secrets, first
+            for name, instance in project.config.project.connectors.items():
+                if instance.enabled and (instance.realtime or instance.webhook or instance.schedule):
+                    project.settings(name)
+        service = RealtimeService(config, host=host, port=port)
+        stopping = threading.Event()
+
+        def on_signal(signum: int, _frame: object) -> None:
+            if stopping.is_set():
+                raise KeyboardInterrupt
+            stopping.set()
+            err.print(f"{signal.Signals(signum).name}: finishing the batch in flight, then stopping")
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            service.start()
+            err.print(f"dcsync serve on {service.url}; Ctrl-C to stop")
+            while not stopping.wait(0.5):
+                pass
+            service.shutdown()
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+    err.print("dcsync serve stopped")
+
+
+@app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     config: ConfigOption = Path(CONFIG_FILE_NAME),

@@ -196,6 +196,27 @@ class ScheduleConfig(_Strict):
         return parse_duration(self.every) if self.every is not None else None
 
 
+class WebhookConfig(_Strict):
+    """``POST /hooks/{connector}`` of ``dcsync serve`` (docs/realtime.md): a caller proves itself with an
+    HMAC-SHA256 of the body under ``secret`` or with the bearer ``token``; both come from ``${VAR}``s."""
+
+    secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 key (X-Dcsync-Signature)")
+    token: SecretStr | None = Field(default=None, description="Accepted as Authorization: Bearer <token>")
+    max_body: int = Field(default=65_536, ge=0, le=16 * 2**20, description="Largest body accepted, bytes")
+    rate: float = Field(default=1.0, gt=0, description="Pulls a caller may start per second, sustained")
+    burst: int = Field(default=5, ge=1, description="Pulls a caller may start at once")
+
+    @model_validator(mode="after")
+    def _some_credential(self) -> WebhookConfig:
+        if self.secret is None and self.token is None:
+            raise ValueError("set secret, or token, or both")
+        for name in ("secret", "token"):
+            value = getattr(self, name)
+            if value is not None and len(value.get_secret_value()) < 16:
+                raise ValueError(f"{name} must be at least 16 characters")
+        return self
+
+
 class ConnectorInstanceConfig(_Strict):
     type: str = Field(description="Connector type, as `dcsync plugins` lists it")
     enabled: bool = True
@@ -227,7 +248,25 @@ class ConnectorInstanceConfig(_Strict):
     )
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     schedule: list[ScheduleConfig] = Field(default_factory=list)
+    realtime: bool = Field(
+        default=False, description="dcsync serve pushes as soon as the event log changes (docs/realtime.md)"
+    )
+    webhook: WebhookConfig | None = Field(
+        default=None, description="dcsync serve starts a pull on POST /hooks/{connector}"
+    )
     settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class ServeConfig(_Strict):
+    """``dcsync serve``: where it listens and how it turns log changes into runs (docs/realtime.md)."""
+
+    host: str = Field(default="127.0.0.1", description="Address to bind; loopback unless a proxy is in front")
+    port: int = Field(default=8470, ge=0, le=65535)
+    debounce: float = Field(default=0.1, ge=0, le=60, description="Quiet seconds that end a burst")
+    max_delay: float = Field(default=0.5, ge=0, le=600, description="Longest a burst delays its run")
+    poll_interval: float = Field(default=0.05, gt=0, le=60, description="SQLite log: seconds between looks")
+    idle_poll_max: float = Field(default=30.0, gt=0, description="DataCollect log: longest idle poll gap")
+    busy_retry: float = Field(default=0.5, gt=0, description="Seconds before a busy lease is tried again")
 
 
 class ProjectConfig(_Strict):
@@ -235,6 +274,7 @@ class ProjectConfig(_Strict):
     eventlog: EventLogConfig = Field(default_factory=SqliteEventLogConfig)
     state: StateConfig = Field(default_factory=SqliteStateConfig)
     connectors: dict[str, ConnectorInstanceConfig] = Field(default_factory=dict)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
 
 @dataclass

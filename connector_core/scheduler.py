@@ -182,6 +182,10 @@ class Scheduler:
         self._states.setdefault(job.job_id, _JobState())
         self._run_job(job)
 
+    def connector_lock(self, connector: str) -> threading.Lock:
+        """The lock this process's runs of ``connector`` share (scheduled and real-time alike)."""
+        return self._connector_locks.setdefault(connector, threading.Lock())
+
     def stop(self, wait: bool = True) -> None:
         """Let runs in flight finish their batch and end cleanly, then stop."""
         self.stop_event.set()

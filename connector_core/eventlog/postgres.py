@@ -25,9 +25,13 @@ from connector_core._sql import PostgresDatabase, SchemaVersionError, existing_v
 from connector_core.eventlog.schema import LAYOUT
 from connector_core.eventlog.store import SCHEMA_VERSION, EntityRow, EventRow, IssueRow, SqlEventLog
 
-__all__ = ["DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresEventLog", "SchemaVersionError"]
+__all__ = ["DEFAULT_SCHEMA", "NOTIFY_CHANNEL", "SCHEMA_VERSION", "PostgresEventLog", "SchemaVersionError"]
 
 DEFAULT_SCHEMA = "dcsync"
+# Raised by every append that added events, inside its transaction, so listeners (``dcsync serve``) hear it
+# exactly when the events become visible: PostgreSQL delivers a NOTIFY at COMMIT, and never on ROLLBACK. The
+# payload is the log's schema: one channel serves every log in a database.
+NOTIFY_CHANNEL = "dcsync_eventlog"
 
 _NAMES = {"n": "dcsync_", "issue_id": "id BIGSERIAL PRIMARY KEY,", "issue_key": "id"}  # eventlog/schema.py
 
@@ -113,7 +117,10 @@ class PostgresEventLog(SqlEventLog):
     def _insert_events(self, rows: list[EventRow]) -> list[tuple[int, str]]:
         if not rows:
             return []
-        return sorted(self._conn.execute(self._insert_events_sql, _columns(rows)).fetchall())
+        added = sorted(self._conn.execute(self._insert_events_sql, _columns(rows)).fetchall())
+        if added:  # one per transaction is enough: PostgreSQL folds identical notifications of one commit
+            self._conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, self.schema))
+        return added
 
     def _upsert_entities(self, rows: list[EntityRow]) -> None:
         self._conn.execute(self._upsert_entities_sql, _columns(rows))
