@@ -265,6 +265,7 @@ class ServeConfig(_Strict):
     debounce: float = Field(default=0.1, ge=0, le=60, description="Quiet seconds that end a burst")
     max_delay: float = Field(default=0.5, ge=0, le=600, description="Longest a burst delays its run")
     poll_interval: float = Field(default=0.05, gt=0, le=60, description="SQLite log: seconds between looks")
+    remote_poll: float = Field(default=1.0, gt=0, le=3600, description="DataCollect log: shortest poll gap")
     idle_poll_max: float = Field(default=30.0, gt=0, description="DataCollect log: longest idle poll gap")
     busy_retry: float = Field(default=0.5, gt=0, description="Seconds before a busy lease is tried again")
 

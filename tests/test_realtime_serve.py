@@ -6,6 +6,7 @@ a run in the history) with a timeout.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -198,6 +199,42 @@ def test_a_lease_held_elsewhere_is_waited_for_and_the_changes_coalesced(
         holder.close()
 
 
+def test_a_datacollect_tenant_is_polled_and_its_new_events_pushed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, running: Callable[[Path], RealtimeService]
+) -> None:
+    from contracts.scenarios import event, ts
+
+    from connector_core.testing.fake_datacollect import FakeDataCollect
+    from connector_core.testing.fake_datacollect import create_app as create_datacollect
+    from connector_core.testing.server import serve
+    from connectors.mock.server import create_app as create_mock
+
+    def person(n: int) -> dict[str, object]:
+        data = {"entityName": "individual", "name": f"Person {n}", "national_id": f"ID-{n:05d}"}
+        return event("create-individual", f"person-{n}", data, guid=f"ev-person-{n}", at=ts(n)).to_json()
+
+    fake = FakeDataCollect(email="sync@example.org", password="correct horse", tenants=("demo",))
+    assert fake.store("demo", [person(i) for i in range(3)]) == []
+    monkeypatch.setenv("DC_PASSWORD", "correct horse")
+    with serve(create_datacollect(fake)) as server, serve(create_mock()) as mock:
+        eventlog = (
+            f"eventlog:\n  backend: datacollect\n  url: {server.url}\n  config_id: demo\n"
+            "  email: sync@example.org\n  password: ${DC_PASSWORD}\n"
+            "serve:\n  remote_poll: 0.1\n  idle_poll_max: 0.4\n"
+        )
+        config = _config(tmp_path, mock.url, eventlog=eventlog)
+        service = running(config)
+
+        def records() -> list[dict[str, object]]:
+            return httpx.get(f"{mock.url}/_control/records").json()  # type: ignore[no-any-return]
+
+        _wait(lambda: len(records()) == 3, 10, "the tenant's first three people at the remote")
+        assert fake.store("demo", [person(i) for i in range(3, 6)]) == []  # a phone syncs three more
+        _wait(lambda: len(records()) == 6, 10, "the next three, without a schedule")
+        assert service.push_triggers["reg"].wait_idle(10)
+        assert sorted(Counter(r["entityGuid"] for r in records()).values()) == [1] * 6
+
+
 def _hook_config(tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch, *, burst: int = 20) -> Path:
     monkeypatch.setenv("REG_HOOK_SECRET", SECRET)
     monkeypatch.setenv("REG_HOOK_TOKEN", TOKEN)
@@ -311,7 +348,7 @@ def test_sigterm_during_a_run_of_dcsync_serve_loses_nothing(
     mock_server.put("/_control/faults", json={"latency": 0.2})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     port = free_port()
-    command = [sys.executable, "-m", "connector_core.cli", "--log-format", "json", "serve"]
+    command = [sys.executable, "-m", "connector_core.cli", "--log-format", "json", "-v", "serve"]
     command += ["--port", str(port), "-c", str(config)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     project = Project.open(config)
@@ -323,6 +360,8 @@ def test_sigterm_during_a_run_of_dcsync_serve_loses_nothing(
         _, stderr = process.communicate(timeout=60)
         assert process.returncode == 0, stderr
         assert "Traceback" not in stderr
+        lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+        assert any(line.get("run_id") and line.get("trigger") == "realtime" for line in lines), stderr
         outcomes = Counter(r.outcome for r in project.state.runs("reg"))
         assert outcomes["interrupted"] == 1 and set(outcomes) <= {"ok", "interrupted"}, outcomes
         delivered = mock_server.get("/_control/records").json()
@@ -342,3 +381,22 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_real_time_settings_are_checked_with_their_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from connector_core.cli import app
+
+    config = _config(tmp_path, "http://127.0.0.1:9", connector="    push: false\n")
+    result = CliRunner().invoke(app, ["serve", "--port", "0", "-c", str(config)])
+    assert result.exit_code == 2
+    assert f"{config}:6:15: connectors.reg.realtime: this connector does not push" in result.stderr
+    monkeypatch.setenv("SHORT", "too-short")
+    config = _config(tmp_path, "http://127.0.0.1:9", connector="    webhook: {secret: '${SHORT}'}\n")
+    result = CliRunner().invoke(app, ["serve", "--port", "0", "-c", str(config)])
+    assert result.exit_code == 2
+    assert "connectors.reg.webhook: secret must be at least 16 characters" in result.stderr
+    assert "too-short" not in result.stderr

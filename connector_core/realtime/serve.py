@@ -171,7 +171,11 @@ class RealtimeService:
             return open_datacollect(config, base)
 
         return DataCollectWatcher(
-            self._log_changed, self.stop, open_log=open_log, idle_max=self.settings.idle_poll_max
+            self._log_changed,
+            self.stop,
+            open_log=open_log,
+            min_interval=self.settings.remote_poll,
+            idle_max=max(self.settings.idle_poll_max, self.settings.remote_poll),
         )
 
     # -- health ------------------------------------------------------------------------------------------
