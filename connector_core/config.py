@@ -202,15 +202,20 @@ class WebhookConfig(_Strict):
 
     secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 key (X-Dcsync-Signature)")
     token: SecretStr | None = Field(default=None, description="Accepted as Authorization: Bearer <token>")
+    query_token: SecretStr | None = Field(
+        default=None,
+        description="Accepted as ?token=<value>: for callers that can set no header (Odoo 17's 'Send Webhook "
+        "Notification' action); the caller may log its URL",
+    )
     max_body: int = Field(default=65_536, ge=0, le=16 * 2**20, description="Largest body accepted, bytes")
     rate: float = Field(default=1.0, gt=0, description="Pulls a caller may start per second, sustained")
     burst: int = Field(default=5, ge=1, description="Pulls a caller may start at once")
 
     @model_validator(mode="after")
     def _some_credential(self) -> WebhookConfig:
-        if self.secret is None and self.token is None:
-            raise ValueError("set secret, or token, or both")
-        for name in ("secret", "token"):
+        if self.secret is None and self.token is None and self.query_token is None:
+            raise ValueError("set secret, token or query_token")
+        for name in ("secret", "token", "query_token"):
             value = getattr(self, name)
             if value is not None and len(value.get_secret_value()) < 16:
                 raise ValueError(f"{name} must be at least 16 characters")

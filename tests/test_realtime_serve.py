@@ -400,3 +400,34 @@ def test_real_time_settings_are_checked_with_their_line(
     assert result.exit_code == 2
     assert "connectors.reg.webhook: secret must be at least 16 characters" in result.stderr
     assert "too-short" not in result.stderr
+
+
+def test_odoo_17_send_webhook_notification_with_a_query_token_starts_a_pull(
+    tmp_path: Path,
+    mock_server: httpx.Client,
+    running: Callable[[Path], RealtimeService],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Odoo 17's "Send Webhook Notification" action (ir_actions.py, _run_action_webhook) can set no header:
+    # it POSTs json.dumps({_action, _id, _model, fields...}, sort_keys=True) with Content-Type only and
+    # gives up after 1 s. So the only credential it can carry is in the URL.
+    monkeypatch.setenv("ODOO_HOOK_TOKEN", "odoo-query-token-0123456789")
+    webhook = "    webhook:\n      query_token: ${ODOO_HOOK_TOKEN}\n"
+    config = _config(tmp_path, str(mock_server.base_url), connector=webhook, realtime=False)
+    service = running(config)
+    pull = service.pull_triggers["reg"]
+    body = json.dumps({"_action": "Notify dcsync(#12)", "_id": 7, "_model": "res.partner"}, sort_keys=True)
+    headers = {"Content-Type": "application/json"}
+    with httpx.Client(base_url=service.url, timeout=1) as odoo:
+        assert odoo.post("/hooks/reg?token=wrong", content=body, headers=headers).status_code == 401
+        assert odoo.post("/hooks/reg", content=body, headers=headers).status_code == 401
+        assert pull.pokes == 0
+        answer = odoo.post("/hooks/reg?token=odoo-query-token-0123456789", content=body, headers=headers)
+        assert answer.status_code == 202
+    _wait(lambda: pull.runs >= 1 and pull.idle, 10, "the pull")
+    project = Project.open(config)
+    try:
+        (run,) = project.state.runs("reg")
+        assert (run.trigger, run.direction) == ("webhook", "pull")
+    finally:
+        project.close()

@@ -5,6 +5,10 @@ A caller proves itself one of two ways (docs/realtime.md), each compared in cons
 - ``X-Dcsync-Signature: sha256=<hex>``: the HMAC-SHA256 of the raw request body under the connector's
   ``webhook.secret`` (as GitHub and most SaaS webhooks sign). The body is never trusted for anything else.
 - ``Authorization: Bearer <token>``: the connector's ``webhook.token``, for callers that cannot sign.
+- ``?token=<value>``: the connector's ``webhook.query_token``, only for callers that can set no header at
+  all. Odoo 17's "Send Webhook Notification" server action is one: it POSTs ``{"_action", "_id", "_model",
+  ...}`` with nothing but ``Content-Type`` (odoo/addons/base/models/ir_actions.py, ``_run_action_webhook``),
+  and logs the URL it calls, so this token is weaker and should be one of its own.
 
 Rate limiting is a token bucket per connector, applied only to authenticated calls, so strangers sending bad
 signatures cannot spend a real caller's budget.
@@ -30,8 +34,10 @@ def sign(secret: str, body: bytes) -> str:
     return SIGNATURE_PREFIX + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def authenticated(config: WebhookConfig, headers: Mapping[str, str], body: bytes) -> bool:
-    """True when the signature or the bearer token matches; any header malformed or absent is a no."""
+def authenticated(
+    config: WebhookConfig, headers: Mapping[str, str], body: bytes, query: Mapping[str, str] | None = None
+) -> bool:
+    """True when the signature, the bearer token or the query token matches; anything malformed is a no."""
     if config.secret is not None:
         given = headers.get(SIGNATURE_HEADER.lower()) or headers.get(SIGNATURE_HEADER) or ""
         expected = sign(config.secret.get_secret_value(), body)
@@ -40,8 +46,13 @@ def authenticated(config: WebhookConfig, headers: Mapping[str, str], body: bytes
     if config.token is not None:
         authorization = headers.get("authorization") or ""
         scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer" and value:
-            return hmac.compare_digest(value.strip().encode(), config.token.get_secret_value().encode())
+        token = config.token.get_secret_value().encode()
+        if scheme.lower() == "bearer" and value and hmac.compare_digest(value.strip().encode(), token):
+            return True
+    if config.query_token is not None and query is not None:
+        given = query.get("token") or ""
+        if given and hmac.compare_digest(given.encode(), config.query_token.get_secret_value().encode()):
+            return True
     return False
 
 

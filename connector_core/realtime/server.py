@@ -81,7 +81,7 @@ def create_app(
             body += chunk
             if len(body) > limit:
                 return _answer(413, f"body over {limit} bytes")
-        if not authenticated(endpoint.config, request.headers, bytes(body)):
+        if not authenticated(endpoint.config, request.headers, bytes(body), request.query_params):
             return _answer(401, "bad or missing signature or token", **{"WWW-Authenticate": "Bearer"})
         wait = endpoint.bucket.take()
         if wait:
