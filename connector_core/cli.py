@@ -927,6 +927,8 @@ def serve(
                 if instance.enabled and (instance.realtime or instance.webhook or instance.schedule):
                     project.settings(name)
         service = RealtimeService(config, host=host, port=port)
+        if not (service.push_triggers or service.hooks or service.scheduler.jobs):
+            fail("nothing to serve: give a connector `realtime: true`, a `webhook:` or a `schedule:`")
         stopping = threading.Event()
 
         def on_signal(signum: int, _frame: object) -> None:

@@ -235,6 +235,28 @@ def test_a_datacollect_tenant_is_polled_and_its_new_events_pushed(
         assert sorted(Counter(r["entityGuid"] for r in records()).values()) == [1] * 6
 
 
+def test_a_failing_remote_backs_off_and_the_pending_changes_stay_one_run(
+    tmp_path: Path, mock_server: httpx.Client, running: Callable[[Path], RealtimeService]
+) -> None:
+    config = _config(tmp_path, str(mock_server.base_url))
+    service = running(config)
+    trigger = service.push_triggers["reg"]
+    failing = [{"kind": "status", "status": 503}] * 3  # one run's three attempts
+    mock_server.put("/_control/faults", json={"script": failing})
+    project = Project.open(config)
+    try:
+        for event in _events(100):  # arrive while the remote fails and while the trigger backs off
+            project.eventlog.append([event])
+        _wait(lambda: len(mock_server.get("/_control/records").json()) == 100, 30, "100 records")
+        assert trigger.wait_idle(30)
+        outcomes = Counter(r.outcome for r in project.state.runs("reg", limit=1000))
+        assert outcomes["failed"] == 1 and trigger.failures == 0
+        assert outcomes["ok"] <= 1 + 3, outcomes  # the start-up run, then few: the failure held the rest back
+        assert _delivered_once(mock_server, project) == 100
+    finally:
+        project.close()
+
+
 def _hook_config(tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch, *, burst: int = 20) -> Path:
     monkeypatch.setenv("REG_HOOK_SECRET", SECRET)
     monkeypatch.setenv("REG_HOOK_TOKEN", TOKEN)
@@ -400,6 +422,9 @@ def test_real_time_settings_are_checked_with_their_line(
     assert result.exit_code == 2
     assert "connectors.reg.webhook: secret must be at least 16 characters" in result.stderr
     assert "too-short" not in result.stderr
+    config = _config(tmp_path, "http://127.0.0.1:9", realtime=False)
+    result = CliRunner().invoke(app, ["serve", "--port", "0", "-c", str(config)])
+    assert result.exit_code == 2 and "nothing to serve" in result.stderr
 
 
 def test_odoo_17_send_webhook_notification_with_a_query_token_starts_a_pull(
