@@ -456,3 +456,38 @@ def test_odoo_17_send_webhook_notification_with_a_query_token_starts_a_pull(
         assert (run.trigger, run.direction) == ("webhook", "pull")
     finally:
         project.close()
+
+
+def test_a_lost_listener_connection_is_reported_reconnected_and_nothing_is_missed(
+    tmp_path: Path,
+    mock_server: httpx.Client,
+    running: Callable[[Path], RealtimeService],
+    postgres_url: str,
+    pg_schema: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PG_URL", postgres_url)
+    eventlog = f"eventlog:\n  backend: postgres\n  url: ${{PG_URL}}\n  schema: {pg_schema}\n"
+    config = _config(tmp_path, str(mock_server.base_url), eventlog=eventlog)
+    service = running(config)
+    (watcher,) = service.watchers
+    assert watcher.healthy and service.ready() == []
+    project = Project.open(config)
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'dcsync serve listener' AND pid <> pg_backend_pid() "
+                "AND query ILIKE 'LISTEN%%'"
+            ).fetchall()
+            assert killed
+        _wait(lambda: not watcher.healthy, 10, "the watcher to notice")
+        assert any(p.startswith("postgres log watcher: ") for p in service.ready())
+        # appended while the watcher is down or coming back: the notification may be lost, the catch-up
+        # signal a reconnected watcher sends is not
+        project.eventlog.append(_events(12))
+        _wait(lambda: len(mock_server.get("/_control/records").json()) == 12, 30, "the catch-up push")
+        assert watcher.healthy and service.ready() == []
+        assert _delivered_once(mock_server, project) == 12
+    finally:
+        project.close()
