@@ -222,6 +222,19 @@ class WebhookConfig(_Strict):
         return self
 
 
+class ServeConfig(_Strict):
+    """``dcsync serve``: where it listens and how it turns log changes into runs (docs/realtime.md)."""
+
+    host: str = Field(default="127.0.0.1", description="Address to bind; loopback unless a proxy is in front")
+    port: int = Field(default=8470, ge=0, le=65535)
+    debounce: float = Field(default=0.1, ge=0, le=60, description="Quiet seconds that end a burst")
+    max_delay: float = Field(default=0.5, ge=0, le=600, description="Longest a burst delays its run")
+    poll_interval: float = Field(default=0.05, gt=0, le=60, description="SQLite log: seconds between looks")
+    remote_poll: float = Field(default=1.0, gt=0, le=3600, description="DataCollect log: shortest poll gap")
+    idle_poll_max: float = Field(default=30.0, gt=0, description="DataCollect log: longest idle poll gap")
+    busy_retry: float = Field(default=0.5, gt=0, description="Seconds before a busy lease is tried again")
+
+
 class ConnectorInstanceConfig(_Strict):
     type: str = Field(description="Connector type, as `dcsync plugins` lists it")
     enabled: bool = True
@@ -252,35 +265,22 @@ class ConnectorInstanceConfig(_Strict):
         "dead-lettered (0: never)",
     )
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
-    schedule: list[ScheduleConfig] = Field(default_factory=list)
     realtime: bool = Field(
         default=False, description="dcsync serve pushes as soon as the event log changes (docs/realtime.md)"
     )
     webhook: WebhookConfig | None = Field(
         default=None, description="dcsync serve starts a pull on POST /hooks/{connector}"
     )
+    schedule: list[ScheduleConfig] = Field(default_factory=list)
     settings: dict[str, Any] = Field(default_factory=dict)
-
-
-class ServeConfig(_Strict):
-    """``dcsync serve``: where it listens and how it turns log changes into runs (docs/realtime.md)."""
-
-    host: str = Field(default="127.0.0.1", description="Address to bind; loopback unless a proxy is in front")
-    port: int = Field(default=8470, ge=0, le=65535)
-    debounce: float = Field(default=0.1, ge=0, le=60, description="Quiet seconds that end a burst")
-    max_delay: float = Field(default=0.5, ge=0, le=600, description="Longest a burst delays its run")
-    poll_interval: float = Field(default=0.05, gt=0, le=60, description="SQLite log: seconds between looks")
-    remote_poll: float = Field(default=1.0, gt=0, le=3600, description="DataCollect log: shortest poll gap")
-    idle_poll_max: float = Field(default=30.0, gt=0, description="DataCollect log: longest idle poll gap")
-    busy_retry: float = Field(default=0.5, gt=0, description="Seconds before a busy lease is tried again")
 
 
 class ProjectConfig(_Strict):
     version: Literal[1] = 1
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     eventlog: EventLogConfig = Field(default_factory=SqliteEventLogConfig)
     state: StateConfig = Field(default_factory=SqliteStateConfig)
     connectors: dict[str, ConnectorInstanceConfig] = Field(default_factory=dict)
-    serve: ServeConfig = Field(default_factory=ServeConfig)
 
 
 @dataclass
