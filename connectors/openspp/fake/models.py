@@ -27,6 +27,8 @@ ERP_MANAGER = "base.group_erp_manager"
 SYSTEM = "base.group_system"
 G2P_ADMIN = "g2p_registry_base.group_g2p_admin"
 REGISTRAR = "g2p_registry_base.group_g2p_registrar"
+EVERYONE = ""
+"""An access line without a group (``group_id`` empty in ``ir.model.access.csv``): it applies to all users."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +147,13 @@ def _today(env: Any) -> Any:
 _ADMIN_ALL = {ERP_MANAGER: "rwcu", SYSTEM: "rwcu", G2P_ADMIN: "rwcu"}
 _REGISTRY_RWC = {USER: "r", REGISTRAR: "rwc", **_ADMIN_ALL}
 _CONFIG_READ = {USER: "r", REGISTRAR: "r", **_ADMIN_ALL}
-_REGISTRY_CONFIG_READ = {REGISTRAR: "r", **_ADMIN_ALL}
-"""Membership kinds: an internal user outside the Registrar group may not read them (odoo-observed §7)."""
+# The OpenG2P registry models, as their ``ir.model.access.csv`` files grant them: to the Registrar and
+# the OpenG2P Administrator groups only, so an internal user outside both may not even read them
+# (odoo-observed §7), and an access error names exactly these groups.
+_G2P_RECORDS = {REGISTRAR: "rwc", G2P_ADMIN: "rwcu"}
+_G2P_CONFIG = {REGISTRAR: "r", G2P_ADMIN: "rwcu"}
+_G2P_GLOBAL_READ = {EVERYONE: "r", G2P_ADMIN: "rwcu"}
+"""``gender.type``: its read line has no group, so every user may read it."""
 
 PARTNER_TYPES = (
     ("contact", "Contact"),
@@ -249,7 +256,7 @@ def _full_registry() -> dict[str, ModelDef]:
                 ),
                 "individual_gender": char("Individual Gender", readonly=True, computed=True, store=False),
             },
-            _REGISTRY_RWC,
+            _G2P_RECORDS,
             order="id desc",
             rec_name="group",
         ),
@@ -257,10 +264,10 @@ def _full_registry() -> dict[str, ModelDef]:
             "g2p.group.membership.kind",
             "Group Membership Kind",
             {"name": char("Kind"), "is_unique": boolean("Unique")},
-            _REGISTRY_CONFIG_READ,
+            _G2P_CONFIG,
             order="id desc",
         ),
-        _model("g2p.group.kind", "Group Type", {"name": char("Kind", required=True)}, _CONFIG_READ),
+        _model("g2p.group.kind", "Group Kind", {"name": char("Kind", required=True)}, _G2P_CONFIG),
         _model(
             "g2p.reg.id",
             "Registrant ID",
@@ -273,7 +280,7 @@ def _full_registry() -> dict[str, ModelDef]:
                 "description": char("Description"),
                 "id_type_as_str": char("ID Type As Str", readonly=True, computed=True, store=False),
             },
-            _REGISTRY_RWC,
+            _G2P_RECORDS,
             order="id desc",
             rec_name="value",
         ),
@@ -281,7 +288,7 @@ def _full_registry() -> dict[str, ModelDef]:
             "g2p.id.type",
             "ID Type",
             {"name": char("Name"), "id_validation": char("ID Validation")},
-            _CONFIG_READ,
+            _G2P_CONFIG,
             order="name asc",
         ),
         _model(
@@ -293,14 +300,14 @@ def _full_registry() -> dict[str, ModelDef]:
                 "date_collected": date_("Date Collected"),
                 "disabled": datetime_("Date Disabled"),
             },
-            _REGISTRY_RWC,
+            _G2P_RECORDS,
             rec_name="phone_no",
         ),
         _model(
             "gender.type",
             "Gender Type",
             {"code": char("Code", required=True), "value": char("Value", required=True)},
-            _CONFIG_READ,
+            _G2P_GLOBAL_READ,
             rec_name="code",
         ),
         _model(
@@ -386,7 +393,7 @@ def _full_registry() -> dict[str, ModelDef]:
                 "complete_name": char("Complete ID", readonly=True, computed=True, store=False),
                 "noupdate": boolean("Non Updatable"),
             },
-            {ERP_MANAGER: "rwcu", SYSTEM: "rwcu"},
+            {ERP_MANAGER: "rwcu"},
             order="module, model, name",
             rec_name="complete_name",
         ),

@@ -33,6 +33,7 @@ from connectors.openspp.fake.errors import (
     value_error,
 )
 from connectors.openspp.fake.models import (
+    EVERYONE,
     G2P_ADMIN,
     GROUPS,
     SYSTEM,
@@ -145,7 +146,7 @@ class Env:
             return
         md = self.registry[model]
         letter = _OP_LETTER[operation]
-        if any(letter in ops for g, ops in md.access.items() if g in self.user_groups):
+        if any(letter in ops for g, ops in md.access.items() if g == EVERYONE or g in self.user_groups):
             return
         allowed = sorted(GROUPS[g] for g, ops in md.access.items() if letter in ops and g in GROUPS)
         if allowed:

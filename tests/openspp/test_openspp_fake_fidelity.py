@@ -1,0 +1,81 @@
+"""The fake OpenSPP server is never more lenient than the real Odoo 17 + OpenG2P registry it stands for.
+
+Each test pins one place where the fake once accepted what the real server refuses, or answered in a
+different shape or wording. The facts come from ``odoo-observed.md`` (a live server) and, where it is
+silent, from the OpenG2P registry modules' own declarations (``ir.model.access.csv``, ``_order``,
+``@api.constrains`` messages) at the commit that server ran (``ff779ec``).
+"""
+
+from __future__ import annotations
+
+import pytest
+from openspp_support import Rpc
+
+from connectors.openspp.fake import FakeOpenSpp
+
+pytestmark = pytest.mark.usefixtures("fake")
+
+USER = "base.group_user"
+
+
+def _access_message(operation: str, description: str, model: str, *groups: str) -> str:
+    allowed = "\n".join(f"\t- {g}" for g in groups)
+    return (
+        f"You are not allowed to {operation} '{description}' ({model}) records.\n\n"
+        f"This operation is allowed for the following groups:\n{allowed}\n\n"
+        "Contact your administrator to request access if necessary."
+    )
+
+
+# -- access rights: the registry modules grant nothing to plain internal users ------------------------
+@pytest.mark.parametrize(
+    ("model", "description"),
+    [
+        ("g2p.group.membership", "Group Membership"),
+        ("g2p.reg.id", "Registrant ID"),
+        ("g2p.id.type", "ID Type"),
+        ("g2p.group.kind", "Group Kind"),
+        ("g2p.phone.number", "Phone Number"),
+    ],
+)
+def test_registry_models_are_closed_to_users_outside_the_registry_groups(
+    rpc: Rpc, fake: FakeOpenSpp, model: str, description: str
+) -> None:
+    """The OpenG2P ``ir.model.access.csv`` files grant these models to the Registrar and Administrator
+    groups only: an internal user outside both gets an AccessError naming exactly those groups."""
+    fake.add_user("clerk", "clerk", [USER])
+    refused = rpc.err(model, "search_read", [[]], {"fields": ["id"]}, user="clerk")
+    assert refused["name"] == "odoo.exceptions.AccessError"
+    assert refused["message"] == _access_message(
+        "access",
+        description,
+        model,
+        "OpenG2P Module Access/Administrator",
+        "OpenG2P Module Access/Registrar",
+    )
+
+
+def test_gender_types_are_readable_by_everyone(rpc: Rpc, fake: FakeOpenSpp) -> None:
+    """``gender.type``'s read access has no group: any user may read it, but only the admin group write."""
+    fake.add_user("nobody", "nobody", [])
+    assert rpc.ok("gender.type", "search_read", [[]], {"fields": ["code"]}, user="nobody")
+    refused = rpc.err("gender.type", "create", [{"code": "X", "value": "X"}], user="registrar")
+    assert refused["message"] == _access_message(
+        "create", "Gender Type", "gender.type", "OpenG2P Module Access/Administrator"
+    )
+
+
+def test_access_errors_name_only_the_groups_the_csv_grants(rpc: Rpc) -> None:
+    """A registrar deleting a membership is told only the OpenG2P Administrator may (observed); reading
+    ``ir.model.data`` is granted to Administration/Access Rights alone (base's access file)."""
+    group = rpc.ok("res.partner", "create", [{"is_registrant": True, "is_group": True, "name": "H"}])
+    person = rpc.ok("res.partner", "create", [{"is_registrant": True, "name": "P"}])
+    mid = rpc.ok("g2p.group.membership", "create", [{"group": group, "individual": person}])
+    refused = rpc.err("g2p.group.membership", "unlink", [[mid]], user="registrar")
+    assert refused["message"] == _access_message(
+        "delete", "Group Membership", "g2p.group.membership", "OpenG2P Module Access/Administrator"
+    )
+    refused = rpc.err("ir.model.data", "search_read", [[]], {"fields": ["name"]}, user="registrar")
+    assert refused["message"] == _access_message(
+        "access", "Model Data", "ir.model.data", "Administration/Access Rights"
+    )
