@@ -79,3 +79,47 @@ def test_access_errors_name_only_the_groups_the_csv_grants(rpc: Rpc) -> None:
     assert refused["message"] == _access_message(
         "access", "Model Data", "ir.model.data", "Administration/Access Rights"
     )
+
+
+# -- deleting: required many2ones default to ondelete="restrict" -----------------------------------------
+@pytest.mark.parametrize(
+    ("model", "vals", "constraint", "description"),
+    [
+        (
+            "g2p.group.membership",
+            {"group": "GROUP", "individual": "PERSON"},
+            "g2p_group_membership_individual_fkey",
+            "Group Membership",
+        ),
+        (
+            "g2p.reg.id",
+            {"partner_id": "PERSON", "id_type": 4, "value": "1"},
+            "g2p_reg_id_partner_id_fkey",
+            "Registrant ID",
+        ),
+        (
+            "g2p.phone.number",
+            {"partner_id": "PERSON", "phone_no": "+2125550100"},
+            "g2p_phone_number_partner_id_fkey",
+            "Phone Number",
+        ),
+    ],
+)
+def test_an_individual_still_referenced_cannot_be_deleted(
+    rpc: Rpc, model: str, vals: dict, constraint: str, description: str
+) -> None:
+    """``individual`` (membership) and ``partner_id`` (ID, phone) are required many2ones declared without
+    ``ondelete``, which Odoo makes ``restrict``: deleting the individual fails the foreign key, exactly as
+    deleting a group that still has members does (observed), and nothing is deleted."""
+    group = rpc.ok("res.partner", "create", [{"is_registrant": True, "is_group": True, "name": "H"}])
+    person = rpc.ok("res.partner", "create", [{"is_registrant": True, "name": "P"}])
+    ids = {"GROUP": group, "PERSON": person}
+    rid = rpc.ok(model, "create", [{k: ids.get(v, v) if isinstance(v, str) else v for k, v in vals.items()}])
+    refused = rpc.err("res.partner", "unlink", [[person]])
+    assert (refused["name"], refused["message"]) == (
+        "odoo.exceptions.ValidationError",
+        "The operation cannot be completed: another model requires the record being deleted. "
+        f"If possible, archive it instead.\n\nModel: {description} ({model})\nConstraint: {constraint}\n",
+    )
+    assert rpc.ok("res.partner", "read", [[person], ["name"]])
+    assert rpc.ok(model, "read", [[rid], ["id"]])

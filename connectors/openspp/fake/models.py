@@ -240,7 +240,7 @@ def _full_registry() -> dict[str, ModelDef]:
             "Group Membership",
             {
                 "group": many2one("res.partner", "Group", required=True, ondelete="restrict"),
-                "individual": many2one("res.partner", "Individual", required=True, ondelete="cascade"),
+                "individual": many2one("res.partner", "Individual", required=True, ondelete="restrict"),
                 "kind": many2many("g2p.group.membership.kind", "Kind"),
                 "start_date": datetime_("Start Date", default=lambda env: env.stamp_seconds),
                 "ended_date": datetime_("Ended Date"),
@@ -272,7 +272,7 @@ def _full_registry() -> dict[str, ModelDef]:
             "g2p.reg.id",
             "Registrant ID",
             {
-                "partner_id": many2one("res.partner", "Registrant", required=True, ondelete="cascade"),
+                "partner_id": many2one("res.partner", "Registrant", required=True, ondelete="restrict"),
                 "id_type": many2one("g2p.id.type", "ID Type", required=True),
                 "value": char("Value", size=100),
                 "expiry_date": date_("Expiry Date"),
@@ -295,7 +295,7 @@ def _full_registry() -> dict[str, ModelDef]:
             "g2p.phone.number",
             "Phone Number",
             {
-                "partner_id": many2one("res.partner", "Registrant", required=True, ondelete="cascade"),
+                "partner_id": many2one("res.partner", "Registrant", required=True, ondelete="restrict"),
                 "phone_no": char("Phone Number", required=True),
                 "date_collected": date_("Date Collected"),
                 "disabled": datetime_("Date Disabled"),
