@@ -123,3 +123,44 @@ def test_an_individual_still_referenced_cannot_be_deleted(
     )
     assert rpc.ok("res.partner", "read", [[person], ["name"]])
     assert rpc.ok(model, "read", [[rid], ["id"]])
+
+
+# -- constraint messages, worded as the registry modules word them -------------------------------------
+def test_constraint_messages(rpc: Rpc, fake: FakeOpenSpp) -> None:
+    group = rpc.ok("res.partner", "create", [{"is_registrant": True, "is_group": True, "name": "H"}])
+    person = rpc.ok("res.partner", "create", [{"is_registrant": True, "name": "P"}])
+    ended = rpc.err(
+        "g2p.group.membership",
+        "create",
+        [
+            {
+                "group": group,
+                "individual": person,
+                "start_date": "2024-05-02 10:00:00",
+                "ended_date": "2024-05-01",
+            }
+        ],
+    )
+    assert ended["message"] == "End Date cannot be earlier than Start Date"
+    future = rpc.err("res.partner", "create", [{"name": "F", "registration_date": "2999-01-01"}])
+    assert (future["name"], future["message"]) == (
+        "odoo.exceptions.ValidationError",
+        "Registration date must be less than the current date.",
+    )
+    bad_id = rpc.err("g2p.reg.id", "create", [{"partner_id": person, "id_type": 9, "value": "bad"}])
+    assert bad_id["message"] == "The provided Passport ID 'bad' is invalid."
+    empty = rpc.err("g2p.id.type", "create", [{"name": False}])
+    assert empty["message"] == "Id type should not empty."
+    twice = rpc.err("g2p.id.type", "create", [{"name": "passport"}])
+    assert twice["message"] == "Id type already exists"
+
+
+def test_reg_id_validation_is_a_prefix_match_and_skips_empty_values(rpc: Rpc) -> None:
+    """``_onchange_id_validation`` uses ``re.match`` (anchored at the start only) and returns early on an
+    empty value: a real server takes both, so the fake must not refuse them."""
+    person = rpc.ok("res.partner", "create", [{"is_registrant": True, "name": "P"}])
+    assert rpc.ok("g2p.reg.id", "create", [{"partner_id": person, "id_type": 9, "value": "A12345678-x"}])
+    other = rpc.ok("res.partner", "create", [{"is_registrant": True, "name": "Q"}])
+    assert rpc.ok("g2p.reg.id", "create", [{"partner_id": other, "id_type": 9, "value": False}])
+    again = rpc.err("g2p.reg.id", "create", [{"partner_id": other, "id_type": 9, "value": "B7654321"}])
+    assert again["message"] == "ID Type must be unique."  # a Python constraint: no SQL prefix

@@ -107,7 +107,7 @@ def test_a_household_with_an_unknown_bank_is_delivered_and_only_the_account_wait
             "unknown bank 'Credit Union' (neither a bank name nor a BIC in OpenSPP) of account HB-77"
         ),
         f"{ANA}#ids:voter_card": "unknown ID type 'voter_card'",
-        f"{BEN}#ids:Passport": "The ID 'p-12' does not match the format of ID type Passport.",
+        f"{BEN}#ids:Passport": "The provided Passport ID 'p-12' is invalid.",
     }
 
     # the registry gets the bank; replaying every letter delivers the account once, the others fail again

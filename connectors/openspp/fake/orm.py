@@ -919,12 +919,12 @@ class Env:
             if reg and birth and reg < birth:
                 raise validation_error("Registration date must be later than the birth date.")
             if reg and reg > self.stamp.date():
-                raise validation_error("Registration date cannot be in the future.")
+                raise validation_error("Registration date must be less than the current date.")
 
     def _before_g2p_group_membership(self, rid: int, row: Row, old: Row | None, vals: dict[str, Any]) -> None:
         start, end = row.get("start_date"), row.get("ended_date")
         if start and end and end < start:
-            raise validation_error("The membership end date must be later than its start date.")
+            raise validation_error("End Date cannot be earlier than Start Date")
         ended = end is not None and end <= self.stamp
         row["is_ended"] = ended
         row["status"] = "inactive" if ended else "active"
@@ -935,23 +935,22 @@ class Env:
             for other in self.store.referencing("g2p.reg.id", "partner_id", partner):
                 orow = self.row("g2p.reg.id", other)
                 if other != rid and orow and orow.get("id_type") == id_type:
-                    raise sql_constraint_error("ID Type must be unique.")
+                    raise validation_error("ID Type must be unique.")
             type_row = self.row("g2p.id.type", id_type)
             pattern = type_row.get("id_validation") if type_row else None
-            if pattern and not re.fullmatch(pattern, row.get("value") or ""):
-                raise validation_error(
-                    f"The ID {row.get('value')!r} does not match the format of ID type "
-                    f"{type_row.get('name') if type_row else id_type}."
-                )
+            value = row.get("value")
+            # ``re.match``: anchored at the start only, as OpenG2P checks it; an empty value is not checked
+            if pattern and value and type_row and not re.match(pattern, value):
+                raise validation_error(f"The provided {type_row.get('name')} ID '{value}' is invalid.")
 
     def _before_g2p_id_type(self, rid: int, row: Row, old: Row | None, vals: dict[str, Any]) -> None:
-        name = (row.get("name") or "").strip()
+        name = row.get("name") or ""
         if not name:
-            raise validation_error("Name should not be empty.")
+            raise validation_error("Id type should not empty.")
         for other in self.txn.ids("g2p.id.type"):
             orow = self.row("g2p.id.type", other)
-            if other != rid and orow and (orow.get("name") or "").casefold() == name.casefold():
-                raise validation_error("Name should be unique.")
+            if other != rid and orow and (orow.get("name") or "").lower() == name.lower():
+                raise validation_error("Id type already exists")
 
     def _before_spp_area(self, rid: int, row: Row, old: Row | None, vals: dict[str, Any]) -> None:
         code = row.get("code")
