@@ -164,3 +164,39 @@ def test_reg_id_validation_is_a_prefix_match_and_skips_empty_values(rpc: Rpc) ->
     assert rpc.ok("g2p.reg.id", "create", [{"partner_id": other, "id_type": 9, "value": False}])
     again = rpc.err("g2p.reg.id", "create", [{"partner_id": other, "id_type": 9, "value": "B7654321"}])
     assert again["message"] == "ID Type must be unique."  # a Python constraint: no SQL prefix
+
+
+# -- configuration records: kinds and gender types ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("model", "field", "empty", "taken"),
+    [
+        ("g2p.group.membership.kind", "name", "kind should not empty.", "kind already exists"),
+        ("g2p.group.kind", "name", "kind should not empty.", "kind already exists"),
+        ("gender.type", "code", "Gender type should not empty.", "Gender type should be unique"),
+    ],
+)
+def test_configuration_names_are_required_and_unique_ignoring_case(
+    rpc: Rpc, model: str, field: str, empty: str, taken: str
+) -> None:
+    """Their name fields are not ``required`` in ``fields_get``: a Python constraint refuses an empty or
+    case-insensitively repeated one, with OpenG2P's own wording."""
+    described = rpc.ok(model, "fields_get", [], {"allfields": [field], "attributes": ["required"]})
+    assert described == {field: {"required": False}}
+    assert rpc.err(model, "create", [{field: False}])["message"] == empty
+    existing = rpc.ok(model, "search_read", [[]], {"fields": [field], "limit": 1, "order": "id asc"})[0][
+        field
+    ]
+    refused = rpc.err(model, "create", [{field: existing.upper()}])
+    assert (refused["name"], refused["message"]) == ("odoo.exceptions.ValidationError", taken)
+
+
+def test_the_head_kind_cannot_be_edited_or_deleted(rpc: Rpc) -> None:
+    head = rpc.ok(
+        "ir.model.data", "check_object_reference", ["g2p_registry_membership", "group_membership_kind_head"]
+    )[1]
+    assert rpc.err("g2p.group.membership.kind", "write", [[head], {"name": "Chief"}])["message"] == (
+        "Can't edit default kinds"
+    )
+    assert rpc.err("g2p.group.membership.kind", "unlink", [[head]])["message"] == "Can't delete default kinds"
+    spouse = rpc.ok("g2p.group.membership.kind", "search", [[["name", "=", "Spouse"]]])
+    assert rpc.ok("g2p.group.membership.kind", "write", [spouse, {"name": "Partner"}]) is True

@@ -267,7 +267,7 @@ def _full_registry() -> dict[str, ModelDef]:
             _G2P_CONFIG,
             order="id desc",
         ),
-        _model("g2p.group.kind", "Group Kind", {"name": char("Kind", required=True)}, _G2P_CONFIG),
+        _model("g2p.group.kind", "Group Kind", {"name": char("Kind")}, _G2P_CONFIG, order="id desc"),
         _model(
             "g2p.reg.id",
             "Registrant ID",
@@ -306,7 +306,7 @@ def _full_registry() -> dict[str, ModelDef]:
         _model(
             "gender.type",
             "Gender Type",
-            {"code": char("Code", required=True), "value": char("Value", required=True)},
+            {"code": char("Code"), "value": char("Value"), "active": boolean("Active", default=True)},
             _G2P_GLOBAL_READ,
             rec_name="code",
         ),

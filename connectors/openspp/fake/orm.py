@@ -62,6 +62,8 @@ CONFIG_MODELS = frozenset(
     {"g2p.group.membership.kind", "g2p.group.kind", "g2p.id.type", "res.bank", "spp.area"}
 )
 NAME_PARTS = ("family_name", "given_name", "addl_name")
+PROTECTED_KINDS = frozenset({"group_membership_kind_head"})
+_KIND_NAME = ("kind should not empty.", "kind already exists")
 
 
 class Env:
@@ -544,10 +546,9 @@ class Env:
         return False
 
     def selection_options(self, model: str, f: Field) -> list[tuple[str, str]]:
-        if f.dynamic_selection == "gender":
-            rows = [self.row("gender.type", i) for i in self.txn.ids("gender.type")]
-            options = sorted(((r["value"], r["code"]) for r in rows if r is not None), key=lambda o: o[0])
-            return options
+        if f.dynamic_selection == "gender":  # ``gender.type.search([])``: active rows, in id order
+            rows = [self.row("gender.type", i) for i in sorted(self.search_ids("gender.type", [], True))]
+            return [(r.get("value") or False, r.get("code") or False) for r in rows if r is not None]
         return list(f.selection or ())
 
     # -- values ----------------------------------------------------------------------------------
@@ -718,6 +719,7 @@ class Env:
         for rid in ids:
             if self.row(model, rid) is None:
                 raise missing_error(model, [i for i in ids if self.row(model, i) is None], self.uid)
+        self._check_default_kinds(model, ids, "edit")
         scalars, commands = self.split_vals(md, vals)
         for rid in ids:
             old = self.row(model, rid)
@@ -734,6 +736,7 @@ class Env:
         missing = [i for i in ids if self.row(model, i) is None]
         if missing:
             raise missing_error(model, missing, self.uid)
+        self._check_default_kinds(model, ids, "delete")
         groups: set[int] = set()
         if model == "g2p.group.membership":
             groups = {r["group"] for i in ids if (r := self.row(model, i)) and r.get("group")}
@@ -951,6 +954,46 @@ class Env:
             orow = self.row("g2p.id.type", other)
             if other != rid and orow and (orow.get("name") or "").lower() == name.lower():
                 raise validation_error("Id type already exists")
+
+    def _unique_name(self, model: str, rid: int, row: Row, fname: str, empty: str, taken: str) -> None:
+        """OpenG2P's ``_check_name`` on configuration models: set, and unique ignoring case."""
+        name = row.get(fname) or ""
+        if not name:
+            raise validation_error(empty)
+        for other in self.txn.ids(model):
+            orow = self.row(model, other)
+            if other != rid and orow and str(orow.get(fname) or "").lower() == str(name).lower():
+                raise validation_error(taken)
+
+    def _before_g2p_group_membership_kind(
+        self, rid: int, row: Row, old: Row | None, vals: dict[str, Any]
+    ) -> None:
+        self._unique_name("g2p.group.membership.kind", rid, row, "name", *_KIND_NAME)
+
+    def _before_g2p_group_kind(self, rid: int, row: Row, old: Row | None, vals: dict[str, Any]) -> None:
+        self._unique_name("g2p.group.kind", rid, row, "name", *_KIND_NAME)
+
+    def _before_gender_type(self, rid: int, row: Row, old: Row | None, vals: dict[str, Any]) -> None:
+        if old is None or "code" in vals:
+            self._unique_name(
+                "gender.type",
+                rid,
+                row,
+                "code",
+                "Gender type should not empty.",
+                "Gender type should be unique",
+            )
+
+    def _check_default_kinds(self, model: str, ids: list[int], verb: str) -> None:
+        """The Head membership kind (xml-id ``group_membership_kind_head``) can be neither edited nor
+        deleted, by anyone: ``g2p.group.membership.kind`` overrides ``write`` and ``unlink``."""
+        if model != "g2p.group.membership.kind":
+            return
+        for rid in ids:
+            for imd in self.store.xmlids_by_target.get((model, rid), ()):
+                row = self.row("ir.model.data", imd)
+                if row is not None and row.get("name") in PROTECTED_KINDS:
+                    raise validation_error(f"Can't {verb} default kinds")
 
     def _before_spp_area(self, rid: int, row: Row, old: Row | None, vals: dict[str, Any]) -> None:
         code = row.get("code")
