@@ -200,3 +200,41 @@ def test_the_head_kind_cannot_be_edited_or_deleted(rpc: Rpc) -> None:
     assert rpc.err("g2p.group.membership.kind", "unlink", [[head]])["message"] == "Can't delete default kinds"
     spouse = rpc.ok("g2p.group.membership.kind", "search", [[["name", "=", "Spouse"]]])
     assert rpc.ok("g2p.group.membership.kind", "write", [spouse, {"name": "Partner"}]) is True
+
+
+# -- shapes and orders ----------------------------------------------------------------------------------
+def test_default_orders_of_the_registry_models(rpc: Rpc) -> None:
+    """``_order = "id desc"`` on phone numbers and group kinds; x2many values (one2many and many2many
+    alike) are read in the comodel's order."""
+    person = rpc.ok("res.partner", "create", [{"is_registrant": True, "name": "P"}])
+    phones = [
+        rpc.ok("g2p.phone.number", "create", [{"partner_id": person, "phone_no": f"+21255501{i}"}])
+        for i in range(3)
+    ]
+    assert rpc.ok("g2p.phone.number", "search", [[]]) == sorted(phones, reverse=True)
+    kinds = rpc.ok("g2p.group.kind", "search", [[]])
+    assert kinds == sorted(kinds, reverse=True)
+    group = rpc.ok("res.partner", "create", [{"is_registrant": True, "is_group": True, "name": "H"}])
+    mid = rpc.ok(
+        "g2p.group.membership",
+        "create",
+        [{"group": group, "individual": person, "kind": [[6, 0, [3, 8, 5]]]}],
+    )
+    assert rpc.ok("g2p.group.membership", "read", [[mid], ["kind"]])[0]["kind"] == [8, 5, 3]
+
+
+def test_fields_get_describes_related_fields_with_their_target_type(rpc: Rpc) -> None:
+    """``individual_gender`` is ``fields.Selection(related="individual.gender")``: a selection with the
+    gender types as options, not a char."""
+    described = rpc.ok(
+        "g2p.group.membership",
+        "fields_get",
+        [],
+        {"allfields": ["individual_gender", "individual_birthdate"], "attributes": ["type", "selection"]},
+    )
+    assert described == {
+        "individual_gender": {"type": "selection", "selection": [["Female", "Female"], ["Male", "Male"]]},
+        "individual_birthdate": {"type": "date"},
+    }
+    addl = rpc.ok("res.partner", "fields_get", [], {"allfields": ["addl_name"], "attributes": ["string"]})
+    assert addl == {"addl_name": {"string": "Additional Name"}}

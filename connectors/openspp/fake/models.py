@@ -198,7 +198,7 @@ def _full_registry() -> dict[str, ModelDef]:
                 "is_partial_group": boolean("Partial Group"),
                 "given_name": char("Given Name"),
                 "family_name": char("Family Name"),
-                "addl_name": char("Addl Name"),
+                "addl_name": char("Additional Name"),
                 "birth_place": char("Birth Place"),
                 "birthdate": date_("Date of Birth"),
                 "birthdate_not_exact": boolean("Approximate Birthdate"),
@@ -254,7 +254,14 @@ def _full_registry() -> dict[str, ModelDef]:
                 "individual_birthdate": date_(
                     "Individual Birthdate", readonly=True, computed=True, store=False
                 ),
-                "individual_gender": char("Individual Gender", readonly=True, computed=True, store=False),
+                "individual_gender": Field(
+                    "selection",
+                    "Individual Gender",
+                    dynamic_selection="gender",
+                    readonly=True,
+                    computed=True,
+                    store=False,
+                ),
             },
             _G2P_RECORDS,
             order="id desc",
@@ -301,6 +308,7 @@ def _full_registry() -> dict[str, ModelDef]:
                 "disabled": datetime_("Date Disabled"),
             },
             _G2P_RECORDS,
+            order="id desc",
             rec_name="phone_no",
         ),
         _model(

@@ -107,7 +107,11 @@ class Env:
             comodel = self.registry[f.relation]
             rows = {i: self.row(f.relation, i) or {} for i in ids}
             return sort_ids(ids, rows, parse_order(comodel, None))
-        return [i for i in row.get(fname) or () if self.row(f.relation, i) is not None]
+        ids = [i for i in row.get(fname) or () if self.row(f.relation, i) is not None]
+        if len(ids) < 2:
+            return ids
+        comodel = self.registry[f.relation]  # Odoo reads a many2many in its comodel's order too
+        return sort_ids(ids, {i: self.row(f.relation, i) or {} for i in ids}, parse_order(comodel, None))
 
     def display_name(self, model: str, rid: int) -> str:
         row = self.row(model, rid)
