@@ -238,3 +238,19 @@ def test_fields_get_describes_related_fields_with_their_target_type(rpc: Rpc) ->
     }
     addl = rpc.ok("res.partner", "fields_get", [], {"allfields": ["addl_name"], "attributes": ["string"]})
     assert addl == {"addl_name": {"string": "Additional Name"}}
+
+
+def test_a_registrar_deleting_a_partner_meets_odoo_errors_before_the_registry_refusal(rpc: Rpc) -> None:
+    """OpenG2P's ``res.partner.unlink`` calls ``super().unlink()`` first and only then refuses a registrar:
+    a missing id or a group that still has members fails the way it fails for anyone."""
+    missing = rpc.err("res.partner", "unlink", [[999999]], user="registrar")
+    assert missing["name"] == "odoo.exceptions.MissingError"
+    group = rpc.ok("res.partner", "create", [{"is_registrant": True, "is_group": True, "name": "H"}])
+    person = rpc.ok("res.partner", "create", [{"is_registrant": True, "name": "P"}])
+    rpc.ok("g2p.group.membership", "create", [{"group": group, "individual": person}])
+    blocked = rpc.err("res.partner", "unlink", [[group]], user="registrar")
+    assert blocked["message"].endswith("Constraint: g2p_group_membership_group_fkey\n")
+    alone = rpc.ok("res.partner", "create", [{"is_registrant": True, "name": "Q"}])
+    refused = rpc.err("res.partner", "unlink", [[alone]], user="registrar")
+    assert refused["name"] == "odoo.exceptions.UserError"
+    assert rpc.ok("res.partner", "read", [[alone], ["name"]]), "the refusal rolls the delete back"

@@ -33,10 +33,11 @@ from connectors.openspp.fake.errors import (
     value_error,
 )
 from connectors.openspp.fake.models import (
+    ERP_MANAGER,
     EVERYONE,
     G2P_ADMIN,
     GROUPS,
-    SYSTEM,
+    REGISTRAR,
     X2MANY,
     Field,
     ModelDef,
@@ -286,7 +287,13 @@ class Env:
 
     def m_unlink(self, model: str, ids: Any) -> bool:
         id_list = _ids(ids)
-        if model == "res.partner" and not self.in_group(G2P_ADMIN, SYSTEM):
+        registrar_only = (
+            not self.sudo and REGISTRAR in self.user_groups and not self.in_group(G2P_ADMIN, ERP_MANAGER)
+        )
+        if model == "res.partner" and registrar_only:
+            # OpenG2P's override deletes first (super().unlink(): missing ids, foreign keys fail as usual;
+            # a real registrar holds Contact Creation's unlink right), then refuses, rolling it all back
+            self.unlink(model, id_list)
             raise user_error(
                 "You do not have the necessary permissions to delete partner records. "
                 "Please contact the administrator."
