@@ -254,3 +254,19 @@ def test_a_registrar_deleting_a_partner_meets_odoo_errors_before_the_registry_re
     refused = rpc.err("res.partner", "unlink", [[alone]], user="registrar")
     assert refused["name"] == "odoo.exceptions.UserError"
     assert rpc.ok("res.partner", "read", [[alone], ["name"]]), "the refusal rolls the delete back"
+
+
+@pytest.mark.parametrize(
+    ("model", "field"),
+    [("g2p.id.type", "name"), ("g2p.group.kind", "name"), ("g2p.group.membership.kind", "name")],
+)
+def test_configuration_records_are_created_one_per_call(rpc: Rpc, model: str, field: str) -> None:
+    """Their ``_check_name`` reads ``self.name`` on the whole batch: a list of two fails "Expected
+    singleton", as ``gender.type`` does (observed), and so does renaming two at once."""
+    refused = rpc.err(model, "create", [[{field: "Alpha"}, {field: "Beta"}]])
+    assert refused["name"] == "builtins.ValueError"
+    assert refused["message"].startswith(f"Expected singleton: {model}(")
+    a = rpc.ok(model, "create", [{field: "Alpha"}])
+    b = rpc.ok(model, "create", [{field: "Beta"}])
+    renamed = rpc.err(model, "write", [[a, b], {field: "Gamma"}])
+    assert renamed["message"].startswith(f"Expected singleton: {model}(")

@@ -64,6 +64,13 @@ CONFIG_MODELS = frozenset(
 )
 NAME_PARTS = ("family_name", "given_name", "addl_name")
 PROTECTED_KINDS = frozenset({"group_membership_kind_head"})
+# configuration models whose ``_check_name`` constraint reads ``self.<field>`` on the whole batch (OpenG2P)
+SINGLETON_NAME_CHECKS = {
+    "gender.type": "code",
+    "g2p.id.type": "name",
+    "g2p.group.kind": "name",
+    "g2p.group.membership.kind": "name",
+}
 _KIND_NAME = ("kind should not empty.", "kind already exists")
 
 
@@ -731,6 +738,9 @@ class Env:
             if self.row(model, rid) is None:
                 raise missing_error(model, [i for i in ids if self.row(model, i) is None], self.uid)
         self._check_default_kinds(model, ids, "edit")
+        checked = SINGLETON_NAME_CHECKS.get(model)
+        if checked is not None and len(ids) > 1 and (checked in vals or model == "g2p.group.membership.kind"):
+            raise _expected_singleton(model, ids)  # membership kinds: their write override reads self.id
         scalars, commands = self.split_vals(md, vals)
         for rid in ids:
             old = self.row(model, rid)
@@ -1041,8 +1051,8 @@ class Env:
             self._check_members(ids)
             groups = {r["group"] for i in ids if (r := self.row(model, i)) and r.get("group")}
             self.bump_groups(groups)
-        elif model == "gender.type" and len(ids) > 1:
-            raise value_error(f"Expected singleton: gender.type({', '.join(map(str, ids))})")
+        elif model in SINGLETON_NAME_CHECKS and len(ids) > 1:
+            raise _expected_singleton(model, ids)
 
     def after_write(self, model: str, ids: list[int], vals: dict[str, Any]) -> None:
         if model == "g2p.group.membership":
@@ -1111,6 +1121,10 @@ class Env:
                     "write_uid": self.uid,
                 },
             )
+
+
+def _expected_singleton(model: str, ids: list[int]) -> RpcError:
+    return value_error(f"Expected singleton: {model}({', '.join(map(str, ids))})")
 
 
 def _ids(value: Any) -> list[int]:
