@@ -270,3 +270,29 @@ def test_configuration_records_are_created_one_per_call(rpc: Rpc, model: str, fi
     b = rpc.ok(model, "create", [{field: "Beta"}])
     renamed = rpc.err(model, "write", [[a, b], {field: "Gamma"}])
     assert renamed["message"].startswith(f"Expected singleton: {model}(")
+
+
+# -- load(): the import dialect -------------------------------------------------------------------------
+def test_load_reads_datetimes_in_the_users_time_zone(rpc: Rpc, fake: FakeOpenSpp) -> None:
+    """``ir.fields.converter._str_to_datetime`` localises an imported datetime in the context's ``tz``,
+    else the user's, and stores it in UTC; ``write``/``create`` take UTC as given."""
+    fake.add_user("nairobi", "nairobi", [USER, "g2p_registry_base.group_g2p_registrar"], tz="Africa/Nairobi")
+    header = ["id", "name", "is_registrant", "disabled"]
+    row = ["connector.tz_a", "A", "1", "2024-05-02 10:00:00"]
+    pid = rpc.ok("res.partner", "load", [header, [row]], user="nairobi")["ids"][0]
+    assert rpc.ok("res.partner", "read", [[pid], ["disabled"]])[0]["disabled"] == "2024-05-02 07:00:00"
+    row = ["connector.tz_b", "B", "1", "2024-05-02 10:00:00"]
+    pid = rpc.ok("res.partner", "load", [header, [row]], {"context": {"tz": "UTC"}}, user="nairobi")["ids"][0]
+    assert rpc.ok("res.partner", "read", [[pid], ["disabled"]])[0]["disabled"] == "2024-05-02 10:00:00"
+
+
+def test_load_parses_datetimes_as_odoo_writes_them(rpc: Rpc) -> None:
+    """``fields.Datetime.from_string``: a date alone or minutes pass, microseconds do not."""
+    header = ["id", "name", "is_registrant", "disabled"]
+    day = rpc.ok("res.partner", "load", [header, [["connector.d1", "A", "1", "2024-05-02"]]])
+    assert day["ids"], day["messages"]
+    micro = rpc.ok("res.partner", "load", [header, [["connector.d2", "B", "1", "2024-05-02 10:00:00.5"]]])
+    assert micro["ids"] is False
+    assert micro["messages"][0]["message"] == (
+        "'2024-05-02 10:00:00.5' does not seem to be a valid datetime for field 'Date Disabled'"
+    )

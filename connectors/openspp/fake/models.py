@@ -385,6 +385,7 @@ def _full_registry() -> dict[str, ModelDef]:
                 "login": char("Login", required=True),
                 "name": char("Name"),
                 "groups_id": many2many("res.groups", "Groups"),
+                "tz": char("Timezone"),
                 "active": boolean("Active", default=True),
             },
             {USER: "r", REGISTRAR: "r", ERP_MANAGER: "rwcu", SYSTEM: "rwcu"},
