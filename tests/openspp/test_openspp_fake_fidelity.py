@@ -296,3 +296,18 @@ def test_load_parses_datetimes_as_odoo_writes_them(rpc: Rpc) -> None:
     assert micro["messages"][0]["message"] == (
         "'2024-05-02 10:00:00.5' does not seem to be a valid datetime for field 'Date Disabled'"
     )
+
+
+def test_fields_get_calls_one2many_fields_stored_and_searchable(rpc: Rpc) -> None:
+    """A one2many is not computed, so Odoo describes it ``store: true`` and searchable (though it has no
+    column and is not sortable); only computed fields without storage say ``store: false``."""
+    described = rpc.ok(
+        "res.partner",
+        "fields_get",
+        [],
+        {"allfields": ["group_membership_ids", "age"], "attributes": ["store", "searchable", "sortable"]},
+    )
+    assert described == {
+        "group_membership_ids": {"store": True, "searchable": True, "sortable": False},
+        "age": {"store": False, "searchable": False, "sortable": False},
+    }

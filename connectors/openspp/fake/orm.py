@@ -322,8 +322,9 @@ class Env:
                 "string": f.string,
                 "required": f.required,
                 "readonly": f.readonly,
-                "store": f.store,
-                "searchable": f.store or fname == "display_name",
+                # a one2many has no column but is not computed: Odoo calls it stored, and searchable
+                "store": f.store or f.type == "one2many",
+                "searchable": f.store or f.type == "one2many" or fname == "display_name",
                 "sortable": f.store and f.type not in X2MANY,
                 "name": fname,
             }
