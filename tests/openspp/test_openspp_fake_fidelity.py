@@ -311,3 +311,32 @@ def test_fields_get_calls_one2many_fields_stored_and_searchable(rpc: Rpc) -> Non
         "group_membership_ids": {"store": True, "searchable": True, "sortable": False},
         "age": {"store": False, "searchable": False, "sortable": False},
     }
+
+
+def test_has_group_wants_one_fully_qualified_xmlid(rpc: Rpc) -> None:
+    """``res.users._has_group`` asserts a dotted xml-id and splits it in exactly two."""
+    uid = rpc.login("registrar")
+    registrar = "g2p_registry_base.group_g2p_registrar"
+    assert rpc.ok("res.users", "has_group", [[uid], registrar], user="registrar") is True
+    bare = rpc.err("res.users", "has_group", [[uid], "group_g2p_registrar"], user="registrar")
+    assert (bare["name"], bare["message"]) == (
+        "builtins.AssertionError",
+        "External ID 'group_g2p_registrar' must be fully qualified",
+    )
+    dotted = rpc.err("res.users", "has_group", [[uid], "a.b.c"], user="registrar")
+    assert (dotted["name"], dotted["message"]) == (
+        "builtins.ValueError",
+        "too many values to unpack (expected 2)",
+    )
+
+
+def test_x2many_reads_leave_archived_records_out(rpc: Rpc) -> None:
+    """Odoo reads a one2many by searching its comodel, which hides archived rows unless the context
+    says ``active_test: false``."""
+    person = rpc.ok("res.partner", "create", [{"is_registrant": True, "name": "P"}])
+    kept = rpc.ok("res.partner.bank", "create", [{"partner_id": person, "acc_number": "A-1"}])
+    gone = rpc.ok("res.partner.bank", "create", [{"partner_id": person, "acc_number": "A-2"}])
+    rpc.ok("res.partner.bank", "write", [[gone], {"active": False}])
+    assert rpc.ok("res.partner", "read", [[person], ["bank_ids"]])[0]["bank_ids"] == [kept]
+    every = rpc.ok("res.partner", "read", [[person], ["bank_ids"]], {"context": {"active_test": False}})
+    assert sorted(every[0]["bank_ids"]) == [kept, gone]

@@ -105,21 +105,24 @@ class Env:
         return self.txn.get(model, rid)
 
     def x2many_ids(self, model: str, fname: str, rid: int, row: Row) -> list[int]:
+        """The related ids as Odoo reads them: by searching the comodel, so in its order and, unless the
+        context says ``active_test: false``, without its archived records."""
         f = self.registry[model].fields[fname]
         assert f.relation is not None
+        comodel = self.registry[f.relation]
         if f.type == "one2many":
             assert f.inverse_name is not None
-            ids = self.store.referencing(f.relation, f.inverse_name, rid)
-            if len(ids) < 2:
-                return list(ids)
-            comodel = self.registry[f.relation]
-            rows = {i: self.row(f.relation, i) or {} for i in ids}
-            return sort_ids(ids, rows, parse_order(comodel, None))
-        ids = [i for i in row.get(fname) or () if self.row(f.relation, i) is not None]
-        if len(ids) < 2:
+            ids = list(self.store.referencing(f.relation, f.inverse_name, rid))
+        else:
+            ids = list(row.get(fname) or ())
+        if not ids:
             return ids
-        comodel = self.registry[f.relation]  # Odoo reads a many2many in its comodel's order too
-        return sort_ids(ids, {i: self.row(f.relation, i) or {} for i in ids}, parse_order(comodel, None))
+        rows = {i: r for i in ids if (r := self.row(f.relation, i)) is not None}
+        if comodel.has_active and self.context.get("active_test", True) is not False:
+            rows = {i: r for i, r in rows.items() if r.get("active", True)}
+        if len(rows) < 2:
+            return list(rows)
+        return sort_ids(rows, rows, parse_order(comodel, None))
 
     def display_name(self, model: str, rid: int) -> str:
         row = self.row(model, rid)
@@ -417,9 +420,13 @@ class Env:
 
     def m_has_group(self, model: str, ids: Any, group_ext_id: str) -> bool:
         id_list = _ids(ids)
+        if len(id_list) > 1:
+            raise _expected_singleton("res.users", id_list)
         uid = id_list[0] if id_list else self.uid
-        if "." not in group_ext_id:
-            raise value_error("External ID must be fully qualified")
+        if not isinstance(group_ext_id, str) or "." not in group_ext_id:
+            raise RpcError("builtins.AssertionError", f"External ID '{group_ext_id}' must be fully qualified")
+        if group_ext_id.count(".") > 1:
+            raise value_error("too many values to unpack (expected 2)")
         return group_ext_id in self.server.groups_of(uid)
 
     def m_load(self, model: str, fields: list[str], data: list[list[Any]]) -> dict[str, Any]:
