@@ -340,3 +340,16 @@ def test_x2many_reads_leave_archived_records_out(rpc: Rpc) -> None:
     assert rpc.ok("res.partner", "read", [[person], ["bank_ids"]])[0]["bank_ids"] == [kept]
     every = rpc.ok("res.partner", "read", [[person], ["bank_ids"]], {"context": {"active_test": False}})
     assert sorted(every[0]["bank_ids"]) == [kept, gone]
+
+
+def test_reading_an_x2many_needs_read_access_to_its_comodel(rpc: Rpc, fake: FakeOpenSpp) -> None:
+    """Odoo reads a one2many by searching its comodel as the caller: an internal user outside the
+    registry groups may read a partner's name, not its memberships."""
+    fake.add_user("clerk", "clerk", [USER])
+    group = rpc.ok("res.partner", "create", [{"is_registrant": True, "is_group": True, "name": "H"}])
+    assert rpc.ok("res.partner", "read", [[group], ["name"]], user="clerk") == [{"id": group, "name": "H"}]
+    refused = rpc.err("res.partner", "read", [[group], ["group_membership_ids"]], user="clerk")
+    assert refused["name"] == "odoo.exceptions.AccessError"
+    assert refused["message"].startswith(
+        "You are not allowed to access 'Group Membership' (g2p.group.membership) records."
+    )

@@ -502,6 +502,10 @@ class Env:
     ) -> list[dict[str, Any]]:
         md = self.registry[model]
         names = list(fields) if fields else list(md.fields)
+        for fname in names:  # an x2many is read by searching its comodel as the caller
+            f = md.fields.get(fname)
+            if f is not None and f.type in X2MANY and f.relation and ids:
+                self.check_access(f.relation, "read")
         out = []
         for rid in ids:
             row = self.row(model, rid)
