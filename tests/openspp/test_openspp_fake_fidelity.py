@@ -353,3 +353,14 @@ def test_reading_an_x2many_needs_read_access_to_its_comodel(rpc: Rpc, fake: Fake
     assert refused["message"].startswith(
         "You are not allowed to access 'Group Membership' (g2p.group.membership) records."
     )
+
+
+def test_bank_account_numbers_are_unique_per_partner_once_sanitized(rpc: Rpc) -> None:
+    """The constraint is on ``sanitized_acc_number`` (non-word characters removed, upper-cased)."""
+    person = rpc.ok("res.partner", "create", [{"is_registrant": True, "name": "P"}])
+    rpc.ok("res.partner.bank", "create", [{"partner_id": person, "acc_number": "KE-12 345"}])
+    refused = rpc.err("res.partner.bank", "create", [{"partner_id": person, "acc_number": "ke12345"}])
+    assert (refused["name"], refused["message"]) == (
+        "odoo.exceptions.ValidationError",
+        "The operation cannot be completed: The combination Account Number/Partner must be unique.",
+    )

@@ -1042,9 +1042,11 @@ class Env:
     def _before_res_partner_bank(self, rid: int, row: Row, old: Row | None, vals: dict[str, Any]) -> None:
         partner, number = row.get("partner_id"), row.get("acc_number")
         if partner and number:
+            # unique(sanitized_acc_number, partner_id): non-word characters removed, upper-cased
+            sanitized = _sanitize_account(number)
             for other in self.store.referencing("res.partner.bank", "partner_id", partner):
                 orow = self.row("res.partner.bank", other)
-                if other != rid and orow and orow.get("acc_number") == number:
+                if other != rid and orow and _sanitize_account(orow.get("acc_number")) == sanitized:
                     raise sql_constraint_error("The combination Account Number/Partner must be unique.")
 
     def _before_ir_model_data(self, rid: int, row: Row, old: Row | None, vals: dict[str, Any]) -> None:
@@ -1133,6 +1135,11 @@ class Env:
                     "write_uid": self.uid,
                 },
             )
+
+
+def _sanitize_account(number: Any) -> str:
+    """``odoo.addons.base.models.res_bank.sanitize_account_number``."""
+    return re.sub(r"\W+", "", str(number or "")).upper()
 
 
 def _expected_singleton(model: str, ids: list[int]) -> RpcError:
