@@ -364,3 +364,14 @@ def test_bank_account_numbers_are_unique_per_partner_once_sanitized(rpc: Rpc) ->
         "odoo.exceptions.ValidationError",
         "The operation cannot be completed: The combination Account Number/Partner must be unique.",
     )
+
+
+def test_text_is_ordered_bytewise_as_in_a_c_collated_database(rpc: Rpc) -> None:
+    """Odoo creates its databases from template0 with ``LC_COLLATE 'C'``: ``ORDER BY name`` puts capitals
+    before small letters and accented letters after ``z``."""
+    for name in ("apple", "Émile", "zed", "Banana"):
+        rpc.ok("res.partner", "create", [{"name": name}])
+    rows = rpc.ok("res.partner", "search_read", [[]], {"fields": ["name"], "order": "name asc"})
+    assert [r["name"] for r in rows] == ["Banana", "apple", "zed", "Émile"]
+    default = rpc.ok("res.partner", "search_read", [[]], {"fields": ["name"]})
+    assert [r["name"] for r in default] == ["Banana", "apple", "zed", "Émile"]
