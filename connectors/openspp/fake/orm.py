@@ -578,7 +578,7 @@ class Env:
     def selection_options(self, model: str, f: Field) -> list[tuple[str, str]]:
         if f.dynamic_selection == "gender":  # ``gender.type.search([])``: active rows, in id order
             rows = [self.row("gender.type", i) for i in sorted(self.search_ids("gender.type", [], True))]
-            return [(r.get("value") or False, r.get("code") or False) for r in rows if r is not None]
+            return [(str(r.get("value") or ""), str(r.get("code") or "")) for r in rows if r is not None]
         return list(f.selection or ())
 
     # -- values ----------------------------------------------------------------------------------
