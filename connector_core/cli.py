@@ -1216,6 +1216,9 @@ def _mount_optional() -> None:
     from connector_core.mapping import cli as mapping_cli
 
     app.add_typer(mapping_cli.app, name="mapping")
+    from connector_core.workers import cli as workers_cli  # imports procrastinate only when a command runs
+
+    workers_cli.mount(app)
 
 
 _mount_optional()

@@ -1,0 +1,121 @@
+"""``dcsync worker``: one procrastinate worker serving every project of the fleet.
+
+On start it checks the queue's schema, registers the periodic tasks of every served project whose
+``dcsync.yaml`` says ``scheduler: {engine: procrastinate}`` (the ``--config`` project and those of the
+registry; a change of schedules takes a worker restart), and runs procrastinate's worker with the
+configured concurrency and queues. Every worker also watches for **stalled jobs**: jobs ``doing`` on a
+worker whose heartbeat is older than ``workers.stalled_after`` (a SIGKILLed process, a vanished machine)
+are put back to ``todo`` through procrastinate's own ``get_stalled_jobs``/``retry_job``, so another worker
+runs them. Several workers may find the same stalled job; the first retry wins, the others find it no
+longer ``doing``.
+
+SIGTERM/SIGINT: no new job is taken, runs in flight end at their batch boundary (``interrupted``, their
+checkpoint consistent), then the worker unregisters and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from connector_core.config import LoadedConfig, load_config
+from connector_core.workers.app import QueueSettings, build_app, check_schema
+from connector_core.workers.periodic import PeriodicRun, periodic_runs, register_schedules
+from connector_core.workers.projects import ProjectRegistry, use_registry
+from connector_core.workers.tasks import STOP
+
+log = logging.getLogger("dcsync.worker")
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a worker found to serve: projects with their keys, and the periodic runs they schedule."""
+
+    projects: dict[str, LoadedConfig]
+    runs: list[PeriodicRun]
+
+
+def served_projects(registry: ProjectRegistry, own: LoadedConfig | None) -> Served:
+    """The registry's projects and the worker's own (``--config``); each config validated (file:line)."""
+    projects: dict[str, LoadedConfig] = {}
+    if own is not None:
+        projects[registry.resolve(str(own.path)).key] = own
+    for name, path in registry.names.items():
+        if name not in projects:
+            projects[name] = load_config(path)
+    runs = [run for key, loaded in projects.items() for run in periodic_runs(key, loaded)]
+    return Served(projects, runs)
+
+
+async def _retry_stalled(app: object, settings: QueueSettings) -> None:
+    manager = app.job_manager  # type: ignore[attr-defined]
+    every = max(0.5, min(settings.stalled_after / 4, 30.0))
+    while True:
+        await asyncio.sleep(every)
+        try:
+            stalled = await manager.get_stalled_jobs(seconds_since_heartbeat=settings.stalled_after)
+            for job in stalled:
+                try:
+                    await manager.retry_job(job)
+                except Exception as exc:  # another worker retried it first
+                    log.debug("stalled job %s not retried here: %s", job.id, exc)
+                else:
+                    log.warning(
+                        "job %s (%s) was running on a worker silent for %.0fs: retried",
+                        job.id,
+                        job.call_string,
+                        settings.stalled_after,
+                    )
+        except Exception as exc:  # the database went away for a moment: try again next round
+            log.warning("looking for stalled jobs failed: %s", exc)
+
+
+async def run_worker(settings: QueueSettings, served: Served, *, name: str | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or cancellation)."""
+    check_schema(settings)
+    app = build_app(settings)
+    register_schedules(app, served.runs)
+    async with app.open_async():
+        options: Any = {
+            "concurrency": settings.concurrency,
+            "queues": list(settings.queues) or None,  # None: every queue
+            "name": name,
+            "install_signal_handlers": False,  # ours: they also tell runs in flight to stop (STOP)
+            "update_heartbeat_interval": settings.heartbeat,
+            "stalled_worker_timeout": settings.stalled_after,
+            "shutdown_graceful_timeout": None,  # wait for runs to reach their batch boundary
+        }
+        work = asyncio.create_task(
+            app.run_worker_async(**options),
+            name="dcsync-worker",
+        )
+        watcher = asyncio.create_task(_retry_stalled(app, settings), name="dcsync-stalled-jobs")
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            if STOP.is_set():
+                return
+            log.warning("stopping: no new jobs; runs in flight end at their batch boundary")
+            STOP.set()
+            work.cancel()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+        try:
+            await work
+        except asyncio.CancelledError:
+            pass
+        finally:
+            watcher.cancel()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+
+def start(settings: QueueSettings, own: LoadedConfig | None) -> Served:
+    """Prepare this process to serve: the registry it resolves jobs' projects with, and what it serves."""
+    registry = ProjectRegistry.load(settings.projects)
+    use_registry(registry)
+    return served_projects(registry, own)
