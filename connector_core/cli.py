@@ -1218,7 +1218,7 @@ def _mount_optional() -> None:
     app.add_typer(mapping_cli.app, name="mapping")
     from connector_core.workers import cli as workers_cli  # imports procrastinate only when a command runs
 
-    workers_cli.mount(app)
+    workers_cli.mount(app, sys.modules[__name__])
 
 
 _mount_optional()

@@ -18,14 +18,22 @@ from typing import Annotated, Any
 
 import typer
 
-from connector_core.cli import EXIT_BAD_INPUT, EXIT_FAILED, ConfigOption, err, fail, handled, out, show_rows
 from connector_core.config import CONFIG_FILE_NAME, LoadedConfig, load_config
+from connector_core.outcomes import EXIT_BAD_INPUT, EXIT_FAILED
 from connector_core.workers.app import QueueError, QueueSettings, WorkersUnavailable, queue_settings
 
 queue_app = typer.Typer(
     help="The worker fleet's job queue: install, defer a run, list jobs.", no_args_is_help=True
 )
 
+# The dcsync command's module, given by ``mount``: importing it here would import it twice when it runs as
+# ``python -m connector_core.cli`` (its error handling, output consoles and table helper are used).
+_cli: Any = None
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", "-c", envvar="DCSYNC_CONFIG", help="Project file.", show_default=True),
+]
 Postgres = Annotated[
     str | None,
     typer.Option(
@@ -47,9 +55,9 @@ def _queue_errors() -> Iterator[None]:
     try:
         yield
     except WorkersUnavailable as exc:
-        fail(str(exc), EXIT_BAD_INPUT)
+        _cli.fail(str(exc), EXIT_BAD_INPUT)
     except QueueError as exc:
-        fail(str(exc), EXIT_FAILED)
+        _cli.fail(str(exc), EXIT_FAILED)
 
 
 def _own_config(config: Path) -> LoadedConfig | None:
@@ -77,7 +85,7 @@ def worker(
     config: ConfigOption = Path(CONFIG_FILE_NAME),
 ) -> None:
     """Run a worker of the fleet in the foreground until SIGINT/SIGTERM (runs in flight end cleanly)."""
-    with handled(), _queue_errors():
+    with _cli.handled(), _queue_errors():
         from connector_core.workers.app import require_procrastinate
 
         require_procrastinate()
@@ -88,23 +96,23 @@ def worker(
         )
         served = fleet.start(settings, loaded)
         label = name or f"{socket.gethostname()}:{os.getpid()}"
-        err.print(
+        _cli.err.print(
             f"worker {label}: {len(served.projects)} project(s), {len(served.runs)} schedule(s), "
             f"concurrency {settings.concurrency}; Ctrl-C to stop",
             highlight=False,
         )
         asyncio.run(fleet.run_worker(settings, served, name=label))
-    err.print("worker stopped")
+    _cli.err.print("worker stopped")
 
 
 @queue_app.command("init")
 def queue_init(postgres: Postgres = None, config: ConfigOption = Path(CONFIG_FILE_NAME)) -> None:
     """Install or migrate the queue's schema (in its own PostgreSQL schema); safe to run again."""
-    with handled(), _queue_errors():
+    with _cli.handled(), _queue_errors():
         from connector_core.workers.app import init_schema
 
         _loaded, settings = _settings(config, postgres)
-        out.print(init_schema(settings), highlight=False, soft_wrap=True)
+        _cli.out.print(init_schema(settings), highlight=False, soft_wrap=True)
 
 
 @queue_app.command("defer")
@@ -120,8 +128,8 @@ def queue_defer(
 ) -> None:
     """Queue one run of a connector now (with its connector lock; skipped when one is already waiting)."""
     if direction not in ("push", "pull", "both"):
-        fail("--direction must be push, pull or both")
-    with handled(), _queue_errors():
+        _cli.fail("--direction must be push, pull or both")
+    with _cli.handled(), _queue_errors():
         from connector_core.workers.app import build_app, check_schema
         from connector_core.workers.lanes import queueing_lock, run_lock
         from connector_core.workers.projects import ProjectRegistry
@@ -133,7 +141,7 @@ def queue_defer(
         loaded = own if own is not None and own.path == ref.path else load_config(ref.path)
         if connector not in loaded.project.connectors:
             known = ", ".join(loaded.project.connectors) or "none"
-            fail(f"{loaded.path}: no connector named {connector!r} (configured: {known})")
+            _cli.fail(f"{loaded.path}: no connector named {connector!r} (configured: {known})")
         check_schema(settings)
         app = build_app(settings)
         with app.open():
@@ -147,11 +155,11 @@ def queue_defer(
                 direction=direction,
             )
     if job_id is None:
-        out.print(
+        _cli.out.print(
             f"not queued: a {direction} run of {connector} ({ref.key}) is already waiting", highlight=False
         )
     else:
-        out.print(f"queued job {job_id}: {direction} run of {connector} ({ref.key})", highlight=False)
+        _cli.out.print(f"queued job {job_id}: {direction} run of {connector} ({ref.key})", highlight=False)
 
 
 @queue_app.command("list")
@@ -167,8 +175,8 @@ def queue_list(
 ) -> None:
     """The newest jobs of the queue, by state."""
     if state is not None and state not in STATES:
-        fail(f"--state must be one of {', '.join(STATES)}")
-    with handled(), _queue_errors():
+        _cli.fail(f"--state must be one of {', '.join(STATES)}")
+    with _cli.handled(), _queue_errors():
         from connector_core._postgres import connect
         from connector_core.workers.app import check_schema
 
@@ -197,12 +205,12 @@ def queue_list(
         for r in rows
     ]
     if as_json:
-        out.print_json(json.dumps(jobs))
+        _cli.out.print_json(json.dumps(jobs))
         return
     if not jobs:
-        err.print("no jobs" + (f" in state {state}" if state else ""))
+        _cli.err.print("no jobs" + (f" in state {state}" if state else ""))
         return
-    show_rows(
+    _cli.show_rows(
         ["job", "task", "state", "attempts", "queue", "lock", "arguments"],
         [
             [
@@ -220,6 +228,9 @@ def queue_list(
     )
 
 
-def mount(app: typer.Typer) -> None:
+def mount(app: typer.Typer, cli_module: Any) -> None:
+    """Add ``worker`` and ``queue`` to the ``dcsync`` command (``cli_module``: connector_core.cli)."""
+    global _cli
+    _cli = cli_module
     app.command("worker")(worker)
     app.add_typer(queue_app, name="queue")

@@ -50,6 +50,24 @@ def served_projects(registry: ProjectRegistry, own: LoadedConfig | None) -> Serv
     return Served(projects, runs)
 
 
+async def _retry(manager: Any, job: Any) -> None:
+    """Put a stalled job back to ``todo``. While it was ``doing``, its queueing lock was free, so a later tick
+    of the same connector and direction may be waiting: that job would do the same work, and the two cannot
+    both wait (the queueing lock). The waiting one is cancelled (status ``cancelled``, in ``dcsync queue
+    list``) and the stalled one retried, so the job that was cut short is the one that finishes."""
+    from procrastinate.exceptions import UniqueViolation
+
+    try:
+        await manager.retry_job(job)
+    except UniqueViolation:
+        if not job.queueing_lock:
+            raise
+        for waiting in await manager.list_jobs_async(queueing_lock=job.queueing_lock, status="todo"):
+            if await manager.cancel_job_by_id_async(waiting.id):
+                log.warning("job %s cancelled: superseded by the retry of stalled job %s", waiting.id, job.id)
+        await manager.retry_job(job)
+
+
 async def _retry_stalled(app: object, settings: QueueSettings) -> None:
     manager = app.job_manager  # type: ignore[attr-defined]
     every = max(0.5, min(settings.stalled_after / 4, 30.0))
@@ -59,7 +77,7 @@ async def _retry_stalled(app: object, settings: QueueSettings) -> None:
             stalled = await manager.get_stalled_jobs(seconds_since_heartbeat=settings.stalled_after)
             for job in stalled:
                 try:
-                    await manager.retry_job(job)
+                    await _retry(manager, job)
                 except Exception as exc:  # another worker retried it first
                     log.debug("stalled job %s not retried here: %s", job.id, exc)
                 else:
