@@ -264,9 +264,7 @@ class WorkersConfig(_Strict):
     @model_validator(mode="after")
     def _heartbeats_fit(self) -> WorkersConfig:
         if self.stalled_after < 2 * self.heartbeat:
-            raise ValueError(
-                "stalled_after must be at least twice heartbeat (a live worker is never stalled)"
-            )
+            raise ValueError("stalled_after must be at least twice heartbeat (or a live worker looks dead)")
         return self
 
 
