@@ -272,6 +272,16 @@ def test_without_the_extra_the_commands_say_what_to_install(
         )
 
 
+def test_the_embedded_scheduler_refuses_a_project_the_fleet_schedules(tmp_path: Path) -> None:
+    config = _project(tmp_path / "dcsync.yaml", TARGETED)
+    result = CliRunner().invoke(app, ["schedule", "run", "-c", str(config)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {config.resolve()}:1:21: scheduler.engine: this project's schedules are fired by the worker "
+        "fleet (`dcsync worker`, docs/scale-out.md), not `schedule run`"
+    )
+
+
 def test_queue_commands_refuse_bad_input_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["queue", "list"])
