@@ -111,10 +111,6 @@ def conninfo(settings: QueueSettings) -> str:
     )
 
 
-# Modules whose ``install_tasks(app, settings)`` adds tasks to every App a fleet builds (see tasks.py).
-TASK_MODULES: list[str] = ["connector_core.workers.tasks"]
-
-
 def build_app(settings: QueueSettings) -> procrastinate.App:
     """A procrastinate App on the queue, with every dcsync task installed (not opened yet)."""
     procrastinate = require_procrastinate()
@@ -124,6 +120,8 @@ def build_app(settings: QueueSettings) -> procrastinate.App:
         max_size=max(4, settings.concurrency + 2),
     )
     app = procrastinate.App(connector=connector)
+    from connector_core.workers.tasks import TASK_MODULES
+
     for name in TASK_MODULES:
         importlib.import_module(name).install_tasks(app, settings)
     return app

@@ -1,11 +1,19 @@
 """The fleet's tasks, and how more are added.
 
 **Adding tasks.** Every App a fleet builds (``app.build_app``) imports the modules listed in
-``app.TASK_MODULES`` and calls their ``install_tasks(app, settings)``, which adds tasks with
+:data:`TASK_MODULES` and calls their ``install_tasks(app, settings)``, which adds tasks with
 ``app.task(name=...)``. A module holding more work (e.g. sharded bulk loads: ``bulk_shard``,
-``bulk_finish``) defines its own ``install_tasks`` and is added to that list; its tasks take a project
-reference (a registered name or a path) and open it with :func:`open_project`, and are deferred with
-:func:`defer_job` (from the CLI or from another task). Task names are plain (``run``), unique in the fleet.
+``bulk_finish``) defines its own ``install_tasks`` and is added to that list (one line, here: a worker must
+know every task before it fetches a job of it). Its tasks take a project reference (a registered name or a
+path) and open it with :func:`open_project`, lock what they write with ``workers.lanes`` (a connector's
+``run_lock`` keeps them apart from its runs), and are deferred with :func:`defer_job` (from the CLI) or
+:func:`defer_job_async` (from another task). Task names are plain (``run``), unique in the fleet. Example::
+
+    def install_tasks(app: procrastinate.App, settings: QueueSettings) -> None:
+        @app.task(name="bulk_shard", retry=procrastinate.RetryStrategy(retry_exceptions={ConnectorBusy}))
+        def bulk_shard(project: str, connector: str, plan_id: str, shard: int) -> None:
+            with open_project(project) as opened:
+                run_shard(opened, connector, plan_id, shard)
 
 **The run task.** ``run(project, connector, direction)`` is one ``run_connector`` of a connector, whether a
 periodic tick deferred it (with ``timestamp``, the tick) or someone did by hand (``dcsync queue defer``). It
@@ -38,7 +46,18 @@ from connector_core.workers.projects import open_project
 if TYPE_CHECKING:  # pragma: no cover
     import procrastinate
 
-__all__ = ["STOP", "RunFailed", "defer_job", "install_tasks", "open_project"]
+__all__ = [
+    "STOP",
+    "TASK_MODULES",
+    "RunFailed",
+    "defer_job",
+    "defer_job_async",
+    "install_tasks",
+    "open_project",
+]
+
+TASK_MODULES: list[str] = ["connector_core.workers.tasks"]
+"""Modules whose ``install_tasks(app, settings)`` adds tasks to every App a fleet builds."""
 
 log = logging.getLogger("dcsync.worker")
 
