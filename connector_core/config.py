@@ -230,6 +230,11 @@ class ConnectorInstanceConfig(_Strict):
     target: str | None = Field(
         default=None, description="The system this connector writes to, a key of `targets:` (its lanes)"
     )
+    queue: str = Field(
+        default="default",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+        description="Worker fleet: the queue its jobs go to (`dcsync worker --queue`)",
+    )
     settings: dict[str, Any] = Field(default_factory=dict)
 
 

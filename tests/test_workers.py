@@ -344,3 +344,30 @@ def test_queue_defer_queues_one_run_per_connector_and_direction_and_list_shows_i
     assert cli.invoke(app, ["queue", "list", "--state", "failed", "-c", str(config)]).stderr.strip() == (
         "no jobs in state failed"
     )
+
+
+def test_a_broken_tenant_is_reported_and_left_out_and_the_others_served(tmp_path: Path) -> None:
+    from connector_core.workers.fleet import served_projects
+
+    _project(
+        tmp_path / "good" / "dcsync.yaml",
+        TARGETED.replace("  free: {type: mock,", "  free: {type: mock, queue: slow,"),
+    )
+    bad = _project(
+        tmp_path / "bad" / "dcsync.yaml",
+        "scheduler: {engine: procrastinate}\nconnectors:\n  x: {type: nosuch}\n",
+    )
+    registry = ProjectRegistry.load(
+        _project(tmp_path / "projects.yaml", "projects:\n  good: good/dcsync.yaml\n  bad: bad/dcsync.yaml\n")
+    )
+    served = served_projects(registry, None)
+    assert set(served.projects) == {"good"}
+    assert {run.periodic_id: run.queue for run in served.runs} == {
+        "good:a:push:0": "default",
+        "good:b:both:0": "default",
+        "good:free:pull:0": "slow",
+    }
+    (problem,) = served.problems
+    assert problem.startswith(
+        f"project bad not served: {bad.resolve()}:3:13: connectors.x.type: no connector"
+    )

@@ -95,6 +95,8 @@ def worker(
             config, postgres, concurrency=concurrency, queues=queue, projects=projects
         )
         served = fleet.start(settings, loaded)
+        for problem in served.problems:
+            _cli._error_line(problem)
         label = name or f"{socket.gethostname()}:{os.getpid()}"
         _cli.err.print(
             f"worker {label}: {len(served.projects)} project(s), {len(served.runs)} schedule(s), "
@@ -150,6 +152,7 @@ def queue_defer(
                 "run",
                 lock=run_lock(ref.key, loaded, connector),
                 queueing_lock=queueing_lock(ref.key, connector, direction),
+                queue=loaded.project.connectors[connector].queue,
                 project=ref.key,
                 connector=connector,
                 direction=direction,

@@ -21,7 +21,7 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
-from connector_core.config import LoadedConfig, load_config
+from connector_core.config import ConfigError, LoadedConfig, load_config
 from connector_core.workers.app import QueueSettings, build_app, check_schema
 from connector_core.workers.periodic import PeriodicRun, periodic_runs, register_schedules
 from connector_core.workers.projects import ProjectRegistry, use_registry
@@ -32,22 +32,40 @@ log = logging.getLogger("dcsync.worker")
 
 @dataclass(frozen=True)
 class Served:
-    """What a worker found to serve: projects with their keys, and the periodic runs they schedule."""
+    """What a worker found to serve: projects with their keys, the periodic runs they schedule, and the
+    problems of the registered projects it could not serve (one line each, with file:line)."""
 
     projects: dict[str, LoadedConfig]
     runs: list[PeriodicRun]
+    problems: list[str]
 
 
 def served_projects(registry: ProjectRegistry, own: LoadedConfig | None) -> Served:
-    """The registry's projects and the worker's own (``--config``); each config validated (file:line)."""
+    """The registry's projects and the worker's own (``--config``), each checked as ``run`` checks it
+    (connector types, settings, mappings). The worker's own project must be sound; a registered project
+    that is not is reported and left out (its schedules do not fire; a job naming it fails with the same
+    line), so one tenant's mistake does not stop a fleet serving hundreds."""
+    from connector_core.plugins import load_plugins
+    from connector_core.project import check_project
+
+    host = load_plugins()
     projects: dict[str, LoadedConfig] = {}
+    problems: list[str] = []
     if own is not None:
+        check_project(own, host)
         projects[registry.resolve(str(own.path)).key] = own
     for name, path in registry.names.items():
-        if name not in projects:
-            projects[name] = load_config(path)
+        if name in projects:
+            continue
+        try:
+            loaded = load_config(path)
+            check_project(loaded, host)
+        except ConfigError as exc:
+            problems += [f"project {name} not served: {problem}" for problem in exc.problems]
+            continue
+        projects[name] = loaded
     runs = [run for key, loaded in projects.items() for run in periodic_runs(key, loaded)]
-    return Served(projects, runs)
+    return Served(projects, runs, problems)
 
 
 async def _retry(manager: Any, job: Any) -> None:

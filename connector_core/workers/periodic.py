@@ -64,6 +64,7 @@ class PeriodicRun:
     direction: str
     lock: str
     queueing_lock: str
+    queue: str = "default"
 
 
 def periodic_runs(project_key: str, loaded: LoadedConfig) -> list[PeriodicRun]:
@@ -88,6 +89,7 @@ def periodic_runs(project_key: str, loaded: LoadedConfig) -> list[PeriodicRun]:
                     direction=schedule.direction,
                     lock=run_lock(project_key, loaded, name),
                     queueing_lock=queueing_lock(project_key, name, schedule.direction),
+                    queue=instance.queue,
                 )
             )
     return runs
@@ -101,6 +103,7 @@ def register_schedules(app: procrastinate.App, runs: Iterable[PeriodicRun]) -> i
         options: Any = {
             "lock": run.lock,
             "queueing_lock": run.queueing_lock,
+            "queue": run.queue,
             "task_kwargs": {"project": run.project, "connector": run.connector, "direction": run.direction},
         }
         app.periodic(cron=run.cron, periodic_id=run.periodic_id, **options)(task)
