@@ -3,11 +3,13 @@ registry and cache, the queue commands (on the real PostgreSQL where a queue is 
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from typer.testing import CliRunner
@@ -335,7 +337,7 @@ def test_queue_defer_queues_one_run_per_connector_and_direction_and_list_shows_i
     unknown = cli.invoke(app, ["queue", "defer", "nope", "-c", str(config)])
     assert unknown.exit_code == 2 and "no connector named 'nope' (configured: reg)" in unknown.stderr
     listed = cli.invoke(app, ["queue", "list", "--state", "todo", "--json", "-c", str(config)])
-    jobs = __import__("json").loads(listed.stdout)
+    jobs = json.loads(listed.stdout)
     key = str(config.resolve())
     assert [(j["task"], j["lock"], j["args"]["direction"]) for j in jobs] == [
         ("run", f"connector:{key}:reg", "pull"),
@@ -371,3 +373,68 @@ def test_a_broken_tenant_is_reported_and_left_out_and_the_others_served(tmp_path
     assert problem.startswith(
         f"project bad not served: {bad.resolve()}:3:13: connectors.x.type: no connector"
     )
+
+
+@pytest.mark.postgres
+def test_a_job_that_finds_its_connector_busy_waits_and_runs_once_it_is_free(
+    tmp_path: Path, postgres_url: str, pg_schema: str, mock_server: httpx.Client
+) -> None:
+    """A manual run holds the lease: the queued run is retried later (not failed), then delivers."""
+    import asyncio
+
+    from connector_core.project import Project
+    from connector_core.sample import mobile_log
+    from connector_core.workers.app import build_app, init_schema, queue_settings
+    from connector_core.workers.fleet import start
+    from connector_core.workers.tasks import defer_job
+
+    config = _project(
+        tmp_path / "dcsync.yaml",
+        f"workers: {{postgres: '{postgres_url}', schema: {pg_schema}, busy_retry: 1}}\n"
+        f"connectors:\n  reg: {{type: mock, settings: {{url: '{mock_server.base_url}'}}}}\n",
+    )
+    loaded = load_config(config)
+    settings = queue_settings(loaded)
+    init_schema(settings)
+    start(settings, loaded)
+    project = Project.open(config)
+    project.eventlog.append(mobile_log(households=2, members=1, updates=0, seed=5))
+    queue = build_app(settings)
+
+    def work() -> None:
+        async def go() -> None:
+            async with queue.open_async():
+                await queue.run_worker_async(wait=False, install_signal_handlers=False, listen_notify=False)
+
+        asyncio.run(go())
+
+    def job_row() -> tuple[str, int]:
+        with psycopg.connect(postgres_url) as conn:
+            row = conn.execute(
+                f"SELECT status::text, attempts FROM {pg_schema}.procrastinate_jobs"
+            ).fetchone()
+        assert row is not None
+        return row[0], row[1]
+
+    try:
+        with queue.open():
+            key = str(config.resolve())
+            defer_job(
+                queue,
+                "run",
+                lock=run_lock(key, loaded, "reg"),
+                project=key,
+                connector="reg",
+                direction="push",
+            )
+        with project.state.lease("reg"):
+            work()
+            assert job_row() == ("todo", 1)  # retried later, not failed
+            assert mock_server.get("/_control/records").json() == []
+        time.sleep(1.2)
+        work()
+        assert job_row() == ("succeeded", 2)
+        assert len(mock_server.get("/_control/records").json()) == 4
+        assert [run.outcome for run in project.state.runs("reg")] == ["ok"]
+    finally:
+        project.close()
