@@ -19,7 +19,7 @@ from connector_core.config import ConfigError, ScheduleConfig, load_config
 from connector_core.scheduler import ScheduledJob
 from connector_core.workers.lanes import connector_key, lane_of, queueing_lock, run_lock
 from connector_core.workers.periodic import PeriodicError, cron_of, periodic_runs
-from connector_core.workers.projects import ProjectCache, ProjectRegistry
+from connector_core.workers.projects import ProjectCache, ProjectRegistry, use_registry
 
 procrastinate = pytest.importorskip("procrastinate", reason="needs the workers extra")
 
@@ -438,3 +438,4 @@ def test_a_job_that_finds_its_connector_busy_waits_and_runs_once_it_is_free(
         assert [run.outcome for run in project.state.runs("reg")] == ["ok"]
     finally:
         project.close()
+        use_registry(ProjectRegistry())  # closes the projects this process's jobs opened
