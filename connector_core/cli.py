@@ -878,6 +878,14 @@ def schedule_run(
     from connector_core.scheduler import Scheduler, jobs_from_config
 
     with handled():
+        from connector_core.config import load_config
+
+        loaded = load_config(config)
+        if loaded.project.scheduler.engine != "embedded":
+            fail(
+                f"{loaded.where('scheduler', 'engine')}: scheduler.engine: this project's schedules are "
+                "fired by the worker fleet (`dcsync worker`, docs/scale-out.md), not `schedule run`"
+            )
         # every config, plugin and mapping error, and every unset secret of a scheduled connector, surfaces
         # before the first tick
         with _project(config) as project:
@@ -1257,6 +1265,9 @@ def _mount_optional() -> None:
     from connector_core.mapping import cli as mapping_cli
 
     app.add_typer(mapping_cli.app, name="mapping")
+    from connector_core.workers import cli as workers_cli  # imports procrastinate only when a command runs
+
+    workers_cli.mount(app, sys.modules[__name__])
 
 
 _mount_optional()

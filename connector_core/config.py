@@ -272,7 +272,56 @@ class ConnectorInstanceConfig(_Strict):
         default=None, description="dcsync serve starts a pull on POST /hooks/{connector}"
     )
     schedule: list[ScheduleConfig] = Field(default_factory=list)
+    target: str | None = Field(
+        default=None, description="The system this connector writes to, a key of `targets:` (its lanes)"
+    )
+    queue: str = Field(
+        default="default",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+        description="Worker fleet: the queue its jobs go to (`dcsync worker --queue`)",
+    )
     settings: dict[str, Any] = Field(default_factory=dict)
+
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
+class SchedulerConfig(_Strict):
+    """Who fires the schedules: ``embedded`` (``dcsync schedule run``: APScheduler in one process, the
+    default) or ``procrastinate`` (the worker fleet of ``dcsync worker``, docs/scale-out.md)."""
+
+    engine: Literal["embedded", "procrastinate"] = "embedded"
+
+
+class WorkersConfig(_Strict):
+    """``dcsync worker`` and ``dcsync queue``: the job queue on PostgreSQL (needs ``dcsync[workers]``)."""
+
+    postgres: SecretStr | None = Field(
+        default=None, description="The queue's database; default: the state store's, when it is PostgreSQL"
+    )
+    db_schema: str = Field(default="dcsync_queue", alias="schema", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    concurrency: int = Field(default=4, ge=1, le=256, description="Jobs one worker runs at once")
+    queues: list[str] = Field(default_factory=list, description="Queues served (empty: all)")
+    projects: str | None = Field(default=None, description="Registry file of the projects the fleet serves")
+    heartbeat: float = Field(default=10, gt=0, le=600, description="Seconds between a worker's heartbeats")
+    stalled_after: float = Field(
+        default=60, gt=0, description="Seconds without a heartbeat after which a worker's jobs are retried"
+    )
+    busy_retry: float = Field(
+        default=30, gt=0, description="Seconds before a job that found its connector busy tries again"
+    )
+
+    @model_validator(mode="after")
+    def _heartbeats_fit(self) -> WorkersConfig:
+        if self.stalled_after < 2 * self.heartbeat:
+            raise ValueError("stalled_after must be at least twice heartbeat (or a live worker looks dead)")
+        return self
+
+
+class TargetConfig(_Strict):
+    """A system several connectors write to (a national registry): how many may write at once."""
+
+    max_writers: int = Field(ge=1, le=1000)
 
 
 class ProjectConfig(_Strict):
@@ -280,6 +329,9 @@ class ProjectConfig(_Strict):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     eventlog: EventLogConfig = Field(default_factory=SqliteEventLogConfig)
     state: StateConfig = Field(default_factory=SqliteStateConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    targets: dict[Annotated[str, Field(pattern=_NAME)], TargetConfig] = Field(default_factory=dict)
     connectors: dict[str, ConnectorInstanceConfig] = Field(default_factory=dict)
 
 
@@ -448,7 +500,36 @@ def load_config(path: str | Path) -> LoadedConfig:
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
-    return LoadedConfig(project=project, path=source.resolve(), marks=marks)
+    loaded = LoadedConfig(project=project, path=source.resolve(), marks=marks)
+    problems = _cross_checks(loaded)
+    if problems:
+        raise ConfigError(problems)
+    return loaded
+
+
+def _cross_checks(loaded: LoadedConfig) -> list[str]:
+    """What one key cannot check alone: a connector's ``target`` names a configured target; with the
+    procrastinate engine, every schedule is one a periodic task can fire (workers/periodic.py)."""
+    problems: list[str] = []
+    project = loaded.project
+    for name, instance in project.connectors.items():
+        if instance.target is not None and instance.target not in project.targets:
+            known = ", ".join(project.targets) or "none"
+            problems.append(
+                f"{loaded.where('connectors', name, 'target')}: connectors.{name}.target: "
+                f"no target named {instance.target!r} under targets: (configured: {known})"
+            )
+    if project.scheduler.engine == "procrastinate":
+        from connector_core.workers.periodic import PeriodicError, cron_of
+
+        for name, instance in project.connectors.items():
+            for index, schedule in enumerate(instance.schedule):
+                try:
+                    cron_of(schedule)
+                except PeriodicError as exc:
+                    loc = ("connectors", name, "schedule", index)
+                    problems.append(f"{loaded.where(*loc)}: connectors.{name}.schedule.{index}: {exc}")
+    return problems
 
 
 def resolve_settings(loaded: LoadedConfig, name: str) -> dict[str, Any]:

@@ -190,6 +190,9 @@ class FieldSpec:
     """What an operator does to add a missing choice; ``{value}`` stands for it."""
     fields: Mapping[str, FieldSpec] | None = None
     """For a list of objects: the fields of each item."""
+    computed: bool = False
+    """The remote computes it and keeps no value sent to it (Odoo drops a value for a non-stored computed
+    field): never a push target."""
 
 
 class ConnectorError(Exception):

@@ -183,6 +183,7 @@ def check_project(loaded: LoadedConfig, host: PluginHost) -> dict[str, MappingSe
     project = loaded.project
     register_secrets_of(project.eventlog)  # tokens, passwords and URLs with passwords never reach a log
     register_secrets_of(project.state)
+    register_secrets_of(project.workers)
     for problem in host.install_transforms():
         log.warning("plugin transform skipped: %s", problem)
     problems: list[str] = []

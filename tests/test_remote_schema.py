@@ -99,3 +99,14 @@ def test_a_nested_target_is_checked_for_its_top_field_only() -> None:
     assert not [p for p in compare_schema(mappings, schema) if p.target == "given_name_parts"]
     missing = compare_schema(mappings, SCHEMA)
     assert [p.target for p in missing if p.target == "given_name_parts"] == ["given_name_parts"]
+
+
+def test_a_field_the_remote_computes_is_no_push_target() -> None:
+    """Odoo drops a value sent to a non-stored computed field (``age`` on ``res.partner``, a string it
+    derives from the birthdate): the mapping would lose it on every record, so the check refuses it."""
+    schema = {"individual": {**SCHEMA["individual"], "age": FieldSpec("str", "char", computed=True)}}
+    problems = [p for p in _problems(schema) if "'age'" in p]
+    assert problems == [
+        "m.yaml:10: person: field 'age': reg computes it (char): a value sent to it is dropped; "
+        "fix: remove the field from the mapping"
+    ]

@@ -124,6 +124,14 @@ def _compare(
         if plan.may_be_empty:
             return [problem(message, fix, fatal=False, absent_optional=True)]
         return [problem(message, fix)]
+    if spec.computed:
+        kind = f" ({spec.remote_type})" if spec.remote_type else ""
+        return [
+            problem(
+                f"{remote} computes it{kind}: a value sent to it is dropped",
+                "remove the field from the mapping",
+            )
+        ]
     out: list[SchemaProblem] = []
     if len(plan.keys) > 1:
         return out  # a nested target (``address.city``): its value is not the top field's

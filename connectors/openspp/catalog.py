@@ -254,9 +254,14 @@ _VALUE_TYPES = {
 
 
 def field_spec(name: str, desc: dict[str, Any]) -> FieldSpec:
-    """A ``fields_get`` entry as a :class:`FieldSpec` (a selection's keys are its only choices)."""
+    """A ``fields_get`` entry as a :class:`FieldSpec` (a selection's keys are its only choices).
+
+    A field Odoo neither stores nor lets be written (``store: false``, ``readonly: true``: ``age``, a
+    related ``kind_as_str``) is computed: ``create``/``write`` drop a value sent to it."""
     ftype = str(desc.get("type"))
     remote = f"{ftype} {desc['relation']}" if desc.get("relation") else ftype
+    if desc.get("store") is False and desc.get("readonly") is True:
+        return FieldSpec(_VALUE_TYPES.get(ftype, "any"), remote, computed=True)
     if ftype == "selection":
         keys = tuple(str(option[0]) for option in desc.get("selection") or [])
         fix = "add {value!r} to the selection of res.partner." + name

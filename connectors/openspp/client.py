@@ -477,8 +477,13 @@ class OdooClient:
         return bool(self.execute_kw(model, "unlink", [list(ids)]))
 
     def load(self, model: str, fields: Sequence[str], rows: Sequence[Sequence[str]]) -> LoadResult:
-        """``Model.load``: CSV-import upsert keyed by the ``id`` (xml-id) column."""
-        result = self.execute_kw(model, "load", [list(fields), [list(r) for r in rows]])
+        """``Model.load``: CSV-import upsert keyed by the ``id`` (xml-id) column.
+
+        The import reads datetime cells in the context's time zone, else the user's preference; every
+        value here is UTC (Odoo's wire convention), so the context says so."""
+        result = self.execute_kw(
+            model, "load", [list(fields), [list(r) for r in rows]], {"context": {"tz": "UTC"}}
+        )
         if not isinstance(result, dict):
             raise OdooTransientError(
                 f"Odoo answered {model}.load without a result; the outcome is unknown", maybe_applied=True

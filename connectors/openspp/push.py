@@ -40,6 +40,7 @@ from connectors.openspp.records import (
     many2one_id,
     read_memberships,
     same_value,
+    sanitized_account_number,
     xmlid_name,
 )
 from connectors.openspp.references import References
@@ -641,7 +642,13 @@ class Pusher:
         """Create the missing bank accounts (one call for the batch) and fix changed values."""
         fields = ["acc_number", "bank_id", "acc_holder_name"]
         self._sync_parts(
-            items, BANK_ACCOUNT, fields, lambda item: item.banks, "acc_number", {"bank_id": "many2one"}
+            items,
+            BANK_ACCOUNT,
+            fields,
+            lambda item: item.banks,
+            "acc_number",
+            {"bank_id": "many2one"},
+            same_key=sanitized_account_number,
         )
 
     def _sync_parts(
@@ -652,10 +659,13 @@ class Pusher:
         parts_of: Callable[[_Item], list[_Part] | None],
         key: str,
         ftypes: dict[str, str],
+        same_key: Callable[[Any], Any] = lambda value: value,
     ) -> None:
         """One sub-record model of a batch: one read of what the partners hold, one create of what they
         lack, and a write only for a row whose values changed. A row is matched by partner and ``key``
-        (one ID per type, one account per number); fields are compared as ``ftypes`` says (else text)."""
+        (one ID per type, one account per number), the key compared as the registry's unique constraint
+        compares it (``same_key``: a bank account number sanitized); fields are compared as ``ftypes``
+        says (else text)."""
         if not items:
             return
         ids = [i.partner_id for i in items if i.partner_id is not None]
@@ -671,19 +681,20 @@ class Pusher:
         def row_key(row: dict[str, Any]) -> Any:
             return many2one_id(row[key]) if ftypes.get(key) == "many2one" else row[key]
 
-        by_key = {(many2one_id(r["partner_id"]), row_key(r)): r for r in existing}
+        by_key = {(many2one_id(r["partner_id"]), same_key(row_key(r))): r for r in existing}
         to_create: list[tuple[_Part, dict[str, Any]]] = []
         for item in items:
             for part in parts_of(item) or []:
                 wanted = part.vals
-                row = by_key.get((item.partner_id or 0, wanted[key]))
+                row = by_key.get((item.partner_id or 0, same_key(wanted[key])))
                 if row is None:
                     to_create.append((part, {"partner_id": item.partner_id, **wanted}))
                     continue
                 changed = {
                     k: v
                     for k, v in wanted.items()
-                    if k != key and not same_value(row.get(k), v, ftypes.get(k, "char"))
+                    if (k != key or row_key(row) != v)
+                    and not same_value(row.get(k), v, ftypes.get(k, "char"))
                 }
                 if changed and part.ok:
                     self._guarded([part], partial(self.client.write, model, [row["id"]], changed))

@@ -3,6 +3,7 @@ Odoo's values as ``read`` gives them and ``load`` takes them."""
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -123,3 +124,9 @@ def read_memberships(
         for row in rows:
             out[many2one_id(row["individual"])].append(row)
     return out
+
+
+def sanitized_account_number(value: Any) -> Any:
+    """A bank account number as ``res.partner.bank``'s unique constraint compares it (Odoo's
+    ``sanitize_account_number``: non-word characters removed, upper-cased): ``KE-12 345`` is ``KE12345``."""
+    return re.sub(r"\W+", "", value).upper() if isinstance(value, str) else value

@@ -135,8 +135,9 @@ def test_check_names_each_missing_setup_item_with_its_fix(
         rpc.ok("g2p.id.type", "unlink", [passport])
         south = rpc.ok("res.bank", "search", [[["name", "=", "Southern Savings"]]])
         rpc.ok("res.bank", "unlink", [south])
-        head = rpc.ok("g2p.group.membership.kind", "search", [[["name", "=", "Head"]]])
-        rpc.ok("g2p.group.membership.kind", "write", [head, {"name": "Chef"}])
+        # (Head itself can be neither renamed nor deleted on a real registry: a kind it lacks is another)
+        child = rpc.ok("g2p.group.membership.kind", "search", [[["name", "=", "Child"]]])
+        rpc.ok("g2p.group.membership.kind", "unlink", [child])
     finally:
         rpc.http.close()
     answer = _check(_project(tmp_path / "p", url, SHIPPED))
@@ -146,7 +147,7 @@ def test_check_names_each_missing_setup_item_with_its_fix(
         ("'Female'", "creates a gender type with value 'Female'"),
         ("'Passport'", "creates the ID type 'Passport'"),
         ("'Southern Savings'", "creates the bank 'Southern Savings'"),
-        ("'Head'", "creates the membership kind 'Head'"),
+        ("'Child'", "creates the membership kind 'Child'"),
     ):
         assert f"its lookup gives {missing}" in output, missing
         assert fix in output, fix
@@ -235,3 +236,25 @@ def test_commands_that_do_not_contact_the_registry_print_no_schema_warning(
         assert answer.exit_code == 0, (args, answer.output)
         assert "not pulled" not in answer.output and "area_id" not in answer.output, args
     assert not [r for r in stock.requests if r["service"] == "common"], "nothing contacted the registry"
+
+
+def test_fields_get_entries_become_field_specs() -> None:
+    """The types ``odoo-observed.md`` §3.4 shows: a non-stored read-only field (``age``, ``kind_as_str``)
+    is computed by Odoo; a one2many is stored; an empty selection accepts nothing."""
+    from connectors.openspp.catalog import field_spec
+
+    age = field_spec("age", {"type": "char", "store": False, "readonly": True})
+    assert (age.type, age.computed) == ("str", True)
+    members = field_spec(
+        "group_membership_ids",
+        {"type": "one2many", "relation": "g2p.group.membership", "store": True, "readonly": False},
+    )
+    assert (members.type, members.computed, members.remote_type) == (
+        "list",
+        False,
+        "one2many g2p.group.membership",
+    )
+    gender = field_spec("gender", {"type": "selection", "selection": [], "store": True, "readonly": False})
+    assert (gender.type, gender.choices, gender.computed) == ("str", (), False)
+    name = field_spec("name", {"type": "char", "store": True, "readonly": False})
+    assert name.computed is False

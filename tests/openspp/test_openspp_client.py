@@ -185,6 +185,19 @@ def test_load_and_xmlid_lookup_for_a_registrar(url: str) -> None:
         }
 
 
+def test_load_keeps_datetimes_in_utc_whatever_the_users_time_zone(url: str, fake: FakeOpenSpp) -> None:
+    """Odoo's import reads a datetime in the user's time zone; the connector's values are UTC (Odoo's
+    wire convention), so ``load`` must say so, or a registrar in Nairobi stores them 3 hours early."""
+    registrar = ["base.group_user", "g2p_registry_base.group_g2p_registrar"]
+    fake.add_user("nairobi", "nairobi", registrar, tz="Africa/Nairobi")
+    with _client(url, "nairobi", "nairobi") as client:
+        loaded = client.load(
+            "res.partner", ["id", "name", "disabled"], [["dcsync.tz1", "A", "2024-05-02 10:00:00"]]
+        )
+        assert loaded.ids is not None, loaded.messages
+        assert client.read("res.partner", loaded.ids, ["disabled"])[0]["disabled"] == "2024-05-02 10:00:00"
+
+
 def test_registrar_group_check_as_datacollect_does_it(url: str) -> None:
     with _client(url) as admin:
         assert admin.has_group("group_g2p_registrar")

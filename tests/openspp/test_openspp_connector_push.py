@@ -458,7 +458,11 @@ def test_a_refused_id_or_bank_account_is_refused_alone(make_connector: Factory, 
     passport = results[2].parts[1]
     assert [p.part for p in results[2].parts] == ["ids:National ID", "ids:Passport", "bank_accounts:B-1"]
     assert results[2].parts[0].error is None and results[2].parts[2].error is None
-    assert passport.error is not None and "does not match the format of ID type Passport" in passport.error
+    assert (
+        passport.error is not None
+        and "The provided Passport ID " in passport.error
+        and "is invalid" in passport.error
+    )
     assert len(rows(fake, "res.partner")) == 3 and len(rows(fake, "g2p.group.membership")) == 2
     assert [r["value"] for r in rows(fake, "g2p.reg.id")] == ["N-2"]
     assert [r["acc_number"] for r in rows(fake, "res.partner.bank")] == ["B-1"]

@@ -107,7 +107,7 @@ def test_a_household_with_an_unknown_bank_is_delivered_and_only_the_account_wait
             "unknown bank 'Credit Union' (neither a bank name nor a BIC in OpenSPP) of account HB-77"
         ),
         f"{ANA}#ids:voter_card": "unknown ID type 'voter_card'",
-        f"{BEN}#ids:Passport": "The ID 'p-12' does not match the format of ID type Passport.",
+        f"{BEN}#ids:Passport": "The provided Passport ID 'p-12' is invalid.",
     }
 
     # the registry gets the bank; replaying every letter delivers the account once, the others fail again
@@ -150,3 +150,26 @@ def test_a_refused_sub_record_is_not_taken_back_by_the_next_pull(project: Projec
     household = project.eventlog.get_entity(HH)
     assert household is not None and household.data["bank_details"][0]["account_number"] == "HB-77"
     assert len(project.state.dead_letters("reg")) == 3
+
+
+def test_a_bank_account_renumbered_only_in_format_is_the_same_account(
+    project: Project, fake: FakeOpenSpp
+) -> None:
+    """Odoo keeps one account per partner and *sanitized* number (``KE-12 345`` is ``KE12345``): an edit
+    that only reformats the number updates the account, instead of creating one the registry refuses."""
+
+    def household(n: int, number: str) -> FormSubmission:
+        account = {"bank_name": "Bank of the North", "account_number": number, "account_owner_name": "W"}
+        event = _event(
+            n, HH, {"entityName": "household", "household_name": "Wanjiru", "bank_details": [account]}
+        )
+        return event if n == 1 else event.model_copy(update={"type": "update-individual"})
+
+    project.eventlog.append([household(1, "KE-12 345")])
+    first = run_connector(project, "reg", pull=False, retry=RETRY)
+    assert first.ok, first.error
+    project.eventlog.append([household(2, "ke12345")])
+    second = run_connector(project, "reg", pull=False, retry=RETRY)
+    assert second.ok, second.error
+    assert list(project.state.iter_dead_letters("reg", "open")) == []
+    assert [r["acc_number"] for r in _rows(fake, "res.partner.bank")] == ["ke12345"]

@@ -449,7 +449,11 @@ class FakeApp:
             return JSONResponse({"groups": fake.run_jobs()})
         if action == "users" and request.method == "POST":
             uid = fake.add_user(
-                body["login"], body["password"], body.get("groups", []), api_keys=body.get("api_keys")
+                body["login"],
+                body["password"],
+                body.get("groups", []),
+                api_keys=body.get("api_keys"),
+                tz=body.get("tz"),
             )
             return JSONResponse({"uid": uid})
         return JSONResponse({"error": f"unknown control action {action!r}"}, status_code=404)

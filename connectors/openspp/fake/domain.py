@@ -537,7 +537,7 @@ def sort_ids(
                 # reverse=True flips the order, so the rank encodes the placement after the flip
                 return (null_rank, 0)
             if isinstance(value, str):
-                return (1, (value.casefold(), value))
+                return (1, value)  # Odoo's databases are C-collated: code point (UTF-8 byte) order
             if isinstance(value, bool):
                 return (1, int(value))
             if isinstance(value, list | tuple):

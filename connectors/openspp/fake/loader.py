@@ -9,7 +9,9 @@ speaks the import dialect: every cell is a string, many2one columns say how they
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from connectors.openspp.fake.errors import (
     KEY_ERROR,
@@ -18,7 +20,7 @@ from connectors.openspp.fake.errors import (
     RpcError,
 )
 from connectors.openspp.fake.models import X2MANY, Field, ModelDef
-from connectors.openspp.odoo_formats import parse_server_datetime, parse_write_date
+from connectors.openspp.odoo_formats import parse_write_date, parse_write_datetime
 
 if TYPE_CHECKING:
     from connectors.openspp.fake.orm import Env
@@ -160,12 +162,17 @@ def _convert(env: Env, md: ModelDef, f: Field, sub: str | None, cell: Any) -> An
             ) from None
     if t == "datetime":
         try:
-            return parse_server_datetime(cell).strftime("%Y-%m-%d %H:%M:%S")
+            parsed = parse_write_datetime(cell)
         except ValueError:
             raise _ImportError(
                 f"'{cell}' does not seem to be a valid datetime for field '{label}'",
                 "Use the format '2012-12-31 23:59:59'",
             ) from None
+        # the import reads a datetime in the context's time zone, else the user's, and stores it in UTC
+        zone = _input_tz(env)
+        if zone is not None:
+            parsed = parsed.replace(tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
+        return parsed.strftime("%Y-%m-%d %H:%M:%S")
     if t == "selection":
         options = env.selection_options(md.name, f)
         for key, option_label in options:
@@ -180,6 +187,18 @@ def _convert(env: Env, md: ModelDef, f: Field, sub: str | None, cell: Any) -> An
     if t == "many2many":
         return [(6, 0, [_reference(env, f, sub, part.strip()) for part in cell.split(",") if part.strip()])]
     return cell
+
+
+def _input_tz(env: Env) -> ZoneInfo | None:
+    """``ir.fields.converter._input_tz``: the context's ``tz``, else the user's; unknown names are skipped."""
+    user = env.store.visible("res.users", env.uid) or {}
+    for name in (env.context.get("tz"), user.get("tz")):
+        if isinstance(name, str) and name:
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return None
 
 
 def _reference(env: Env, f: Field, sub: str | None, cell: str) -> int:

@@ -27,6 +27,8 @@ ERP_MANAGER = "base.group_erp_manager"
 SYSTEM = "base.group_system"
 G2P_ADMIN = "g2p_registry_base.group_g2p_admin"
 REGISTRAR = "g2p_registry_base.group_g2p_registrar"
+EVERYONE = ""
+"""An access line without a group (``group_id`` empty in ``ir.model.access.csv``): it applies to all users."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +147,13 @@ def _today(env: Any) -> Any:
 _ADMIN_ALL = {ERP_MANAGER: "rwcu", SYSTEM: "rwcu", G2P_ADMIN: "rwcu"}
 _REGISTRY_RWC = {USER: "r", REGISTRAR: "rwc", **_ADMIN_ALL}
 _CONFIG_READ = {USER: "r", REGISTRAR: "r", **_ADMIN_ALL}
-_REGISTRY_CONFIG_READ = {REGISTRAR: "r", **_ADMIN_ALL}
-"""Membership kinds: an internal user outside the Registrar group may not read them (odoo-observed §7)."""
+# The OpenG2P registry models, as their ``ir.model.access.csv`` files grant them: to the Registrar and
+# the OpenG2P Administrator groups only, so an internal user outside both may not even read them
+# (odoo-observed §7), and an access error names exactly these groups.
+_G2P_RECORDS = {REGISTRAR: "rwc", G2P_ADMIN: "rwcu"}
+_G2P_CONFIG = {REGISTRAR: "r", G2P_ADMIN: "rwcu"}
+_G2P_GLOBAL_READ = {EVERYONE: "r", G2P_ADMIN: "rwcu"}
+"""``gender.type``: its read line has no group, so every user may read it."""
 
 PARTNER_TYPES = (
     ("contact", "Contact"),
@@ -191,7 +198,7 @@ def _full_registry() -> dict[str, ModelDef]:
                 "is_partial_group": boolean("Partial Group"),
                 "given_name": char("Given Name"),
                 "family_name": char("Family Name"),
-                "addl_name": char("Addl Name"),
+                "addl_name": char("Additional Name"),
                 "birth_place": char("Birth Place"),
                 "birthdate": date_("Date of Birth"),
                 "birthdate_not_exact": boolean("Approximate Birthdate"),
@@ -233,7 +240,7 @@ def _full_registry() -> dict[str, ModelDef]:
             "Group Membership",
             {
                 "group": many2one("res.partner", "Group", required=True, ondelete="restrict"),
-                "individual": many2one("res.partner", "Individual", required=True, ondelete="cascade"),
+                "individual": many2one("res.partner", "Individual", required=True, ondelete="restrict"),
                 "kind": many2many("g2p.group.membership.kind", "Kind"),
                 "start_date": datetime_("Start Date", default=lambda env: env.stamp_seconds),
                 "ended_date": datetime_("Ended Date"),
@@ -247,9 +254,16 @@ def _full_registry() -> dict[str, ModelDef]:
                 "individual_birthdate": date_(
                     "Individual Birthdate", readonly=True, computed=True, store=False
                 ),
-                "individual_gender": char("Individual Gender", readonly=True, computed=True, store=False),
+                "individual_gender": Field(
+                    "selection",
+                    "Individual Gender",
+                    dynamic_selection="gender",
+                    readonly=True,
+                    computed=True,
+                    store=False,
+                ),
             },
-            _REGISTRY_RWC,
+            _G2P_RECORDS,
             order="id desc",
             rec_name="group",
         ),
@@ -257,15 +271,15 @@ def _full_registry() -> dict[str, ModelDef]:
             "g2p.group.membership.kind",
             "Group Membership Kind",
             {"name": char("Kind"), "is_unique": boolean("Unique")},
-            _REGISTRY_CONFIG_READ,
+            _G2P_CONFIG,
             order="id desc",
         ),
-        _model("g2p.group.kind", "Group Type", {"name": char("Kind", required=True)}, _CONFIG_READ),
+        _model("g2p.group.kind", "Group Kind", {"name": char("Kind")}, _G2P_CONFIG, order="id desc"),
         _model(
             "g2p.reg.id",
             "Registrant ID",
             {
-                "partner_id": many2one("res.partner", "Registrant", required=True, ondelete="cascade"),
+                "partner_id": many2one("res.partner", "Registrant", required=True, ondelete="restrict"),
                 "id_type": many2one("g2p.id.type", "ID Type", required=True),
                 "value": char("Value", size=100),
                 "expiry_date": date_("Expiry Date"),
@@ -273,7 +287,7 @@ def _full_registry() -> dict[str, ModelDef]:
                 "description": char("Description"),
                 "id_type_as_str": char("ID Type As Str", readonly=True, computed=True, store=False),
             },
-            _REGISTRY_RWC,
+            _G2P_RECORDS,
             order="id desc",
             rec_name="value",
         ),
@@ -281,26 +295,27 @@ def _full_registry() -> dict[str, ModelDef]:
             "g2p.id.type",
             "ID Type",
             {"name": char("Name"), "id_validation": char("ID Validation")},
-            _CONFIG_READ,
+            _G2P_CONFIG,
             order="name asc",
         ),
         _model(
             "g2p.phone.number",
             "Phone Number",
             {
-                "partner_id": many2one("res.partner", "Registrant", required=True, ondelete="cascade"),
+                "partner_id": many2one("res.partner", "Registrant", required=True, ondelete="restrict"),
                 "phone_no": char("Phone Number", required=True),
                 "date_collected": date_("Date Collected"),
                 "disabled": datetime_("Date Disabled"),
             },
-            _REGISTRY_RWC,
+            _G2P_RECORDS,
+            order="id desc",
             rec_name="phone_no",
         ),
         _model(
             "gender.type",
             "Gender Type",
-            {"code": char("Code", required=True), "value": char("Value", required=True)},
-            _CONFIG_READ,
+            {"code": char("Code"), "value": char("Value"), "active": boolean("Active", default=True)},
+            _G2P_GLOBAL_READ,
             rec_name="code",
         ),
         _model(
@@ -370,6 +385,7 @@ def _full_registry() -> dict[str, ModelDef]:
                 "login": char("Login", required=True),
                 "name": char("Name"),
                 "groups_id": many2many("res.groups", "Groups"),
+                "tz": char("Timezone"),
                 "active": boolean("Active", default=True),
             },
             {USER: "r", REGISTRAR: "r", ERP_MANAGER: "rwcu", SYSTEM: "rwcu"},
@@ -386,7 +402,7 @@ def _full_registry() -> dict[str, ModelDef]:
                 "complete_name": char("Complete ID", readonly=True, computed=True, store=False),
                 "noupdate": boolean("Non Updatable"),
             },
-            {ERP_MANAGER: "rwcu", SYSTEM: "rwcu"},
+            {ERP_MANAGER: "rwcu"},
             order="module, model, name",
             rec_name="complete_name",
         ),

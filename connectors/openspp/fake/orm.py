@@ -33,9 +33,11 @@ from connectors.openspp.fake.errors import (
     value_error,
 )
 from connectors.openspp.fake.models import (
+    ERP_MANAGER,
+    EVERYONE,
     G2P_ADMIN,
     GROUPS,
-    SYSTEM,
+    REGISTRAR,
     X2MANY,
     Field,
     ModelDef,
@@ -61,6 +63,15 @@ CONFIG_MODELS = frozenset(
     {"g2p.group.membership.kind", "g2p.group.kind", "g2p.id.type", "res.bank", "spp.area"}
 )
 NAME_PARTS = ("family_name", "given_name", "addl_name")
+PROTECTED_KINDS = frozenset({"group_membership_kind_head"})
+# configuration models whose ``_check_name`` constraint reads ``self.<field>`` on the whole batch (OpenG2P)
+SINGLETON_NAME_CHECKS = {
+    "gender.type": "code",
+    "g2p.id.type": "name",
+    "g2p.group.kind": "name",
+    "g2p.group.membership.kind": "name",
+}
+_KIND_NAME = ("kind should not empty.", "kind already exists")
 
 
 class Env:
@@ -94,17 +105,24 @@ class Env:
         return self.txn.get(model, rid)
 
     def x2many_ids(self, model: str, fname: str, rid: int, row: Row) -> list[int]:
+        """The related ids as Odoo reads them: by searching the comodel, so in its order and, unless the
+        context says ``active_test: false``, without its archived records."""
         f = self.registry[model].fields[fname]
         assert f.relation is not None
+        comodel = self.registry[f.relation]
         if f.type == "one2many":
             assert f.inverse_name is not None
-            ids = self.store.referencing(f.relation, f.inverse_name, rid)
-            if len(ids) < 2:
-                return list(ids)
-            comodel = self.registry[f.relation]
-            rows = {i: self.row(f.relation, i) or {} for i in ids}
-            return sort_ids(ids, rows, parse_order(comodel, None))
-        return [i for i in row.get(fname) or () if self.row(f.relation, i) is not None]
+            ids = list(self.store.referencing(f.relation, f.inverse_name, rid))
+        else:
+            ids = list(row.get(fname) or ())
+        if not ids:
+            return ids
+        rows = {i: r for i in ids if (r := self.row(f.relation, i)) is not None}
+        if comodel.has_active and self.context.get("active_test", True) is not False:
+            rows = {i: r for i, r in rows.items() if r.get("active", True)}
+        if len(rows) < 2:
+            return list(rows)
+        return sort_ids(rows, rows, parse_order(comodel, None))
 
     def display_name(self, model: str, rid: int) -> str:
         row = self.row(model, rid)
@@ -145,7 +163,7 @@ class Env:
             return
         md = self.registry[model]
         letter = _OP_LETTER[operation]
-        if any(letter in ops for g, ops in md.access.items() if g in self.user_groups):
+        if any(letter in ops for g, ops in md.access.items() if g == EVERYONE or g in self.user_groups):
             return
         allowed = sorted(GROUPS[g] for g, ops in md.access.items() if letter in ops and g in GROUPS)
         if allowed:
@@ -279,7 +297,13 @@ class Env:
 
     def m_unlink(self, model: str, ids: Any) -> bool:
         id_list = _ids(ids)
-        if model == "res.partner" and not self.in_group(G2P_ADMIN, SYSTEM):
+        registrar_only = (
+            not self.sudo and REGISTRAR in self.user_groups and not self.in_group(G2P_ADMIN, ERP_MANAGER)
+        )
+        if model == "res.partner" and registrar_only:
+            # OpenG2P's override deletes first (super().unlink(): missing ids, foreign keys fail as usual;
+            # a real registrar holds Contact Creation's unlink right), then refuses, rolling it all back
+            self.unlink(model, id_list)
             raise user_error(
                 "You do not have the necessary permissions to delete partner records. "
                 "Please contact the administrator."
@@ -301,8 +325,9 @@ class Env:
                 "string": f.string,
                 "required": f.required,
                 "readonly": f.readonly,
-                "store": f.store,
-                "searchable": f.store or fname == "display_name",
+                # a one2many has no column but is not computed: Odoo calls it stored, and searchable
+                "store": f.store or f.type == "one2many",
+                "searchable": f.store or f.type == "one2many" or fname == "display_name",
                 "sortable": f.store and f.type not in X2MANY,
                 "name": fname,
             }
@@ -395,9 +420,13 @@ class Env:
 
     def m_has_group(self, model: str, ids: Any, group_ext_id: str) -> bool:
         id_list = _ids(ids)
+        if len(id_list) > 1:
+            raise _expected_singleton("res.users", id_list)
         uid = id_list[0] if id_list else self.uid
-        if "." not in group_ext_id:
-            raise value_error("External ID must be fully qualified")
+        if not isinstance(group_ext_id, str) or "." not in group_ext_id:
+            raise RpcError("builtins.AssertionError", f"External ID '{group_ext_id}' must be fully qualified")
+        if group_ext_id.count(".") > 1:
+            raise value_error("too many values to unpack (expected 2)")
         return group_ext_id in self.server.groups_of(uid)
 
     def m_load(self, model: str, fields: list[str], data: list[list[Any]]) -> dict[str, Any]:
@@ -473,6 +502,10 @@ class Env:
     ) -> list[dict[str, Any]]:
         md = self.registry[model]
         names = list(fields) if fields else list(md.fields)
+        for fname in names:  # an x2many is read by searching its comodel as the caller
+            f = md.fields.get(fname)
+            if f is not None and f.type in X2MANY and f.relation and ids:
+                self.check_access(f.relation, "read")
         out = []
         for rid in ids:
             row = self.row(model, rid)
@@ -543,10 +576,9 @@ class Env:
         return False
 
     def selection_options(self, model: str, f: Field) -> list[tuple[str, str]]:
-        if f.dynamic_selection == "gender":
-            rows = [self.row("gender.type", i) for i in self.txn.ids("gender.type")]
-            options = sorted(((r["value"], r["code"]) for r in rows if r is not None), key=lambda o: o[0])
-            return options
+        if f.dynamic_selection == "gender":  # ``gender.type.search([])``: active rows, in id order
+            rows = [self.row("gender.type", i) for i in sorted(self.search_ids("gender.type", [], True))]
+            return [(str(r.get("value") or ""), str(r.get("code") or "")) for r in rows if r is not None]
         return list(f.selection or ())
 
     # -- values ----------------------------------------------------------------------------------
@@ -717,6 +749,10 @@ class Env:
         for rid in ids:
             if self.row(model, rid) is None:
                 raise missing_error(model, [i for i in ids if self.row(model, i) is None], self.uid)
+        self._check_default_kinds(model, ids, "edit")
+        checked = SINGLETON_NAME_CHECKS.get(model)
+        if checked is not None and len(ids) > 1 and (checked in vals or model == "g2p.group.membership.kind"):
+            raise _expected_singleton(model, ids)  # membership kinds: their write override reads self.id
         scalars, commands = self.split_vals(md, vals)
         for rid in ids:
             old = self.row(model, rid)
@@ -733,6 +769,7 @@ class Env:
         missing = [i for i in ids if self.row(model, i) is None]
         if missing:
             raise missing_error(model, missing, self.uid)
+        self._check_default_kinds(model, ids, "delete")
         groups: set[int] = set()
         if model == "g2p.group.membership":
             groups = {r["group"] for i in ids if (r := self.row(model, i)) and r.get("group")}
@@ -918,12 +955,12 @@ class Env:
             if reg and birth and reg < birth:
                 raise validation_error("Registration date must be later than the birth date.")
             if reg and reg > self.stamp.date():
-                raise validation_error("Registration date cannot be in the future.")
+                raise validation_error("Registration date must be less than the current date.")
 
     def _before_g2p_group_membership(self, rid: int, row: Row, old: Row | None, vals: dict[str, Any]) -> None:
         start, end = row.get("start_date"), row.get("ended_date")
         if start and end and end < start:
-            raise validation_error("The membership end date must be later than its start date.")
+            raise validation_error("End Date cannot be earlier than Start Date")
         ended = end is not None and end <= self.stamp
         row["is_ended"] = ended
         row["status"] = "inactive" if ended else "active"
@@ -934,23 +971,62 @@ class Env:
             for other in self.store.referencing("g2p.reg.id", "partner_id", partner):
                 orow = self.row("g2p.reg.id", other)
                 if other != rid and orow and orow.get("id_type") == id_type:
-                    raise sql_constraint_error("ID Type must be unique.")
+                    raise validation_error("ID Type must be unique.")
             type_row = self.row("g2p.id.type", id_type)
             pattern = type_row.get("id_validation") if type_row else None
-            if pattern and not re.fullmatch(pattern, row.get("value") or ""):
-                raise validation_error(
-                    f"The ID {row.get('value')!r} does not match the format of ID type "
-                    f"{type_row.get('name') if type_row else id_type}."
-                )
+            value = row.get("value")
+            # ``re.match``: anchored at the start only, as OpenG2P checks it; an empty value is not checked
+            if pattern and value and type_row and not re.match(pattern, value):
+                raise validation_error(f"The provided {type_row.get('name')} ID '{value}' is invalid.")
 
     def _before_g2p_id_type(self, rid: int, row: Row, old: Row | None, vals: dict[str, Any]) -> None:
-        name = (row.get("name") or "").strip()
+        name = row.get("name") or ""
         if not name:
-            raise validation_error("Name should not be empty.")
+            raise validation_error("Id type should not empty.")
         for other in self.txn.ids("g2p.id.type"):
             orow = self.row("g2p.id.type", other)
-            if other != rid and orow and (orow.get("name") or "").casefold() == name.casefold():
-                raise validation_error("Name should be unique.")
+            if other != rid and orow and (orow.get("name") or "").lower() == name.lower():
+                raise validation_error("Id type already exists")
+
+    def _unique_name(self, model: str, rid: int, row: Row, fname: str, empty: str, taken: str) -> None:
+        """OpenG2P's ``_check_name`` on configuration models: set, and unique ignoring case."""
+        name = row.get(fname) or ""
+        if not name:
+            raise validation_error(empty)
+        for other in self.txn.ids(model):
+            orow = self.row(model, other)
+            if other != rid and orow and str(orow.get(fname) or "").lower() == str(name).lower():
+                raise validation_error(taken)
+
+    def _before_g2p_group_membership_kind(
+        self, rid: int, row: Row, old: Row | None, vals: dict[str, Any]
+    ) -> None:
+        self._unique_name("g2p.group.membership.kind", rid, row, "name", *_KIND_NAME)
+
+    def _before_g2p_group_kind(self, rid: int, row: Row, old: Row | None, vals: dict[str, Any]) -> None:
+        self._unique_name("g2p.group.kind", rid, row, "name", *_KIND_NAME)
+
+    def _before_gender_type(self, rid: int, row: Row, old: Row | None, vals: dict[str, Any]) -> None:
+        if old is None or "code" in vals:
+            self._unique_name(
+                "gender.type",
+                rid,
+                row,
+                "code",
+                "Gender type should not empty.",
+                "Gender type should be unique",
+            )
+
+    def _check_default_kinds(self, model: str, ids: list[int], verb: str) -> None:
+        """The Head membership kind (xml-id ``group_membership_kind_head``) can be neither edited nor
+        deleted, by anyone: ``g2p.group.membership.kind`` overrides ``write`` and ``unlink``."""
+        if model != "g2p.group.membership.kind":
+            return
+        for rid in ids:
+            for imd in self.store.xmlids_by_target.get((model, rid), ()):
+                row = self.row("ir.model.data", imd)
+                if row is not None and row.get("name") in PROTECTED_KINDS:
+                    raise validation_error(f"Can't {verb} default kinds")
 
     def _before_spp_area(self, rid: int, row: Row, old: Row | None, vals: dict[str, Any]) -> None:
         code = row.get("code")
@@ -966,9 +1042,11 @@ class Env:
     def _before_res_partner_bank(self, rid: int, row: Row, old: Row | None, vals: dict[str, Any]) -> None:
         partner, number = row.get("partner_id"), row.get("acc_number")
         if partner and number:
+            # unique(sanitized_acc_number, partner_id): non-word characters removed, upper-cased
+            sanitized = _sanitize_account(number)
             for other in self.store.referencing("res.partner.bank", "partner_id", partner):
                 orow = self.row("res.partner.bank", other)
-                if other != rid and orow and orow.get("acc_number") == number:
+                if other != rid and orow and _sanitize_account(orow.get("acc_number")) == sanitized:
                     raise sql_constraint_error("The combination Account Number/Partner must be unique.")
 
     def _before_ir_model_data(self, rid: int, row: Row, old: Row | None, vals: dict[str, Any]) -> None:
@@ -987,8 +1065,8 @@ class Env:
             self._check_members(ids)
             groups = {r["group"] for i in ids if (r := self.row(model, i)) and r.get("group")}
             self.bump_groups(groups)
-        elif model == "gender.type" and len(ids) > 1:
-            raise value_error(f"Expected singleton: gender.type({', '.join(map(str, ids))})")
+        elif model in SINGLETON_NAME_CHECKS and len(ids) > 1:
+            raise _expected_singleton(model, ids)
 
     def after_write(self, model: str, ids: list[int], vals: dict[str, Any]) -> None:
         if model == "g2p.group.membership":
@@ -1057,6 +1135,15 @@ class Env:
                     "write_uid": self.uid,
                 },
             )
+
+
+def _sanitize_account(number: Any) -> str:
+    """``odoo.addons.base.models.res_bank.sanitize_account_number``."""
+    return re.sub(r"\W+", "", str(number or "")).upper()
+
+
+def _expected_singleton(model: str, ids: list[int]) -> RpcError:
+    return value_error(f"Expected singleton: {model}({', '.join(map(str, ids))})")
 
 
 def _ids(value: Any) -> list[int]:

@@ -397,8 +397,10 @@ class FakeOpenSpp:
         *,
         api_keys: list[str] | None = None,
         name: str | None = None,
+        tz: str | None = None,
     ) -> int:
-        """Create a user with groups given by xml-id (``g2p_registry_base.group_g2p_registrar``)."""
+        """Create a user with groups given by xml-id (``g2p_registry_base.group_g2p_registrar``); ``tz``
+        is the user's time zone preference, which ``load`` reads imported datetimes in."""
         with self.lock:
             txn = Transaction(self.store)
             env = self.sudo_env(txn)
@@ -410,7 +412,8 @@ class FakeOpenSpp:
                     raise ValueError(f"unknown group {xmlid}")
                 group_ids.append(row["res_id"])
             uid = env.create_one(
-                "res.users", {"login": login, "name": name or login, "groups_id": [(6, 0, group_ids)]}
+                "res.users",
+                {"login": login, "name": name or login, "groups_id": [(6, 0, group_ids)], "tz": tz or False},
             )
             self.credentials[uid] = Credentials(password, list(api_keys or []))
             return uid
