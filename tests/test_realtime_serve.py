@@ -491,3 +491,13 @@ def test_a_lost_listener_connection_is_reported_reconnected_and_nothing_is_misse
         assert _delivered_once(mock_server, project) == 12
     finally:
         project.close()
+
+
+def test_schedules_of_a_worker_fleet_project_are_left_to_the_fleet(
+    tmp_path: Path, mock_server: httpx.Client
+) -> None:
+    config = _config(tmp_path, str(mock_server.base_url), connector="    schedule:\n      - {every: 1}\n")
+    assert RealtimeService(config, port=0).scheduler.jobs != []
+    config.write_text("scheduler: {engine: procrastinate}\n" + config.read_text())
+    service = RealtimeService(config, port=0)
+    assert service.scheduler.jobs == [] and set(service.push_triggers) == {"reg"}

@@ -10,6 +10,8 @@ What holds it together:
   trigger poked by the log's watcher; one with a ``webhook:`` gets a pull trigger poked by
   ``POST /hooks/{connector}``. A pull that appends events wakes the watcher in turn, so a remote's change
   reaches the other connectors too.
+- **Schedules.** The embedded scheduler runs the connectors' ``schedule:`` entries, unless the project's
+  ``scheduler.engine`` hands them to the worker fleet.
 - **Stopping.** :meth:`RealtimeService.shutdown` closes the HTTP server first (no new webhooks), then sets
   the shared stop event: watchers return, a run in flight finishes its batch and ends ``interrupted`` with
   its checkpoint consistent, and the scheduler stops; the next start resumes from the checkpoints.
@@ -70,6 +72,11 @@ class RealtimeService:
 
         self.scheduler = Scheduler(self.config_path, metrics=self.metrics)
         self.loaded = self.scheduler.loaded
+        # With ``scheduler.engine: procrastinate`` the worker fleet fires the schedules (docs/scale-out.md);
+        # serve then keeps to real time, and the connector's lease keeps its runs and the fleet's apart.
+        self.runs_schedules = self.loaded.project.scheduler.engine == "embedded"
+        if not self.runs_schedules:
+            self.scheduler.jobs = []
         self.settings = self.loaded.project.serve
         self.stop = self.scheduler.stop_event
         self.plugins = load_plugins()
