@@ -657,7 +657,9 @@ def bulk_load_command(
     if not report.finished:
         fail(report.reason or f"bulk load {plan.id} did not finish", EXIT_FAILED)
     out.print(
-        f"{name}: bulk load {plan.id} finished; the push checkpoint is at the snapshot mark {plan.mark}"
+        f"{name}: bulk load {plan.id} finished; the push checkpoint is at the snapshot mark {plan.mark}",
+        highlight=False,
+        soft_wrap=True,
     )
 
 
