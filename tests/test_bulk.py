@@ -221,3 +221,21 @@ def test_a_read_stops_at_the_mark(make_project: Callable[..., Project]) -> None:
     assert ([t.entity_guid for t in page.touches], page.cursor, page.at_end) == (["hh-2"], "3", False)
     empty = project.eventlog.read_touches("4", 10, until="4")
     assert (empty.touches, empty.cursor, empty.at_end) == ([], "4", True)
+
+
+def test_a_shard_leaves_the_intents_of_other_shards_alone(
+    make_project: Callable[..., Project], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Shards share the connector's intents table; the creates another shard has in flight are not an
+    interrupted run of this one (no lookups for them, no warning)."""
+    project = make_project()
+    project.eventlog.append(mobile_log(households=20, members=2, seed=6))
+    plan = plan_bulk_load(project, "reg", 2)
+    sharding = HouseholdShards(project.eventlog, 2)
+    theirs = next(e.guid for e in project.eventlog.iter_entities() if sharding.shard(e.guid) == 1)
+    with project.state.transaction() as tx:
+        tx.add_intents("reg", [theirs])
+    with caplog.at_level("WARNING", logger="dcsync.push"):
+        assert run_shard(project, "reg", plan.id, 0).done
+    assert "interrupted run" not in caplog.text
+    assert project.state.intents("reg") == {theirs}

@@ -395,31 +395,66 @@ def run_job(job: ShardJob) -> ShardReport:
 
 class LocalProcesses:
     """Shards in a pool of ``workers`` processes on this machine (spawned: each opens its own project,
-    connections and leases, as a worker on another machine would)."""
+    connections and leases, as a worker on another machine would).
+
+    Used as a context manager, the pool outlives one :meth:`run` and :meth:`warm` starts its processes ahead
+    (a benchmark then times the load, not the interpreters starting); otherwise each run has its own pool."""
 
     def __init__(self, workers: int):
         if workers < 1:
             raise BulkLoadError(f"a bulk load needs at least one process, not {workers}")
         self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def __enter__(self) -> LocalProcesses:
+        self._pool = self._new_pool(self.workers)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def warm(self) -> None:
+        """Start every process of the pool and import the engine in it."""
+        if self._pool is None:
+            raise RuntimeError("warm() is for a pool opened with `with LocalProcesses(n)`")
+        list(self._pool.map(_warm, [0.2] * self.workers))
 
     def run(self, jobs: Sequence[ShardJob]) -> Iterator[ShardReport]:
         if not jobs:
             return
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(self.workers, len(jobs)), mp_context=context) as pool:
-            futures = {pool.submit(run_job, job): job for job in jobs}
-            for future in as_completed(futures):
-                try:
-                    yield future.result()
-                except BrokenProcessPool:
-                    # a worker was killed (the pool then stops the others): each shard stays resumable
-                    job = futures[future]
-                    yield ShardReport(
-                        job.plan_id,
-                        job.shard,
-                        error="a worker process died before the shard ended (killed?); run the bulk load "
-                        "again to resume it",
-                    )
+        if self._pool is not None:
+            yield from self._run(self._pool, jobs)
+            return
+        with self._new_pool(min(self.workers, len(jobs))) as pool:
+            yield from self._run(pool, jobs)
+
+    @staticmethod
+    def _run(pool: ProcessPoolExecutor, jobs: Sequence[ShardJob]) -> Iterator[ShardReport]:
+        futures = {pool.submit(run_job, job): job for job in jobs}
+        for future in as_completed(futures):
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                # a worker was killed (the pool then stops the others): each shard stays resumable
+                job = futures[future]
+                yield ShardReport(
+                    job.plan_id,
+                    job.shard,
+                    error="a worker process died before the shard ended (killed?); run the bulk load "
+                    "again to resume it",
+                )
+
+
+def _warm(seconds: float) -> None:
+    """Hold a pool process a moment, so that each process of the pool gets one."""
+    import time
+
+    time.sleep(seconds)
 
 
 @dataclass(slots=True)

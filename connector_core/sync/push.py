@@ -135,6 +135,7 @@ class Pusher:
         plan: list[PlannedOperation] | None = None,
         *,
         replaying: bool = False,
+        select: Callable[[Iterable[str]], set[str]] | None = None,
     ):
         self.ctx = ctx
         self.replaying = replaying
@@ -148,6 +149,8 @@ class Pusher:
         self._parked: dict[str, int] = {}
         self._open_letters: set[str] = set()
         self._stale_intents = ctx.state.intents(ctx.name) if not ctx.dry_run else set()
+        if select is not None:  # a bulk load's shard: the other shards' intents are theirs, in flight now
+            self._stale_intents = select(self._stale_intents)
         self._parked_now: set[str] = set()  # parked in this run: a retry at its end is no new attempt
         # Parents this page's children wait for that are dead-lettered, with the reason: such a child is
         # held (not counted towards park_limit) until the parent is replayed.
@@ -379,7 +382,8 @@ class Pusher:
             if select is not None:
                 kept = select(page)
                 page = [g for g in page if g in kept]
-            self.push_entities(page)
+            if page:
+                self.push_entities(page)
         self.flush_refusals()
 
     # -- delivery -------------------------------------------------------------------------------
@@ -811,7 +815,7 @@ def run_push(ctx: SyncContext, report: DirectionReport, scope: PushScope = ORDIN
     if cursor is None and scope.checkpoint is not None:
         cursor = scope.start
     report.checkpoint_before = cursor
-    pusher = Pusher(ctx, report.counts, report.plan if ctx.dry_run else None)
+    pusher = Pusher(ctx, report.counts, report.plan if ctx.dry_run else None, select=scope.select)
     try:
         _push_pages(ctx, report, pusher, cursor, scope, key)
     finally:
