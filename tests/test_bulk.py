@@ -14,11 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 from sync_support import write_config
+from typer.testing import CliRunner
 
+from connector_core.cli import app
 from connector_core.events import FormSubmission
 from connector_core.project import Project
 from connector_core.sample import mobile_log
 from connector_core.state.base import Direction
+from connector_core.state.lease import ConnectorBusy
 from connector_core.sync.bulk import (
     BulkLoadError,
     HouseholdShards,
@@ -239,3 +242,40 @@ def test_a_shard_leaves_the_intents_of_other_shards_alone(
         assert run_shard(project, "reg", plan.id, 0).done
     assert "interrupted run" not in caplog.text
     assert project.state.intents("reg") == {theirs}
+
+
+def test_one_shard_never_runs_twice_at_once(make_project: Callable[..., Project]) -> None:
+    project = make_project()
+    project.eventlog.append(mobile_log(households=4, members=1, seed=2))
+    plan = plan_bulk_load(project, "reg", 2)
+    with project.state.lease(shard_name("reg", 0)), pytest.raises(ConnectorBusy, match="reg#shard-0"):
+        run_shard(project, "reg", plan.id, 0)
+    assert run_shard(project, "reg", plan.id, 1).done, "another shard runs meanwhile"
+
+
+def test_the_command_plans_shows_and_runs_a_bulk_load(tmp_path: Path, mock_server: httpx.Client) -> None:
+    config = write_config(tmp_path / "dcsync.yaml", str(mock_server.base_url))
+    project = Project.open(config)
+    project.eventlog.append(mobile_log(households=12, members=2, seed=8))
+    project.close()
+    env = {"COLUMNS": "200"}
+    dry = CliRunner().invoke(
+        app, ["bulk-load", "reg", "--shards", "3", "--dry-run", "-c", str(config)], env=env
+    )
+    assert dry.exit_code == 0, dry.output
+    assert "56 events after cursor None up to the mark 56, in 3 shards" in dry.output
+    shares = [
+        int(line.split()[-2])
+        for line in dry.output.splitlines()
+        if line.startswith("│ ") and line.split()[1].isdigit()
+    ]
+    assert sum(shares) == 36 and len(shares) == 3
+    assert mock_server.get("/_control/records").json() == [], "a dry run sends nothing"
+    bare = CliRunner().invoke(app, ["bulk-load", "reg", "-c", str(config)], env=env)
+    assert bare.exit_code == 2 and "--local" in bare.output
+    done = CliRunner().invoke(
+        app, ["bulk-load", "reg", "--shards", "3", "--local", "--processes", "1", "-c", str(config)], env=env
+    )
+    assert done.exit_code == 0, done.output
+    assert "finished; the push checkpoint is at the snapshot mark 56" in done.output
+    assert len(mock_server.get("/_control/records").json()) == 36
