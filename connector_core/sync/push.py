@@ -809,7 +809,7 @@ def run_push(ctx: SyncContext, report: DirectionReport, scope: PushScope = ORDIN
         if plan is not None:  # its shards write to the same records: a push now would race them
             raise RunStopped(
                 f"bulk load {plan.id} of {ctx.name} is in progress; pushes wait until it is finished "
-                f"(dcsync bulk-load {ctx.name} --shards {plan.shards} completes it)"
+                f"(dcsync bulk-load {ctx.name} --local completes it)"
             )
     cursor = ctx.state.get_checkpoint(key, Direction.PUSH)
     if cursor is None and scope.checkpoint is not None:
@@ -828,24 +828,22 @@ def _push_pages(
     total = None
     if ctx.on_progress is not None:
         total = ctx.eventlog.count(cursor) - (ctx.eventlog.count(scope.until) if scope.until else 0)
-    if scope.until is not None and cursor == scope.until:
-        cursor = scope.until  # nothing left below the mark (a shard that reached it before a crash)
-    else:
-        while not ctx.stop.is_set():
-            page = ctx.eventlog.read_touches(cursor, ctx.page_size, scope.until)
-            if not page.touches:
-                break
-            report.counts.read += len(page.touches)
-            changes = scope.narrow(touched_entities(page.touches, ctx.user_id))
-            pusher.push_entities(changes.entities, changes.unlinks)
-            if not ctx.dry_run and not pusher.holding_refusals:  # a streak may yet stop the run before them
-                with ctx.state.transaction() as tx:
-                    tx.set_checkpoint(key, Direction.PUSH, page.cursor)
-            cursor = page.cursor
-            ctx.progress("push", report.counts.read, total)
-            log.info("%s: pushed through event cursor %s", key, cursor)
-            if page.at_end:
-                break
+    # a shard whose checkpoint reached the mark before a crash has nothing left to read
+    while not ctx.stop.is_set() and (scope.until is None or cursor != scope.until):
+        page = ctx.eventlog.read_touches(cursor, ctx.page_size, scope.until)
+        if not page.touches:
+            break
+        report.counts.read += len(page.touches)
+        changes = scope.narrow(touched_entities(page.touches, ctx.user_id))
+        pusher.push_entities(changes.entities, changes.unlinks)
+        if not ctx.dry_run and not pusher.holding_refusals:  # a streak may yet stop the run before them
+            with ctx.state.transaction() as tx:
+                tx.set_checkpoint(key, Direction.PUSH, page.cursor)
+        cursor = page.cursor
+        ctx.progress("push", report.counts.read, total)
+        log.info("%s: pushed through event cursor %s", key, cursor)
+        if page.at_end:
+            break
     if pusher.holding_refusals:  # the run ended without a systemic streak: they are one record's fault
         pusher.flush_refusals()
         with ctx.state.transaction() as tx:
