@@ -279,3 +279,25 @@ def test_the_command_plans_shows_and_runs_a_bulk_load(tmp_path: Path, mock_serve
     assert done.exit_code == 0, done.output
     assert "finished; the push checkpoint is at the snapshot mark 56" in done.output
     assert len(mock_server.get("/_control/records").json()) == 36
+
+
+def test_refusals_and_held_children_of_a_shard_are_the_connectors_as_for_a_push(
+    make_project: Callable[..., Project], mock_server: httpx.Client
+) -> None:
+    project = make_project()
+    project.eventlog.append(mobile_log(households=10, members=2, seed=5))
+    entities = list(project.eventlog.iter_entities())
+    household = next(e for e in entities if not e.parent_guid)
+    members = {e.guid for e in entities if e.parent_guid == household.guid}
+    assert len(members) == 2
+    mock_server.put("/_control/faults", json={"reject": {household.guid: "duplicate household"}})
+    plan = plan_bulk_load(project, "reg", 2)
+    reports = [run_shard(project, "reg", plan.id, k) for k in range(2)]
+    assert all(r.done for r in reports), "a refused record does not hold a shard back"
+    assert sum(r.counts.dead_lettered for r in reports) == 1
+    (letter,) = project.state.dead_letters("reg")
+    assert letter.ref == household.guid and "duplicate household" in letter.reason
+    assert {p.entity_guid for p in project.state.parked("reg")} == members, "its members wait for it"
+    assert finish_bulk_load(project, "reg", plan.id)
+    delivered = {r["entityGuid"] for r in _records(mock_server)}
+    assert delivered == {e.guid for e in entities} - members - {household.guid}
