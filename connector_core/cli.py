@@ -586,6 +586,106 @@ def runs(
     )
 
 
+@app.command("bulk-load")
+def bulk_load_command(
+    name: Annotated[str, typer.Argument(help="Connector instance from the project file.")],
+    shards: Annotated[int, typer.Option("--shards", min=1, help="How many shards (parallel writers).")] = 4,
+    local: Annotated[
+        bool, typer.Option("--local", help="Run the shards in processes on this machine.")
+    ] = False,
+    processes: Annotated[
+        int | None, typer.Option("--processes", min=1, help="Local processes (default: one per shard).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the plan and each shard's share; write nothing.")
+    ] = False,
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """Push a connector's backlog with several writers at once: households split into shards by a stable
+    hash (a household and its members always in one shard), each shard with its own checkpoint, then the
+    push checkpoint moved to the snapshot taken at the start. Safe to run again: it resumes the open plan."""
+    from connector_core.project import Project
+    from connector_core.sync import bulk
+
+    if not dry_run and not local:
+        fail(
+            "bulk-load runs its shards on this machine with --local (--processes P); "
+            "on a worker fleet, defer them with the worker queue"
+        )
+    with handled():
+        project = Project.open(config, read_only=dry_run)
+        try:
+            try:
+                if dry_run:
+                    _bulk_dry_run(project, name, shards)
+                    return
+                executor = bulk.LocalProcesses(processes or shards)
+
+                def progress(shard: bulk.ShardReport) -> None:
+                    state = "done" if shard.done else f"not done: {shard.error or 'stopped'}"
+                    err.print(
+                        f"shard {shard.shard}: {shard.counts.created} created, "
+                        f"{shard.counts.updated} updated in {shard.seconds:.1f} s; {_shown(state)}",
+                        highlight=False,
+                        soft_wrap=True,
+                    )
+
+                report = bulk.bulk_load(project, name, shards, executor, on_shard=progress)
+            except bulk.BulkLoadError as exc:
+                fail(str(exc))
+        finally:
+            project.close()
+    plan = report.plan
+    if plan.shards != shards:
+        err.print(f"[yellow]resumed[/] the open plan {plan.id} of {plan.shards} shards", highlight=False)
+    rows = [
+        [
+            str(s.shard),
+            "done" if s.done else "not done",
+            str(s.counts.created),
+            str(s.counts.updated),
+            str(s.counts.unchanged),
+            str(s.counts.dead_lettered),
+            str(s.counts.parked),
+            f"{s.seconds:.1f}",
+            s.error or "",
+        ]
+        for s in report.shards
+    ]
+    headers = ["shard", "status", "created", "updated", "unchanged", "dead letters", "parked", "s", "error"]
+    show_rows(headers, rows, wrap=("error",), title=f"bulk load {plan.id} of {name}")
+    if not report.finished:
+        fail(report.reason or f"bulk load {plan.id} did not finish", EXIT_FAILED)
+    out.print(
+        f"{name}: bulk load {plan.id} finished; the push checkpoint is at the snapshot mark {plan.mark}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _bulk_dry_run(project: Any, name: str, shards: int) -> None:
+    """The plan a bulk load would make (or the open one it would resume) and each shard's share of the
+    entities, counted by streaming the entity table through the household roots."""
+    from connector_core.state.base import Direction
+    from connector_core.sync import bulk
+
+    open_plan = project.state.open_bulk_plan(name)
+    project.instance(name)
+    if open_plan is not None:
+        start, mark, shards = open_plan.start_cursor, open_plan.mark, open_plan.shards
+        out.print(f"would resume the open plan {open_plan.id} ({shards} shards)")
+    else:
+        start, mark = project.state.get_checkpoint(name, Direction.PUSH), project.eventlog.head()
+    events = project.eventlog.count(start) - (project.eventlog.count(mark) if mark else 0)
+    sharding = bulk.HouseholdShards(project.eventlog, shards)
+    sizes = [0] * shards
+    for page in chunks(project.eventlog.iter_entities(), 1000):
+        for root in sharding.roots(e.guid for e in page).values():
+            sizes[bulk.shard_of(root, shards)] += 1
+    out.print(f"{name}: {events} events after cursor {start} up to the mark {mark}, in {shards} shards")
+    show_rows(["shard", "entities in the log"], [[str(k), str(n)] for k, n in enumerate(sizes)])
+
+
 @app.command("mock-server")
 def mock_server(
     name: Annotated[str, typer.Argument(help="Which fake system: mock, openspp, openfn, ...")],

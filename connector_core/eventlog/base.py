@@ -108,8 +108,10 @@ class EventLog(Protocol):
         """Up to ``limit`` events ingested after ``after`` (``None``: from the start)."""
         ...
 
-    def read_touches(self, after: str | None, limit: int) -> TouchPage:
-        """What ``read(after, limit)`` would return, as :class:`EventTouch` es: the push's read path."""
+    def read_touches(self, after: str | None, limit: int, until: str | None = None) -> TouchPage:
+        """What ``read(after, limit)`` would return, as :class:`EventTouch` es: the push's read path.
+
+        ``until``: no event past this cursor (a bulk load's snapshot mark); ``at_end`` once it is reached."""
         ...
 
     def iter_events(self, after: str | None = None, page_size: int = 1000) -> Iterator[FormSubmission]:

@@ -1320,8 +1320,8 @@ class DataCollectEventLog:
     def read(self, after: str | None, limit: int) -> EventPage:
         return self._fresh(self.local.read, after, limit)
 
-    def read_touches(self, after: str | None, limit: int) -> TouchPage:
-        return self._fresh(self.local.read_touches, after, limit)
+    def read_touches(self, after: str | None, limit: int, until: str | None = None) -> TouchPage:
+        return self._fresh(lambda a, n: self.local.read_touches(a, n, until), after, limit)
 
     def _fresh(self, read: Callable[[str | None, int], _Page], after: str | None, limit: int) -> _Page:
         """A page of the mirror; one that reaches its head first pulls what the tenant has since."""

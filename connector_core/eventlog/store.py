@@ -280,21 +280,26 @@ class SqlEventLog(ABC):
             events = [stored(r[1], r[2], r[3], json(r[4]), r[5], r[6], r[7]) for r in rows]
         return EventPage(events=events, cursor=cursor, at_end=at_end)
 
-    def read_touches(self, after: str | None, limit: int) -> TouchPage:
+    def read_touches(self, after: str | None, limit: int, until: str | None = None) -> TouchPage:
         json = self._db.json_out
         with _gc_paused():
-            rows, cursor, at_end = self._page(_TOUCH_COLUMNS, after, limit)
+            rows, cursor, at_end = self._page(_TOUCH_COLUMNS, after, limit, until)
             touches = [EventTouch(r[1], r[2], r[3], json(r[4]) if r[4] is not None else None) for r in rows]
         return TouchPage(touches=touches, cursor=cursor, at_end=at_end)
 
-    def _page(self, columns: str, after: str | None, limit: int) -> tuple[list[Any], str | None, bool]:
-        """Rows of ``columns`` (the first is ``seq``) after ``after``: rows, next cursor, at end."""
+    def _page(
+        self, columns: str, after: str | None, limit: int, until: str | None = None
+    ) -> tuple[list[Any], str | None, bool]:
+        """Rows of ``columns`` (the first is ``seq``) after ``after`` and up to ``until`` (``None``: no
+        bound): rows, next cursor, at end."""
         start = parse_cursor(after)
         if limit < 1:
             raise ValueError("limit must be at least 1")
+        bound = "" if until is None else f" AND seq <= {parse_cursor(until)}"
         with self._lock:
             rows = self._db.rows(
-                f"SELECT {columns} FROM {{s}}.events WHERE seq > ? ORDER BY seq LIMIT ?", (start, limit + 1)
+                f"SELECT {columns} FROM {{s}}.events WHERE seq > ?{bound} ORDER BY seq LIMIT ?",
+                (start, limit + 1),
             )
             if not rows and start:
                 self._check_not_beyond_head(start)

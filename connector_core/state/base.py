@@ -113,6 +113,32 @@ class OpenCounts:
     parked: int
 
 
+@dataclass(frozen=True, slots=True)
+class BulkPlanRecord:
+    """A sharded bulk load of one connector, as the store keeps it (``connector_core/sync/bulk.py``).
+
+    ``start_cursor`` is the connector's push checkpoint and ``mark`` the event log's head when the plan was
+    made: the shards push what lies between, and finishing moves the push checkpoint to ``mark``."""
+
+    id: str
+    connector: str
+    shards: int
+    start_cursor: str | None
+    mark: str | None
+    status: str  # open | finished
+    created_at: str
+    finished_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BulkShardRecord:
+    plan_id: str
+    shard: int
+    status: str  # pending | running | done
+    run_id: int | None
+    updated_at: str
+
+
 @runtime_checkable
 class StateTxn(Protocol):
     """Writes that commit together when the ``transaction()`` block exits without an exception."""
@@ -191,6 +217,14 @@ class StateTxn(Protocol):
         ...
 
     def resolve_conflict(self, conflict_id: int, resolution: str) -> None: ...
+
+    def set_bulk_shard(self, plan_id: str, shard: int, status: str, run_id: int | None = None) -> None:
+        """Record where one shard of a bulk load stands (``run_id`` ``None`` keeps the one recorded)."""
+        ...
+
+    def finish_bulk_plan(self, plan_id: str) -> None:
+        """Close a bulk load's plan (committed with the push checkpoint moved to its mark)."""
+        ...
 
 
 @runtime_checkable
@@ -292,6 +326,19 @@ class StateStore(Protocol):
     def last_tick(self, connector: str, direction: str) -> str | None:
         """The latest claimed tick: where a restarted scheduler decides whether it missed one."""
         ...
+
+    def create_bulk_plan(
+        self, plan_id: str, connector: str, shards: int, start_cursor: str | None, mark: str | None
+    ) -> BulkPlanRecord:
+        """Store a new open plan with its shards pending, or return the connector's open plan if there is
+        one already (two planners racing: the first one's plan is everyone's)."""
+        ...
+
+    def open_bulk_plan(self, connector: str) -> BulkPlanRecord | None: ...
+
+    def get_bulk_plan(self, plan_id: str) -> BulkPlanRecord | None: ...
+
+    def bulk_shards(self, plan_id: str) -> list[BulkShardRecord]: ...
 
     def schema_version(self) -> int: ...
 

@@ -114,6 +114,29 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     # 4: children held behind a parent are found by the parent when its replay delivers it
     ("CREATE INDEX parked_parent ON {s}.parked (connector, parent_guid)",),
+    # 5: sharded bulk loads: the plan (snapshot of the log's head and the push checkpoint) and its shards
+    (
+        """CREATE TABLE {s}.bulk_plans (
+            id {key} NOT NULL PRIMARY KEY,
+            connector {key} NOT NULL,
+            shards INTEGER NOT NULL,
+            start_cursor TEXT,
+            mark TEXT,
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            finished_at TEXT
+        )""",
+        # at most one open plan per connector: a rerun of plan_bulk_load finds it instead of adding one
+        "CREATE UNIQUE INDEX bulk_plans_open ON {s}.bulk_plans (connector) WHERE status = 'open'",
+        """CREATE TABLE {s}.bulk_shards (
+            plan_id {key} NOT NULL,
+            shard INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            run_id INTEGER,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (plan_id, shard)
+        )""",
+    ),
 )
 """Ordered: migration ``i`` takes the schema from version ``i`` to ``i + 1``. Only ever append."""
 

@@ -23,6 +23,8 @@ from connector_core.events import now_timestamp
 from connector_core.state import schema
 from connector_core.state._rows import keyset_pages
 from connector_core.state.base import (
+    BulkPlanRecord,
+    BulkShardRecord,
     Conflict,
     DeadLetter,
     Direction,
@@ -47,6 +49,8 @@ _CONFLICT_COLUMNS = (
 _DEAD_LETTER_COLUMNS = (
     "id, connector, direction, ref, reason, payload, attempts, status, created_at, updated_at"
 )
+_PLAN_COLUMNS = "id, connector, shards, start_cursor, mark, status, created_at, finished_at"
+_SHARD_COLUMNS = "plan_id, shard, status, run_id, updated_at"
 _RUN_COLUMNS = "id, connector, direction, trigger, started_at, finished_at, outcome, counts, error"
 
 _UPSERT_LINK = (
@@ -249,6 +253,21 @@ class SqlStateTxn:
         )
         if cur.rowcount == 0:
             raise KeyError(f"no open conflict with id {conflict_id}")
+
+    def set_bulk_shard(self, plan_id: str, shard: int, status: str, run_id: int | None = None) -> None:
+        cur = self._c().execute(
+            "UPDATE {s}.bulk_shards SET status = ?, run_id = coalesce(?, run_id), updated_at = ? "
+            "WHERE plan_id = ? AND shard = ?",
+            (status, run_id, now_timestamp(), plan_id, shard),
+        )
+        if cur.rowcount == 0:
+            raise KeyError(f"bulk load plan {plan_id} has no shard {shard}")
+
+    def finish_bulk_plan(self, plan_id: str) -> None:
+        self._c().execute(
+            "UPDATE {s}.bulk_plans SET status = 'finished', finished_at = ? WHERE id = ? AND status = 'open'",
+            (now_timestamp(), plan_id),
+        )
 
 
 class SqlStateStore:
@@ -557,6 +576,46 @@ class SqlStateStore:
             "SELECT max(tick) FROM {s}.ticks WHERE connector = ? AND direction = ?", (connector, direction)
         )
         return row[0] if row else None
+
+    # -- bulk loads --------------------------------------------------------------------------------
+
+    def create_bulk_plan(
+        self, plan_id: str, connector: str, shards: int, start_cursor: str | None, mark: str | None
+    ) -> BulkPlanRecord:
+        now = now_timestamp()
+        db = self._db
+        try:
+            with db.transaction():
+                db.execute(
+                    f"INSERT INTO {{s}}.bulk_plans ({_PLAN_COLUMNS}) VALUES (?, ?, ?, ?, ?, 'open', ?, NULL)",
+                    (plan_id, connector, shards, start_cursor, mark, now),
+                )
+                db.executemany(
+                    f"INSERT INTO {{s}}.bulk_shards ({_SHARD_COLUMNS}) VALUES (?, ?, 'pending', NULL, ?)",
+                    [(plan_id, shard, now) for shard in range(shards)],
+                )
+        except db.unique_violation:
+            pass  # another planner opened one first: its plan is the one
+        plan = self.open_bulk_plan(connector)
+        assert plan is not None
+        return plan
+
+    def open_bulk_plan(self, connector: str) -> BulkPlanRecord | None:
+        row = self._db.row(
+            f"SELECT {_PLAN_COLUMNS} FROM {{s}}.bulk_plans WHERE connector = ? AND status = 'open'",
+            (connector,),
+        )
+        return BulkPlanRecord(*row) if row else None
+
+    def get_bulk_plan(self, plan_id: str) -> BulkPlanRecord | None:
+        row = self._db.row(f"SELECT {_PLAN_COLUMNS} FROM {{s}}.bulk_plans WHERE id = ?", (plan_id,))
+        return BulkPlanRecord(*row) if row else None
+
+    def bulk_shards(self, plan_id: str) -> list[BulkShardRecord]:
+        rows = self._db.rows(
+            f"SELECT {_SHARD_COLUMNS} FROM {{s}}.bulk_shards WHERE plan_id = ? ORDER BY shard", (plan_id,)
+        )
+        return [BulkShardRecord(*row) for row in rows]
 
     # -- runs --------------------------------------------------------------------------------------
 

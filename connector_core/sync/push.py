@@ -20,7 +20,7 @@ import logging
 import re
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -135,6 +135,7 @@ class Pusher:
         plan: list[PlannedOperation] | None = None,
         *,
         replaying: bool = False,
+        select: Callable[[Iterable[str]], set[str]] | None = None,
     ):
         self.ctx = ctx
         self.replaying = replaying
@@ -148,6 +149,8 @@ class Pusher:
         self._parked: dict[str, int] = {}
         self._open_letters: set[str] = set()
         self._stale_intents = ctx.state.intents(ctx.name) if not ctx.dry_run else set()
+        if select is not None:  # a bulk load's shard: the other shards' intents are theirs, in flight now
+            self._stale_intents = select(self._stale_intents)
         self._parked_now: set[str] = set()  # parked in this run: a retry at its end is no new attempt
         # Parents this page's children wait for that are dead-lettered, with the reason: such a child is
         # held (not counted towards park_limit) until the parent is replayed.
@@ -361,9 +364,10 @@ class Pusher:
                 tx.unpark(self.ctx.name, guid)
             del self._parked[guid]
 
-    def retry_parked(self) -> None:
+    def retry_parked(self, select: Callable[[Iterable[str]], set[str]] | None = None) -> None:
         """Give every parked child another chance now that this run delivered what it could, a page of
-        them at a time (a child delivered, dead-lettered or parked again is not met twice)."""
+        them at a time (a child delivered, dead-lettered or parked again is not met twice). ``select``:
+        only the children it keeps (a bulk load's shard retries its own households' children, no other's)."""
         ctx = self.ctx
         if ctx.dry_run:
             return
@@ -375,7 +379,11 @@ class Pusher:
         for page in chunks(guids, ctx.page_size):
             if ctx.stop.is_set():
                 break
-            self.push_entities(page)
+            if select is not None:
+                kept = select(page)
+                page = [g for g in page if g in kept]
+            if page:
+                self.push_entities(page)
         self.flush_refusals()
 
     # -- delivery -------------------------------------------------------------------------------
@@ -763,37 +771,83 @@ class _BatchSender:
             )
 
 
-def run_push(ctx: SyncContext, report: DirectionReport) -> None:
-    cursor = ctx.state.get_checkpoint(ctx.name, Direction.PUSH)
+@dataclass(frozen=True)
+class PushScope:
+    """Which part of the log one push covers; the default is the connector's ordinary push (everything
+    after its checkpoint). A shard of a bulk load (``connector_core/sync/bulk.py``) narrows all three: it
+    keeps its own cursor under ``checkpoint`` (a key of the checkpoints table, starting at ``start``), reads
+    no event past ``until`` (the plan's snapshot mark), and delivers only the entities ``select`` keeps (its
+    share of the households). Everything else -- links, intents, dead letters, parked children -- stays the
+    connector's, so what a shard delivered is what an ordinary push finds delivered afterwards."""
+
+    checkpoint: str | None = None
+    """Checkpoint key (``None``: the connector's own push checkpoint)."""
+    start: str | None = None
+    """Where to begin when ``checkpoint`` holds nothing yet."""
+    until: str | None = None
+    select: Callable[[Iterable[str]], set[str]] | None = None
+    """The guids of this scope among those given (``None``: all)."""
+
+    def narrow(self, changes: PageChanges) -> PageChanges:
+        if self.select is None:
+            return changes
+        # an ended membership goes with its group: the group's household is the one being written
+        kept = self.select([*changes.entities, *(group for group, _ in changes.unlinks)])
+        return PageChanges(
+            entities=[g for g in changes.entities if g in kept],
+            unlinks=[(group, member) for group, member in changes.unlinks if group in kept],
+        )
+
+
+ORDINARY = PushScope()
+
+
+def run_push(ctx: SyncContext, report: DirectionReport, scope: PushScope = ORDINARY) -> None:
+    key = scope.checkpoint or ctx.name
+    if scope.checkpoint is None and not ctx.dry_run:
+        plan = ctx.state.open_bulk_plan(ctx.name)
+        if plan is not None:  # its shards write to the same records: a push now would race them
+            raise RunStopped(
+                f"bulk load {plan.id} of {ctx.name} is in progress; pushes wait until it is finished "
+                f"(dcsync bulk-load {ctx.name} --local completes it)"
+            )
+    cursor = ctx.state.get_checkpoint(key, Direction.PUSH)
+    if cursor is None and scope.checkpoint is not None:
+        cursor = scope.start
     report.checkpoint_before = cursor
-    pusher = Pusher(ctx, report.counts, report.plan if ctx.dry_run else None)
+    pusher = Pusher(ctx, report.counts, report.plan if ctx.dry_run else None, select=scope.select)
     try:
-        _push_pages(ctx, report, pusher, cursor)
+        _push_pages(ctx, report, pusher, cursor, scope, key)
     finally:
         pusher.close()
 
 
-def _push_pages(ctx: SyncContext, report: DirectionReport, pusher: Pusher, cursor: str | None) -> None:
-    total = ctx.eventlog.count(cursor) if ctx.on_progress is not None else None
-    while not ctx.stop.is_set():
-        page = ctx.eventlog.read_touches(cursor, ctx.page_size)
+def _push_pages(
+    ctx: SyncContext, report: DirectionReport, pusher: Pusher, cursor: str | None, scope: PushScope, key: str
+) -> None:
+    total = None
+    if ctx.on_progress is not None:
+        total = ctx.eventlog.count(cursor) - (ctx.eventlog.count(scope.until) if scope.until else 0)
+    # a shard whose checkpoint reached the mark before a crash has nothing left to read
+    while not ctx.stop.is_set() and (scope.until is None or cursor != scope.until):
+        page = ctx.eventlog.read_touches(cursor, ctx.page_size, scope.until)
         if not page.touches:
             break
         report.counts.read += len(page.touches)
-        changes = touched_entities(page.touches, ctx.user_id)
+        changes = scope.narrow(touched_entities(page.touches, ctx.user_id))
         pusher.push_entities(changes.entities, changes.unlinks)
         if not ctx.dry_run and not pusher.holding_refusals:  # a streak may yet stop the run before them
             with ctx.state.transaction() as tx:
-                tx.set_checkpoint(ctx.name, Direction.PUSH, page.cursor)
+                tx.set_checkpoint(key, Direction.PUSH, page.cursor)
         cursor = page.cursor
         ctx.progress("push", report.counts.read, total)
-        log.info("%s: pushed through event cursor %s", ctx.name, cursor)
+        log.info("%s: pushed through event cursor %s", key, cursor)
         if page.at_end:
             break
     if pusher.holding_refusals:  # the run ended without a systemic streak: they are one record's fault
         pusher.flush_refusals()
         with ctx.state.transaction() as tx:
-            tx.set_checkpoint(ctx.name, Direction.PUSH, cursor)
+            tx.set_checkpoint(key, Direction.PUSH, cursor)
     if not ctx.stop.is_set():
-        pusher.retry_parked()
+        pusher.retry_parked(scope.select)
     report.checkpoint_after = cursor

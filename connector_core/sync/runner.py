@@ -79,10 +79,14 @@ def sync_session(
     retry: RetryPolicy | None = None,
     on_progress: Callable[[str, int, int | None], None] | None = None,
     wait: bool = False,
+    lease: str | None = None,
 ) -> Iterator[SyncContext]:
-    """Hold the connector's lock and give the engine everything one run works with."""
+    """Hold the connector's lock and give the engine everything one run works with.
+
+    ``lease``: hold this lease instead of the connector's (a bulk load's shard holds ``NAME#shard-K``, so
+    the shards of one connector run side by side)."""
     instance = project.instance(name)
-    with connector_lock(project, name, wait=wait):
+    with connector_lock(project, lease or name, wait=wait):
         connector = project.build_connector(name)
         connector.retry_policy = retry or instance.retry  # for connectors that retry each call too
         try:

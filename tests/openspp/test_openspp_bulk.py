@@ -1,0 +1,158 @@
+"""Issue 19 acceptance: a 2,000-household bulk load into the fake OpenSPP in 4 shards on 2 local processes,
+one process SIGKILLed mid-shard, then run again: every household and individual exactly once, memberships
+right, the push checkpoint at the snapshot mark, and a following push sends nothing. Through the CLI, as an
+operator runs it, with the state store in SQLite and in the real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from test_openspp_sync import MAPPING, assert_mirrors, partner_ids, rows
+
+from connector_core.project import Project
+from connector_core.state.base import Direction
+from connector_core.sync.bulk import shard_name
+from connector_core.sync.runner import run_connector
+from connectors.openspp.fake import DATABASE, FakeOpenSpp
+from connectors.openspp.sample import registry_log
+
+HOUSEHOLDS = 2000
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.extend(int(p) for p in text)
+    return found
+
+
+def _pool_workers(pid: int) -> list[int]:
+    """The spawned shard processes of a ``bulk-load --local`` (not multiprocessing's resource tracker)."""
+    workers = []
+    for child in _children(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "multiprocessing" in cmdline and "resource_tracker" not in cmdline:
+            workers.append(child)
+    return workers
+
+
+def _config(directory: Path, url: str, state: dict[str, str] | None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    connector = {
+        "type": "openspp",
+        "mapping": str(MAPPING),
+        "batch_size": 100,
+        "page_size": 500,
+        "settings": {
+            "url": url,
+            "database": DATABASE,
+            "username": "registrar",
+            "password": "registrar",
+            "timeout": 10.0,
+            "lag_seconds": 60.0,
+        },
+    }
+    config: dict[str, object] = {"connectors": {"reg": connector}}
+    if state is not None:
+        config["state"] = state
+    path = directory / "dcsync.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_config(request: pytest.FixtureRequest) -> dict[str, str] | None:
+    if request.param == "sqlite":
+        return None
+    url = request.getfixturevalue("postgres_url")
+    schema = request.getfixturevalue("pg_schema")
+    return {"backend": "postgres", "url": url, "schema": schema}
+
+
+@pytest.mark.slow
+def test_two_thousand_households_in_four_shards_with_a_killed_worker_arrive_exactly_once(
+    tmp_path: Path, url: str, fake: FakeOpenSpp, state_config: dict[str, str] | None
+) -> None:
+    config = _config(tmp_path / "field", url, state_config)
+    project = Project.open(config)
+    try:
+        project.eventlog.append(registry_log(households=HOUSEHOLDS, members=2, seed=19))
+        local = {e.guid: e for e in project.eventlog.iter_entities()}
+        mark = project.eventlog.head()
+    finally:
+        project.close()
+    assert len(local) == 3 * HOUSEHOLDS
+
+    command = [sys.executable, "-m", "connector_core.cli", "bulk-load", "reg", "--shards", "4", "--local"]
+    command += ["--processes", "2", "-c", str(config)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # kill one shard process once the registry holds a fair part of the load, with batches in flight
+    deadline = time.monotonic() + 300
+    killed = None
+    while killed is None and first.poll() is None and time.monotonic() < deadline:
+        if len(rows(fake, "res.partner")) >= len(local) // 4:
+            workers = _pool_workers(first.pid)
+            if workers:
+                killed = workers[0]
+                os.kill(killed, signal.SIGKILL)
+                break
+        time.sleep(0.05)
+    out, err = first.communicate(timeout=300)
+    assert killed is not None, f"no shard process was killed mid-load: {err}"
+    assert first.returncode != 0, "the killed load must not claim to be finished"
+    assert "run the bulk load again" in err or "not done" in err, err
+    assert len(rows(fake, "res.partner")) < len(local), "the kill landed before the end"
+
+    project = Project.open(config)
+    try:
+        plan = project.state.open_bulk_plan("reg")
+        assert plan is not None and plan.mark == mark
+        assert project.state.get_checkpoint("reg", Direction.PUSH) is None, "not moved while shards remain"
+    finally:
+        project.close()
+
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert f"finished; the push checkpoint is at the snapshot mark {mark}" in again.stdout
+
+    # exact on the registry: one partner per entity, each membership once and in the right household
+    ids = partner_ids(fake)
+    assert set(ids) == set(local)
+    partners = [p for p in rows(fake, "res.partner") if p.get("is_registrant")]
+    assert len(partners) == len(local) and len({p["id"] for p in partners}) == len(local)
+    memberships = [m for m in rows(fake, "g2p.group.membership") if not m["ended_date"]]
+    assert len(memberships) == 2 * HOUSEHOLDS
+    assert max(Counter(m["individual"] for m in memberships).values()) == 1
+    project = Project.open(config)
+    try:
+        assert_mirrors(fake, project)
+        state = project.state
+        assert state.get_checkpoint("reg", Direction.PUSH) == mark
+        assert state.open_bulk_plan("reg") is None
+        assert state.intents("reg") == set() and state.dead_letters("reg") == []
+        assert {link.entity_guid: int(link.external_id) for link in state.iter_links("reg")} == ids
+        # each shard ran as a run of its own name; the killed one shows as not ok before its rerun
+        runs = state.runs(limit=100)
+        names = Counter(r.connector for r in runs)
+        assert set(names) == {shard_name("reg", k) for k in range(4)}
+        assert any(r.outcome in ("abandoned", "failed", "interrupted") for r in runs)
+        # a following push sends nothing
+        follow = run_connector(project, "reg", pull=False)
+        assert follow.ok and follow.push is not None
+        sent = follow.push.counts
+        assert (sent.read, sent.created, sent.updated, sent.deleted) == (0, 0, 0, 0), sent
+    finally:
+        project.close()
