@@ -221,7 +221,10 @@ class Pusher:
         for level in sorted(set(depths.values())):
             wave = [entities[g] for g in guids if g in entities and depths[g] == level]
             self._deliver(p for e in wave if (p := self._plan(e, links.get(e.guid))))
-        self._deliver(p for group, member in unlinks if (p := self._plan_unlink(group, member)))
+        # an ended membership the log holds again (added back later in the log) is not ended remotely: the
+        # push sends the current state, and an unlink now would end a membership nothing ever restores
+        ended = [(g, m) for g, m in unlinks if g not in entities or m not in entities[g].member_ids]
+        self._deliver(p for group, member in ended if (p := self._plan_unlink(group, member)))
         self._deliver(
             [
                 _Planned(
