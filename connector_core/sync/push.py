@@ -418,7 +418,9 @@ class Pusher:
         self._deferred.append((ref, reason, payload))
         self._parent_letters[ref] = reason  # its children are held, whatever the streak turns out to be
         limit = self.ctx.systemic_after
-        if limit and self._streak >= limit:
+        if not limit:  # no streak ever stops the run: nothing to wait for, and memory stays flat
+            self._write_refusals(tx)
+        elif self._streak >= limit:
             self.systemic_stop = reason
             self._deferred.clear()
 
