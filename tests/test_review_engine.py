@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
-from sync_support import FAST_RETRY, event
+from sync_support import FAST_RETRY, event, remote_records
 
 from connector_core.project import Project
 from connector_core.state.base import Direction
@@ -90,3 +90,36 @@ def test_with_systemic_after_0_refusals_are_dead_lettered_page_by_page(
     report = run_connector(project, "reg", pull=False, retry=FAST_RETRY, on_progress=after_page)
     assert report.ok, report.error
     assert seen == [("4", 4), ("8", 8), ("12", 12)]
+
+
+def test_a_push_does_not_overwrite_a_remote_edit_the_failed_pull_did_not_bring(
+    project: Project, mock_server: httpx.Client
+) -> None:
+    """Pull goes first so that a push never overwrites a remote edit it has not seen (runner.py). When the
+    pull gives up, the push must not go on as if it had seen everything: the local payload would write the
+    old values over the remote's edit, and the next pull would find nothing left to merge."""
+    project.eventlog.append(
+        [
+            event(
+                "e0",
+                "p1",
+                "create-individual",
+                {"entityName": "individual", "first_name": "Ana", "last_name": "Cruz", "phone_number": "+1"},
+            )
+        ]
+    )
+    assert run_connector(project, "reg", retry=FAST_RETRY).ok
+    (record,) = remote_records(mock_server)
+    mock_server.patch(f"/_control/records/{record['id']}", json={"data": {"first_name": "Ann"}})
+    project.eventlog.append([event("e1", "p1", "update-individual", {"phone_number": "+2"})])
+    mock_server.put("/_control/faults", json={"script": [{"on": "pull", "status": 503}] * 8})
+
+    failed = run_connector(project, "reg", retry=FAST_RETRY)
+    assert not failed.ok and failed.pull is not None and failed.pull.error is not None
+    (record,) = remote_records(mock_server)
+    assert record["data"]["first_name"] == "Ann", "the push wrote over a remote edit it had not seen"
+
+    mock_server.put("/_control/faults", json={})
+    assert run_connector(project, "reg", retry=FAST_RETRY).ok
+    (record,) = remote_records(mock_server)
+    assert (record["data"]["first_name"], record["data"]["phone_number"]) == ("Ann", "+2")
