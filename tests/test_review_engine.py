@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 from sync_support import FAST_RETRY, event, remote_records
+from typer.testing import CliRunner
 
+from connector_core.cli import app
 from connector_core.project import Project
-from connector_core.state.base import Direction
+from connector_core.state.base import Direction, OpenCounts
 from connector_core.sync.runner import run_connector
 
 
@@ -123,3 +126,40 @@ def test_a_push_does_not_overwrite_a_remote_edit_the_failed_pull_did_not_bring(
     assert run_connector(project, "reg", retry=FAST_RETRY).ok
     (record,) = remote_records(mock_server)
     assert (record["data"]["first_name"], record["data"]["phone_number"]) == ("Ann", "+2")
+
+
+def test_a_conflict_resolved_local_is_pushed_on_the_next_run(
+    make_project: Callable[..., Project], mock_server: httpx.Client, tmp_path: Path
+) -> None:
+    """``conflicts resolve --take local`` promises "keep ours; the next push overwrites the remote". The
+    run that held the entity back moved its checkpoint past the entity's events, so the next push must
+    still find it."""
+    project = make_project("    conflict_policy: manual\n")
+    project.eventlog.append(
+        [
+            event(
+                "e0",
+                "p1",
+                "create-individual",
+                {"entityName": "individual", "first_name": "Ana", "last_name": "Cruz", "phone_number": "+1"},
+            )
+        ]
+    )
+    assert run_connector(project, "reg", retry=FAST_RETRY).ok
+    (record,) = remote_records(mock_server)
+    project.eventlog.append([event("e1", "p1", "update-individual", {"first_name": "Anna"})])
+    mock_server.patch(f"/_control/records/{record['id']}", json={"data": {"first_name": "Ann"}})
+    held = run_connector(project, "reg", retry=FAST_RETRY)
+    assert held.ok and held.push is not None and held.push.counts.updated == 0
+    (conflict,) = project.state.conflicts("reg")
+
+    config = str(tmp_path / "dcsync.yaml")
+    done = CliRunner().invoke(
+        app, ["conflicts", "resolve", str(conflict.id), "--take", "local", "-c", config]
+    )
+    assert done.exit_code == 0, done.output
+    after = run_connector(project, "reg", retry=FAST_RETRY)
+    assert after.ok, after.error
+    (record,) = remote_records(mock_server)
+    assert record["data"]["first_name"] == "Anna", "the local side was kept but never pushed"
+    assert project.state.open_counts("reg") == OpenCounts(0, 0, 0)

@@ -123,4 +123,14 @@ def resolve_open_conflict(ctx: SyncContext, conflict: Conflict, take: str) -> Fo
     with ctx.state.transaction() as tx:
         tx.upsert_link(new_link)
         tx.resolve_conflict(conflict.id, take)
+        if entity is not None:
+            # the run that held the entity back moved its checkpoint past the entity's events: waiting with
+            # the parked children (retried, uncounted, at the end of every push) is how the next push meets it
+            tx.park(
+                ctx.name,
+                entity.guid,
+                entity.parent_guid or "",
+                f"conflict {conflict.id} resolved ({take}): sent by the next push",
+                count=False,
+            )
     return event
