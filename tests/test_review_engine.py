@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from sync_support import FAST_RETRY, event, remote_records
 from typer.testing import CliRunner
 
 from connector_core.cli import app
 from connector_core.project import Project
+from connector_core.sample import mobile_log
 from connector_core.state.base import Direction, OpenCounts
 from connector_core.sync.runner import run_connector
 
@@ -163,3 +166,37 @@ def test_a_conflict_resolved_local_is_pushed_on_the_next_run(
     (record,) = remote_records(mock_server)
     assert record["data"]["first_name"] == "Anna", "the local side was kept but never pushed"
     assert project.state.open_counts("reg") == OpenCounts(0, 0, 0)
+
+
+def _dry_run_peak(tmp_path: Path, households: int) -> tuple[int, int]:
+    config = tmp_path / f"{households}" / "dcsync.yaml"
+    config.parent.mkdir()
+    # a dry run sends nothing: no server behind the url
+    config.write_text(
+        "connectors:\n  reg:\n    type: mock\n    batch_size: 50\n    page_size: 200\n"
+        "    settings:\n      url: http://127.0.0.1:9\n"
+    )
+    project = Project.open(config)
+    try:
+        project.eventlog.append(mobile_log(households=households, members=4, updates=1))
+        tracemalloc.start()
+        try:
+            report = run_connector(project, "reg", pull=False, dry_run=True)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    finally:
+        project.close()
+    assert report.ok and report.push is not None, report.error
+    return peak, report.push.counts.created
+
+
+@pytest.mark.slow
+def test_a_dry_run_of_a_log_four_times_larger_peaks_at_the_same_memory(tmp_path: Path) -> None:
+    """A dry run kept every entity it rehearsed in a dict (so later pages saw their parents as delivered):
+    memory grew with the log. Both logs are past the plan's cap of 10,000 lines, which is bounded."""
+    _dry_run_peak(tmp_path, 2)  # what the first run of a process builds once
+    small, small_created = _dry_run_peak(tmp_path, 2400)
+    large, large_created = _dry_run_peak(tmp_path, 9600)
+    assert (small_created, large_created) == (12000, 48000)
+    assert large < 1.3 * small, f"peak {large:,} bytes for 48,000 entities vs {small:,} for 12,000"

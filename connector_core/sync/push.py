@@ -180,6 +180,10 @@ class Pusher:
             return self._links[guid]
         link = self.ctx.state.get_link(self.ctx.name, guid)
         if link is None or link.deleted:
+            # a dry run pretends what it rehearsed on an earlier page was delivered (kept on disk, not in a
+            # dict that would grow with the log)
+            if self._rehearsed is not None and guid in self._rehearsed:
+                return "(new)"
             return None
         return link.external_id
 
@@ -211,8 +215,7 @@ class Pusher:
             guids = [g for g in guids if g not in held]
         entities = ctx.eventlog.get_entities(guids)
         links = ctx.state.get_links(ctx.name, guids)
-        if not ctx.dry_run:  # a rehearsal keeps what it pretended to deliver: the store never saw it
-            self._links.clear()
+        self._links.clear()  # a rehearsal's earlier pages are in self._rehearsed: see external_id
         self._parked = ctx.state.parked_attempts(ctx.name, guids)
         self._open_letters = ctx.state.open_dead_letter_refs(ctx.name, Direction.PUSH, guids)
         self._preload_parents(entities)
