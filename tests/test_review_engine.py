@@ -200,3 +200,29 @@ def test_a_dry_run_of_a_log_four_times_larger_peaks_at_the_same_memory(tmp_path:
     large, large_created = _dry_run_peak(tmp_path, 9600)
     assert (small_created, large_created) == (12000, 48000)
     assert large < 1.3 * small, f"peak {large:,} bytes for 48,000 entities vs {small:,} for 12,000"
+
+
+def test_replaying_a_refused_delete_sends_the_delete(
+    project: Project, mock_server: httpx.Client, tmp_path: Path
+) -> None:
+    """A refused delete's letter names an entity the log no longer holds. Discarding it as "gone" left the
+    remote record alive and its link in place for good: the pull skips a linked record whose entity is
+    gone ("the push deletes it"), and no push ever would."""
+    project.eventlog.append(
+        [event("a", "p9", "create-individual", {"entityName": "individual", "first_name": "Ana"})]
+    )
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).ok
+    mock_server.put("/_control/faults", json={"reject": {"p9": "record is locked by an open case"}})
+    project.eventlog.append([event("b", "p9", "delete-entity", {"reason": "duplicate"})])
+    run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    (letter,) = project.state.dead_letters("reg")
+    assert letter.ref == "p9" and letter.payload["operation"] == "delete"
+
+    mock_server.put("/_control/faults", json={})
+    config = str(tmp_path / "dcsync.yaml")
+    replayed = CliRunner().invoke(app, ["dlq", "replay", "reg", "--all", "-c", config])
+    assert replayed.exit_code == 0, replayed.output
+    assert project.state.get_dead_letter(letter.id).status == "replayed"
+    assert project.state.get_link("reg", "p9") is None
+    (record,) = remote_records(mock_server)
+    assert record["deleted"] is True
