@@ -12,6 +12,7 @@ from sync_support import FAST_RETRY, event, remote_records
 from typer.testing import CliRunner
 
 from connector_core.cli import app
+from connector_core.connector import Operation, PushRecord
 from connector_core.project import Project
 from connector_core.sample import mobile_log
 from connector_core.state.base import Direction, OpenCounts
@@ -226,3 +227,33 @@ def test_replaying_a_refused_delete_sends_the_delete(
     assert project.state.get_link("reg", "p9") is None
     (record,) = remote_records(mock_server)
     assert record["deleted"] is True
+
+
+def test_a_create_left_unanswered_whose_entity_is_then_deleted_is_not_left_on_the_remote(
+    project: Project, mock_server: httpx.Client
+) -> None:
+    """A create whose answer was lost stays an intent: the next run looks it up before sending again.
+    When the entity is deleted before that run, there is no create to send and no link to delete, so the
+    intent was never looked up: the record the lost create made stayed on the remote for good (and every
+    run warned about the intent)."""
+    project.eventlog.append(
+        [event("a", "p1", "create-individual", {"entityName": "individual", "first_name": "Ana"})]
+    )
+    # the state a run killed mid-request leaves: the intent written, the create arrived, no answer read
+    with project.state.transaction() as tx:
+        tx.add_intents("reg", ["p1"])
+    connector = project.build_connector("reg")
+    try:
+        create = PushRecord(ref="p1", operation=Operation.CREATE, entity_name="individual", payload={"a": 1})
+        (sent,) = connector.push([create])
+    finally:
+        connector.close()
+    assert sent.ok
+    (remote,) = remote_records(mock_server)
+    assert remote["deleted"] is False
+
+    project.eventlog.append([event("b", "p1", "delete-entity", {"reason": "entered by mistake"})])
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).ok
+    (record,) = remote_records(mock_server)
+    assert record["deleted"] is True, "the record the lost create made is still alive on the remote"
+    assert project.state.intents("reg") == set()

@@ -220,6 +220,7 @@ class Pusher:
         self._open_letters = ctx.state.open_dead_letter_refs(ctx.name, Direction.PUSH, guids)
         self._preload_parents(entities)
         deletes = [g for g in guids if g not in entities and g in links and not links[g].deleted]
+        made = self._made_by_lost_creates([g for g in guids if g not in entities and g not in links])
         depths = _depths(entities)
         for level in sorted(set(depths.values())):
             wave = [entities[g] for g in guids if g in entities and depths[g] == level]
@@ -243,11 +244,42 @@ class Pusher:
                 )
                 for g in deletes
             ]
+            + [
+                _Planned(
+                    PushRecord(
+                        ref=g, operation=Operation.DELETE, entity_name=None, payload={}, external_id=external
+                    ),
+                    {},
+                    {},
+                )
+                for g, external in made.items()
+            ]
         )
         for guid in guids:
-            if guid not in entities and guid not in deletes:
+            if guid not in entities and guid not in deletes and guid not in made:
                 self.counts.skipped += 1
                 self._unpark(guid)
+
+    def _made_by_lost_creates(self, gone: list[str]) -> dict[str, str]:
+        """External ids of what creates of a killed run made for entities deleted since (no link, an intent
+        left): with no create to send, nothing else would look them up, and the records would stay on the
+        remote for good. Intents of those not found are settled: the create never arrived."""
+        ctx = self.ctx
+        lost = [g for g in gone if g in self._stale_intents]
+        if not lost or ctx.dry_run:
+            return {}
+        found = call_with_retry(
+            lambda: ctx.connector.lookup(lost),
+            ctx.retry,
+            what=f"lookup of {len(lost)} records on {ctx.name}",
+            on_retry=lambda *_: self._count_retry(),
+        )
+        absent = [g for g in lost if g not in found]
+        if absent:
+            with ctx.state.transaction() as tx:
+                tx.clear_intents(ctx.name, absent)
+            self._stale_intents.difference_update(absent)
+        return {g: str(found[g]) for g in lost if g in found}
 
     def _plan(self, entity: Entity, link: Link | None) -> _Planned | None:
         ctx = self.ctx
