@@ -17,6 +17,12 @@ from connector_core.project import Project
 from connector_core.sample import mobile_log
 from connector_core.state.base import Direction, OpenCounts
 from connector_core.sync.runner import run_connector
+from connector_core.testing.harness import SyncHarness
+from connector_core.testing.server import serve
+from connectors.rest.connector import RestConnector
+from connectors.rest.fake import FakeRestOptions
+from connectors.rest.fake import connector_settings as rest_settings
+from connectors.rest.fake import create_app as create_rest_app
 
 
 def _group_of_two(project: Project) -> None:
@@ -257,3 +263,27 @@ def test_a_create_left_unanswered_whose_entity_is_then_deleted_is_not_left_on_th
     (record,) = remote_records(mock_server)
     assert record["deleted"] is True, "the record the lost create made is still alive on the remote"
     assert project.state.intents("reg") == set()
+
+
+def test_a_remote_whose_updated_at_is_not_a_timestamp_is_still_pulled(tmp_path: Path) -> None:
+    """The REST connector takes ``record.updated_at`` from any field and orders what it cannot read as a
+    timestamp by its text (epoch milliseconds are common). The pull stamped each event with it through
+    ``normalize_timestamp``, whose ValueError escaped the run as a traceback on every pull of that page."""
+    options = FakeRestOptions(auth="api_key", pagination="cursor")
+    with serve(create_rest_app(options)) as served, httpx.Client(base_url=served.url) as control:
+        control.post(
+            "/_control/records",
+            json={"type": "individual", "data": {"first_name": "Ana", "modified_ms": 1709287200000}},
+        ).raise_for_status()
+        settings = rest_settings(served.url, options)
+        settings["record"]["updated_at"] = "$.modified_ms"
+        connector = RestConnector("reg", RestConnector.config_model.model_validate(settings))
+        harness = SyncHarness(connector, tmp_path)
+        try:
+            report = harness.pull()
+            assert report.error is None, report.error
+            assert report.counts.appended == 1
+            (entity,) = harness.eventlog.iter_entities()
+            assert entity.data["first_name"] == "Ana"
+        finally:
+            harness.close()
