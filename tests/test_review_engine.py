@@ -287,3 +287,33 @@ def test_a_remote_whose_updated_at_is_not_a_timestamp_is_still_pulled(tmp_path: 
             assert entity.data["first_name"] == "Ana"
         finally:
             harness.close()
+
+
+def test_newest_wins_with_an_updated_at_that_is_no_timestamp_does_not_crash(tmp_path: Path) -> None:
+    """``newest-wins`` compared the remote's updated_at with ``parse_timestamp``: an unreadable one (epoch
+    milliseconds, which the REST connector orders by text) raised a ValueError out of the pull."""
+    options = FakeRestOptions(auth="api_key", pagination="cursor")
+    with serve(create_rest_app(options)) as served, httpx.Client(base_url=served.url) as control:
+        made = control.post(
+            "/_control/records",
+            json={"type": "individual", "data": {"first_name": "Ana", "modified_ms": 1709287200000}},
+        ).json()
+        settings = rest_settings(served.url, options)
+        settings["record"]["updated_at"] = "$.modified_ms"
+        connector = RestConnector("reg", RestConnector.config_model.model_validate(settings))
+        harness = SyncHarness(connector, tmp_path, conflict_policy="newest-wins")
+        try:
+            assert harness.pull().error is None
+            (entity,) = harness.eventlog.iter_entities()
+            harness.append([event("e1", entity.guid, "update-individual", {"first_name": "Anna"})])
+            control.patch(
+                f"/_control/records/{made['id']}",
+                json={"data": {"first_name": "Ann", "modified_ms": 1709287300000}},
+            ).raise_for_status()
+            with harness.state.transaction() as tx:  # read from the start (the fake takes no epoch "since")
+                tx.set_checkpoint("reg", Direction.PULL, None)
+            report = harness.pull()
+            assert report.error is None, report.error
+            assert report.counts.conflicts == 1
+        finally:
+            harness.close()
