@@ -74,6 +74,24 @@ def test_a_member_removed_for_good_is_still_unlinked(project: Project, mock_serv
     assert _unlinks_received(mock_server) == 1
 
 
+def test_a_membership_ended_twice_in_one_page_is_unlinked_once(
+    project: Project, mock_server: httpx.Client
+) -> None:
+    """Removed, added back and removed again before a push: one membership ended, one unlink. Two went
+    out in one batch, with one ref, so the remote was asked to end what it had just ended and the two
+    answers were matched to each other by that ref."""
+    _group_of_two(project)
+    project.eventlog.append(
+        [
+            event("g2", "grp", "remove-member", {"memberId": "m2"}),
+            event("g3", "grp", "add-member", {"members": [{"guid": "m2", "type": "individual"}]}),
+            event("g4", "grp", "remove-member", {"memberId": "m2"}),
+        ]
+    )
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).ok
+    assert _unlinks_received(mock_server) == 1
+
+
 def test_with_systemic_after_0_refusals_are_dead_lettered_page_by_page(
     make_project: Callable[..., Project], mock_server: httpx.Client
 ) -> None:

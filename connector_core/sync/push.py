@@ -85,6 +85,7 @@ def touched_entities(events: Iterable[EventTouch], own_user_id: str) -> PageChan
             seen.setdefault(member_guid, None)
             changes.unlinks.append((event.entity_guid, member_guid))
     changes.entities = list(seen)
+    changes.unlinks = list(dict.fromkeys(changes.unlinks))  # one membership ends once, however often removed
     return changes
 
 
