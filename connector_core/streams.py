@@ -61,6 +61,9 @@ class SeenOnDisk:
             self._conn.execute("COMMIT")
         return new
 
+    def __contains__(self, key: str) -> bool:
+        return self._conn.execute("SELECT 1 FROM seen WHERE key = ?", (key,)).fetchone() is not None
+
     def close(self) -> None:
         self._conn.close()
         self._dir.cleanup()

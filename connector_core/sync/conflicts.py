@@ -5,7 +5,8 @@ entity now, and the remote record now. Policies, per connector:
 
 - ``external-wins``: the remote's changes are applied; local changes to *other* fields stay and are pushed.
 - ``local-wins``: the remote's changes are discarded; the next push writes the local state over them.
-- ``newest-wins``: whichever side changed last (entity ``lastUpdated`` vs the record's ``updated_at``) wins.
+- ``newest-wins``: whichever side changed last (entity ``lastUpdated`` vs the record's ``updated_at``) wins;
+  the remote, as when it gives no time, when its ``updated_at`` is no timestamp.
 - ``merge``: field by field: disjoint changes both survive; a field both sides changed goes to
   ``merge_fallback``.
 - ``manual``: nothing is applied; the conflict is recorded open and the entity is held back from push until
@@ -37,7 +38,10 @@ class Decision:
 def _newer_side(entity: Entity, remote_updated_at: str | None) -> str:
     if not remote_updated_at or not entity.last_updated:
         return "external"
-    remote = parse_timestamp(remote_updated_at)
+    try:
+        remote = parse_timestamp(remote_updated_at)
+    except ValueError:  # a remote's own ordering (epoch milliseconds, a counter): no time to compare
+        return "external"
     local = parse_timestamp(entity.last_updated)
     return "local" if local > remote else "external"
 
@@ -123,4 +127,14 @@ def resolve_open_conflict(ctx: SyncContext, conflict: Conflict, take: str) -> Fo
     with ctx.state.transaction() as tx:
         tx.upsert_link(new_link)
         tx.resolve_conflict(conflict.id, take)
+        if entity is not None:
+            # the run that held the entity back moved its checkpoint past the entity's events: waiting with
+            # the parked children (retried, uncounted, at the end of every push) is how the next push meets it
+            tx.park(
+                ctx.name,
+                entity.guid,
+                entity.parent_guid or "",
+                f"conflict {conflict.id} resolved ({take}): sent by the next push",
+                count=False,
+            )
     return event

@@ -226,7 +226,7 @@ class PagePuller:
             entity_guid=guid,
             type=kind,
             data=data,
-            timestamp=normalize_timestamp(record.updated_at) if record.updated_at else now_timestamp(),
+            timestamp=_event_time(record.updated_at),
             user_id=self.ctx.user_id,
             sync_level=SyncLevel.EXTERNAL,
         )
@@ -344,6 +344,18 @@ class PagePuller:
                 )
             if move_cursor:
                 tx.set_checkpoint(ctx.name, Direction.PULL, next_cursor)
+
+
+def _event_time(updated_at: str | None) -> str:
+    """When the remote changed the record, or now when it says nothing a log can read: a connector may
+    order by an ``updated_at`` that is no timestamp (the REST connector takes any field, epoch milliseconds
+    included), and the event's guid does not depend on its timestamp."""
+    if updated_at:
+        try:
+            return normalize_timestamp(updated_at)
+        except ValueError:
+            pass
+    return now_timestamp()
 
 
 def remote_link(

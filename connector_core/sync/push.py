@@ -85,6 +85,7 @@ def touched_entities(events: Iterable[EventTouch], own_user_id: str) -> PageChan
             seen.setdefault(member_guid, None)
             changes.unlinks.append((event.entity_guid, member_guid))
     changes.entities = list(seen)
+    changes.unlinks = list(dict.fromkeys(changes.unlinks))  # one membership ends once, however often removed
     return changes
 
 
@@ -183,6 +184,10 @@ class Pusher:
             return self._links[guid]
         link = self.ctx.state.get_link(self.ctx.name, guid)
         if link is None or link.deleted:
+            # a dry run pretends what it rehearsed on an earlier page was delivered (kept on disk, not in a
+            # dict that would grow with the log)
+            if self._rehearsed is not None and guid in self._rehearsed:
+                return "(new)"
             return None
         return link.external_id
 
@@ -214,17 +219,20 @@ class Pusher:
             guids = [g for g in guids if g not in held]
         entities = ctx.eventlog.get_entities(guids)
         links = ctx.state.get_links(ctx.name, guids)
-        if not ctx.dry_run:  # a rehearsal keeps what it pretended to deliver: the store never saw it
-            self._links.clear()
+        self._links.clear()  # a rehearsal's earlier pages are in self._rehearsed: see external_id
         self._parked = ctx.state.parked_attempts(ctx.name, guids)
         self._open_letters = ctx.state.open_dead_letter_refs(ctx.name, Direction.PUSH, guids)
         self._preload_parents(entities)
         deletes = [g for g in guids if g not in entities and g in links and not links[g].deleted]
+        made = self._made_by_lost_creates([g for g in guids if g not in entities and g not in links])
         depths = _depths(entities)
         for level in sorted(set(depths.values())):
             wave = [entities[g] for g in guids if g in entities and depths[g] == level]
             self._deliver(p for e in wave if (p := self._plan(e, links.get(e.guid))))
-        self._deliver(p for group, member in unlinks if (p := self._plan_unlink(group, member)))
+        # an ended membership the log holds again (added back later in the log) is not ended remotely: the
+        # push sends the current state, and an unlink now would end a membership nothing ever restores
+        ended = [(g, m) for g, m in unlinks if g not in entities or m not in entities[g].member_ids]
+        self._deliver(p for group, member in ended if (p := self._plan_unlink(group, member)))
         self._deliver(
             [
                 _Planned(
@@ -240,11 +248,42 @@ class Pusher:
                 )
                 for g in deletes
             ]
+            + [
+                _Planned(
+                    PushRecord(
+                        ref=g, operation=Operation.DELETE, entity_name=None, payload={}, external_id=external
+                    ),
+                    {},
+                    {},
+                )
+                for g, external in made.items()
+            ]
         )
         for guid in guids:
-            if guid not in entities and guid not in deletes:
+            if guid not in entities and guid not in deletes and guid not in made:
                 self.counts.skipped += 1
                 self._unpark(guid)
+
+    def _made_by_lost_creates(self, gone: list[str]) -> dict[str, str]:
+        """External ids of what creates of a killed run made for entities deleted since (no link, an intent
+        left): with no create to send, nothing else would look them up, and the records would stay on the
+        remote for good. Intents of those not found are settled: the create never arrived."""
+        ctx = self.ctx
+        lost = [g for g in gone if g in self._stale_intents]
+        if not lost or ctx.dry_run:
+            return {}
+        found = call_with_retry(
+            lambda: ctx.connector.lookup(lost),
+            ctx.retry,
+            what=f"lookup of {len(lost)} records on {ctx.name}",
+            on_retry=lambda *_: self._count_retry(),
+        )
+        absent = [g for g in lost if g not in found]
+        if absent:
+            with ctx.state.transaction() as tx:
+                tx.clear_intents(ctx.name, absent)
+            self._stale_intents.difference_update(absent)
+        return {g: str(found[g]) for g in lost if g in found}
 
     def _plan(self, entity: Entity, link: Link | None) -> _Planned | None:
         ctx = self.ctx
@@ -423,7 +462,9 @@ class Pusher:
         self._deferred.append((ref, reason, payload))
         self._parent_letters[ref] = reason  # its children are held, whatever the streak turns out to be
         limit = self.ctx.systemic_after
-        if limit and self._streak >= limit:
+        if not limit:  # no streak ever stops the run: nothing to wait for, and memory stays flat
+            self._write_refusals(tx)
+        elif self._streak >= limit:
             self.systemic_stop = reason
             self._deferred.clear()
 

@@ -44,7 +44,8 @@ def replay(ctx: SyncContext, letters: Iterable[DeadLetter]) -> DirectionReport:
 
 
 def _replay_pushes(ctx: SyncContext, pusher: Pusher, refs: list[str]) -> None:
-    """The entities' current state goes out; a letter whose entity is gone from the log is discarded.
+    """The entities' current state goes out; a letter whose entity is gone from the log sends the delete
+    when the entity is still linked (a refused delete), and is discarded when it is not.
 
     Children held behind a replayed parent follow it at once, and theirs after them: they were waiting
     for exactly this delivery, and an operator who replays a household expects its members to arrive."""
@@ -57,8 +58,11 @@ def _replay_pushes(ctx: SyncContext, pusher: Pusher, refs: list[str]) -> None:
     pusher.replay_parts(parts)
     guids = list(dict.fromkeys(guid_of.values()))
     present = ctx.eventlog.get_entities(guids)
-    pusher.push_entities([guid for guid in guids if guid in present])
-    gone = [ref for ref in refs if guid_of[ref] not in present]
+    # an entity gone from the log that is still linked is a refused delete: replaying it sends the delete
+    absent = [guid for guid in guids if guid not in present]
+    deleting = {guid for guid, link in ctx.state.get_links(ctx.name, absent).items() if not link.deleted}
+    pusher.push_entities([guid for guid in guids if guid in present or guid in deleting])
+    gone = [ref for ref in refs if guid_of[ref] not in present and guid_of[ref] not in deleting]
     if gone:
         with ctx.state.transaction() as tx:
             for ref in gone:

@@ -169,7 +169,9 @@ def _run_directions(
         if do_pull:
             report.pull = DirectionReport("pull")
             _guarded(run_pull, ctx, report.pull)
-        if do_push and not ctx.stop.is_set():
+        # a pull that stopped has not seen every remote edit: a push now would write over them
+        pulled = report.pull is None or report.pull.error is None
+        if do_push and not ctx.stop.is_set() and pulled:
             report.push = DirectionReport("push")
             _guarded(run_push, ctx, report.push)
     except BaseException as exc:

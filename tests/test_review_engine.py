@@ -1,0 +1,337 @@
+"""Engine bugs found in the review of the merged sync engine and stores: each test failed before its fix."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from sync_support import FAST_RETRY, event, remote_records
+from typer.testing import CliRunner
+
+from connector_core.cli import app
+from connector_core.connector import Operation, PushRecord
+from connector_core.project import Project
+from connector_core.sample import mobile_log
+from connector_core.state.base import Direction, OpenCounts
+from connector_core.sync.runner import run_connector
+from connector_core.testing.harness import SyncHarness
+from connector_core.testing.server import serve
+from connectors.rest.connector import RestConnector
+from connectors.rest.fake import FakeRestOptions
+from connectors.rest.fake import connector_settings as rest_settings
+from connectors.rest.fake import create_app as create_rest_app
+
+
+def _group_of_two(project: Project) -> None:
+    project.eventlog.append(
+        [
+            event(
+                "g1",
+                "grp",
+                "create-group",
+                {
+                    "name": "Smith",
+                    "members": [
+                        {"guid": "m1", "name": "John", "type": "individual"},
+                        {"guid": "m2", "name": "Mary", "type": "individual"},
+                    ],
+                },
+            ),
+        ]
+    )
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).push.counts.created == 3
+
+
+def _unlinks_received(mock: httpx.Client) -> int:
+    return int(mock.get("/_control/stats").json()["types_received"].get("remove-member", 0))
+
+
+def test_a_member_removed_and_added_back_before_the_push_is_not_unlinked(
+    project: Project, mock_server: httpx.Client
+) -> None:
+    """The push sends the entities' current state; an unlink of a member that is back in its group
+    would end on the remote a membership the log still holds, and nothing would ever restore it."""
+    _group_of_two(project)
+    project.eventlog.append(
+        [
+            event("g2", "grp", "remove-member", {"memberId": "m2"}),
+            event("g3", "grp", "add-member", {"members": [{"guid": "m2", "type": "individual"}]}),
+        ]
+    )
+    group = project.eventlog.get_entity("grp")
+    assert group is not None and "m2" in group.member_ids
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).ok
+    assert _unlinks_received(mock_server) == 0
+
+
+def test_a_member_removed_for_good_is_still_unlinked(project: Project, mock_server: httpx.Client) -> None:
+    _group_of_two(project)
+    project.eventlog.append([event("g2", "grp", "remove-member", {"memberId": "m2"})])
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).ok
+    assert _unlinks_received(mock_server) == 1
+
+
+def test_a_membership_ended_twice_in_one_page_is_unlinked_once(
+    project: Project, mock_server: httpx.Client
+) -> None:
+    """Removed, added back and removed again before a push: one membership ended, one unlink. Two went
+    out in one batch, with one ref, so the remote was asked to end what it had just ended and the two
+    answers were matched to each other by that ref."""
+    _group_of_two(project)
+    project.eventlog.append(
+        [
+            event("g2", "grp", "remove-member", {"memberId": "m2"}),
+            event("g3", "grp", "add-member", {"members": [{"guid": "m2", "type": "individual"}]}),
+            event("g4", "grp", "remove-member", {"memberId": "m2"}),
+        ]
+    )
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).ok
+    assert _unlinks_received(mock_server) == 1
+
+
+def test_with_systemic_after_0_refusals_are_dead_lettered_page_by_page(
+    make_project: Callable[..., Project], mock_server: httpx.Client
+) -> None:
+    """``systemic_after: 0`` (never stop) has no streak to wait for: holding every refusal of one reason
+    back until the run ends kept them all in memory (a list growing with the log) and the checkpoint
+    unmoved for the whole run, so a crash near its end redid all of it."""
+    project = make_project("    systemic_after: 0\n", batch_size=3, page_size=4)
+    project.eventlog.append(
+        [
+            event(f"e{i}", f"hh{i}", "create-individual", {"entityName": "household", "household_name": "H"})
+            for i in range(12)
+        ]
+    )
+    reason = "Invalid field 'hh_size' on model 'res.partner'"
+    mock_server.put("/_control/faults", json={"reject": {f"hh{i}": reason for i in range(12)}})
+    seen: list[tuple[str | None, int]] = []
+
+    def after_page(direction: str, done: int, total: int | None) -> None:
+        if direction == "push":
+            seen.append(
+                (
+                    project.state.get_checkpoint("reg", Direction.PUSH),
+                    project.state.open_counts("reg").dead_letters,
+                )
+            )
+
+    report = run_connector(project, "reg", pull=False, retry=FAST_RETRY, on_progress=after_page)
+    assert report.ok, report.error
+    assert seen == [("4", 4), ("8", 8), ("12", 12)]
+
+
+def test_a_push_does_not_overwrite_a_remote_edit_the_failed_pull_did_not_bring(
+    project: Project, mock_server: httpx.Client
+) -> None:
+    """Pull goes first so that a push never overwrites a remote edit it has not seen (runner.py). When the
+    pull gives up, the push must not go on as if it had seen everything: the local payload would write the
+    old values over the remote's edit, and the next pull would find nothing left to merge."""
+    project.eventlog.append(
+        [
+            event(
+                "e0",
+                "p1",
+                "create-individual",
+                {"entityName": "individual", "first_name": "Ana", "last_name": "Cruz", "phone_number": "+1"},
+            )
+        ]
+    )
+    assert run_connector(project, "reg", retry=FAST_RETRY).ok
+    (record,) = remote_records(mock_server)
+    mock_server.patch(f"/_control/records/{record['id']}", json={"data": {"first_name": "Ann"}})
+    project.eventlog.append([event("e1", "p1", "update-individual", {"phone_number": "+2"})])
+    mock_server.put("/_control/faults", json={"script": [{"on": "pull", "status": 503}] * 8})
+
+    failed = run_connector(project, "reg", retry=FAST_RETRY)
+    assert not failed.ok and failed.pull is not None and failed.pull.error is not None
+    (record,) = remote_records(mock_server)
+    assert record["data"]["first_name"] == "Ann", "the push wrote over a remote edit it had not seen"
+
+    mock_server.put("/_control/faults", json={})
+    assert run_connector(project, "reg", retry=FAST_RETRY).ok
+    (record,) = remote_records(mock_server)
+    assert (record["data"]["first_name"], record["data"]["phone_number"]) == ("Ann", "+2")
+
+
+def test_a_conflict_resolved_local_is_pushed_on_the_next_run(
+    make_project: Callable[..., Project], mock_server: httpx.Client, tmp_path: Path
+) -> None:
+    """``conflicts resolve --take local`` promises "keep ours; the next push overwrites the remote". The
+    run that held the entity back moved its checkpoint past the entity's events, so the next push must
+    still find it."""
+    project = make_project("    conflict_policy: manual\n")
+    project.eventlog.append(
+        [
+            event(
+                "e0",
+                "p1",
+                "create-individual",
+                {"entityName": "individual", "first_name": "Ana", "last_name": "Cruz", "phone_number": "+1"},
+            )
+        ]
+    )
+    assert run_connector(project, "reg", retry=FAST_RETRY).ok
+    (record,) = remote_records(mock_server)
+    project.eventlog.append([event("e1", "p1", "update-individual", {"first_name": "Anna"})])
+    mock_server.patch(f"/_control/records/{record['id']}", json={"data": {"first_name": "Ann"}})
+    held = run_connector(project, "reg", retry=FAST_RETRY)
+    assert held.ok and held.push is not None and held.push.counts.updated == 0
+    (conflict,) = project.state.conflicts("reg")
+
+    config = str(tmp_path / "dcsync.yaml")
+    done = CliRunner().invoke(
+        app, ["conflicts", "resolve", str(conflict.id), "--take", "local", "-c", config]
+    )
+    assert done.exit_code == 0, done.output
+    after = run_connector(project, "reg", retry=FAST_RETRY)
+    assert after.ok, after.error
+    (record,) = remote_records(mock_server)
+    assert record["data"]["first_name"] == "Anna", "the local side was kept but never pushed"
+    assert project.state.open_counts("reg") == OpenCounts(0, 0, 0)
+
+
+def _dry_run_peak(tmp_path: Path, households: int) -> tuple[int, int]:
+    config = tmp_path / f"{households}" / "dcsync.yaml"
+    config.parent.mkdir()
+    # a dry run sends nothing: no server behind the url
+    config.write_text(
+        "connectors:\n  reg:\n    type: mock\n    batch_size: 50\n    page_size: 200\n"
+        "    settings:\n      url: http://127.0.0.1:9\n"
+    )
+    project = Project.open(config)
+    try:
+        project.eventlog.append(mobile_log(households=households, members=4, updates=1))
+        tracemalloc.start()
+        try:
+            report = run_connector(project, "reg", pull=False, dry_run=True)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    finally:
+        project.close()
+    assert report.ok and report.push is not None, report.error
+    return peak, report.push.counts.created
+
+
+@pytest.mark.slow
+def test_a_dry_run_of_a_log_four_times_larger_peaks_at_the_same_memory(tmp_path: Path) -> None:
+    """A dry run kept every entity it rehearsed in a dict (so later pages saw their parents as delivered):
+    memory grew with the log. Both logs are past the plan's cap of 10,000 lines, which is bounded."""
+    _dry_run_peak(tmp_path, 2)  # what the first run of a process builds once
+    small, small_created = _dry_run_peak(tmp_path, 2400)
+    large, large_created = _dry_run_peak(tmp_path, 9600)
+    assert (small_created, large_created) == (12000, 48000)
+    assert large < 1.3 * small, f"peak {large:,} bytes for 48,000 entities vs {small:,} for 12,000"
+
+
+def test_replaying_a_refused_delete_sends_the_delete(
+    project: Project, mock_server: httpx.Client, tmp_path: Path
+) -> None:
+    """A refused delete's letter names an entity the log no longer holds. Discarding it as "gone" left the
+    remote record alive and its link in place for good: the pull skips a linked record whose entity is
+    gone ("the push deletes it"), and no push ever would."""
+    project.eventlog.append(
+        [event("a", "p9", "create-individual", {"entityName": "individual", "first_name": "Ana"})]
+    )
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).ok
+    mock_server.put("/_control/faults", json={"reject": {"p9": "record is locked by an open case"}})
+    project.eventlog.append([event("b", "p9", "delete-entity", {"reason": "duplicate"})])
+    run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    (letter,) = project.state.dead_letters("reg")
+    assert letter.ref == "p9" and letter.payload["operation"] == "delete"
+
+    mock_server.put("/_control/faults", json={})
+    config = str(tmp_path / "dcsync.yaml")
+    replayed = CliRunner().invoke(app, ["dlq", "replay", "reg", "--all", "-c", config])
+    assert replayed.exit_code == 0, replayed.output
+    assert project.state.get_dead_letter(letter.id).status == "replayed"
+    assert project.state.get_link("reg", "p9") is None
+    (record,) = remote_records(mock_server)
+    assert record["deleted"] is True
+
+
+def test_a_create_left_unanswered_whose_entity_is_then_deleted_is_not_left_on_the_remote(
+    project: Project, mock_server: httpx.Client
+) -> None:
+    """A create whose answer was lost stays an intent: the next run looks it up before sending again.
+    When the entity is deleted before that run, there is no create to send and no link to delete, so the
+    intent was never looked up: the record the lost create made stayed on the remote for good (and every
+    run warned about the intent)."""
+    project.eventlog.append(
+        [event("a", "p1", "create-individual", {"entityName": "individual", "first_name": "Ana"})]
+    )
+    # the state a run killed mid-request leaves: the intent written, the create arrived, no answer read
+    with project.state.transaction() as tx:
+        tx.add_intents("reg", ["p1"])
+    connector = project.build_connector("reg")
+    try:
+        create = PushRecord(ref="p1", operation=Operation.CREATE, entity_name="individual", payload={"a": 1})
+        (sent,) = connector.push([create])
+    finally:
+        connector.close()
+    assert sent.ok
+    (remote,) = remote_records(mock_server)
+    assert remote["deleted"] is False
+
+    project.eventlog.append([event("b", "p1", "delete-entity", {"reason": "entered by mistake"})])
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).ok
+    (record,) = remote_records(mock_server)
+    assert record["deleted"] is True, "the record the lost create made is still alive on the remote"
+    assert project.state.intents("reg") == set()
+
+
+def test_a_remote_whose_updated_at_is_not_a_timestamp_is_still_pulled(tmp_path: Path) -> None:
+    """The REST connector takes ``record.updated_at`` from any field and orders what it cannot read as a
+    timestamp by its text (epoch milliseconds are common). The pull stamped each event with it through
+    ``normalize_timestamp``, whose ValueError escaped the run as a traceback on every pull of that page."""
+    options = FakeRestOptions(auth="api_key", pagination="cursor")
+    with serve(create_rest_app(options)) as served, httpx.Client(base_url=served.url) as control:
+        control.post(
+            "/_control/records",
+            json={"type": "individual", "data": {"first_name": "Ana", "modified_ms": 1709287200000}},
+        ).raise_for_status()
+        settings = rest_settings(served.url, options)
+        settings["record"]["updated_at"] = "$.modified_ms"
+        connector = RestConnector("reg", RestConnector.config_model.model_validate(settings))
+        harness = SyncHarness(connector, tmp_path)
+        try:
+            report = harness.pull()
+            assert report.error is None, report.error
+            assert report.counts.appended == 1
+            (entity,) = harness.eventlog.iter_entities()
+            assert entity.data["first_name"] == "Ana"
+        finally:
+            harness.close()
+
+
+def test_newest_wins_with_an_updated_at_that_is_no_timestamp_does_not_crash(tmp_path: Path) -> None:
+    """``newest-wins`` compared the remote's updated_at with ``parse_timestamp``: an unreadable one (epoch
+    milliseconds, which the REST connector orders by text) raised a ValueError out of the pull."""
+    options = FakeRestOptions(auth="api_key", pagination="cursor")
+    with serve(create_rest_app(options)) as served, httpx.Client(base_url=served.url) as control:
+        made = control.post(
+            "/_control/records",
+            json={"type": "individual", "data": {"first_name": "Ana", "modified_ms": 1709287200000}},
+        ).json()
+        settings = rest_settings(served.url, options)
+        settings["record"]["updated_at"] = "$.modified_ms"
+        connector = RestConnector("reg", RestConnector.config_model.model_validate(settings))
+        harness = SyncHarness(connector, tmp_path, conflict_policy="newest-wins")
+        try:
+            assert harness.pull().error is None
+            (entity,) = harness.eventlog.iter_entities()
+            harness.append([event("e1", entity.guid, "update-individual", {"first_name": "Anna"})])
+            control.patch(
+                f"/_control/records/{made['id']}",
+                json={"data": {"first_name": "Ann", "modified_ms": 1709287300000}},
+            ).raise_for_status()
+            with harness.state.transaction() as tx:  # read from the start (the fake takes no epoch "since")
+                tx.set_checkpoint("reg", Direction.PULL, None)
+            report = harness.pull()
+            assert report.error is None, report.error
+            assert report.counts.conflicts == 1
+        finally:
+            harness.close()
