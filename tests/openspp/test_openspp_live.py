@@ -71,6 +71,8 @@ def _project(directory: Path, module: str, after_id: int) -> Path:
         "password": PASSWORD,
         "lag_seconds": 0,
         "xmlid_module": module,
+        # checked through res.users.has_group, @api.model in Odoo 17 (a registrar cannot read ir.model.data)
+        "registrar_group": "g2p_registry_base.group_g2p_registrar",
         "pull_domain": [["id", ">", after_id]],
     }
     connector = {
