@@ -26,8 +26,15 @@ processes, and two were measured to overlap two calls almost fully; Odoo's defau
 (``workers = 0``) hardly overlaps them at all, which one modelled worker reproduces. The two hand-written
 strategies send one call at a time, so the worker count does not change them; they run once.
 
+``--url``/``--db`` run the same three strategies against a real Odoo 17 + OpenG2P registry set up as
+``docs/connectors/openspp.md`` says, instead of the fake (``--workers`` and ``--costs`` then do not apply;
+the log carries no areas, which the registry core lacks). The bench deletes every registrant of that
+database before each strategy and counts the calls it sends itself: use a throwaway database.
+
 Usage: python bench/openspp.py [--households 100] [--members 5] [--batch-size 500] [--load-size 100]
                               [--in-flight 2] [--costs real|off] [--costs-scale 1] [--workers 2,1]
+                              [--url URL --db DB [--login registrar --password registrar]
+                               [--admin-login admin --admin-password admin]]
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import argparse
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -94,39 +102,115 @@ def fake_openspp_process(costs: str, scale: float, workers: int) -> Iterator[str
         child.wait(timeout=10)
 
 
-def reset(url: str) -> None:
-    httpx.post(f"{url}/__fake__/reset", json={"seed": True}, timeout=30).raise_for_status()
+@dataclass(slots=True)
+class Target:
+    """The server a strategy runs against, and how the bench resets it, counts its calls and its records.
+
+    The fake answers all three through its control API (not charged). A real Odoo has none: the bench
+    counts the JSON-RPC calls this process makes (``counted_calls``), and resets and counts as the
+    administrator, off the clock."""
+
+    url: str
+    database: str = DATABASE
+    login: str = REGISTRAR_LOGIN
+    password: str = REGISTRAR_PASSWORD
+    admin: tuple[str, str] | None = None
+    """A real server's administrator (login, password); ``None``: the fake, driven by its control API."""
+    counter: list[int] | None = None
+
+    def reset(self) -> None:
+        if self.admin is None:
+            httpx.post(f"{self.url}/__fake__/reset", json={"seed": True}, timeout=30).raise_for_status()
+            return
+        with self._admin() as client:
+            every = {"context": {"active_test": False}}
+            partners = client.execute_kw("res.partner", "search", [[["is_registrant", "=", True]]], every)
+            for model, field in (("g2p.group.membership", "group"), ("g2p.group.membership", "individual")):
+                for chunk in _chunks(partners):
+                    client.unlink(model, client.search(model, [[field, "in", chunk]], order="id"))
+            for model in ("g2p.reg.id", "res.partner.bank"):
+                for chunk in _chunks(partners):
+                    client.unlink(model, client.search(model, [["partner_id", "in", chunk]], order="id"))
+            for chunk in _chunks(partners):
+                client.unlink("res.partner", chunk)  # their xml-ids go with them
+
+    def calls(self) -> int:
+        if self.admin is None:
+            return int(httpx.get(f"{self.url}/__fake__/stats", timeout=30).json()["calls"])
+        assert self.counter is not None, "count a real server's calls inside counted_calls()"
+        return self.counter[0]
+
+    def census(self) -> dict[str, int]:
+        """What the registry holds after a strategy."""
+        if self.admin is not None:
+            with self._admin() as client:
+                registrant = [["partner_id.is_registrant", "=", True]]
+                return {
+                    "households": client.search_count(
+                        "res.partner", [["is_registrant", "=", True], ["is_group", "=", True]]
+                    ),
+                    "individuals": client.search_count(
+                        "res.partner", [["is_registrant", "=", True], ["is_group", "=", False]]
+                    ),
+                    "memberships": client.search_count("g2p.group.membership", []),
+                    "ids": client.search_count("g2p.reg.id", registrant),
+                    "bank accounts": client.search_count("res.partner.bank", registrant),
+                }
+        state = httpx.get(f"{self.url}/__fake__/state", timeout=60).json()
+        partners = [p for p in state["res.partner"] if p.get("is_registrant") and p.get("active", True)]
+        return {
+            "households": sum(1 for p in partners if p.get("is_group")),
+            "individuals": sum(1 for p in partners if not p.get("is_group")),
+            "memberships": len(state["g2p.group.membership"]),
+            "ids": len(state["g2p.reg.id"]),
+            "bank accounts": len(state["res.partner.bank"]),
+        }
+
+    def _admin(self) -> OdooClient:
+        assert self.admin is not None
+        return OdooClient(self.url, self.database, *self.admin, timeout=300)
+
+    def client(self, timeout: float) -> OdooClient:
+        return OdooClient(self.url, self.database, self.login, self.password, timeout=timeout)
 
 
-def calls(url: str) -> int:
-    return int(httpx.get(f"{url}/__fake__/stats", timeout=30).json()["calls"])
+def _chunks(ids: list[int], size: int = 200) -> Iterator[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
 
 
-def census(url: str) -> dict[str, int]:
-    """What the registry holds after a strategy (read through the control API, not charged)."""
-    state = httpx.get(f"{url}/__fake__/state", timeout=60).json()
-    partners = [p for p in state["res.partner"] if p.get("is_registrant") and p.get("active", True)]
-    return {
-        "households": sum(1 for p in partners if p.get("is_group")),
-        "individuals": sum(1 for p in partners if not p.get("is_group")),
-        "memberships": len(state["g2p.group.membership"]),
-        "ids": len(state["g2p.reg.id"]),
-        "bank accounts": len(state["res.partner.bank"]),
-    }
+@contextmanager
+def counted_calls(target: Target) -> Iterator[None]:
+    """Count the JSON-RPC calls this process sends (engine and hand-written strategies alike) for a real
+    server, which keeps no count a client can read."""
+    lock = threading.Lock()
+    counter = target.counter = [0]
+    original = OdooClient.call
+
+    def call(self: OdooClient, service: str, method: str, args: Any) -> Any:
+        with lock:
+            counter[0] += 1
+        return original(self, service, method, args)
+
+    OdooClient.call = call  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        OdooClient.call = original  # type: ignore[method-assign]
 
 
 def bench_engine(
-    url: str, events: list[FormSubmission], batch_size: int, load_size: int, in_flight: int
+    target: Target, events: list[FormSubmission], batch_size: int, load_size: int, in_flight: int
 ) -> Outcome:
-    reset(url)
-    before = calls(url)
+    target.reset()
+    before = target.calls()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "dcsync.yaml"
         settings = {
-            "url": url,
-            "database": DATABASE,
-            "username": REGISTRAR_LOGIN,
-            "password": REGISTRAR_PASSWORD,
+            "url": target.url,
+            "database": target.database,
+            "username": target.login,
+            "password": target.password,
             "batch_size": load_size,
             "in_flight": in_flight,
         }
@@ -148,7 +232,7 @@ def bench_engine(
             project.close()
     assert report.ok and report.push is not None, report.error
     assert report.push.counts.dead_lettered == 0, report.push.counts
-    return Outcome("engine", elapsed, report.push.counts.created, calls(url) - before, census(url))
+    return Outcome("engine", elapsed, report.push.counts.created, target.calls() - before, target.census())
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +283,9 @@ class Catalog:
         self.household_kind = household_kind[0]["id"]
 
     def partner(self, payload: dict[str, Any], is_group: bool) -> dict[str, Any]:
-        vals = {k: (False if v is None else v) for k, v in payload.items() if k not in SUB_KEYS}
+        # an empty answer is left out, as the connector does: a create's default is already empty, and
+        # the OpenG2P registry core has no area_id to send an empty one to
+        vals = {k: v for k, v in payload.items() if k not in SUB_KEYS and v is not None}
         vals.update(is_registrant=True, is_group=is_group)
         if is_group:
             vals["kind"] = self.household_kind
@@ -223,12 +309,12 @@ class Catalog:
         return {"kind": [[6, 0, [self.kinds[kind]]]]} if kind else {}
 
 
-def bench_per_record(url: str, plan: Plan) -> Outcome:
+def bench_per_record(target: Target, plan: Plan) -> Outcome:
     """One call per record and per link, in the order DataCollect's OpenSPP adapter makes them."""
-    reset(url)
-    before = calls(url)
+    target.reset()
+    before = target.calls()
     started = time.perf_counter()
-    with OdooClient(url, DATABASE, REGISTRAR_LOGIN, REGISTRAR_PASSWORD, timeout=60) as client:
+    with target.client(timeout=60) as client:
         catalog = Catalog(client)
 
         def partner(payload: dict[str, Any], is_group: bool) -> int:
@@ -249,15 +335,15 @@ def bench_per_record(url: str, plan: Plan) -> Outcome:
                 }
                 client.write("res.partner", [hid], {"group_membership_ids": [[0, 0, member]]})
     elapsed = time.perf_counter() - started
-    return Outcome("one call per record", elapsed, plan.registrants, calls(url) - before, census(url))
+    return Outcome("one call per record", elapsed, plan.registrants, target.calls() - before, target.census())
 
 
-def bench_plain_batches(url: str, plan: Plan) -> Outcome:
+def bench_plain_batches(target: Target, plan: Plan) -> Outcome:
     """``create`` with lists of 50 (IDs and bank accounts inline), then memberships in lists of 50."""
-    reset(url)
-    before = calls(url)
+    target.reset()
+    before = target.calls()
     started = time.perf_counter()
-    with OdooClient(url, DATABASE, REGISTRAR_LOGIN, REGISTRAR_PASSWORD, timeout=120) as client:
+    with target.client(timeout=120) as client:
         catalog = Catalog(client)
 
         def vals(entity: Entity, is_group: bool) -> dict[str, Any]:
@@ -294,7 +380,9 @@ def bench_plain_batches(url: str, plan: Plan) -> Outcome:
         ]
         create("g2p.group.membership", links, lambda link: link)
     elapsed = time.perf_counter() - started
-    return Outcome("plain batched creates", elapsed, plan.registrants, calls(url) - before, census(url))
+    return Outcome(
+        "plain batched creates", elapsed, plan.registrants, target.calls() - before, target.census()
+    )
 
 
 def main() -> None:
@@ -316,21 +404,45 @@ def main() -> None:
         help="modelled Odoo workers, one engine run each (default 2,1: prefork with 2 workers, and one "
         "worker, as Odoo's default threaded mode behaves); the first also serves the other strategies",
     )
+    parser.add_argument(
+        "--url",
+        help="a real Odoo 17 + OpenG2P registry instead of the fake; a THROWAWAY database only: each "
+        "strategy starts by deleting every registrant in it",
+    )
+    parser.add_argument("--db", help="its database (with --url)")
+    parser.add_argument("--login", default="registrar", help="integration user (with --url)")
+    parser.add_argument("--password", default="registrar")
+    parser.add_argument("--admin-login", default="admin", help="resets and counts the registry (with --url)")
+    parser.add_argument("--admin-password", default="admin")
     args = parser.parse_args()
+    if args.url and not args.db:
+        parser.error("--url needs --db")
     worker_counts = [int(w) for w in str(args.workers).split(",") if w.strip()]
-    if args.costs == "off":
-        worker_counts = worker_counts[:1]  # without costs the worker count changes nothing
-    events = list(registry_log(households=args.households, members=args.members))
+    if args.costs == "off" or args.url:
+        worker_counts = worker_counts[:1]  # without costs (or on a real server) the count changes nothing
+    events = list(registry_log(households=args.households, members=args.members, areas=not args.url))
     plan = Plan.of(events)
     engines: list[tuple[int, Outcome]] = []
-    for index, workers in enumerate(worker_counts):
+
+    def run_all(target: Target, workers: int, first: bool) -> None:
+        engines.append(
+            (workers, bench_engine(target, events, args.batch_size, args.load_size, args.in_flight))
+        )
+        if first:
+            others.append(bench_per_record(target, plan))
+            others.append(bench_plain_batches(target, plan))
+
+    others: list[Outcome] = []  # one call per record, then plain batched creates
+    if args.url:
+        real_server = Target(
+            args.url, args.db, args.login, args.password, admin=(args.admin_login, args.admin_password)
+        )
+        with counted_calls(real_server):
+            run_all(real_server, 0, True)
+    for index, workers in enumerate([] if args.url else worker_counts):
         with fake_openspp_process(args.costs, args.costs_scale, workers) as url:
-            engines.append(
-                (workers, bench_engine(url, events, args.batch_size, args.load_size, args.in_flight))
-            )
-            if index == 0:
-                per_record = bench_per_record(url, plan)
-                batched = bench_plain_batches(url, plan)
+            run_all(Target(url), workers, index == 0)
+    per_record, batched = others
     real = args.costs == "real"
     households = len(plan.households)
     extras = ", ".join(
@@ -339,9 +451,12 @@ def main() -> None:
     costs = (
         f"real-Odoo costs x{args.costs_scale:g} (connectors/openspp/fake/costs.py)" if real else "no costs"
     )
-    print(f"{plan.registrants} registrants in {households} households, {extras}; fake OpenSPP with {costs}")
+    server = f"real Odoo at {args.url}" if args.url else f"fake OpenSPP with {costs}"
+    print(f"{plan.registrants} registrants in {households} households, {extras}; {server}")
 
     def served(workers: int) -> str:
+        if args.url:
+            return "the real server"
         return f"{workers} worker{'s' if workers > 1 else ''}" if real else "no costs"
 
     rows = [

@@ -528,7 +528,8 @@ class OdooClient:
 
         DataCollect reads the user's ``groups_id`` and resolves the group's xml-id through
         ``ir.model.data`` (``group`` may be ``module.name`` or just the name). A registrar cannot read
-        ``ir.model.data``; then ``res.users.has_group`` answers instead, which needs ``module.name``.
+        ``ir.model.data``; then ``res.users.has_group`` answers instead, which needs ``module.name`` and, in
+        Odoo 17, takes no ids (``@api.model``: it answers for the calling user).
         """
         uid = self.authenticate()
         users = self.read("res.users", [uid], ["groups_id"])
@@ -547,7 +548,7 @@ class OdooClient:
                     f"cannot resolve group {group!r} without rights on ir.model.data; give it as "
                     "module.name (e.g. g2p_registry_base.group_g2p_registrar)"
                 ) from None
-            return bool(self.execute_kw("res.users", "has_group", [[uid], group]))
+            return bool(self.execute_kw("res.users", "has_group", [group]))  # @api.model in Odoo 17
         return any(r.get("res_id") in group_ids for r in rows)
 
 

@@ -772,3 +772,34 @@ def test_stock_openg2p_has_no_areas() -> None:
     assert "area_id" not in stock.registry["res.partner"].fields
     assert "spp.area" not in stock.registry
     assert "area_id" in FakeOpenSpp().registry["res.partner"].fields
+
+
+def test_has_group_is_a_model_method_as_in_odoo_17(rpc: Rpc) -> None:
+    """``res.users.has_group`` is ``@api.model`` in Odoo 17 (observed on a real 17.0 server): the group's
+    xml-id is its only argument and it answers for the calling user; ids in front are a TypeError."""
+    group = "g2p_registry_base.group_g2p_registrar"
+    assert rpc.ok("res.users", "has_group", [group], user="registrar") is True
+    assert rpc.ok("res.users", "has_group", ["g2p_registry_base.group_g2p_admin"], user="registrar") is False
+    assert rpc.ok("res.users", "has_group", ["nope.nope"], user="registrar") is False
+    uid = rpc.login("registrar")
+    cases = [
+        (
+            [[uid], group],
+            "builtins.TypeError",
+            "Users.has_group() takes 2 positional arguments but 3 were given",
+        ),
+        (
+            [],
+            "builtins.TypeError",
+            "Users.has_group() missing 1 required positional argument: 'group_ext_id'",
+        ),
+        (
+            ["group_g2p_registrar"],
+            "builtins.AssertionError",
+            "External ID 'group_g2p_registrar' must be fully qualified",
+        ),
+        (["a.b.c"], "builtins.ValueError", "too many values to unpack (expected 2)"),
+    ]
+    for args, name, message in cases:
+        error = rpc.ex("res.users", "has_group", args, user="registrar")["error"]["data"]
+        assert (error["name"], error["message"]) == (name, message), args

@@ -418,16 +418,23 @@ class Env:
             raise RpcError(ACCESS_ERROR, f"Not enough access rights on the external ID '{module}.{xml_id}'")
         return [target, False]
 
-    def m_has_group(self, model: str, ids: Any, group_ext_id: str) -> bool:
-        id_list = _ids(ids)
-        if len(id_list) > 1:
-            raise _expected_singleton("res.users", id_list)
-        uid = id_list[0] if id_list else self.uid
+    def m_has_group(self, model: str, *args: Any) -> bool:
+        """``@api.model`` in Odoo 17 (18 made it a record method): the group's xml-id is the only argument
+        and the answer is for the calling user; observed on a real 17.0 server, ids in front of it are a
+        ``TypeError`` there."""
+        if len(args) != 1:
+            raise RpcError(
+                TYPE_ERROR,
+                f"Users.has_group() takes 2 positional arguments but {len(args) + 1} were given"
+                if args
+                else "Users.has_group() missing 1 required positional argument: 'group_ext_id'",
+            )
+        group_ext_id = args[0]
         if not isinstance(group_ext_id, str) or "." not in group_ext_id:
             raise RpcError("builtins.AssertionError", f"External ID '{group_ext_id}' must be fully qualified")
         if group_ext_id.count(".") > 1:
             raise value_error("too many values to unpack (expected 2)")
-        return group_ext_id in self.server.groups_of(uid)
+        return group_ext_id in self.server.groups_of(self.uid)
 
     def m_load(self, model: str, fields: list[str], data: list[list[Any]]) -> dict[str, Any]:
         from connectors.openspp.fake.loader import load
