@@ -314,16 +314,17 @@ def test_fields_get_calls_one2many_fields_stored_and_searchable(rpc: Rpc) -> Non
 
 
 def test_has_group_wants_one_fully_qualified_xmlid(rpc: Rpc) -> None:
-    """``res.users._has_group`` asserts a dotted xml-id and splits it in exactly two."""
-    uid = rpc.login("registrar")
+    """``res.users._has_group`` asserts a dotted xml-id and splits it in exactly two (``has_group`` is
+    ``@api.model`` on Odoo 17: the xml-id is its only argument, as a real 17.0 server showed)."""
+    rpc.login("registrar")
     registrar = "g2p_registry_base.group_g2p_registrar"
-    assert rpc.ok("res.users", "has_group", [[uid], registrar], user="registrar") is True
-    bare = rpc.err("res.users", "has_group", [[uid], "group_g2p_registrar"], user="registrar")
+    assert rpc.ok("res.users", "has_group", [registrar], user="registrar") is True
+    bare = rpc.err("res.users", "has_group", ["group_g2p_registrar"], user="registrar")
     assert (bare["name"], bare["message"]) == (
         "builtins.AssertionError",
         "External ID 'group_g2p_registrar' must be fully qualified",
     )
-    dotted = rpc.err("res.users", "has_group", [[uid], "a.b.c"], user="registrar")
+    dotted = rpc.err("res.users", "has_group", ["a.b.c"], user="registrar")
     assert (dotted["name"], dotted["message"]) == (
         "builtins.ValueError",
         "too many values to unpack (expected 2)",
