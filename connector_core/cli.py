@@ -608,10 +608,10 @@ def bulk_load_command(
     from connector_core.sync import bulk
 
     if not dry_run and not local:
-        fail(
-            "bulk-load runs its shards on this machine with --local (--processes P); "
-            "on a worker fleet, defer them with the worker queue"
-        )
+        from connector_core.workers.cli import bulk_defer
+
+        bulk_defer(config, name, shards)  # the fleet's queue; without one, the error says to use --local
+        return
     with handled():
         project = Project.open(config, read_only=dry_run)
         try:

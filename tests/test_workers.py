@@ -68,6 +68,24 @@ def test_a_target_s_connectors_share_its_lanes_evenly_and_each_keeps_one(tmp_pat
     }  # projects start on different lanes
 
 
+def test_bulk_shards_spread_over_their_target_s_lanes_or_lock_alone(tmp_path: Path) -> None:
+    from connector_core.workers.bulk_tasks import finish_lock, shard_lock, shard_queueing_lock
+
+    loaded = load_config(_project(tmp_path / "dcsync.yaml", TARGETED))
+    # on a target: shard k writes on lane k mod max_writers, so a bulk load never passes the cap
+    assert [shard_lock("t", loaded, "a", "p1", k) for k in range(4)] == [
+        "target:registry:0",
+        "target:registry:1",
+        "target:registry:0",
+        "target:registry:1",
+    ]
+    # without one: a lock per shard (a rerun or a stalled job's retry never runs a shard twice at once)
+    free = {shard_lock("t", loaded, "free", "p1", k) for k in range(4)}
+    assert free == {f"connector:t:free:bulk:p1:{k}" for k in range(4)}
+    assert len({shard_queueing_lock("t", "a", "p1", k) for k in range(4)} | free) == 8
+    assert finish_lock("t", "a", "p1") != finish_lock("t", "a", "p2")
+
+
 @pytest.mark.postgres
 def test_the_engine_runs_at_most_max_writers_jobs_of_a_target_at_once(
     tmp_path: Path, postgres_url: str, pg_schema: str

@@ -231,6 +231,61 @@ def queue_list(
     )
 
 
+@contextmanager
+def _bulk_queue_errors() -> Iterator[None]:
+    """A bulk load with no usable queue is a bad invocation (exit 2) that names the way without one."""
+    try:
+        yield
+    except (WorkersUnavailable, QueueError) as exc:
+        _cli.fail(f"{exc}; or run the shards on this machine with --local (--processes P)", EXIT_BAD_INPUT)
+
+
+def bulk_defer(config: Path, connector: str, shards: int) -> None:
+    """``dcsync bulk-load NAME --shards K`` on a fleet: plan the load here, defer a job per shard not done
+    (the last one to end defers the final job); the workers do the rest."""
+    with _cli.handled(), _bulk_queue_errors():
+        from connector_core.project import Project
+        from connector_core.sync import bulk
+        from connector_core.workers.app import build_app, check_schema
+        from connector_core.workers.bulk_tasks import defer_shards
+        from connector_core.workers.projects import ProjectRegistry
+
+        loaded, settings = _settings(config, None)
+        if loaded is None:
+            _cli.fail(f"{config}: no project file")
+        assert loaded is not None
+        ref = ProjectRegistry.load(settings.projects).resolve(str(config))
+        check_schema(settings)
+        project = Project.open(config)
+        try:
+            try:
+                plan = bulk.plan_bulk_load(project, connector, shards)
+            except bulk.BulkLoadError as exc:
+                _cli.fail(str(exc))
+        finally:
+            project.close()
+        if plan.status != "open":
+            _cli.out.print(f"{connector}: bulk load {plan.id} is finished", highlight=False)
+            return
+        if plan.shards != shards:
+            _cli.err.print(
+                f"[yellow]resumed[/] the open plan {plan.id} of {plan.shards} shards", highlight=False
+            )
+        app = build_app(settings)
+        with app.open():
+            jobs = defer_shards(app, ref.key, loaded, connector, plan.id, plan.pending)
+    rows = [[str(k), "already waiting" if job is None else f"job {job}"] for k, job in jobs.items()]
+    if rows:
+        _cli.show_rows(["shard", "queued"], rows, title=f"bulk load {plan.id} of {connector}")
+    _cli.out.print(
+        f"{connector}: {len(jobs)} shard job(s) of bulk load {plan.id} on the queue; the last shard to end "
+        f"queues the final job, which moves the push checkpoint to {plan.mark}. Watch: dcsync queue list; "
+        f"progress: dcsync runs",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def mount(app: typer.Typer, cli_module: Any) -> None:
     """Add ``worker`` and ``queue`` to the ``dcsync`` command (``cli_module``: connector_core.cli)."""
     global _cli

@@ -56,7 +56,7 @@ __all__ = [
     "open_project",
 ]
 
-TASK_MODULES: list[str] = ["connector_core.workers.tasks"]
+TASK_MODULES: list[str] = ["connector_core.workers.tasks", "connector_core.workers.bulk_tasks"]
 """Modules whose ``install_tasks(app, settings)`` adds tasks to every App a fleet builds."""
 
 log = logging.getLogger("dcsync.worker")

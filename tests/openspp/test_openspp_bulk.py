@@ -156,3 +156,134 @@ def test_two_thousand_households_in_four_shards_with_a_killed_worker_arrive_exac
         assert (sent.read, sent.created, sent.updated, sent.deleted) == (0, 0, 0, 0), sent
     finally:
         project.close()
+
+
+def _shard_running_on(url: str, schema: str, pid: int) -> list[str]:
+    """Shard runs in progress (started in run history, not finished) by process ``pid``."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows_ = conn.execute(
+            f"SELECT r.connector FROM {schema}.runs r JOIN {schema}.dcsync_leases l USING (connector) "
+            "WHERE r.outcome = 'running' AND l.pid = %s",
+            (pid,),
+        ).fetchall()
+    return [name for (name,) in rows_]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_bulk_load_on_two_fleet_workers_survives_one_killed_mid_shard(
+    tmp_path: Path, url: str, fake: FakeOpenSpp, postgres_url: str, pg_schema: str
+) -> None:
+    """The same load deferred to the worker fleet: `dcsync bulk-load` queues the shards, two `dcsync worker`
+    processes run them, one is SIGKILLed inside a shard; another worker retries its stalled job, the last
+    shard to end queues the final job, and the registry holds every record exactly once."""
+    pytest.importorskip("procrastinate", reason="needs the workers extra: pip install 'dcsync[workers]'")
+    import psycopg
+
+    queue_schema = f"{pg_schema}_q"
+    config = _config(
+        tmp_path / "field", url, {"backend": "postgres", "url": postgres_url, "schema": pg_schema}
+    )
+    with config.open("a") as handle:
+        handle.write(
+            f"workers: {{postgres: '{postgres_url}', schema: {queue_schema}, concurrency: 2, heartbeat: 1, "
+            "stalled_after: 4, busy_retry: 1}\n"
+        )
+    project = Project.open(config)
+    try:
+        project.eventlog.append(registry_log(households=HOUSEHOLDS, members=2, seed=23))
+        local = {e.guid for e in project.eventlog.iter_entities()}
+        mark = project.eventlog.head()
+    finally:
+        project.close()
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    dcsync = [sys.executable, "-m", "connector_core.cli"]
+    init = subprocess.run(
+        [*dcsync, "queue", "init", "-c", str(config)], env=env, capture_output=True, text=True
+    )
+    assert init.returncode == 0, init.stderr
+    deferred = subprocess.run(
+        [*dcsync, "bulk-load", "reg", "--shards", "4", "-c", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert deferred.returncode == 0, deferred.stderr
+    assert "4 shard job(s)" in deferred.stdout, deferred.stdout
+    logs = [open(tmp_path / f"worker{n}.log", "w") for n in range(2)]  # noqa: SIM115
+    workers = [
+        subprocess.Popen(
+            [*dcsync, "-v", "worker", "-c", str(config), "--name", f"w{n}"],
+            env=env,
+            stdout=logs[n],
+            stderr=subprocess.STDOUT,
+        )
+        for n in range(2)
+    ]
+    try:
+        victim = workers[0]
+        deadline = time.monotonic() + 300
+        killed = False
+        while not killed and time.monotonic() < deadline:
+            if len(rows(fake, "res.partner")) >= len(local) // 4 and _shard_running_on(
+                postgres_url, pg_schema, victim.pid
+            ):
+                victim.send_signal(signal.SIGKILL)  # inside a shard, with batches in flight
+                killed = True
+            time.sleep(0.05)
+        assert killed, "the victim worker never ran a shard"
+        assert victim.wait(timeout=10) == -signal.SIGKILL
+        assert len(rows(fake, "res.partner")) < len(local), "the kill landed before the end"
+
+        def finished() -> bool:
+            project = Project.open(config)
+            try:
+                return project.state.open_bulk_plan("reg") is None
+            finally:
+                project.close()
+
+        while not finished():
+            assert time.monotonic() < deadline, (tmp_path / "worker1.log").read_text()[-3000:]
+            time.sleep(0.5)
+    finally:
+        for proc in workers[1:]:
+            proc.send_signal(signal.SIGTERM)
+        for proc in workers[1:]:
+            proc.wait(timeout=30)
+        for handle in logs:
+            handle.close()
+
+    with psycopg.connect(postgres_url) as conn:
+        jobs = conn.execute(
+            f"SELECT task_name, status::text, attempts FROM {queue_schema}.procrastinate_jobs"
+        ).fetchall()
+    assert {status for _task, status, _n in jobs} <= {"succeeded", "cancelled"}, jobs
+    assert sorted(t for t, s, _n in jobs if t == "bulk_shard" and s == "succeeded") == ["bulk_shard"] * 4
+    assert any(t == "bulk_shard" and n > 1 for t, _s, n in jobs), "the killed shard's job was not retried"
+    assert any(t == "bulk_finish" and s == "succeeded" for t, s, _n in jobs), jobs
+
+    ids = partner_ids(fake)
+    assert set(ids) == local
+    partners = [p for p in rows(fake, "res.partner") if p.get("is_registrant")]
+    assert len(partners) == len(local)
+    memberships = [m for m in rows(fake, "g2p.group.membership") if not m["ended_date"]]
+    assert len(memberships) == 2 * HOUSEHOLDS
+    assert max(Counter(m["individual"] for m in memberships).values()) == 1
+    project = Project.open(config)
+    try:
+        assert_mirrors(fake, project)
+        state = project.state
+        assert state.get_checkpoint("reg", Direction.PUSH) == mark
+        assert state.intents("reg") == set() and state.dead_letters("reg") == []
+        assert any(r.outcome == "abandoned" for r in state.runs(limit=100)), (
+            "the killed shard run is not shown"
+        )
+        follow = run_connector(project, "reg", pull=False)
+        assert follow.ok and follow.push is not None
+        sent = follow.push.counts
+        assert (sent.read, sent.created, sent.updated, sent.deleted) == (0, 0, 0, 0), sent
+    finally:
+        project.close()
