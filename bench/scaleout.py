@@ -10,36 +10,55 @@ measured, 4 writers are capped at 2x. Before the loads, the bench checks that th
 calls (``--odoo-workers`` calls at once take about as long as one) and prints the overlap it found: without
 it, the registry would not be the bottleneck this bench models.
 
-Writers are pluggable (``EXECUTORS``): ``local`` runs the shards in processes on this machine; a job queue
-can add its own column. An executor's workers are started (and warmed) before the clock starts, as a
+Writers are pluggable (``EXECUTORS``): ``local`` runs the shards in processes on this machine; ``fleet``
+runs them as ``bulk_shard`` jobs on that many ``dcsync worker`` processes (the ``workers`` extra and the
+PostgreSQL at ``DCSYNC_TEST_POSTGRES_URL``), as ``dcsync bulk-load`` does on a fleet. An executor's
+workers are started (and warmed) before the clock starts, as a
 fleet's workers are running before a load; the time is the load's: plan, shards, finish. Each writer
 count starts from an empty registry (the fake is reset) and a fresh project with the same log; the
 registry's census is checked to be identical every time.
 
-Usage: python bench/scaleout.py [--households 300] [--members 4] [--writers 1,2,4] [--executor local]
+Usage: python bench/scaleout.py [--households 300] [--members 4] [--writers 1,2,4] [--executor local|fleet]
                                 [--odoo-workers 8] [--costs-scale 1] [--batch-size 100]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import httpx
+import psycopg
 import yaml
-from openspp import MAPPING, census, fake_openspp_process, reset  # bench/openspp.py
+from openspp import MAPPING, Target, fake_openspp_process  # bench/openspp.py
 
+from connector_core.config import load_config
 from connector_core.events import FormSubmission
 from connector_core.project import Project
-from connector_core.sync.bulk import LocalProcesses, ShardExecutor, bulk_load
+from connector_core.sync.bulk import (
+    LocalProcesses,
+    ShardExecutor,
+    ShardJob,
+    ShardReport,
+    bulk_load,
+    shard_name,
+)
+from connector_core.sync.report import Counts
 from connectors.openspp.fake import DATABASE, REGISTRAR_LOGIN, REGISTRAR_PASSWORD
 from connectors.openspp.sample import registry_log
+
+POSTGRES_URL = os.environ.get("DCSYNC_TEST_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/test"
 
 
 class Executor(ShardExecutor, Protocol):
@@ -52,8 +71,122 @@ class Executor(ShardExecutor, Protocol):
     def warm(self) -> None: ...
 
 
-EXECUTORS: dict[str, Callable[[int], Executor]] = {"local": LocalProcesses}
-"""Executor name -> factory of an executor with that many writers."""
+class FleetWorkers:
+    """``writers`` ``dcsync worker`` processes (concurrency 1 each) on a queue schema of their own in the
+    PostgreSQL at ``DCSYNC_TEST_POSTGRES_URL``: shards deferred as ``bulk_shard`` jobs, as ``dcsync
+    bulk-load`` does on a fleet, and reported from the shard runs the workers recorded."""
+
+    def __init__(self, writers: int) -> None:
+        self.workers = writers
+        self._dir = tempfile.TemporaryDirectory(prefix="dcsync-fleet-")
+        self._schema = f"dcsync_bench_q_{uuid.uuid4().hex[:10]}"
+        self._config = Path(self._dir.name) / "fleet.yaml"
+        self._config.write_text(
+            yaml.safe_dump(
+                {
+                    "workers": {
+                        "postgres": POSTGRES_URL,
+                        "schema": self._schema,
+                        "concurrency": 1,
+                        "heartbeat": 1,
+                        "stalled_after": 60,
+                    }
+                }
+            )
+        )
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> FleetWorkers:
+        dcsync = [sys.executable, "-m", "connector_core.cli"]
+        subprocess.run([*dcsync, "queue", "init", "-c", str(self._config)], check=True, capture_output=True)
+        self._procs = [
+            subprocess.Popen(
+                [*dcsync, "worker", "-c", str(self._config), "--name", f"bench-{n}"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=self._dir.name,
+            )
+            for n in range(self.workers)
+        ]
+        return self
+
+    def warm(self) -> None:
+        """Until every worker has registered with the queue (its heartbeat row)."""
+        deadline = time.monotonic() + 60
+        while self._registered() < self.workers:
+            if time.monotonic() > deadline:
+                raise SystemExit("the fleet's workers did not start")
+            time.sleep(0.2)
+
+    def _registered(self) -> int:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            try:
+                row = conn.execute(f"SELECT count(*) FROM {self._schema}.procrastinate_workers").fetchone()
+            except psycopg.errors.UndefinedTable:
+                return 0
+        return int(row[0]) if row else 0
+
+    def run(self, jobs: Sequence[ShardJob]) -> Iterator[ShardReport]:
+        from connector_core.workers.app import build_app, queue_settings
+        from connector_core.workers.bulk_tasks import SHARD_TASK, shard_queueing_lock
+        from connector_core.workers.tasks import defer_job
+
+        settings = queue_settings(load_config(self._config))
+        app = build_app(settings)
+        ids: dict[int, ShardJob] = {}
+        with app.open():
+            for job in jobs:
+                key = f"{job.config}:{job.connector}"
+                job_id = defer_job(
+                    app,
+                    SHARD_TASK,
+                    lock=f"{key}:bulk:{job.plan_id}:{job.shard}",
+                    queueing_lock=shard_queueing_lock(job.config, job.connector, job.plan_id, job.shard),
+                    project=job.config,
+                    connector=job.connector,
+                    plan_id=job.plan_id,
+                    shard=job.shard,
+                )
+                assert job_id is not None
+                ids[job_id] = job
+        started = time.perf_counter()
+        while ids:
+            with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+                ended = conn.execute(
+                    f"SELECT id, status::text FROM {self._schema}.procrastinate_jobs "
+                    "WHERE id = ANY(%s) AND status IN ('succeeded', 'failed')",
+                    (list(ids),),
+                ).fetchall()
+            for job_id, status in ended:
+                job = ids.pop(job_id)
+                yield self._report(job, status, time.perf_counter() - started)
+            time.sleep(0.05)
+
+    @staticmethod
+    def _report(job: ShardJob, status: str, seconds: float) -> ShardReport:
+        project = Project.open(job.config)
+        try:
+            (last,) = project.state.runs(shard_name(job.connector, job.shard), limit=1)
+        finally:
+            project.close()
+        counts = Counts(**{k: v for k, v in last.counts.items() if k in Counts.__dataclass_fields__})
+        done = status == "succeeded"
+        error = None if done else (last.error or "the shard job failed")
+        return ShardReport(job.plan_id, job.shard, last.id, done, counts, None, error, seconds)
+
+    def __exit__(self, *_exc: object) -> None:
+        for proc in self._procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self._procs:
+            proc.wait(timeout=60)
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{self._schema}" CASCADE')
+        self._dir.cleanup()
+
+
+EXECUTORS: dict[str, Callable[[int], Executor]] = {"local": LocalProcesses, "fleet": FleetWorkers}
+"""Executor name -> factory of an executor with that many writers (``fleet``: the workers extra and the
+PostgreSQL at ``DCSYNC_TEST_POSTGRES_URL``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +232,7 @@ def overlap(url: str, calls: int) -> float:
 def load(
     url: str, events: list[FormSubmission], writers: int, executor: str, batch_size: int, in_flight: int
 ) -> Load:
-    reset(url)
+    Target(url).reset()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "dcsync.yaml"
         connector = {
@@ -131,7 +264,7 @@ def load(
             project.close()
     assert report.finished, report.reason
     assert report.counts.created == records and report.counts.dead_lettered == 0, report.counts
-    return Load(writers, elapsed, records, census(url), [s.seconds for s in report.shards])
+    return Load(writers, elapsed, records, Target(url).census(), [s.seconds for s in report.shards])
 
 
 def main() -> None:
