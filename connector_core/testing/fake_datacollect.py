@@ -4,7 +4,8 @@ dcsync's ``datacollect`` event log must survive a sync API that loses events; th
 a server that loses them the same way. Everything below follows reference ``datacollect.md`` (§ numbers in the
 comments), as observed against a live backend:
 
-- ``GET /api/sync/pull``: ``timestamp > since`` (strict), ordered by timestamp with ties in storage order,
+- ``GET /api/sync/pull``: ``timestamp > since`` (strict), ordered by timestamp; the real server promises no
+  order for ties (§2.1 d), so the fake breaks them by a hash of the guid (deterministic, never storage order),
   **pages of 10**, ``nextCursor`` only when the page is full (§2.1, §3.4). Timestamps are stored with
   microseconds and returned truncated to milliseconds (§2.1 c). While the tenant has potential duplicates the
   answer is ``{"events": [], "nextCursor": null, "error": "Duplicates exist! ..."}`` (§1.6, §3.4). A ``since``
@@ -45,6 +46,7 @@ tenants: a push of a guid another tenant holds answers success and stores nothin
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import html
 import itertools
 import json
@@ -93,6 +95,11 @@ class StoredEvent:
     at: datetime  # microsecond precision, as PostgreSQL stores it
     user_id: str
     sync_level: int
+
+    def order(self) -> tuple[datetime, str]:
+        """Timestamp order. Ties have no defined order on the real server (§2.1 d): a hash of the guid
+        breaks them here, so a client leaning on storage order fails in tests, and tests stay repeatable."""
+        return (self.at, hashlib.sha256(self.guid.encode()).hexdigest())
 
     def to_wire(self) -> dict[str, Any]:
         """As JavaScript serialises a ``Date``: milliseconds, truncated (§2.1 c)."""
@@ -441,7 +448,7 @@ class FakeDataCollect:
                 raise _ServerError(
                     500, f'error: invalid input syntax for type timestamp: "{since_text}"'
                 ) from None
-        rows = sorted((e for e in tenant.events if e.at > since), key=lambda e: (e.at, e.seq))
+        rows = sorted((e for e in tenant.events if e.at > since), key=StoredEvent.order)
         page = rows[:PULL_PAGE_SIZE]
         body = {
             "events": [e.to_wire() for e in page],
@@ -470,7 +477,7 @@ class FakeDataCollect:
                 self._submit(tenant, dict(raw), force_level=int(SyncLevel.REMOTE))
 
     def entity_events(self, tenant: Tenant, guid: str) -> list[dict[str, Any]]:
-        rows = sorted((e for e in tenant.events if e.entity_guid == guid), key=lambda e: (e.at, e.seq))
+        rows = sorted((e for e in tenant.events if e.entity_guid == guid), key=StoredEvent.order)
         return [e.to_wire() for e in rows]
 
     def audit_since(self, tenant: Tenant, since_text: str) -> list[dict[str, Any]]:

@@ -1,0 +1,64 @@
+"""The fake DataCollect is held to the real backend's facts (reference datacollect.md), one fact a test.
+
+A fake more lenient than the real server lets a client pass tests that fail in production; each test here
+names the section of the reference whose fact it pins down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+
+from connector_core.testing.fake_datacollect import FakeDataCollect
+
+AT = "2025-01-01T10:00:00.000Z"
+
+
+def raw(
+    guid: str, entity: str, data: dict[str, Any], *, type_: str = "create-individual", at: str = AT
+) -> dict[str, Any]:
+    return {
+        "guid": guid,
+        "entityGuid": entity,
+        "type": type_,
+        "data": data,
+        "timestamp": at,
+        "userId": "admin",
+        "syncLevel": 0,
+    }
+
+
+@pytest.fixture
+def fake() -> FakeDataCollect:
+    return FakeDataCollect(tenants=("demo",))
+
+
+def _tie_key(guid: str) -> str:
+    return hashlib.sha256(guid.encode()).hexdigest()
+
+
+# -- §2.1 d: the order of equal timestamps is undefined -------------------------------------------------
+
+
+def _tied_guids() -> list[str]:
+    """Guids whose storage order is the reverse of their tie order, so storage order cannot pass for it."""
+    guids = [f"ev-{n:02d}" for n in range(6)]
+    return sorted(guids, key=_tie_key, reverse=True)
+
+
+def test_pull_breaks_timestamp_ties_by_a_hash_of_the_guid_not_by_storage_order(fake: FakeDataCollect) -> None:
+    guids = _tied_guids()
+    fake.store("demo", [raw(g, f"p-{g}", {"name": g}) for g in guids])
+    pulled = [e["guid"] for e in fake.pull(fake.tenants["demo"], "")["events"]]
+    assert pulled == sorted(guids, key=_tie_key)
+    assert pulled != guids
+
+
+def test_an_entitys_events_break_timestamp_ties_by_a_hash_of_the_guid(fake: FakeDataCollect) -> None:
+    guids = _tied_guids()
+    fake.store("demo", [raw(g, "p-1", {"name": g}, type_="update-individual") for g in guids])
+    listed = [e["guid"] for e in fake.entity_events(fake.tenants["demo"], "p-1")]
+    assert listed == sorted(guids, key=_tie_key)
+    assert listed != guids
