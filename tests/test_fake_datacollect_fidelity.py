@@ -62,3 +62,35 @@ def test_an_entitys_events_break_timestamp_ties_by_a_hash_of_the_guid(fake: Fake
     listed = [e["guid"] for e in fake.entity_events(fake.tenants["demo"], "p-1")]
     assert listed == sorted(guids, key=_tie_key)
     assert listed != guids
+
+
+# -- §7.5 / §1.5: audit rows carry the event data, minus the member guids the applier deleted -----------
+
+
+def _rows(fake: FakeDataCollect, event_guid: str, action: str) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in fake.audit_since(fake.tenants["demo"], "")
+        if r["eventGuid"] == event_guid and r["action"] == action
+    ]
+
+
+def test_create_group_audit_rows_lose_the_member_guids_the_stored_event_keeps(fake: FakeDataCollect) -> None:
+    members = [{"guid": "m-1", "name": "John", "type": "individual"}, {"guid": "m-2", "name": "Mary"}]
+    fake.store("demo", [raw("g-ev", "g-1", {"name": "Smith", "members": members}, type_="create-group")])
+    (row,) = _rows(fake, "g-ev", "create-group")
+    assert row["entityGuid"] == "g-1"
+    assert row["changes"] == {
+        "name": "Smith",
+        "members": [{"name": "John", "type": "individual"}, {"name": "Mary"}],
+    }
+    (stored,) = fake.entity_events(fake.tenants["demo"], "g-1")
+    assert [m["guid"] for m in stored["data"]["members"]] == ["m-1", "m-2"]
+
+
+def test_add_member_audit_rows_lose_the_first_members_guid(fake: FakeDataCollect) -> None:
+    fake.store("demo", [raw("g-ev", "g-1", {"name": "Smith"}, type_="create-group")])
+    add = {"members": [{"guid": "m-3", "name": "Bob"}, {"guid": "m-4", "name": "Ignored"}]}
+    fake.store("demo", [raw("a-ev", "g-1", add, type_="add-member", at="2025-01-01T10:01:00.000Z")])
+    (row,) = _rows(fake, "a-ev", "add-member")
+    assert row["changes"] == {"members": [{"name": "Bob"}, {"guid": "m-4", "name": "Ignored"}]}

@@ -200,6 +200,26 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+def _audited_changes(event_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """An audit row's ``changes``: the event data as the applier left it. It deletes ``guid`` from every
+    member it creates (each of ``members`` for create-group/update-group, ``members[0]`` for add-member)
+    before the row is written, so the feed lacks the member guids the stored event keeps (§7.5)."""
+    changes = json.loads(json.dumps(data))
+    members = changes.get("members")
+    if not isinstance(members, list):
+        return changes
+    if event_type in ("create-group", "update-group"):
+        stripped = members
+    elif event_type == "add-member":
+        stripped = members[:1]
+    else:
+        return changes
+    for member in stripped:
+        if isinstance(member, dict):
+            member.pop("guid", None)
+    return changes
+
+
 class FakeDataCollect:
     """The server's state and rules; :func:`create_app` puts HTTP in front of it."""
 
@@ -394,7 +414,7 @@ class FakeDataCollect:
             else:
                 initial = previous.modified if previous else entity
             tenant.pairs[entity_guid] = EntityPair(initial=initial, modified=entity)
-        self._audit(tenant, event.type, event, dict(event.data), now)
+        self._audit(tenant, event.type, event, _audited_changes(event.type, event.data), now)
         if event.type == "resolve-duplicate":
             first = (event.data.get("duplicates") or [{}])[0]
             tenant.duplicates.discard((str(first.get("entityGuid")), str(first.get("duplicateGuid"))))
