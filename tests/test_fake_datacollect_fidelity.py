@@ -94,3 +94,72 @@ def test_add_member_audit_rows_lose_the_first_members_guid(fake: FakeDataCollect
     fake.store("demo", [raw("a-ev", "g-1", add, type_="add-member", at="2025-01-01T10:01:00.000Z")])
     (row,) = _rows(fake, "a-ev", "add-member")
     assert row["changes"] == {"members": [{"name": "Bob"}, {"guid": "m-4", "name": "Ignored"}]}
+
+
+# -- §1.6: duplicate flagging is an interpolated SQL query, and behaves like one ------------------------
+
+
+def _blocked(fake: FakeDataCollect) -> bool:
+    return "error" in fake.pull(fake.tenants["demo"], "")
+
+
+def test_a_value_with_a_quote_breaks_the_duplicate_query_so_nothing_is_flagged(fake: FakeDataCollect) -> None:
+    twin = {"first_name": "Sean", "last_name": "O'Brien"}
+    problems = fake.store("demo", [raw("ev-1", "p-1", twin), raw("ev-2", "p-2", dict(twin))])
+    assert not _blocked(fake)
+    assert fake.tenants["demo"].duplicates == set()
+    assert not [r for r in fake.tenants["demo"].audit if r.action == "flag-potential-duplicate"]
+    # the entity was saved and its audit row written before the query failed; the failure is reported
+    assert (
+        fake.entity("demo", "p-2") is not None and fake.entity("demo", "p-2").data["last_name"] == "O'Brien"
+    )
+    assert _rows(fake, "ev-2", "create-individual")
+    assert len(problems) == 2 and all('syntax error at or near "Brien"' in p for p in problems)
+
+
+def test_a_doubled_quote_is_an_sql_escape_and_matches_the_single_quote(fake: FakeDataCollect) -> None:
+    fake.store("demo", [raw("ev-1", "p-1", {"last_name": "O'Brien", "n": "x"})])
+    fake.store("demo", [raw("ev-2", "p-2", {"last_name": "o''brien", "n": "X"})])
+    assert fake.tenants["demo"].duplicates == {("p-2", "p-1")}
+
+
+def test_a_string_value_matches_the_text_of_a_number(fake: FakeDataCollect) -> None:
+    fake.store(
+        "demo", [raw("ev-1", "p-1", {"size": 4, "n": "a"}), raw("ev-2", "p-2", {"size": "4", "n": "A"})]
+    )
+    assert fake.tenants["demo"].duplicates == {("p-2", "p-1")}
+
+
+def test_a_number_against_text_that_is_no_number_fails_the_query(fake: FakeDataCollect) -> None:
+    fake.store("demo", [raw("ev-1", "p-1", {"n": "a", "size": "four"})])
+    problems = fake.store("demo", [raw("ev-2", "p-2", {"n": "a", "size": 4})])
+    assert fake.tenants["demo"].duplicates == set()
+    assert problems == ['invalid input syntax for type numeric: "four"']
+
+
+def test_each_leaf_may_match_the_initial_or_the_modified_state(fake: FakeDataCollect) -> None:
+    fake.store("demo", [raw("ev-1", "p-1", {"a": "1", "b": "1"})])
+    update = raw(
+        "ev-2", "p-1", {"a": "2", "b": "2"}, type_="update-individual", at="2025-01-01T10:01:00.000Z"
+    )
+    fake.store("demo", [update])  # p-1: initial {a: 1, b: 1}, modified {a: 2, b: 2}
+    fake.store("demo", [raw("ev-3", "p-2", {"a": "1", "b": "2"})])  # a as initial, b as modified
+    assert fake.tenants["demo"].duplicates == {("p-2", "p-1")}
+
+
+def test_flag_rows_are_written_by_system_with_the_real_keys(fake: FakeDataCollect) -> None:
+    fake.store("demo", [raw("ev-1", "p-1", {"n": "a"}), raw("ev-2", "p-2", {"n": "A"})])
+    (row,) = _rows(fake, "ev-2", "flag-potential-duplicate")
+    assert row["userId"] == "system"
+    assert row["entityGuid"] == "p-2"
+    assert row["changes"] == {"entityId": "p-2", "duplicateId": "p-1"}
+
+
+def test_resolving_a_duplicate_without_deleting_does_not_flag_it_again(fake: FakeDataCollect) -> None:
+    fake.store("demo", [raw("ev-1", "p-1", {"n": "a"}), raw("ev-2", "p-2", {"n": "a"})])
+    assert fake.tenants["demo"].duplicates == {("p-2", "p-1")}
+    resolve = {"duplicates": [{"entityGuid": "p-2", "duplicateGuid": "p-1"}], "shouldDelete": False}
+    fake.store(
+        "demo", [raw("ev-3", "p-2", resolve, type_="resolve-duplicate", at="2025-01-01T10:01:00.000Z")]
+    )
+    assert not _blocked(fake)

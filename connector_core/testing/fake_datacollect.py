@@ -17,8 +17,11 @@ comments), as observed against a live backend:
   ``modified`` versions differ, the server keeps its own state when its ``lastUpdated`` (server clock at apply
   time) is not older than the event's timestamp; so of three updates of one person pushed together only the
   first takes effect. Otherwise the event is applied on top of ``initial``.
-- Duplicate flagging (§1.6): an entity whose primitive data matches another's on every leaf is flagged, which
-  blocks pulls for the whole tenant until the pair is resolved.
+- Duplicate flagging (§1.6): an entity whose primitive data matches another's on every leaf (each leaf the
+  other's ``initial`` or ``modified``) is flagged, which blocks pulls for the whole tenant until the pair is
+  resolved. The real check is an SQL query built by interpolation, and the fake evaluates it as PostgreSQL
+  would: a value with a lone ``'`` is a syntax error (nothing flagged, the event stored and applied, the
+  submission failed), ``''`` is an escaped quote, a number compared with text that is not one fails the cast.
 - ``GET /api/entities/:guid/events``, ``GET /api/sync/pull/audit-logs`` (server-time feed), ``POST
   /api/users/login`` (tokens never expire, §3.2), JSON ``{"error"}`` bodies from the auth middleware, HTML
   pages for unknown routes and thrown errors (§3.7).
@@ -50,11 +53,13 @@ import hashlib
 import html
 import itertools
 import json
+import re
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -181,23 +186,111 @@ def _express_page(status: int, message: str) -> HTMLResponse:
     return HTMLResponse(body, status_code=status)
 
 
-def _leaves(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def _searchable(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The duplicate check's criteria (§1.6): primitive leaves, nested keys joined with dots; arrays, null and
+    empty strings are left out."""
     out: dict[str, Any] = {}
     for key, value in data.items():
-        name = f"{prefix}{key}"
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if value is None or value == "" or isinstance(value, list):
+            continue
         if isinstance(value, Mapping):
-            out.update(_leaves(value, f"{name}."))
-        elif isinstance(value, list):
-            continue  # arrays are skipped
-        elif value is not None:
+            out.update(_searchable(value, name))
+        else:
             out[name] = value
     return out
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, str) and isinstance(b, str):
-        return a.lower() == b.lower()
-    return type(a) is type(b) and a == b
+class _QueryFailed(Exception):
+    """The duplicate query raised in PostgreSQL; submitForm throws after the entity was saved (§1.6)."""
+
+
+def _sql_literal(text: str) -> str:
+    """What PostgreSQL reads from ``'<text>'`` built by interpolation: doubled quotes are an escape for one;
+    any other quote ends the literal early and what follows is SQL, a syntax error. (A value crafted so that
+    the rest parses, an injection, is beyond this fake: it still fails here.)"""
+    if "'" not in text:
+        return text
+    rest = text.replace("''", "")
+    if "'" not in rest:
+        return text.replace("''", "'")
+    after = rest[rest.index("'") + 1 :]  # what PostgreSQL reads as SQL once the literal has ended
+    word = re.match(r"\s*(\w+|\S)", after)
+    raise _QueryFailed(f'syntax error at or near "{word.group(1) if word else after}"')
+
+
+def _json_text(value: Any) -> str | None:
+    """``data->>'key'``: a string as is, JSON null as SQL NULL, anything else as jsonb prints it."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    return json.dumps(value, separators=(", ", ": "))
+
+
+def _numeric(text: str) -> Decimal:
+    try:
+        number = Decimal(text.strip())
+    except InvalidOperation:
+        number = None
+    if number is None or not re.fullmatch(
+        r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*|\s*[+-]?(NaN|Infinity)\s*", text, re.I
+    ):
+        raise _QueryFailed(f'invalid input syntax for type numeric: "{text}"')
+    return number
+
+
+def _boolean(text: str) -> bool:
+    word = text.strip().lower()
+    for truth, spellings in ((True, ("true", "yes", "on", "1")), (False, ("false", "no", "off", "0"))):
+        for spelling in spellings:
+            shortest = 2 if spelling in ("on", "off") else len(spelling) if spelling in ("1", "0") else 1
+            if len(word) >= shortest and spelling.startswith(word):
+                return truth
+    raise _QueryFailed(f'invalid input syntax for type boolean: "{text}"')
+
+
+def _condition(key: str, value: Any) -> Callable[[Mapping[str, Any]], bool | None]:
+    """One criterion of ``searchEntities`` as PostgreSQL evaluates it on one state's data (None is NULL)."""
+    key = _sql_literal(key)
+    if isinstance(value, bool):
+
+        def test(data: Mapping[str, Any]) -> bool | None:
+            text = _json_text(data.get(key))
+            return None if text is None else _boolean(text) is value
+
+    elif isinstance(value, (int, float)):
+        wanted = Decimal(json.dumps(value))
+
+        def test(data: Mapping[str, Any]) -> bool | None:
+            text = _json_text(data.get(key))
+            return None if text is None else _numeric(text) == wanted
+
+    else:
+        literal = _sql_literal(str(value)).lower()
+
+        def test(data: Mapping[str, Any]) -> bool | None:
+            text = _json_text(data.get(key))
+            return None if text is None else text.lower() == literal
+
+    return test
+
+
+def _matches(conditions: list[Callable[[Mapping[str, Any]], bool | None]], pair: EntityPair) -> bool:
+    """``AND`` over the criteria of ``(initial matches OR modified matches)``, each leaf on its own, with
+    SQL's three values and its short-circuits (a cast that fails raises only where it is reached)."""
+    for test in conditions:
+        outcome = test(pair.initial.data)
+        if outcome is not True:
+            second = test(pair.modified.data)
+            outcome = True if second is True else (False if outcome is False and second is False else None)
+        if outcome is not True:
+            return False
+    return True
 
 
 def _audited_changes(event_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -383,6 +476,7 @@ class FakeDataCollect:
                     "localVersion": pair.modified.version,
                 },
                 now,
+                user_id="system",  # logConflictResolution writes as "system"
             )
             if resolution == "kept-local":
                 return
@@ -421,7 +515,14 @@ class FakeDataCollect:
         self._flag_duplicates(tenant, event, now)
 
     def _audit(
-        self, tenant: Tenant, action: str, event: FormSubmission, changes: dict[str, Any], now: datetime
+        self,
+        tenant: Tenant,
+        action: str,
+        event: FormSubmission,
+        changes: dict[str, Any],
+        now: datetime,
+        *,
+        user_id: str | None = None,
     ) -> None:
         tenant.audit.append(
             AuditRow(
@@ -431,26 +532,42 @@ class FakeDataCollect:
                 event_guid=event.guid,
                 changes=changes,
                 at=now,
-                user_id=event.user_id,
+                user_id=user_id or event.user_id,
             )
         )
 
     def _flag_duplicates(self, tenant: Tenant, event: FormSubmission, now: datetime) -> None:
-        """§1.6: every primitive leaf equal (strings case-insensitively); nested keys never match."""
+        """§1.6, as ``flagPotentialDuplicate`` and ``PostgresEntityStorageAdapter.searchEntities`` run it: one
+        interpolated SQL query over the tenant's entities. Every criterion must match the other entity's
+        ``initial`` or its ``modified`` data (each on its own); strings compare as lower-cased text, numbers
+        and booleans through a cast that fails on text that is neither; a dotted key is looked up as a key
+        of its own, so nested fields never match. A query that fails (a quote in a value, a failed cast)
+        flags nothing and makes the submission fail after the entity was saved."""
+        if event.type in ("delete-entity", "resolve-duplicate"):
+            return  # no updated entity: the check does not run
         pair = tenant.pairs.get(event.entity_guid)
         if pair is None:
             return
-        leaves = _leaves(pair.modified.data)
-        if not leaves or any("." in key for key in leaves):
+        criteria = _searchable(pair.modified.data)
+        if not criteria:
             return
-        for other_guid, other in tenant.pairs.items():
+        try:
+            conditions = [_condition(key, value) for key, value in criteria.items()]
+            found = [guid for guid, other in tenant.pairs.items() if _matches(conditions, other)]
+        except _QueryFailed as exc:
+            raise _Rejected(str(exc)) from None
+        for other_guid in found:
             if other_guid == event.entity_guid:
                 continue
-            for doc in (other.initial.data, other.modified.data):
-                if all(key in doc and _same(doc[key], value) for key, value in leaves.items()):
-                    tenant.duplicates.add((event.entity_guid, other_guid))
-                    self._audit(tenant, "flag-potential-duplicate", event, {"duplicateGuid": other_guid}, now)
-                    break
+            tenant.duplicates.add((event.entity_guid, other_guid))  # ON CONFLICT DO NOTHING
+            self._audit(
+                tenant,
+                "flag-potential-duplicate",
+                event,
+                {"entityId": event.entity_guid, "duplicateId": other_guid},
+                now,
+                user_id="system",
+            )
 
     # -- the API's operations ----------------------------------------------------------------------
 
