@@ -14,6 +14,7 @@ import pytest
 from connector_core.testing.fake_datacollect import FakeDataCollect
 
 AT = "2025-01-01T10:00:00.000Z"
+LATER = "2025-01-01T10:01:00.000Z"
 
 
 def raw(
@@ -91,7 +92,7 @@ def test_create_group_audit_rows_lose_the_member_guids_the_stored_event_keeps(fa
 def test_add_member_audit_rows_lose_the_first_members_guid(fake: FakeDataCollect) -> None:
     fake.store("demo", [raw("g-ev", "g-1", {"name": "Smith"}, type_="create-group")])
     add = {"members": [{"guid": "m-3", "name": "Bob"}, {"guid": "m-4", "name": "Ignored"}]}
-    fake.store("demo", [raw("a-ev", "g-1", add, type_="add-member", at="2025-01-01T10:01:00.000Z")])
+    fake.store("demo", [raw("a-ev", "g-1", add, type_="add-member", at=LATER)])
     (row,) = _rows(fake, "a-ev", "add-member")
     assert row["changes"] == {"members": [{"name": "Bob"}, {"guid": "m-4", "name": "Ignored"}]}
 
@@ -139,9 +140,7 @@ def test_a_number_against_text_that_is_no_number_fails_the_query(fake: FakeDataC
 
 def test_each_leaf_may_match_the_initial_or_the_modified_state(fake: FakeDataCollect) -> None:
     fake.store("demo", [raw("ev-1", "p-1", {"a": "1", "b": "1"})])
-    update = raw(
-        "ev-2", "p-1", {"a": "2", "b": "2"}, type_="update-individual", at="2025-01-01T10:01:00.000Z"
-    )
+    update = raw("ev-2", "p-1", {"a": "2", "b": "2"}, type_="update-individual", at=LATER)
     fake.store("demo", [update])  # p-1: initial {a: 1, b: 1}, modified {a: 2, b: 2}
     fake.store("demo", [raw("ev-3", "p-2", {"a": "1", "b": "2"})])  # a as initial, b as modified
     assert fake.tenants["demo"].duplicates == {("p-2", "p-1")}
@@ -159,7 +158,42 @@ def test_resolving_a_duplicate_without_deleting_does_not_flag_it_again(fake: Fak
     fake.store("demo", [raw("ev-1", "p-1", {"n": "a"}), raw("ev-2", "p-2", {"n": "a"})])
     assert fake.tenants["demo"].duplicates == {("p-2", "p-1")}
     resolve = {"duplicates": [{"entityGuid": "p-2", "duplicateGuid": "p-1"}], "shouldDelete": False}
-    fake.store(
-        "demo", [raw("ev-3", "p-2", resolve, type_="resolve-duplicate", at="2025-01-01T10:01:00.000Z")]
-    )
+    fake.store("demo", [raw("ev-3", "p-2", resolve, type_="resolve-duplicate", at=LATER)])
     assert not _blocked(fake)
+
+
+# -- §1.5 / applier source: which audit rows an event leaves ----------------------------------------------
+
+
+def _actions(fake: FakeDataCollect, event_guid: str) -> list[tuple[str, str]]:
+    return [
+        (r["action"], r["entityGuid"])
+        for r in fake.audit_since(fake.tenants["demo"], "")
+        if r["eventGuid"] == event_guid
+    ]
+
+
+def test_each_embedded_member_leaves_a_create_row_under_the_group_event(fake: FakeDataCollect) -> None:
+    members = [{"guid": "m-1", "name": "John"}, {"guid": "m-2", "name": "Kids", "type": "group"}]
+    fake.store("demo", [raw("g-ev", "g-1", {"name": "Smith", "members": members}, type_="create-group")])
+    assert _actions(fake, "g-ev") == [
+        ("create-individual", "m-1"),
+        ("create-group", "m-2"),
+        ("create-group", "g-1"),
+    ]
+
+
+def test_a_delete_leaves_only_cascade_rows_the_target_last(fake: FakeDataCollect) -> None:
+    members = [{"guid": "m-1", "name": "John"}]
+    fake.store("demo", [raw("g-ev", "g-1", {"name": "Smith", "members": members}, type_="create-group")])
+    fake.store("demo", [raw("d-ev", "g-1", {"reason": "gone"}, type_="delete-entity", at=LATER)])
+    assert _actions(fake, "d-ev") == [("cascade-delete-entity", "m-1"), ("cascade-delete-entity", "g-1")]
+    fake.store("demo", [raw("d-ev2", "nobody", {"reason": "gone"}, type_="delete-entity", at=LATER)])
+    assert _actions(fake, "d-ev2") == []  # a no-op leaves no row at all
+
+
+def test_a_resolve_duplicate_that_deletes_nothing_leaves_no_row(fake: FakeDataCollect) -> None:
+    fake.store("demo", [raw("ev-1", "p-1", {"n": "a"}), raw("ev-2", "p-2", {"n": "a"})])
+    resolve = {"duplicates": [{"entityGuid": "p-2", "duplicateGuid": "p-1"}]}
+    fake.store("demo", [raw("r-ev", "p-2", resolve, type_="resolve-duplicate", at=LATER)])
+    assert _actions(fake, "r-ev") == []

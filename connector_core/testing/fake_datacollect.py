@@ -492,13 +492,10 @@ class FakeDataCollect:
         if result.issues:
             raise _Rejected(result.issues[0].reason)
         stamp = format_timestamp(now)
+        gone = self._deletion_order(tenant, event, result.changed)
         for entity_guid, entity in result.changed.items():
             previous = tenant.pairs.get(entity_guid)
             if entity is None:
-                if previous is not None:
-                    del tenant.pairs[entity_guid]
-                    if entity_guid != event.entity_guid:
-                        self._audit(tenant, "cascade-delete-entity", event, {"entityGuid": entity_guid}, now)
                 continue
             entity.last_updated = stamp
             if entity_guid == event.entity_guid and event.type in ("add-member", "remove-member"):
@@ -508,11 +505,59 @@ class FakeDataCollect:
             else:
                 initial = previous.modified if previous else entity
             tenant.pairs[entity_guid] = EntityPair(initial=initial, modified=entity)
-        self._audit(tenant, event.type, event, _audited_changes(event.type, event.data), now)
+        for entity_guid in gone:  # cascadeDeleteEntity: members first, each deleted entity its own row
+            del tenant.pairs[entity_guid]
+            changes = {"type": "cascade-delete-entity", "entityGuid": entity_guid}
+            self._audit(tenant, "cascade-delete-entity", event, changes, now, entity_guid=entity_guid)
+        if event.type in ("create-group", "update-group"):
+            self._audit_members(tenant, event, event.data.get("members"), now)
+        elif event.type == "add-member":
+            self._audit_members(tenant, event, (event.data.get("members") or [])[:1], now)
+        if event.type not in ("delete-entity", "resolve-duplicate"):  # those leave only cascade rows
+            self._audit(tenant, event.type, event, _audited_changes(event.type, event.data), now)
         if event.type == "resolve-duplicate":
             first = (event.data.get("duplicates") or [{}])[0]
             tenant.duplicates.discard((str(first.get("entityGuid")), str(first.get("duplicateGuid"))))
         self._flag_duplicates(tenant, event, now)
+
+    @staticmethod
+    def _deletion_order(
+        tenant: Tenant, event: FormSubmission, changed: Mapping[str, Entity | None]
+    ) -> list[str]:
+        """The entities an event deletes, in the order ``cascadeDeleteEntity`` deletes them: depth first,
+        members before their group, so the event's own entity comes last."""
+        doomed = {guid for guid, entity in changed.items() if entity is None and guid in tenant.pairs}
+        order: list[str] = []
+
+        def visit(guid: str) -> None:
+            if guid not in doomed or guid in order:
+                return
+            for member in tenant.pairs[guid].modified.member_ids:
+                visit(member)
+            order.append(guid)
+
+        for guid in [event.entity_guid, *sorted(doomed)]:
+            visit(guid)
+        return order
+
+    def _audit_members(self, tenant: Tenant, event: FormSubmission, members: Any, now: datetime) -> None:
+        """The rows of the members a group event creates: the applier creates each through its own
+        create-individual/create-group path, which writes a row under the *group* event's guid with the
+        member's guid as entity (its members' rows first, for a subgroup)."""
+        if not isinstance(members, list):
+            return
+        for member in members:
+            if not isinstance(member, dict) or not member.get("guid"):
+                continue
+            changes = {k: v for k, v in json.loads(json.dumps(member)).items() if k != "guid"}
+            if member.get("type") == "group":
+                self._audit_members(tenant, event, member.get("members"), now)
+                action = "create-group"
+            else:
+                action = "create-individual"
+            self._audit(
+                tenant, action, event, _audited_changes(action, changes), now, entity_guid=str(member["guid"])
+            )
 
     def _audit(
         self,
@@ -523,12 +568,13 @@ class FakeDataCollect:
         now: datetime,
         *,
         user_id: str | None = None,
+        entity_guid: str | None = None,
     ) -> None:
         tenant.audit.append(
             AuditRow(
                 guid=secrets.token_hex(16),
                 action=action,
-                entity_guid=event.entity_guid,
+                entity_guid=entity_guid or event.entity_guid,
                 event_guid=event.guid,
                 changes=changes,
                 at=now,
