@@ -165,12 +165,9 @@ def test_resolving_a_duplicate_without_deleting_does_not_flag_it_again(fake: Fak
 # -- §1.5 / applier source: which audit rows an event leaves ----------------------------------------------
 
 
-def _actions(fake: FakeDataCollect, event_guid: str) -> list[tuple[str, str]]:
-    return [
-        (r["action"], r["entityGuid"])
-        for r in fake.audit_since(fake.tenants["demo"], "")
-        if r["eventGuid"] == event_guid
-    ]
+def _actions(fake: FakeDataCollect, event_guid: str) -> list[tuple[str | None, str | None]]:
+    """The rows an event left, in the order the applier wrote them (the feed itself is unordered)."""
+    return [(r.action, r.entity_guid) for r in fake.tenants["demo"].audit if r.event_guid == event_guid]
 
 
 def test_each_embedded_member_leaves_a_create_row_under_the_group_event(fake: FakeDataCollect) -> None:
@@ -197,3 +194,16 @@ def test_a_resolve_duplicate_that_deletes_nothing_leaves_no_row(fake: FakeDataCo
     resolve = {"duplicates": [{"entityGuid": "p-2", "duplicateGuid": "p-1"}]}
     fake.store("demo", [raw("r-ev", "p-2", resolve, type_="resolve-duplicate", at=LATER)])
     assert _actions(fake, "r-ev") == []
+
+
+# -- §2.1: the audit feed is unordered ----------------------------------------------------------------
+
+
+def test_the_audit_feed_comes_in_no_particular_order(fake: FakeDataCollect) -> None:
+    fake.store(
+        "demo", [raw(f"ev-{n}", f"p-{n}", {"n": f"v{n}"}, at=f"2025-01-01T10:0{n}:00.000Z") for n in range(8)]
+    )
+    rows = [r["eventGuid"] for r in fake.audit_since(fake.tenants["demo"], "")]
+    assert sorted(rows) == [f"ev-{n}" for n in range(8)]
+    assert rows != [f"ev-{n}" for n in range(8)], "not in the order they were written"
+    assert rows == [r["eventGuid"] for r in fake.audit_since(fake.tenants["demo"], "")], "but repeatably"

@@ -22,7 +22,8 @@ comments), as observed against a live backend:
   resolved. The real check is an SQL query built by interpolation, and the fake evaluates it as PostgreSQL
   would: a value with a lone ``'`` is a syntax error (nothing flagged, the event stored and applied, the
   submission failed), ``''`` is an escaped quote, a number compared with text that is not one fails the cast.
-- ``GET /api/entities/:guid/events``, ``GET /api/sync/pull/audit-logs`` (server-time feed), ``POST
+- ``GET /api/entities/:guid/events``, ``GET /api/sync/pull/audit-logs`` (server-time feed, unordered: rows
+  come in a repeatable shuffle), ``POST
   /api/users/login`` (tokens never expire, §3.2), JSON ``{"error"}`` bodies from the auth middleware, HTML
   pages for unknown routes and thrown errors (§3.7).
 
@@ -665,7 +666,13 @@ class FakeDataCollect:
 
     def audit_since(self, tenant: Tenant, since_text: str) -> list[dict[str, Any]]:
         since = parse_timestamp(since_text) if since_text.strip() else EPOCH
-        return [r.to_wire() for r in tenant.audit if r.at > since]
+        rows = [(n, r) for n, r in enumerate(tenant.audit) if r.at > since]
+
+        def shuffled(row: tuple[int, AuditRow]) -> str:  # the real query has no ORDER BY (§2.1)
+            n, r = row
+            return hashlib.sha256(f"{n}|{r.event_guid}|{r.action}|{r.entity_guid}".encode()).hexdigest()
+
+        return [r.to_wire() for _n, r in sorted(rows, key=shuffled)]
 
 
 def create_app(fake: FakeDataCollect | None = None) -> Starlette:
