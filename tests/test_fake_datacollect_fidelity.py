@@ -135,7 +135,10 @@ def test_a_number_against_text_that_is_no_number_fails_the_query(fake: FakeDataC
     fake.store("demo", [raw("ev-1", "p-1", {"n": "a", "size": "four"})])
     problems = fake.store("demo", [raw("ev-2", "p-2", {"n": "a", "size": 4})])
     assert fake.tenants["demo"].duplicates == set()
-    assert problems == ['invalid input syntax for type numeric: "four"']
+    assert problems == [
+        "ev-2: stored and applied, then the duplicate check failed: "
+        'invalid input syntax for type numeric: "four"'
+    ]
 
 
 def test_each_leaf_may_match_the_initial_or_the_modified_state(fake: FakeDataCollect) -> None:

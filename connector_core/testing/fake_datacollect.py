@@ -601,8 +601,10 @@ class FakeDataCollect:
         try:
             conditions = [_condition(key, value) for key, value in criteria.items()]
             found = [guid for guid, other in tenant.pairs.items() if _matches(conditions, other)]
-        except _QueryFailed as exc:
-            raise _Rejected(str(exc)) from None
+        except _QueryFailed as exc:  # submitForm throws, though the event is stored and applied
+            raise _Rejected(
+                f"{event.guid}: stored and applied, then the duplicate check failed: {exc}"
+            ) from None
         for other_guid in found:
             if other_guid == event.entity_guid:
                 continue
