@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import httpx
 import pytest
 
 from connector_core.testing.fake_datacollect import FakeDataCollect
+from connector_core.testing.fault_transport import FaultTransport
 
 AT = "2025-01-01T10:00:00.000Z"
 LATER = "2025-01-01T10:01:00.000Z"
@@ -210,3 +212,15 @@ def test_the_audit_feed_comes_in_no_particular_order(fake: FakeDataCollect) -> N
     assert sorted(rows) == [f"ev-{n}" for n in range(8)]
     assert rows != [f"ev-{n}" for n in range(8)], "not in the order they were written"
     assert rows == [r["eventGuid"] for r in fake.audit_since(fake.tenants["demo"], "")], "but repeatably"
+
+
+# -- fault transport: a gateway's pages say what their status means ----------------------------------
+
+
+@pytest.mark.parametrize(("kind", "reason"), [("502", "Bad Gateway"), ("503", "Service Unavailable")])
+def test_injected_gateway_pages_name_their_own_status(kind: str, reason: str) -> None:
+    transport = FaultTransport(httpx.MockTransport(lambda r: httpx.Response(200)), rate=1.0, kinds=[kind])
+    with httpx.Client(transport=transport, base_url="http://dc.invalid") as client:
+        page = client.get("/api/sync/pull")
+    assert page.status_code == int(kind)
+    assert f"<title>{kind} {reason}</title>" in page.text
