@@ -194,6 +194,22 @@ def test_a_delete_in_a_crowded_millisecond_is_recovered_though_it_leaves_only_ca
     assert mirror.get_entity("hh-1") is None and mirror.get_entity("kid-1") is None
 
 
+def test_an_event_whose_data_is_no_object_stops_the_refresh_with_one_line_naming_it(
+    fake: FakeDataCollect, open_mirror: OpenMirror
+) -> None:
+    # DataCollect validates data by JavaScript truthiness (§1.1): an array is stored and applied. dcsync
+    # cannot read such an event; it says which one and why, and commits nothing past it.
+    phone_sync(fake, [person(1, ts(1))])
+    odd = {**person(2, ts(2)).to_json(), "guid": "ev-odd", "data": ["not", "an", "object"]}
+    assert fake.store("demo", [odd]) == []
+    mirror = open_mirror()
+    with pytest.raises(DataCollectError) as failed:
+        mirror.refresh()
+    message = str(failed.value)
+    assert "\n" not in message and "ev-odd" in message and "'data'" in message
+    assert mirror.count() == 0
+
+
 def test_a_full_page_inside_one_millisecond_neither_loops_nor_loses_events(
     fake: FakeDataCollect, open_mirror: OpenMirror
 ) -> None:

@@ -224,3 +224,24 @@ def test_injected_gateway_pages_name_their_own_status(kind: str, reason: str) ->
         page = client.get("/api/sync/pull")
     assert page.status_code == int(kind)
     assert f"<title>{kind} {reason}</title>" in page.text
+
+
+# -- §1.1: validation is JavaScript's truthiness, nothing more -----------------------------------------
+
+
+@pytest.mark.parametrize("data", [["x"], "ab"], ids=["array", "string"])
+def test_data_that_is_no_object_but_has_keys_is_stored_and_applied_as_javascript_spreads_it(
+    fake: FakeDataCollect, data: Any
+) -> None:
+    assert fake.store("demo", [raw("ev-odd", "p-odd", {"n": "1"}) | {"data": data}]) == []
+    (stored,) = fake.entity_events(fake.tenants["demo"], "p-odd")
+    assert stored["data"] == data
+    entity = fake.entity("demo", "p-odd")
+    assert entity is not None and entity.data["0"] == data[0]
+
+
+@pytest.mark.parametrize("data", [{}, [], "", 0, True, None], ids=["{}", "[]", "''", "0", "true", "null"])
+def test_data_without_keys_is_refused(fake: FakeDataCollect, data: Any) -> None:
+    assert fake.store("demo", [raw("ev-none", "p-none", {"n": "1"}) | {"data": data}]) == [
+        "INVALID_FORM: ev-none"
+    ]

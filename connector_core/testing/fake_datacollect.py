@@ -78,6 +78,17 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _REQUIRED = ("guid", "entityGuid", "type", "timestamp", "userId")
 
 
+def _spread(data: Any) -> dict[str, Any]:
+    """``data`` as the applier sees it. Validation is ``!data || Object.keys(data).length === 0`` (§1.1), so
+    a non-empty array or string passes, and the applier's ``{...old.data, ...data}`` spreads it by index;
+    numbers, booleans, null and empty values have no keys and are refused (an empty result here)."""
+    if isinstance(data, dict):
+        return data
+    if isinstance(data, (list, str)):
+        return {str(i): item for i, item in enumerate(data)}
+    return {}
+
+
 class _Rejected(Exception):
     """An event the server refused or failed to apply; the push handler swallows it, as the real one does."""
 
@@ -97,7 +108,7 @@ class StoredEvent:
     guid: str
     entity_guid: str
     type: str
-    data: dict[str, Any]
+    data: Any  # an object in practice; anything with keys passes validation (§1.1)
     at: datetime  # microsecond precision, as PostgreSQL stores it
     user_id: str
     sync_level: int
@@ -422,11 +433,7 @@ class FakeDataCollect:
     def _submit(self, tenant: Tenant, raw: dict[str, Any], *, force_level: int | None) -> None:
         if force_level is not None:
             raw["syncLevel"] = force_level
-        if (
-            any(not raw.get(key) for key in _REQUIRED)
-            or not isinstance(raw.get("data"), dict)
-            or not raw["data"]
-        ):
+        if any(not raw.get(key) for key in _REQUIRED) or not _spread(raw.get("data")):
             raise _Rejected(f"INVALID_FORM: {raw.get('guid')}")
         try:
             at = parse_timestamp(str(raw["timestamp"]))
@@ -454,7 +461,7 @@ class FakeDataCollect:
             guid=guid,
             entity_guid=stored.entity_guid,
             type=stored.type,
-            data=stored.data,
+            data=_spread(stored.data),
             timestamp=format_timestamp(at),
             user_id=stored.user_id,
             sync_level=SyncLevel(level) if level in (0, 1, 2) else SyncLevel.REMOTE,
