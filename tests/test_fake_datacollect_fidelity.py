@@ -7,6 +7,7 @@ names the section of the reference whose fact it pins down.
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -245,3 +246,20 @@ def test_data_without_keys_is_refused(fake: FakeDataCollect, data: Any) -> None:
     assert fake.store("demo", [raw("ev-none", "p-none", {"n": "1"}) | {"data": data}]) == [
         "INVALID_FORM: ev-none"
     ]
+
+
+# -- §1.4: the conflict rule compares Date.parse values, milliseconds -------------------------------------
+
+
+def test_the_conflict_rule_sees_milliseconds_only() -> None:
+    now = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+    fake = FakeDataCollect(tenants=("demo",), clock=lambda: now)
+    fake.store(
+        "demo", [raw("ev-1", "p-1", {"n": "a"}), raw("ev-2", "p-1", {"n": "b"}, type_="update-individual")]
+    )
+    remote = raw("ev-3", "p-1", {"n": "c"}, type_="update-individual", at="2025-01-01T12:00:00.000500Z")
+    fake.store("demo", [remote | {"syncLevel": 1}])
+    (row,) = fake.conflict_rows("demo")
+    assert row.changes["resolution"] == "kept-local"  # Date.parse drops the microseconds: equal, local wins
+    entity = fake.entity("demo", "p-1")
+    assert entity is not None and entity.data["n"] == "b"
