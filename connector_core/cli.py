@@ -730,7 +730,7 @@ def _serve_fake_datacollect(host: str, port: int, seed: Path | None, tenant: str
         except (OSError, ValueError) as exc:
             fail(str(exc))
         stored = len(fake.tenants[tenant].events)
-        out.print(f"tenant {tenant!r}: {stored} events stored from {seed}, {len(problems)} refused")
+        out.print(f"tenant {tenant!r}: {stored} events stored from {seed}, {len(problems)} refused or failed")
         for problem in problems[:20]:
             out.print(f"  {problem}")
     email = next(iter(fake.users))

@@ -6,6 +6,7 @@ cheap to show, then that the mirror gets every event into dcsync exactly once.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,6 +67,11 @@ def person(n: int, at: str, **extra: Any) -> FormSubmission:
 
 def phone_sync(fake: FakeDataCollect, events: list[FormSubmission], tenant: str = "demo") -> None:
     assert fake.store(tenant, [e.to_json() for e in events]) == []
+
+
+def _tie_key(guid: str) -> str:
+    """How the fake orders events sharing a timestamp (a hash of the guid; the real order is undefined)."""
+    return hashlib.sha256(guid.encode()).hexdigest()
 
 
 def guids(mirror: DataCollectEventLog) -> list[str]:
@@ -167,6 +173,41 @@ def test_a_crowded_millisecond_stays_pending_through_an_audit_outage_and_is_reco
     report = again.refresh()
     assert report.pending == [] and again.count() == 12
     assert sorted(guids(again)) == sorted(e.guid for e in crowded)
+
+
+def test_a_delete_in_a_crowded_millisecond_is_recovered_though_it_leaves_only_cascade_rows(
+    fake: FakeDataCollect, open_mirror: OpenMirror
+) -> None:
+    # A delete-entity event leaves no audit row of its own, only cascade-delete-entity rows (one per entity
+    # deleted, members first): the recovery must still find it, or the entity lives on in dcsync.
+    family = {"name": "Doe", "members": [{"guid": "kid-1", "name": "Kid"}]}
+    phone_sync(fake, [event("create-group", "hh-1", family, guid="ev-hh", at=ts(1))])
+    crowded = [person(i, ts(5)) for i in range(11)]
+    tie = sorted(_tie_key(e.guid) for e in crowded)[-1]  # the delete sorts last among its ties: on no page
+    delete_guid = next(g for n in range(1000) if _tie_key(g := f"ev-del-{n}") > tie)
+    crowded.append(event("delete-entity", "hh-1", {"reason": "moved"}, guid=delete_guid, at=ts(5)))
+    phone_sync(fake, crowded)
+    mirror = open_mirror()
+    report = mirror.refresh()
+    assert report.pending == []
+    assert sorted(guids(mirror)) == sorted(["ev-hh", *(e.guid for e in crowded)])
+    assert mirror.get_entity("hh-1") is None and mirror.get_entity("kid-1") is None
+
+
+def test_an_event_whose_data_is_no_object_stops_the_refresh_with_one_line_naming_it(
+    fake: FakeDataCollect, open_mirror: OpenMirror
+) -> None:
+    # DataCollect validates data by JavaScript truthiness (§1.1): an array is stored and applied. dcsync
+    # cannot read such an event; it says which one and why, and commits nothing past it.
+    phone_sync(fake, [person(1, ts(1))])
+    odd = {**person(2, ts(2)).to_json(), "guid": "ev-odd", "data": ["not", "an", "object"]}
+    assert fake.store("demo", [odd]) == []
+    mirror = open_mirror()
+    with pytest.raises(DataCollectError) as failed:
+        mirror.refresh()
+    message = str(failed.value)
+    assert "\n" not in message and "ev-odd" in message and "'data'" in message
+    assert mirror.count() == 0
 
 
 def test_a_full_page_inside_one_millisecond_neither_loops_nor_loses_events(

@@ -15,8 +15,9 @@ stores microseconds and filters on them; ``since`` may carry them). A full page 
 be paged through at all (10 events, all tied), so for such a page the events of that millisecond are found
 through the server-time audit feed and each entity's event list, and the walk steps past it; a ``since`` that
 would not move forward stops the refresh with an error instead of looping. The recovery reads every audit
-row that names an event, ``conflict-resolution`` included (the only trace of an event DataCollect kept
-local), and fetches only entities with an event the walk has not read. Each page is committed as it arrives;
+row that names an event, ``conflict-resolution`` (the only trace of an event DataCollect kept local) and
+``cascade-delete-entity`` (the only trace of a delete) included, and fetches only entities with an event the
+walk has not read. Each page is committed as it arrives;
 the high-water mark lives in the mirror's own table and moves only after the events below it are committed,
 and where an unfinished walk stopped is kept, so the next refresh goes on from there. Events DataCollect
 stored but did not apply are learnt from the audit feed before their page is committed, and kept unfolded
@@ -80,9 +81,6 @@ _RESENT_NS = uuid.UUID("5b0f3f51-7e0e-4a55-9d0c-2f3c1f7f5d15")
 _US = timedelta(microseconds=1)
 _MS = timedelta(milliseconds=1)
 _APPEND_CHUNK = 500
-_NOT_EVENT_ACTIONS = frozenset({"flag-potential-duplicate", "cascade-delete-entity"})
-"""Audit actions that do not stand for an event of their own. ``conflict-resolution`` is *not* one: it is the
-only trace of an event DataCollect stored but did not apply (``kept-local``)."""
 _MERGEABLE = {
     "create-individual": "individual",
     "update-individual": "individual",
@@ -540,16 +538,29 @@ class ApiFeed:
                 exc,
             )
             return
-        candidates: dict[str, str] = {}
+        # Every row naming an event counts, cascade-delete-entity included: a delete-entity event leaves no
+        # row of its own, only one per entity it deleted (members first, its own entity last). A group event
+        # also names the members it created. So each event keeps every entity its rows name, last row first
+        # (the event's own entity, in both cases), and they are tried in that order until it is found.
+        candidates: dict[str, list[str]] = {}
         for row in rows:
-            if row.action not in _NOT_EVENT_ACTIONS and row.event_guid and row.entity_guid:
-                candidates[row.event_guid] = row.entity_guid
+            if row.action != "flag-potential-duplicate" and row.event_guid and row.entity_guid:
+                named = candidates.setdefault(row.event_guid, [])
+                if row.entity_guid in named:
+                    named.remove(row.entity_guid)
+                named.append(row.entity_guid)
         unknown = set(candidates) - self._known(list(candidates))
         found: dict[str, FormSubmission] = {}
-        for entity_guid in sorted({candidates[g] for g in unknown}):
-            for event in self.client.entity_events(entity_guid):
-                if event.guid in unknown:
-                    found[event.guid] = event
+        listed: dict[str, list[FormSubmission]] = {}
+        for event_guid in sorted(unknown):
+            for entity_guid in reversed(candidates[event_guid]):
+                if event_guid in found:
+                    break
+                if entity_guid not in listed:
+                    listed[entity_guid] = self.client.entity_events(entity_guid)
+                for event in listed[entity_guid]:
+                    if event.guid in unknown:
+                        found[event.guid] = event
         log.info(
             "recovered %d events of %d crowded milliseconds through the audit feed", len(found), len(pending)
         )

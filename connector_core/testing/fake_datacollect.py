@@ -4,7 +4,8 @@ dcsync's ``datacollect`` event log must survive a sync API that loses events; th
 a server that loses them the same way. Everything below follows reference ``datacollect.md`` (§ numbers in the
 comments), as observed against a live backend:
 
-- ``GET /api/sync/pull``: ``timestamp > since`` (strict), ordered by timestamp with ties in storage order,
+- ``GET /api/sync/pull``: ``timestamp > since`` (strict), ordered by timestamp; the real server promises no
+  order for ties (§2.1 d), so the fake breaks them by a hash of the guid (deterministic, never storage order),
   **pages of 10**, ``nextCursor`` only when the page is full (§2.1, §3.4). Timestamps are stored with
   microseconds and returned truncated to milliseconds (§2.1 c). While the tenant has potential duplicates the
   answer is ``{"events": [], "nextCursor": null, "error": "Duplicates exist! ..."}`` (§1.6, §3.4). A ``since``
@@ -16,9 +17,13 @@ comments), as observed against a live backend:
   ``modified`` versions differ, the server keeps its own state when its ``lastUpdated`` (server clock at apply
   time) is not older than the event's timestamp; so of three updates of one person pushed together only the
   first takes effect. Otherwise the event is applied on top of ``initial``.
-- Duplicate flagging (§1.6): an entity whose primitive data matches another's on every leaf is flagged, which
-  blocks pulls for the whole tenant until the pair is resolved.
-- ``GET /api/entities/:guid/events``, ``GET /api/sync/pull/audit-logs`` (server-time feed), ``POST
+- Duplicate flagging (§1.6): an entity whose primitive data matches another's on every leaf (each leaf the
+  other's ``initial`` or ``modified``) is flagged, which blocks pulls for the whole tenant until the pair is
+  resolved. The real check is an SQL query built by interpolation, and the fake evaluates it as PostgreSQL
+  would: a value with a lone ``'`` is a syntax error (nothing flagged, the event stored and applied, the
+  submission failed), ``''`` is an escaped quote, a number compared with text that is not one fails the cast.
+- ``GET /api/entities/:guid/events``, ``GET /api/sync/pull/audit-logs`` (server-time feed, unordered: rows
+  come in a repeatable shuffle), ``POST
   /api/users/login`` (tokens never expire, §3.2), JSON ``{"error"}`` bodies from the auth middleware, HTML
   pages for unknown routes and thrown errors (§3.7).
 
@@ -45,14 +50,17 @@ tenants: a push of a guid another tenant holds answers success and stores nothin
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import html
 import itertools
 import json
+import re
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +76,17 @@ PULL_PAGE_SIZE = 10
 DUPLICATES_MESSAGE = "Duplicates exist! Please resolve them on admin page."
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _REQUIRED = ("guid", "entityGuid", "type", "timestamp", "userId")
+
+
+def _spread(data: Any) -> dict[str, Any]:
+    """``data`` as the applier sees it. Validation is ``!data || Object.keys(data).length === 0`` (§1.1), so
+    a non-empty array or string passes, and the applier's ``{...old.data, ...data}`` spreads it by index;
+    numbers, booleans, null and empty values have no keys and are refused (an empty result here)."""
+    if isinstance(data, dict):
+        return data
+    if isinstance(data, (list, str)):
+        return {str(i): item for i, item in enumerate(data)}
+    return {}
 
 
 class _Rejected(Exception):
@@ -89,10 +108,15 @@ class StoredEvent:
     guid: str
     entity_guid: str
     type: str
-    data: dict[str, Any]
+    data: Any  # an object in practice; anything with keys passes validation (§1.1)
     at: datetime  # microsecond precision, as PostgreSQL stores it
     user_id: str
     sync_level: int
+
+    def order(self) -> tuple[datetime, str]:
+        """Timestamp order. Ties have no defined order on the real server (§2.1 d): a hash of the guid
+        breaks them here, so a client leaning on storage order fails in tests, and tests stay repeatable."""
+        return (self.at, hashlib.sha256(self.guid.encode()).hexdigest())
 
     def to_wire(self) -> dict[str, Any]:
         """As JavaScript serialises a ``Date``: milliseconds, truncated (§2.1 c)."""
@@ -174,23 +198,131 @@ def _express_page(status: int, message: str) -> HTMLResponse:
     return HTMLResponse(body, status_code=status)
 
 
-def _leaves(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def _searchable(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The duplicate check's criteria (§1.6): primitive leaves, nested keys joined with dots; arrays, null and
+    empty strings are left out."""
     out: dict[str, Any] = {}
     for key, value in data.items():
-        name = f"{prefix}{key}"
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if value is None or value == "" or isinstance(value, list):
+            continue
         if isinstance(value, Mapping):
-            out.update(_leaves(value, f"{name}."))
-        elif isinstance(value, list):
-            continue  # arrays are skipped
-        elif value is not None:
+            out.update(_searchable(value, name))
+        else:
             out[name] = value
     return out
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, str) and isinstance(b, str):
-        return a.lower() == b.lower()
-    return type(a) is type(b) and a == b
+class _QueryFailed(Exception):
+    """The duplicate query raised in PostgreSQL; submitForm throws after the entity was saved (§1.6)."""
+
+
+def _sql_literal(text: str) -> str:
+    """What PostgreSQL reads from ``'<text>'`` built by interpolation: doubled quotes are an escape for one;
+    any other quote ends the literal early and what follows is SQL, a syntax error. (A value crafted so that
+    the rest parses, an injection, is beyond this fake: it still fails here.)"""
+    if "'" not in text:
+        return text
+    rest = text.replace("''", "")
+    if "'" not in rest:
+        return text.replace("''", "'")
+    after = rest[rest.index("'") + 1 :]  # what PostgreSQL reads as SQL once the literal has ended
+    word = re.match(r"\s*(\w+|\S)", after)
+    raise _QueryFailed(f'syntax error at or near "{word.group(1) if word else after}"')
+
+
+def _json_text(value: Any) -> str | None:
+    """``data->>'key'``: a string as is, JSON null as SQL NULL, anything else as jsonb prints it."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    return json.dumps(value, separators=(", ", ": "))
+
+
+def _numeric(text: str) -> Decimal:
+    try:
+        number = Decimal(text.strip())
+    except InvalidOperation:
+        number = None
+    if number is None or not re.fullmatch(
+        r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*|\s*[+-]?(NaN|Infinity)\s*", text, re.I
+    ):
+        raise _QueryFailed(f'invalid input syntax for type numeric: "{text}"')
+    return number
+
+
+def _boolean(text: str) -> bool:
+    word = text.strip().lower()
+    for truth, spellings in ((True, ("true", "yes", "on", "1")), (False, ("false", "no", "off", "0"))):
+        for spelling in spellings:
+            shortest = 2 if spelling in ("on", "off") else len(spelling) if spelling in ("1", "0") else 1
+            if len(word) >= shortest and spelling.startswith(word):
+                return truth
+    raise _QueryFailed(f'invalid input syntax for type boolean: "{text}"')
+
+
+def _condition(key: str, value: Any) -> Callable[[Mapping[str, Any]], bool | None]:
+    """One criterion of ``searchEntities`` as PostgreSQL evaluates it on one state's data (None is NULL)."""
+    key = _sql_literal(key)
+    if isinstance(value, bool):
+
+        def test(data: Mapping[str, Any]) -> bool | None:
+            text = _json_text(data.get(key))
+            return None if text is None else _boolean(text) is value
+
+    elif isinstance(value, (int, float)):
+        wanted = Decimal(json.dumps(value))
+
+        def test(data: Mapping[str, Any]) -> bool | None:
+            text = _json_text(data.get(key))
+            return None if text is None else _numeric(text) == wanted
+
+    else:
+        literal = _sql_literal(str(value)).lower()
+
+        def test(data: Mapping[str, Any]) -> bool | None:
+            text = _json_text(data.get(key))
+            return None if text is None else text.lower() == literal
+
+    return test
+
+
+def _matches(conditions: list[Callable[[Mapping[str, Any]], bool | None]], pair: EntityPair) -> bool:
+    """``AND`` over the criteria of ``(initial matches OR modified matches)``, each leaf on its own, with
+    SQL's three values and its short-circuits (a cast that fails raises only where it is reached)."""
+    for test in conditions:
+        outcome = test(pair.initial.data)
+        if outcome is not True:
+            second = test(pair.modified.data)
+            outcome = True if second is True else (False if outcome is False and second is False else None)
+        if outcome is not True:
+            return False
+    return True
+
+
+def _audited_changes(event_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """An audit row's ``changes``: the event data as the applier left it. It deletes ``guid`` from every
+    member it creates (each of ``members`` for create-group/update-group, ``members[0]`` for add-member)
+    before the row is written, so the feed lacks the member guids the stored event keeps (§7.5)."""
+    changes = json.loads(json.dumps(data))
+    members = changes.get("members")
+    if not isinstance(members, list):
+        return changes
+    if event_type in ("create-group", "update-group"):
+        stripped = members
+    elif event_type == "add-member":
+        stripped = members[:1]
+    else:
+        return changes
+    for member in stripped:
+        if isinstance(member, dict):
+            member.pop("guid", None)
+    return changes
 
 
 class FakeDataCollect:
@@ -301,11 +433,7 @@ class FakeDataCollect:
     def _submit(self, tenant: Tenant, raw: dict[str, Any], *, force_level: int | None) -> None:
         if force_level is not None:
             raw["syncLevel"] = force_level
-        if (
-            any(not raw.get(key) for key in _REQUIRED)
-            or not isinstance(raw.get("data"), dict)
-            or not raw["data"]
-        ):
+        if any(not raw.get(key) for key in _REQUIRED) or not _spread(raw.get("data")):
             raise _Rejected(f"INVALID_FORM: {raw.get('guid')}")
         try:
             at = parse_timestamp(str(raw["timestamp"]))
@@ -333,7 +461,7 @@ class FakeDataCollect:
             guid=guid,
             entity_guid=stored.entity_guid,
             type=stored.type,
-            data=stored.data,
+            data=_spread(stored.data),
             timestamp=format_timestamp(at),
             user_id=stored.user_id,
             sync_level=SyncLevel(level) if level in (0, 1, 2) else SyncLevel.REMOTE,
@@ -356,6 +484,7 @@ class FakeDataCollect:
                     "localVersion": pair.modified.version,
                 },
                 now,
+                user_id="system",  # logConflictResolution writes as "system"
             )
             if resolution == "kept-local":
                 return
@@ -371,13 +500,10 @@ class FakeDataCollect:
         if result.issues:
             raise _Rejected(result.issues[0].reason)
         stamp = format_timestamp(now)
+        gone = self._deletion_order(tenant, event, result.changed)
         for entity_guid, entity in result.changed.items():
             previous = tenant.pairs.get(entity_guid)
             if entity is None:
-                if previous is not None:
-                    del tenant.pairs[entity_guid]
-                    if entity_guid != event.entity_guid:
-                        self._audit(tenant, "cascade-delete-entity", event, {"entityGuid": entity_guid}, now)
                 continue
             entity.last_updated = stamp
             if entity_guid == event.entity_guid and event.type in ("add-member", "remove-member"):
@@ -387,43 +513,117 @@ class FakeDataCollect:
             else:
                 initial = previous.modified if previous else entity
             tenant.pairs[entity_guid] = EntityPair(initial=initial, modified=entity)
-        self._audit(tenant, event.type, event, dict(event.data), now)
+        for entity_guid in gone:  # cascadeDeleteEntity: members first, each deleted entity its own row
+            del tenant.pairs[entity_guid]
+            changes = {"type": "cascade-delete-entity", "entityGuid": entity_guid}
+            self._audit(tenant, "cascade-delete-entity", event, changes, now, entity_guid=entity_guid)
+        if event.type in ("create-group", "update-group"):
+            self._audit_members(tenant, event, event.data.get("members"), now)
+        elif event.type == "add-member":
+            self._audit_members(tenant, event, (event.data.get("members") or [])[:1], now)
+        if event.type not in ("delete-entity", "resolve-duplicate"):  # those leave only cascade rows
+            self._audit(tenant, event.type, event, _audited_changes(event.type, event.data), now)
         if event.type == "resolve-duplicate":
             first = (event.data.get("duplicates") or [{}])[0]
             tenant.duplicates.discard((str(first.get("entityGuid")), str(first.get("duplicateGuid"))))
         self._flag_duplicates(tenant, event, now)
 
+    @staticmethod
+    def _deletion_order(
+        tenant: Tenant, event: FormSubmission, changed: Mapping[str, Entity | None]
+    ) -> list[str]:
+        """The entities an event deletes, in the order ``cascadeDeleteEntity`` deletes them: depth first,
+        members before their group, so the event's own entity comes last."""
+        doomed = {guid for guid, entity in changed.items() if entity is None and guid in tenant.pairs}
+        order: list[str] = []
+
+        def visit(guid: str) -> None:
+            if guid not in doomed or guid in order:
+                return
+            for member in tenant.pairs[guid].modified.member_ids:
+                visit(member)
+            order.append(guid)
+
+        for guid in [event.entity_guid, *sorted(doomed)]:
+            visit(guid)
+        return order
+
+    def _audit_members(self, tenant: Tenant, event: FormSubmission, members: Any, now: datetime) -> None:
+        """The rows of the members a group event creates: the applier creates each through its own
+        create-individual/create-group path, which writes a row under the *group* event's guid with the
+        member's guid as entity (its members' rows first, for a subgroup)."""
+        if not isinstance(members, list):
+            return
+        for member in members:
+            if not isinstance(member, dict) or not member.get("guid"):
+                continue
+            changes = {k: v for k, v in json.loads(json.dumps(member)).items() if k != "guid"}
+            if member.get("type") == "group":
+                self._audit_members(tenant, event, member.get("members"), now)
+                action = "create-group"
+            else:
+                action = "create-individual"
+            self._audit(
+                tenant, action, event, _audited_changes(action, changes), now, entity_guid=str(member["guid"])
+            )
+
     def _audit(
-        self, tenant: Tenant, action: str, event: FormSubmission, changes: dict[str, Any], now: datetime
+        self,
+        tenant: Tenant,
+        action: str,
+        event: FormSubmission,
+        changes: dict[str, Any],
+        now: datetime,
+        *,
+        user_id: str | None = None,
+        entity_guid: str | None = None,
     ) -> None:
         tenant.audit.append(
             AuditRow(
                 guid=secrets.token_hex(16),
                 action=action,
-                entity_guid=event.entity_guid,
+                entity_guid=entity_guid or event.entity_guid,
                 event_guid=event.guid,
                 changes=changes,
                 at=now,
-                user_id=event.user_id,
+                user_id=user_id or event.user_id,
             )
         )
 
     def _flag_duplicates(self, tenant: Tenant, event: FormSubmission, now: datetime) -> None:
-        """§1.6: every primitive leaf equal (strings case-insensitively); nested keys never match."""
+        """§1.6, as ``flagPotentialDuplicate`` and ``PostgresEntityStorageAdapter.searchEntities`` run it: one
+        interpolated SQL query over the tenant's entities. Every criterion must match the other entity's
+        ``initial`` or its ``modified`` data (each on its own); strings compare as lower-cased text, numbers
+        and booleans through a cast that fails on text that is neither; a dotted key is looked up as a key
+        of its own, so nested fields never match. A query that fails (a quote in a value, a failed cast)
+        flags nothing and makes the submission fail after the entity was saved."""
+        if event.type in ("delete-entity", "resolve-duplicate"):
+            return  # no updated entity: the check does not run
         pair = tenant.pairs.get(event.entity_guid)
         if pair is None:
             return
-        leaves = _leaves(pair.modified.data)
-        if not leaves or any("." in key for key in leaves):
+        criteria = _searchable(pair.modified.data)
+        if not criteria:
             return
-        for other_guid, other in tenant.pairs.items():
+        try:
+            conditions = [_condition(key, value) for key, value in criteria.items()]
+            found = [guid for guid, other in tenant.pairs.items() if _matches(conditions, other)]
+        except _QueryFailed as exc:  # submitForm throws, though the event is stored and applied
+            raise _Rejected(
+                f"{event.guid}: stored and applied, then the duplicate check failed: {exc}"
+            ) from None
+        for other_guid in found:
             if other_guid == event.entity_guid:
                 continue
-            for doc in (other.initial.data, other.modified.data):
-                if all(key in doc and _same(doc[key], value) for key, value in leaves.items()):
-                    tenant.duplicates.add((event.entity_guid, other_guid))
-                    self._audit(tenant, "flag-potential-duplicate", event, {"duplicateGuid": other_guid}, now)
-                    break
+            tenant.duplicates.add((event.entity_guid, other_guid))  # ON CONFLICT DO NOTHING
+            self._audit(
+                tenant,
+                "flag-potential-duplicate",
+                event,
+                {"entityId": event.entity_guid, "duplicateId": other_guid},
+                now,
+                user_id="system",
+            )
 
     # -- the API's operations ----------------------------------------------------------------------
 
@@ -441,7 +641,7 @@ class FakeDataCollect:
                 raise _ServerError(
                     500, f'error: invalid input syntax for type timestamp: "{since_text}"'
                 ) from None
-        rows = sorted((e for e in tenant.events if e.at > since), key=lambda e: (e.at, e.seq))
+        rows = sorted((e for e in tenant.events if e.at > since), key=StoredEvent.order)
         page = rows[:PULL_PAGE_SIZE]
         body = {
             "events": [e.to_wire() for e in page],
@@ -470,12 +670,18 @@ class FakeDataCollect:
                 self._submit(tenant, dict(raw), force_level=int(SyncLevel.REMOTE))
 
     def entity_events(self, tenant: Tenant, guid: str) -> list[dict[str, Any]]:
-        rows = sorted((e for e in tenant.events if e.entity_guid == guid), key=lambda e: (e.at, e.seq))
+        rows = sorted((e for e in tenant.events if e.entity_guid == guid), key=StoredEvent.order)
         return [e.to_wire() for e in rows]
 
     def audit_since(self, tenant: Tenant, since_text: str) -> list[dict[str, Any]]:
         since = parse_timestamp(since_text) if since_text.strip() else EPOCH
-        return [r.to_wire() for r in tenant.audit if r.at > since]
+        rows = [(n, r) for n, r in enumerate(tenant.audit) if r.at > since]
+
+        def shuffled(row: tuple[int, AuditRow]) -> str:  # the real query has no ORDER BY (§2.1)
+            n, r = row
+            return hashlib.sha256(f"{n}|{r.event_guid}|{r.action}|{r.entity_guid}".encode()).hexdigest()
+
+        return [r.to_wire() for _n, r in sorted(rows, key=shuffled)]
 
 
 def create_app(fake: FakeDataCollect | None = None) -> Starlette:

@@ -60,7 +60,8 @@ class FaultTransport(httpx.BaseTransport):
         if kind == "reset-before":
             raise httpx.ConnectError("[Errno 104] Connection reset by peer (injected)", request=request)
         if kind in ("502", "503"):
-            page = f"<html><head><title>{kind} Bad Gateway</title></head><body>{kind}</body></html>"
+            reason = {"502": "Bad Gateway", "503": "Service Unavailable"}[kind]
+            page = f"<html><head><title>{kind} {reason}</title></head><body>{kind} {reason}</body></html>"
             return httpx.Response(int(kind), html=page, request=request)
         if kind == "429":
             return httpx.Response(

@@ -9,7 +9,8 @@ datacollect.md §4.2, §7.14), and this fake offers exactly that and nothing mor
   An invalid event (DataCollect's ``INVALID_FORM`` rules) refuses the whole request with a 400 and stores
   nothing.
 - ``GET /?since=TS`` answers a JSON array of the stored events whose timestamp is strictly after ``TS``
-  (all of them for an empty or missing ``since``), oldest first. There is no ``limit``: the adapter sends
+  (all of them for an empty or missing ``since``), oldest first, ties in no arrival order (a hash of the
+  guid). There is no ``limit``: the adapter sends
   none, so one is ignored.
 - Any other path is a 404, ``/records/by-ref`` included: nothing can be looked up by ref. With
   ``by_ref="list"`` that path answers a JSON list instead (a server observed doing so), which a client
@@ -24,6 +25,7 @@ script the faults of :mod:`connectors.mock.faults` on ``push`` and ``pull``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import threading
@@ -76,7 +78,11 @@ class PlainStore:
     def since(self, since: str | None) -> list[dict[str, Any]]:
         cut = parse_timestamp(since) if since else None
         rows = [e for e in self.events.values() if cut is None or parse_timestamp(e["timestamp"]) > cut]
-        rows.sort(key=lambda e: parse_timestamp(e["timestamp"]))  # stable: ties keep arrival order
+        # Ties have no order (the adapter's own source, getEventsSince, promises none, §2.1 d): a hash of
+        # the guid breaks them, so a client leaning on arrival order fails in tests, repeatably.
+        rows.sort(
+            key=lambda e: (parse_timestamp(e["timestamp"]), hashlib.sha256(e["guid"].encode()).hexdigest())
+        )
         return rows
 
     def entities(self) -> dict[str, dict[str, Any]]:
