@@ -249,7 +249,7 @@ class Scheduler:
             return
         if self.metrics is not None:
             self.metrics.record_run(report, duration, time.time())
-            self._levels(project, job.connector)
+            self.record_levels(project, job.connector)
         if self.on_run is not None:
             self.on_run(job, report)
         if report.ok:
@@ -268,8 +268,11 @@ class Scheduler:
             self.metrics.record_failure(job.connector, job.direction)
         log.warning("%s: next runs wait %.0fs (failure %d in a row)", job.job_id, delay, state.failures)
 
-    def _levels(self, project: Any, connector: str) -> None:
-        assert self.metrics is not None
+    def record_levels(self, project: Any, connector: str) -> None:
+        """Push lag and open work of ``connector`` into the metrics, after any run of it (scheduled or, in
+        ``dcsync serve``, real-time)."""
+        if self.metrics is None:
+            return
         from connector_core.state.base import Direction
 
         checkpoint = project.state.get_checkpoint(connector, Direction.PUSH)

@@ -110,6 +110,10 @@ def _burst(config: Path, mock_server: httpx.Client, running: Callable[[Path], Re
         # a run at most every max_delay while the burst lasts, then one to finish: not one per event
         assert len(runs) <= 3 + appended / service.settings.max_delay, (len(runs), appended)
         assert len(runs) < 100
+        # the levels an operator watches follow real-time runs too, not only scheduled ones
+        scraped = httpx.get(f"{service.url}/metrics", timeout=10).text
+        assert 'dcsync_push_lag_events{connector="reg"} 0.0' in scraped
+        assert 'dcsync_dead_letters_open{connector="reg"} 0.0' in scraped
     finally:
         project.close()
 

@@ -135,11 +135,12 @@ class RealtimeService:
                             trigger=trigger,
                             stop=self.stop,
                         )
+                        self.metrics.record_run(report, time.monotonic() - started, time.time())
+                        self.scheduler.record_levels(project, name)
                     except ConnectorBusy:
                         return Outcome.BUSY
                     finally:
                         project.close()
-                    self.metrics.record_run(report, time.monotonic() - started, time.time())
                     if report.ok or self.stop.is_set():
                         return Outcome.DONE
                     log.error("%s %s: run %s failed: %s", name, direction, report.run_id, report.error)
