@@ -212,3 +212,54 @@ def test_deleting_a_record_closes_the_letters_of_its_refused_parts(tmp_path: Pat
     assert deleted == ["hh"] and report.counts.deleted == 1
     assert harness.dead_letters() == []
     assert harness.state.get_dead_letter(letter.id).status == "discarded"
+
+
+class _Merging(_Registry):
+    """A remote that merges records it takes for one person (a national ID it already holds): the create
+    of a second local record is answered with the first one's external id."""
+
+    def push(self, batch: Sequence[PushRecord]) -> list[PushResult]:
+        results = super().push(batch)
+        return [
+            PushResult.delivered(r.ref, "x-p1" if r.ref in ("p1", "p2") else r.external_id, r.parts)
+            for r in results
+        ]
+
+
+def test_a_create_answered_with_an_external_id_linked_to_another_entity_is_dead_lettered(
+    tmp_path: Path,
+) -> None:
+    remote = _Merging()
+    harness = SyncHarness(remote, tmp_path)
+    harness.append([_event("e1", "p1", {"entityName": "individual", "name": "Ana"})])
+    assert harness.push().counts.created == 1
+    # the same person registered again on another phone, in a batch with a third one
+    harness.append(
+        [
+            _event("e2", "p2", {"entityName": "individual", "name": "Ana B."}),
+            _event("e3", "p3", {"entityName": "individual", "name": "Kofi"}),
+        ]
+    )
+    report = harness.push()  # a traceback here before: the run stopped on the same record every time
+    assert report.error is None
+    assert (report.counts.created, report.counts.dead_lettered) == (1, 1)
+    assert set(harness.links()) == {"p1", "p3"}
+    (letter,) = harness.dead_letters()
+    assert letter.ref == "p2"
+    assert "x-p1" in letter.reason and "p1" in letter.reason and "already linked" in letter.reason
+    assert harness.push().counts.dead_lettered == 0  # the next run moves on
+
+
+def test_two_creates_of_one_batch_answered_with_one_external_id_link_the_first_only(tmp_path: Path) -> None:
+    remote = _Merging()
+    harness = SyncHarness(remote, tmp_path)
+    harness.append(
+        [
+            _event("e1", "p1", {"entityName": "individual", "name": "Ana"}),
+            _event("e2", "p2", {"entityName": "individual", "name": "Ana B."}),
+        ]
+    )
+    report = harness.push()
+    assert report.error is None and (report.counts.created, report.counts.dead_lettered) == (1, 1)
+    assert set(harness.links()) == {"p1"}
+    assert [d.ref for d in harness.dead_letters()] == ["p2"]

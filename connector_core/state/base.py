@@ -243,6 +243,10 @@ class StateStore(Protocol):
         """The link holding ``external_id`` for ``connector``, if any."""
         ...
 
+    def linked_entities(self, connector: str, external_ids: Iterable[str]) -> dict[str, str]:
+        """For each of ``external_ids`` already linked for ``connector``, the entity guid holding it."""
+        ...
+
     def iter_links(self, connector: str) -> Iterator[Link]: ...
 
     def dead_letters(

@@ -435,6 +435,14 @@ class SqlStateStore:
         )
         return self._link(row) if row else None
 
+    def linked_entities(self, connector: str, external_ids: Iterable[str]) -> dict[str, str]:
+        rows = self._db.rows_in(
+            "SELECT external_id, entity_guid FROM {s}.links WHERE connector = ? AND external_id",
+            (connector,),
+            (str(e) for e in external_ids),
+        )
+        return {row[0]: row[1] for row in rows}
+
     def iter_links(self, connector: str, page_size: int = 1000) -> Iterator[Link]:
         """Every link of ``connector`` in guid order, a page per query, so memory stays flat."""
         select = (

@@ -615,12 +615,23 @@ class Pusher:
         links: list[Link] = []
         parts = [part_ref(r.ref, p.part) for r in results.values() if r.ok for p in r.parts]
         open_parts = ctx.state.open_dead_letter_refs(ctx.name, Direction.PUSH, parts) if parts else set()
+        created = {
+            str(r.external_id)
+            for item in batch
+            if (r := results.get(item.record.ref)) is not None
+            and r.ok
+            and r.external_id is not None
+            and sender.final.get(item.record.ref, item.record).operation is Operation.CREATE
+        }
+        holders = ctx.state.linked_entities(ctx.name, created) if created else {}
         with ctx.state.transaction() as tx:
             for item in batch:
                 record = sender.final.get(item.record.ref, item.record)
                 result = results.get(record.ref)
                 if result is None and refused is not None:
                     result = PushResult.rejected(record.ref, refused)
+                if result is not None and result.ok and record.operation is Operation.CREATE:
+                    result = _unless_merged(ctx.name, record, result, holders)
                 if result is None:
                     if not sender.may_have_sent and record.ref not in self._stale_intents:
                         settled.append(record.ref)  # never left this machine: no create to look up
@@ -721,6 +732,27 @@ class Pusher:
             tx.add_dead_letter(ctx.name, Direction.PUSH, ref, part.error, payload)
         for ref in replayed:
             tx.resolve_dead_letter(ctx.name, Direction.PUSH, ref, "discarded")
+
+
+def _unless_merged(
+    connector: str, record: PushRecord, result: PushResult, holders: dict[str, str]
+) -> PushResult:
+    """A create the remote answered with an external id another entity already holds (the remote merged
+    two local records, e.g. one person registered twice): linking it would give one remote record two
+    entities, so it is the record's failure, with both sides named. ``holders`` learns the new links of the
+    batch, so two creates answered alike in one batch link the first only."""
+    if result.external_id is None:
+        return result
+    external_id = str(result.external_id)
+    holder = holders.setdefault(external_id, record.ref)
+    if holder == record.ref:
+        return result
+    return PushResult.rejected(
+        record.ref,
+        f"{connector} answered the create with external id {external_id}, which is already linked to "
+        f"entity {holder}: the remote holds both as one record (a duplicate?); merge them in the log or "
+        f"split them in the remote, then replay",
+    )
 
 
 def _without_refused(snapshot: dict[str, Any], result: PushResult) -> dict[str, Any]:

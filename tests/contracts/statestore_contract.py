@@ -107,6 +107,8 @@ class StateStoreContract:
         assert store.get_link("openfn", "p-1") is None
         assert store.find_link("openfn", "101") is None
         assert store.find_link("openspp", "999") is None
+        assert store.linked_entities("openspp", ["101", "999", "101"]) == {"101": "p-1"}
+        assert store.linked_entities("openfn", ["101"]) == {} == store.linked_entities("openspp", [])
 
     def test_relinking_replaces_the_link(self, store: StateStore) -> None:
         with store.transaction() as txn:
