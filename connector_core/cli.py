@@ -165,6 +165,7 @@ def _shown(text: str) -> str:
 def handled() -> Iterator[None]:
     """Turn the errors a user can cause into one line each and the right exit code."""
     from connector_core.mapping import MappingError
+    from connector_core.state.lease import LeaseLost
     from connector_core.sync.context import RunStopped
     from connector_core.sync.runner import ConnectorBusy
 
@@ -178,7 +179,7 @@ def handled() -> Iterator[None]:
         fail(str(exc), EXIT_BAD_INPUT)
     except (EventError, MappingError, PluginError) as exc:
         fail(str(exc), EXIT_BAD_INPUT)
-    except ConnectorBusy as exc:
+    except (ConnectorBusy, LeaseLost) as exc:
         fail(str(exc), EXIT_FAILED)
     except ConnectorError as exc:
         fail(redact(exc.message), EXIT_FAILED)

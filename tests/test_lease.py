@@ -172,3 +172,44 @@ def test_a_sqlite_loser_arriving_before_the_winner_wrote_its_name_still_names_it
         "(lease held by pid 4242 on winner-host since 2026-01-01T00:00:00.000Z)"
     ]
     store.close()
+
+
+@pytest.mark.postgres
+def test_a_run_whose_postgres_lease_connection_dies_commits_nothing_more_and_fails(
+    tmp_path: Path, mock_url: str, postgres_url: str, pg_schema: str
+) -> None:
+    """The advisory lock goes with its session: once the lease's connection is gone (a network cut, a
+    server restart, an idle timeout), another process may run the connector. The run that lost it must
+    not commit another batch as if it still held it: it stops, failed, naming the lease."""
+    import psycopg
+
+    config = _project(
+        tmp_path, mock_url, f"  backend: postgres\n  url: {postgres_url}\n  schema: {pg_schema}\n"
+    )
+    run = _start(config)
+    try:
+        deadline = time.monotonic() + 30
+        killed = 0
+        while not killed and time.monotonic() < deadline:
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                killed = len(
+                    conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name LIKE 'dcsync lease reg pid %%'"
+                    ).fetchall()
+                )
+            time.sleep(0.05)
+        assert killed, "the run never held its lease"
+        _out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 1, err
+    assert "lease" in err and "lost" in err and "Traceback" not in err, err
+    project = Project.open(config)
+    try:
+        (record,) = project.state.runs("reg")
+        assert record.outcome == "failed" and "lease" in (record.error or ""), record
+        assert record.counts.get("created", 0) == 0  # the slow first batch was not committed as ours
+    finally:
+        project.close()

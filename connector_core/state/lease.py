@@ -58,6 +58,19 @@ class ConnectorBusy(Exception):
         super().__init__(f"connector {connector!r} is already running ({who})")
 
 
+class LeaseLost(RuntimeError):
+    """The connector's lease went away while its run was in progress (PostgreSQL: the session holding the
+    advisory lock ended). Another process may be running the connector now, so the run must not commit
+    another batch: the transaction that found out is rolled back and the run stops."""
+
+    def __init__(self, connector: str, why: str):
+        self.connector = connector
+        super().__init__(
+            f"lost the lease of connector {connector!r} ({why}); stopped before committing more, as another "
+            "process may run it now: the next run resumes from the checkpoint"
+        )
+
+
 @runtime_checkable
 class Leasing(Protocol):
     def lease(self, connector: str, *, wait: bool = False) -> AbstractContextManager[None]:

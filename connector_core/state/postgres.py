@@ -27,7 +27,7 @@ import psycopg
 
 from connector_core._postgres import advisory_key, check_identifier, connect, redact_url
 from connector_core._sql import Migration, PostgresDatabase, SchemaVersionError, existing_version
-from connector_core.state.lease import ConnectorBusy, LeaseHolder, this_process
+from connector_core.state.lease import ConnectorBusy, LeaseHolder, LeaseLost, this_process
 from connector_core.state.schema import LAYOUT, MIGRATIONS
 from connector_core.state.store import DEAD_LETTER_CLOSED, FAILED_OUTCOMES, SqlStateStore, SqlStateTxn
 
@@ -75,6 +75,7 @@ class PostgresStateStore(SqlStateStore):
         read_only: bool = False,
     ) -> None:
         self.schema = check_identifier(schema, "state store schema")
+        self._held: dict[str, tuple[int, int]] = {}  # leases held: connector -> (lock key, session pid)
         self.where = f"{redact_url(url)} (schema {schema})"
         self._url = url
         self.read_only = read_only
@@ -142,9 +143,11 @@ class PostgresStateStore(SqlStateStore):
                 log.warning("%s; waiting for it", busy)
                 conn.execute("SELECT pg_advisory_lock(%s)", (key,))
                 conn.execute(claim, (me.host, me.pid, me.started_at, connector))
+            self._held[connector] = (key, conn.info.backend_pid)
             try:
                 yield
             finally:
+                self._held.pop(connector, None)
                 try:
                     conn.execute(
                         q(
@@ -158,6 +161,25 @@ class PostgresStateStore(SqlStateStore):
                     log.warning("releasing the lease of %r: %s", connector, exc)
         finally:
             conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A transaction that, while this store holds leases, commits only if it still holds them all: a
+        lease whose session ended (its advisory lock with it) raises :class:`LeaseLost` and rolls back."""
+        with super().transaction() as txn:
+            yield txn
+            if self._held:
+                self._check_held()
+
+    def _check_held(self) -> None:
+        for connector, (key, backend) in list(self._held.items()):
+            row = self._db.row(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+                "AND classid = CAST(? AS oid) AND objid = CAST(? AS oid) AND pid = ?",
+                ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF, backend),
+            )
+            if not row or not row[0]:
+                raise LeaseLost(connector, "its PostgreSQL session ended, and the advisory lock with it")
 
     def _holder(self, conn: psycopg.Connection[Any], connector: str) -> LeaseHolder | None:
         row = conn.execute(

@@ -18,7 +18,7 @@ from connector_core.connector import Capability, ConnectorError
 from connector_core.logs import redact, run_context
 from connector_core.project import Project
 from connector_core.retry import RetryPolicy
-from connector_core.state.lease import ConnectorBusy
+from connector_core.state.lease import ConnectorBusy, LeaseLost
 from connector_core.sync.context import RunStopped, SyncContext
 from connector_core.sync.pull import run_pull
 from connector_core.sync.push import run_push
@@ -188,7 +188,7 @@ def _run_directions(
 def _guarded(step, ctx: SyncContext, part: DirectionReport) -> None:  # type: ignore[no-untyped-def]
     try:
         step(ctx, part)
-    except (RunStopped, ConnectorError) as exc:
+    except (RunStopped, ConnectorError, LeaseLost) as exc:
         part.error = redact(str(exc))
         # the caller reports it (the CLI as its one error line, the scheduler in its log)
         log.info("%s %s stopped: %s", ctx.name, part.direction, part.error)
