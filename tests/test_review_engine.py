@@ -335,3 +335,25 @@ def test_newest_wins_with_an_updated_at_that_is_no_timestamp_does_not_crash(tmp_
             assert report.counts.conflicts == 1
         finally:
             harness.close()
+
+
+def test_deleting_a_group_deletes_its_cascaded_members_on_the_remote_too(
+    project: Project, mock_server: httpx.Client
+) -> None:
+    """DataCollect's delete-entity removes a group and, recursively, its members; only the group's guid is
+    on the event. The members' remote records must go as well, or they outlive their household for good
+    (the pull skips a linked record whose entity is gone: "the push deletes it")."""
+    _group_of_two(project)
+    assert len(remote_records(mock_server)) == 3
+    project.eventlog.append([event("g9", "grp", "delete-entity", {"reason": "registered twice"})])
+    assert project.eventlog.get_entities(["grp", "m1", "m2"]) == {}
+    report = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert report.ok and report.push is not None and report.push.counts.deleted == 3, report.push
+    assert sorted((r["entityGuid"], r.get("deleted")) for r in remote_records(mock_server)) == [
+        ("grp", True),
+        ("m1", True),
+        ("m2", True),
+    ]
+    assert list(project.state.iter_links("reg")) == []
+    again = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert again.push is not None and again.push.counts.deleted == 0

@@ -60,6 +60,11 @@ its random guids landed on (one WAL frame each), however few rows a page got; at
 commit costs less than a third per event. Memory does not grow with it: an append streams its events a
 chunk at a time inside the one transaction."""
 
+CASCADE_DELETE = "cascade-delete-entity"
+"""The type of a touch (not of any event) for an entity an event deleted besides its own: a group's members
+that ``delete-entity`` or ``resolve-duplicate`` removed with it (DataCollect's audit rows use the same
+word). It follows its event's touch, with that event's user, so a push deletes them too."""
+
 MEMBERSHIP_EVENTS = frozenset({"create-group", "update-group", "add-member", "remove-member"})
 
 

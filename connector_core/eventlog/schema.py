@@ -51,6 +51,16 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 2: no index on an entity's parent: no query reads by it, and each append paid for it (a random
     # guid per entity written), about a fifth of an append's time on a large log
     ("DROP INDEX IF EXISTS {s}.entities_parent_guid",),
+    # 3: the entities an event deleted besides its own (a group's members, cascaded by delete-entity or
+    # resolve-duplicate): gone from the entity table, they would otherwise never reach a push, and their
+    # remote records would outlive them
+    (
+        """CREATE TABLE IF NOT EXISTS {s}.cascades (
+            seq {bigint} NOT NULL,
+            entity_guid {key} NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS {n}cascades_seq ON {s}.cascades (seq)",
+    ),
 )
 """Ordered: migration ``i`` takes the layout from version ``i`` to ``i + 1``. Only ever append."""
 

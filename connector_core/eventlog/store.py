@@ -27,7 +27,14 @@ from connector_core import entities as _entities
 from connector_core._sql import Database, migrate
 from connector_core.entities import Entity, EventIssue, overlay
 from connector_core.eventlog import schema
-from connector_core.eventlog.base import MEMBERSHIP_EVENTS, AppendResult, EventPage, EventTouch, TouchPage
+from connector_core.eventlog.base import (
+    CASCADE_DELETE,
+    MEMBERSHIP_EVENTS,
+    AppendResult,
+    EventPage,
+    EventTouch,
+    TouchPage,
+)
 from connector_core.events import FormSubmission
 from connector_core.streams import chunks
 
@@ -217,6 +224,7 @@ class SqlEventLog(ABC):
         last_seq: dict[str, int] = {}
         lookup = overlay(from_table, changes)
         issue_rows: list[IssueRow] = []
+        cascades: list[tuple[int, str]] = []
         # One event per fold call so each changed entity knows the seq of the event that last
         # changed it; the overlay makes this equal to folding the chunk at once.
         for seq, event in new:
@@ -227,6 +235,8 @@ class SqlEventLog(ABC):
             for guid, entity in folded.changed.items():
                 changes[guid] = entity
                 last_seq[guid] = seq
+                if entity is None and guid != event.entity_guid:
+                    cascades.append((seq, guid))
 
         upserts: list[EntityRow] = []
         deletes: list[str] = []
@@ -251,6 +261,8 @@ class SqlEventLog(ABC):
             self._db.execute(f"DELETE FROM {{s}}.entities WHERE guid {fragment}", part)
         if issue_rows:
             self._insert_issues(issue_rows)
+        if cascades:
+            self._db.executemany("INSERT INTO {s}.cascades (seq, entity_guid) VALUES (?, ?)", cascades)
 
     def _load_entities(self, guids: Iterable[Any]) -> dict[str, Entity]:
         """The stored entities among ``guids`` (the fold may probe with whatever an event carried)."""
@@ -284,8 +296,22 @@ class SqlEventLog(ABC):
         json = self._db.json_out
         with _gc_paused():
             rows, cursor, at_end = self._page(_TOUCH_COLUMNS, after, limit, until)
-            touches = [EventTouch(r[1], r[2], r[3], json(r[4]) if r[4] is not None else None) for r in rows]
+            cascaded = self._cascades(parse_cursor(after), rows[-1][0]) if rows else {}
+            touches = []
+            for r in rows:
+                touches.append(EventTouch(r[1], r[2], r[3], json(r[4]) if r[4] is not None else None))
+                # the entities the event deleted besides its own, right after it, by the same user
+                touches.extend(EventTouch(g, CASCADE_DELETE, r[3], None) for g in cascaded.get(r[0], ()))
         return TouchPage(touches=touches, cursor=cursor, at_end=at_end)
+
+    def _cascades(self, after: int, last: int) -> dict[int, list[str]]:
+        rows = self._db.rows(
+            "SELECT seq, entity_guid FROM {s}.cascades WHERE seq > ? AND seq <= ? ORDER BY seq", (after, last)
+        )
+        out: dict[int, list[str]] = {}
+        for seq, guid in rows:
+            out.setdefault(seq, []).append(guid)
+        return out
 
     def _page(
         self, columns: str, after: str | None, limit: int, until: str | None = None
