@@ -2,8 +2,8 @@
 
 The queries and the fold are :mod:`connector_core.eventlog.store`'s, the tables
 :mod:`connector_core.eventlog.schema`'s, here in a configurable schema (``dcsync`` by default) and named
-``dcsync_events``, ``dcsync_entities``, ``dcsync_event_issues`` and ``dcsync_meta``. Guids are
-``COLLATE "C"`` so keyset pages order them byte-wise, as SQLite and Python do.
+``dcsync_events``, ``dcsync_entities``, ``dcsync_event_issues``, ``dcsync_cascades`` and ``dcsync_meta``.
+Guids are ``COLLATE "C"`` so keyset pages order them byte-wise, as SQLite and Python do.
 
 Why appends take a lock: a sequence hands out numbers when rows are inserted, not when they commit. With two
 writers, transaction A can take seq 11, B seq 12, and B commit first; a reader at cursor 10 then sees 12,
