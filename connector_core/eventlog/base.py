@@ -65,6 +65,10 @@ CASCADE_DELETE = "cascade-delete-entity"
 that ``delete-entity`` or ``resolve-duplicate`` removed with it (DataCollect's audit rows use the same
 word). It follows its event's touch, with that event's user, so a push deletes them too."""
 
+CASCADING_EVENTS = frozenset({"delete-entity", "resolve-duplicate", "remove-member"})
+"""The event types whose fold may delete entities besides the event's own (a removed member that is itself a
+group goes with its members): only a page holding one has cascades to read."""
+
 MEMBERSHIP_EVENTS = frozenset({"create-group", "update-group", "add-member", "remove-member"})
 
 

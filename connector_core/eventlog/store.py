@@ -29,6 +29,7 @@ from connector_core.entities import Entity, EventIssue, overlay
 from connector_core.eventlog import schema
 from connector_core.eventlog.base import (
     CASCADE_DELETE,
+    CASCADING_EVENTS,
     MEMBERSHIP_EVENTS,
     AppendResult,
     EventPage,
@@ -296,7 +297,8 @@ class SqlEventLog(ABC):
         json = self._db.json_out
         with _gc_paused():
             rows, cursor, at_end = self._page(_TOUCH_COLUMNS, after, limit, until)
-            cascaded = self._cascades(parse_cursor(after), rows[-1][0]) if rows else {}
+            cascading = any(r[2] in CASCADING_EVENTS for r in rows)  # else no query on the hot path
+            cascaded = self._cascades(parse_cursor(after), rows[-1][0]) if cascading else {}
             touches = []
             for r in rows:
                 touches.append(EventTouch(r[1], r[2], r[3], json(r[4]) if r[4] is not None else None))
