@@ -128,25 +128,17 @@ class FleetWorkers:
 
     def run(self, jobs: Sequence[ShardJob]) -> Iterator[ShardReport]:
         from connector_core.workers.app import build_app, queue_settings
-        from connector_core.workers.bulk_tasks import SHARD_TASK, shard_queueing_lock
-        from connector_core.workers.tasks import defer_job
+        from connector_core.workers.bulk_tasks import defer_shards
 
         settings = queue_settings(load_config(self._config))
         app = build_app(settings)
         ids: dict[int, ShardJob] = {}
-        with app.open():
+        with app.open():  # as `dcsync bulk-load` defers them on a fleet: same tasks, locks and queue
             for job in jobs:
-                key = f"{job.config}:{job.connector}"
-                job_id = defer_job(
-                    app,
-                    SHARD_TASK,
-                    lock=f"{key}:bulk:{job.plan_id}:{job.shard}",
-                    queueing_lock=shard_queueing_lock(job.config, job.connector, job.plan_id, job.shard),
-                    project=job.config,
-                    connector=job.connector,
-                    plan_id=job.plan_id,
-                    shard=job.shard,
+                deferred = defer_shards(
+                    app, job.config, load_config(job.config), job.connector, job.plan_id, [job.shard]
                 )
+                job_id = deferred[job.shard]
                 assert job_id is not None
                 ids[job_id] = job
         started = time.perf_counter()
