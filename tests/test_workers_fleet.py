@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from fleet_support import fleet_workers, runs_in_progress
 
 from connector_core.project import Project
 from connector_core.sample import mobile_log
@@ -81,17 +82,8 @@ def _no_overlap(connector: str, runs: list) -> None:
 
 
 def _running_on(url: str, schemas: list[str], pid: int) -> list[str]:
-    """Connectors with a run in progress (started in run history, not finished) by process ``pid``."""
-    found = []
-    with psycopg.connect(url, autocommit=True) as conn:
-        for schema in schemas:
-            rows = conn.execute(
-                f"SELECT r.connector FROM {schema}.runs r JOIN {schema}.dcsync_leases l USING (connector) "
-                "WHERE r.outcome = 'running' AND l.pid = %s",
-                (pid,),
-            ).fetchall()
-            found += [f"{schema}/{name}" for (name,) in rows]
-    return found
+    """Connectors with a run in progress by process ``pid``, in any of the projects' schemas."""
+    return [f"{schema}/{name}" for schema in schemas for name in runs_in_progress(url, schema, pid)]
 
 
 @pytest.mark.slow
@@ -130,18 +122,7 @@ def test_three_workers_serve_twenty_connectors_and_survive_a_sigkill(
             [*dcsync, "queue", "init", "-c", str(fleet)], env=env, capture_output=True, text=True
         )
         assert init.returncode == 0 and "installed" in init.stdout, init.stderr
-        logs = [open(tmp_path / f"worker{n}.log", "w") for n in range(WORKERS)]  # noqa: SIM115
-        workers = [
-            subprocess.Popen(
-                [*dcsync, "-v", "worker", "-c", str(fleet), "--name", f"w{n}"],
-                env=env,
-                stdout=logs[n],
-                stderr=subprocess.STDOUT,
-                cwd=tmp_path,
-            )
-            for n in range(WORKERS)
-        ]
-        try:
+        with fleet_workers(fleet, WORKERS, tmp_path, cwd=tmp_path) as workers:
             victim = workers[0]
             killed_at = None
             seed = 200
@@ -177,13 +158,6 @@ def test_three_workers_serve_twenty_connectors_and_survive_a_sigkill(
                 assert time.monotonic() < settle, "the remotes did not converge with the logs"
                 time.sleep(1)
             time.sleep(6)  # the killed job has long been retried; let jobs in flight finish
-        finally:
-            for proc in workers[1:]:
-                proc.send_signal(signal.SIGTERM)
-            for proc in workers[1:]:
-                proc.wait(timeout=30)
-            for handle in logs:
-                handle.close()
         for proc in workers[1:]:
             assert proc.returncode == 0, (tmp_path / "worker1.log").read_text()[-3000:]
 

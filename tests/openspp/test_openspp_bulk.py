@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fleet_support import fleet_workers, runs_in_progress
 from test_openspp_sync import MAPPING, assert_mirrors, partner_ids, rows
 
 from connector_core.project import Project
@@ -165,19 +166,6 @@ def test_two_thousand_households_in_four_shards_with_a_killed_worker_arrive_exac
     _assert_loaded_once(fake, config, set(local), mark)
 
 
-def _shard_running_on(url: str, schema: str, pid: int) -> list[str]:
-    """Shard runs in progress (started in run history, not finished) by process ``pid``."""
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        rows_ = conn.execute(
-            f"SELECT r.connector FROM {schema}.runs r JOIN {schema}.dcsync_leases l USING (connector) "
-            "WHERE r.outcome = 'running' AND l.pid = %s",
-            (pid,),
-        ).fetchall()
-    return [name for (name,) in rows_]
-
-
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_a_bulk_load_on_two_fleet_workers_survives_one_killed_mid_shard(
@@ -220,22 +208,12 @@ def test_a_bulk_load_on_two_fleet_workers_survives_one_killed_mid_shard(
     )
     assert deferred.returncode == 0, deferred.stderr
     assert "4 shard job(s)" in deferred.stdout, deferred.stdout
-    logs = [open(tmp_path / f"worker{n}.log", "w") for n in range(2)]  # noqa: SIM115
-    workers = [
-        subprocess.Popen(
-            [*dcsync, "-v", "worker", "-c", str(config), "--name", f"w{n}"],
-            env=env,
-            stdout=logs[n],
-            stderr=subprocess.STDOUT,
-        )
-        for n in range(2)
-    ]
-    try:
+    with fleet_workers(config, 2, tmp_path) as workers:
         victim = workers[0]
         deadline = time.monotonic() + 300
         killed = False
         while not killed and time.monotonic() < deadline:
-            if len(rows(fake, "res.partner")) >= len(local) // 4 and _shard_running_on(
+            if len(rows(fake, "res.partner")) >= len(local) // 4 and runs_in_progress(
                 postgres_url, pg_schema, victim.pid
             ):
                 victim.send_signal(signal.SIGKILL)  # inside a shard, with batches in flight
@@ -255,13 +233,6 @@ def test_a_bulk_load_on_two_fleet_workers_survives_one_killed_mid_shard(
         while not finished():
             assert time.monotonic() < deadline, (tmp_path / "worker1.log").read_text()[-3000:]
             time.sleep(0.5)
-    finally:
-        for proc in workers[1:]:
-            proc.send_signal(signal.SIGTERM)
-        for proc in workers[1:]:
-            proc.wait(timeout=30)
-        for handle in logs:
-            handle.close()
 
     with psycopg.connect(postgres_url) as conn:
         jobs = conn.execute(
