@@ -102,6 +102,22 @@ def _stored(fake: FakeDataCollect) -> list[str]:
         return [e.guid for e in fake.tenants["demo"].events]
 
 
+def _pulled_name(guid: str) -> FormSubmission:
+    """What a registry pull appends: only the changed field (person-1's name), stamped with the registry's
+    (older) clock."""
+    return FormSubmission.from_json(
+        {
+            "guid": guid,
+            "entityGuid": "person-1",
+            "type": "update-individual",
+            "data": {"name": "Anabel"},
+            "timestamp": "2025-03-01T09:00:00.000Z",
+            "userId": "dcsync:reg",
+            "syncLevel": 2,
+        }
+    )
+
+
 def _mirror(
     url: str, path: Path, transport: httpx.BaseTransport | None = None, retry: RetryPolicy = FAST
 ) -> DataCollectEventLog:
@@ -336,17 +352,7 @@ def test_a_pulled_change_of_one_field_leaves_datacollect_equal_to_the_mirror(tmp
     with serve(create_app(fake)) as served, _mirror(served.url, tmp_path / "m.db") as mirror:
         mirror.refresh()
         # what a registry pull appends: only the changed field, stamped with the registry's (older) clock
-        pulled = FormSubmission.from_json(
-            {
-                "guid": "pull-person-1-1",
-                "entityGuid": "person-1",
-                "type": "update-individual",
-                "data": {"name": "Anabel"},
-                "timestamp": "2025-03-01T09:00:00.000Z",
-                "userId": "dcsync:reg",
-                "syncLevel": 2,
-            }
-        )
+        pulled = _pulled_name("pull-person-1-1")
         result = mirror.append([pulled])
         assert result.issues == [] and result.new_guids == ["pull-person-1-1"]
         theirs = fake.entity("demo", "person-1")
@@ -468,17 +474,7 @@ def test_after_a_push_the_entity_datacollect_holds_is_read_back_and_a_difference
             return real(guid)
 
         mirror.client.entity_events = entity_events  # type: ignore[method-assign]
-        pulled = FormSubmission.from_json(
-            {
-                "guid": "pull-1",
-                "entityGuid": "person-1",
-                "type": "update-individual",
-                "data": {"name": "Anabel"},
-                "timestamp": "2025-03-01T09:00:00.000Z",
-                "userId": "dcsync:reg",
-                "syncLevel": 2,
-            }
-        )
+        pulled = _pulled_name("pull-1")
         result = mirror.append([pulled])
         assert result.new_guids == ["pull-1"]
         assert [i.event_guid for i in result.issues] == ["pull-1"]
