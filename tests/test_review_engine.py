@@ -45,6 +45,23 @@ def _group_of_two(project: Project) -> None:
     assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).push.counts.created == 3
 
 
+def _ana_synced(project: Project, mock_server: httpx.Client) -> dict:
+    """One individual created locally and synced both ways: its record on the remote."""
+    project.eventlog.append(
+        [
+            event(
+                "e0",
+                "p1",
+                "create-individual",
+                {"entityName": "individual", "first_name": "Ana", "last_name": "Cruz", "phone_number": "+1"},
+            )
+        ]
+    )
+    assert run_connector(project, "reg", retry=FAST_RETRY).ok
+    (record,) = remote_records(mock_server)
+    return record
+
+
 def _unlinks_received(mock: httpx.Client) -> int:
     return int(mock.get("/_control/stats").json()["types_received"].get("remove-member", 0))
 
@@ -129,18 +146,7 @@ def test_a_push_does_not_overwrite_a_remote_edit_the_failed_pull_did_not_bring(
     """Pull goes first so that a push never overwrites a remote edit it has not seen (runner.py). When the
     pull gives up, the push must not go on as if it had seen everything: the local payload would write the
     old values over the remote's edit, and the next pull would find nothing left to merge."""
-    project.eventlog.append(
-        [
-            event(
-                "e0",
-                "p1",
-                "create-individual",
-                {"entityName": "individual", "first_name": "Ana", "last_name": "Cruz", "phone_number": "+1"},
-            )
-        ]
-    )
-    assert run_connector(project, "reg", retry=FAST_RETRY).ok
-    (record,) = remote_records(mock_server)
+    record = _ana_synced(project, mock_server)
     mock_server.patch(f"/_control/records/{record['id']}", json={"data": {"first_name": "Ann"}})
     project.eventlog.append([event("e1", "p1", "update-individual", {"phone_number": "+2"})])
     mock_server.put("/_control/faults", json={"script": [{"on": "pull", "status": 503}] * 8})
@@ -163,18 +169,7 @@ def test_a_conflict_resolved_local_is_pushed_on_the_next_run(
     run that held the entity back moved its checkpoint past the entity's events, so the next push must
     still find it."""
     project = make_project("    conflict_policy: manual\n")
-    project.eventlog.append(
-        [
-            event(
-                "e0",
-                "p1",
-                "create-individual",
-                {"entityName": "individual", "first_name": "Ana", "last_name": "Cruz", "phone_number": "+1"},
-            )
-        ]
-    )
-    assert run_connector(project, "reg", retry=FAST_RETRY).ok
-    (record,) = remote_records(mock_server)
+    record = _ana_synced(project, mock_server)
     project.eventlog.append([event("e1", "p1", "update-individual", {"first_name": "Anna"})])
     mock_server.patch(f"/_control/records/{record['id']}", json={"data": {"first_name": "Ann"}})
     held = run_connector(project, "reg", retry=FAST_RETRY)
