@@ -457,3 +457,37 @@ def test_a_job_that_finds_its_connector_busy_waits_and_runs_once_it_is_free(
     finally:
         project.close()
         use_registry(ProjectRegistry())  # closes the projects this process's jobs opened
+
+
+def test_a_shard_stopped_by_its_worker_is_retried_not_failed_and_resumes(
+    tmp_path: Path, mock_server: httpx.Client
+) -> None:
+    """SIGTERM (a deploy) sets STOP: the shard ends at a batch boundary, not done but not wrong either, so
+    its job raises the retried ShardStopped, not the failing ShardNotDone; the retry finishes the shard."""
+    from sync_support import write_config
+
+    from connector_core.project import Project
+    from connector_core.sample import mobile_log
+    from connector_core.sync.bulk import plan_bulk_load
+    from connector_core.workers import bulk_tasks, tasks
+
+    config = write_config(tmp_path / "dcsync.yaml", str(mock_server.base_url))
+    project = Project.open(config)
+    try:
+        project.eventlog.append(mobile_log(households=6, members=2, seed=3))
+        plan = plan_bulk_load(project, "reg", 2)
+    finally:
+        project.close()
+    tasks.STOP.set()
+    try:
+        with pytest.raises(bulk_tasks.ShardStopped):
+            bulk_tasks.run_shard_job(str(config), "reg", plan.id, 0)
+    finally:
+        tasks.STOP.clear()
+    for shard in (0, 1):
+        result, _queue = bulk_tasks.run_shard_job(str(config), "reg", plan.id, shard)
+        assert result["shard"] == shard
+    assert bulk_tasks.finish_job(str(config), "reg", plan.id) == {"plan": plan.id, "finished": True}
+    use_registry(ProjectRegistry())  # closes the projects these jobs opened
+    records = mock_server.get("/_control/records").json()
+    assert len(records) == len({r["entityGuid"] for r in records}) == 6 * 3

@@ -40,7 +40,13 @@ FINISH_TASK = "bulk_finish"
 
 
 class ShardNotDone(Exception):
-    """A shard stopped before its mark (an error, or the worker asked to stop); its job fails with why."""
+    """A shard failed before its mark (its run's error); its job fails with why."""
+
+
+class ShardStopped(Exception):
+    """The worker was asked to stop (SIGTERM: a deploy, a scale-down) in the middle of a shard: nothing is
+    wrong with it, so its job is retried (by another worker, or this one once restarted) and the shard
+    resumes at its own checkpoint."""
 
 
 def shard_lock(project: str, loaded: LoadedConfig, connector: str, plan_id: str, shard: int) -> str:
@@ -74,8 +80,11 @@ def install_tasks(app: procrastinate.App, settings: QueueSettings) -> None:
     busy = procrastinate.RetryStrategy(
         retry_exceptions={ConnectorBusy}, wait=max(1, round(settings.busy_retry))
     )
+    resumable = procrastinate.RetryStrategy(
+        retry_exceptions={ConnectorBusy, ShardStopped}, wait=max(1, round(settings.busy_retry))
+    )
 
-    @app.task(name=SHARD_TASK, retry=busy)
+    @app.task(name=SHARD_TASK, retry=resumable)
     def bulk_shard(project: str, connector: str, plan_id: str, shard: int) -> dict[str, Any]:
         result, queue = run_shard_job(project, connector, plan_id, shard)
         defer_finish(app, project, connector, plan_id, queue)
@@ -88,17 +97,19 @@ def install_tasks(app: procrastinate.App, settings: QueueSettings) -> None:
 
 def run_shard_job(project: str, connector: str, plan_id: str, shard: int) -> tuple[dict[str, Any], str]:
     """The body of ``bulk_shard``: the shard pushed to its mark (its counts, and the connector's queue for
-    the final job), or :class:`ShardNotDone` with why."""
+    the final job); :class:`ShardStopped` when the worker is stopping, :class:`ShardNotDone` with why."""
     from connector_core.sync.bulk import run_shard
     from connector_core.workers.tasks import STOP
 
     with open_project(project) as opened:
         queue = opened.config.project.connectors[connector].queue
         report = run_shard(opened, connector, plan_id, shard, stop=STOP)
-    if not report.done:
-        raise ShardNotDone(
-            f"{connector}: shard {shard} of bulk load {plan_id} not done: {report.error or 'stopped'}"
+    if not report.done and STOP.is_set():
+        raise ShardStopped(
+            f"{connector}: shard {shard} of bulk load {plan_id} stopped; it resumes when retried"
         )
+    if not report.done:
+        raise ShardNotDone(f"{connector}: shard {shard} of bulk load {plan_id} not done: {report.error}")
     return {"run_id": report.run_id, "shard": shard, **report.counts.as_dict()}, queue
 
 

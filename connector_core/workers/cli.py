@@ -264,9 +264,6 @@ def bulk_defer(config: Path, connector: str, shards: int) -> None:
                 _cli.fail(str(exc))
         finally:
             project.close()
-        if plan.status != "open":
-            _cli.out.print(f"{connector}: bulk load {plan.id} is finished", highlight=False)
-            return
         if plan.shards != shards:
             _cli.err.print(
                 f"[yellow]resumed[/] the open plan {plan.id} of {plan.shards} shards", highlight=False

@@ -6,8 +6,9 @@
 ``bulk_finish``) defines its own ``install_tasks`` and is added to that list (one line, here: a worker must
 know every task before it fetches a job of it). Its tasks take a project reference (a registered name or a
 path) and open it with :func:`open_project`, lock what they write with ``workers.lanes`` (a connector's
-``run_lock`` keeps them apart from its runs), and are deferred with :func:`defer_job` (from the CLI) or
-:func:`defer_job_async` (from another task). Task names are plain (``run``), unique in the fleet. Example::
+``run_lock`` keeps them apart from its runs), and are deferred with :func:`defer_job` (from the CLI, or
+from a sync task: ``bulk_shard`` defers ``bulk_finish`` so). Task names are plain (``run``), unique in the
+fleet. Example::
 
     def install_tasks(app: procrastinate.App, settings: QueueSettings) -> None:
         @app.task(name="bulk_shard", retry=procrastinate.RetryStrategy(retry_exceptions={ConnectorBusy}))
@@ -51,7 +52,6 @@ __all__ = [
     "TASK_MODULES",
     "RunFailed",
     "defer_job",
-    "defer_job_async",
     "install_tasks",
     "open_project",
 ]
@@ -142,22 +142,5 @@ def defer_job(
         options["schedule_in"] = {"seconds": schedule_in}
     try:
         return int(app.tasks[task_name].configure(**options).defer(**kwargs))
-    except procrastinate.exceptions.AlreadyEnqueued:
-        return None
-
-
-async def defer_job_async(
-    app: procrastinate.App,
-    task_name: str,
-    *,
-    lock: str | None = None,
-    queueing_lock: str | None = None,
-    **kwargs: Any,
-) -> int | None:
-    """:func:`defer_job` from async code (a task deferring the next job)."""
-    procrastinate = require_procrastinate()
-    try:
-        deferrer = app.tasks[task_name].configure(lock=lock, queueing_lock=queueing_lock)
-        return int(await deferrer.defer_async(**kwargs))
     except procrastinate.exceptions.AlreadyEnqueued:
         return None
