@@ -132,27 +132,30 @@ class FleetWorkers:
 
         settings = queue_settings(load_config(self._config))
         app = build_app(settings)
+        if not jobs:
+            return
         ids: dict[int, ShardJob] = {}
+        by_shard = {job.shard: job for job in jobs}  # one plan's shards, as bulk_load hands them over
+        first = jobs[0]
         with app.open():  # as `dcsync bulk-load` defers them on a fleet: same tasks, locks and queue
-            for job in jobs:
-                deferred = defer_shards(
-                    app, job.config, load_config(job.config), job.connector, job.plan_id, [job.shard]
-                )
-                job_id = deferred[job.shard]
-                assert job_id is not None
-                ids[job_id] = job
+            deferred = defer_shards(
+                app, first.config, load_config(first.config), first.connector, first.plan_id, list(by_shard)
+            )
+        for shard, job_id in deferred.items():
+            assert job_id is not None
+            ids[job_id] = by_shard[shard]
         started = time.perf_counter()
-        while ids:
-            with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            while ids:
                 ended = conn.execute(
                     f"SELECT id, status::text FROM {self._schema}.procrastinate_jobs "
                     "WHERE id = ANY(%s) AND status IN ('succeeded', 'failed')",
                     (list(ids),),
                 ).fetchall()
-            for job_id, status in ended:
-                job = ids.pop(job_id)
-                yield self._report(job, status, time.perf_counter() - started)
-            time.sleep(0.05)
+                for job_id, status in ended:
+                    job = ids.pop(job_id)
+                    yield self._report(job, status, time.perf_counter() - started)
+                time.sleep(0.05)
 
     @staticmethod
     def _report(job: ShardJob, status: str, seconds: float) -> ShardReport:
