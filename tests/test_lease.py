@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fleet_support import runs_in_progress
 from sync_support import contend_for_lease
 
 from connector_core.project import Project
@@ -191,6 +192,9 @@ def test_a_run_whose_postgres_lease_connection_dies_commits_nothing_more_and_fai
         deadline = time.monotonic() + 30
         killed = 0
         while not killed and time.monotonic() < deadline:
+            if not runs_in_progress(postgres_url, pg_schema, run.pid):
+                time.sleep(0.02)  # not before the lease is claimed and the run begun: then it is running
+                continue
             with psycopg.connect(postgres_url, autocommit=True) as conn:
                 killed = len(
                     conn.execute(
