@@ -109,3 +109,34 @@ def test_signatures_tokens_and_the_bucket() -> None:
     assert bucket.take() == 2.0  # one token refills in two seconds
     now[0] = 2.0
     assert bucket.take() == 0
+
+
+def test_a_watcher_that_connected_again_starts_its_next_backoff_afresh() -> None:
+    """One long outage must not leave every later dropped connection waiting the longest delay."""
+    import threading
+    from dataclasses import dataclass
+
+    from connector_core.realtime.watch import Watcher
+
+    waits: list[float] = []
+
+    class RecordingStop(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waits.append(float(timeout or 0))
+            return False
+
+    @dataclass
+    class Flaky(Watcher):
+        calls: int = 0
+
+        def _watch(self) -> None:
+            self.calls += 1
+            if self.calls == 3:
+                self._up()  # connected, then lost again
+            if self.calls == 4:
+                self.stop.set()
+                return
+            raise OSError("connection lost")
+
+    Flaky(on_change=lambda: None, stop=RecordingStop())._guarded()
+    assert waits == [0.5, 1.0, 0.5]

@@ -23,6 +23,7 @@ from typing import Any
 
 log = logging.getLogger("dcsync.realtime")
 
+RECONNECT_FIRST = 0.5
 RECONNECT_MAX = 30.0
 
 
@@ -35,6 +36,7 @@ class Watcher(ABC):
     healthy: bool = False
     problem: str = "starting"
     _thread: threading.Thread | None = field(default=None, repr=False)
+    _delay: float = field(default=RECONNECT_FIRST, repr=False)  # the wait before the next reconnect
 
     kind = "watcher"
 
@@ -48,7 +50,7 @@ class Watcher(ABC):
             self._thread.join(timeout)
 
     def _guarded(self) -> None:
-        delay = 0.5
+        self._delay = RECONNECT_FIRST
         while not self.stop.is_set():
             try:
                 self._watch()
@@ -57,11 +59,13 @@ class Watcher(ABC):
                 from connector_core.logs import redact
 
                 self.healthy, self.problem = False, redact(f"{type(exc).__name__}: {exc}".splitlines()[0])
-                log.warning("%s watcher: %s; reconnecting in %.1fs", self.kind, self.problem, delay)
-                self.stop.wait(delay)
-                delay = min(delay * 2, RECONNECT_MAX)
+                log.warning("%s watcher: %s; reconnecting in %.1fs", self.kind, self.problem, self._delay)
+                self.stop.wait(self._delay)
+                self._delay = min(self._delay * 2, RECONNECT_MAX)
 
     def _up(self) -> None:
+        # connected again: the next loss starts its backoff afresh, not where the last outage left it
+        self._delay = RECONNECT_FIRST
         self.healthy, self.problem = True, ""
         self.on_change()  # catch up on what was appended while nobody listened
 
