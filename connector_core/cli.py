@@ -828,13 +828,11 @@ def dlq_replay(
     config: ConfigOption = Path(CONFIG_FILE_NAME),
 ) -> None:
     """Deliver dead-lettered records again (the entity's current state for push)."""
-    from connector_core.sync.replay import replay
-    from connector_core.sync.runner import sync_session
+    from connector_core.actions import current_actor, replay_dead_letters
 
     with handled(), _project(config) as project:
         letters = _select_letters(project, connector, ids, all_)
-        with sync_session(project, connector) as ctx:
-            report = replay(ctx, letters)
+        report = replay_dead_letters(project, connector, letters, actor=current_actor())
         still_open = project.state.open_counts(connector).dead_letters
     c = report.counts
     out.print(
@@ -850,16 +848,17 @@ def dlq_discard(
     connector: str,
     ids: DeadLetterIds = None,
     all_: AllOpen = False,
+    note: Annotated[
+        str | None, typer.Option("--note", help="Why they are closed (kept in the audit trail).")
+    ] = None,
     config: ConfigOption = Path(CONFIG_FILE_NAME),
 ) -> None:
-    """Close dead letters without delivering them (kept as history)."""
+    """Close dead letters without delivering them (kept as history, and in the audit trail)."""
+    from connector_core.actions import current_actor, discard_dead_letters
+
     with handled(), _project(config) as project:
-        discarded = 0
-        for page in chunks(_select_letters(project, connector, ids, all_), 1000):  # a transaction a page
-            with project.state.transaction() as tx:
-                for letter in page:
-                    tx.resolve_dead_letter(letter.connector, letter.direction, letter.ref, "discarded")
-            discarded += len(page)
+        letters = _select_letters(project, connector, ids, all_)
+        discarded = discard_dead_letters(project, connector, letters, actor=current_actor(), note=note)
     out.print(f"discarded {discarded} dead letters")
 
 
@@ -916,23 +915,77 @@ def conflicts_show(conflict_id: int, config: ConfigOption = Path(CONFIG_FILE_NAM
 @conflicts_app.command("resolve")
 def conflicts_resolve(
     conflict_id: int,
-    take: Annotated[str, typer.Option(help="external: apply the remote's changes; local: keep ours.")],
+    take: Annotated[
+        str | None,
+        typer.Option(help="external: apply the remote's changes; local: keep ours (the whole record)."),
+    ] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--field", help="FIELD=external|local, repeatable: decide field by field (others stay local)."
+        ),
+    ] = None,
     config: ConfigOption = Path(CONFIG_FILE_NAME),
 ) -> None:
     """Settle an open conflict; the entity is pushed again on the next run."""
-    from connector_core.sync.conflicts import resolve_open_conflict
-    from connector_core.sync.runner import sync_session
+    from connector_core.actions import ActionError, current_actor, resolve_conflict
 
-    if take not in ("external", "local"):
-        fail("--take must be 'external' or 'local'")
+    if (take is None) == (not field):
+        fail("pass --take external|local, or one --field FIELD=external|local per field")
+    choice: str | dict[str, str]
+    if take is not None:
+        if take not in ("external", "local"):
+            fail("--take must be 'external' or 'local'")
+        choice = take
+    else:
+        choice = {}
+        for item in field or []:
+            name, sep, side = item.partition("=")
+            if not sep or not name.strip():
+                fail(f"--field {item!r}: write FIELD=external or FIELD=local")
+            choice[name.strip()] = side.strip()
     with handled(), _project(config) as project:
-        conflict = project.state.get_conflict(conflict_id)
-        if conflict is None or conflict.status != "open":
-            fail(f"no open conflict with id {conflict_id}")
-        with sync_session(project, conflict.connector) as ctx:
-            event = resolve_open_conflict(ctx, conflict, take)
+        try:
+            event = resolve_conflict(project, conflict_id, choice, actor=current_actor())
+        except ActionError as exc:
+            fail(str(exc))
+        settled = project.state.get_conflict(conflict_id)
     what = f"appended event {event.guid}" if event else "nothing appended"
-    out.print(f"conflict {conflict_id} resolved ({take}): {what}")
+    out.print(f"conflict {conflict_id} resolved ({settled.resolution if settled else choice}): {what}")
+
+
+@app.command()
+def audit(
+    connector: Annotated[str | None, typer.Option(help="Only this connector.")] = None,
+    action: Annotated[
+        str | None, typer.Option(help="Only this action (replay, discard, resolve, ...).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+    before: Annotated[int | None, typer.Option(help="Page back: only actions older than this id.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """The audit trail: who replayed, discarded, resolved, purged, rekeyed or forgot what, and when."""
+    with handled(), _project(config, read_only=True) as project:
+        rows = project.state.actions(connector=connector, action=action, before_id=before, limit=limit)
+    if as_json:
+        for r in rows:
+            print(json.dumps(asdict(r), sort_keys=True))
+        return
+    if not rows:
+        out.print("no actions recorded")
+        return
+    table = Table("id", "when", "who", "action", "connector", "target", "detail")
+    for r in rows:
+        detail = ", ".join(
+            f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in r.detail.items()
+        )
+        table.add_row(
+            str(r.id), _when(r.at) or r.at, r.actor, r.action, r.connector or "-", r.target or "-", detail
+        )
+    out.print(table)
+    if len(rows) == limit:
+        out.print(f"older: dcsync audit --before {rows[-1].id}")
 
 
 # -- schedules and status -----------------------------------------------------------------------------

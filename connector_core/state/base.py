@@ -139,6 +139,22 @@ class BulkShardRecord:
     updated_at: str
 
 
+@dataclass(frozen=True, slots=True)
+class ActionRecord:
+    """One operator action in the audit trail: who did what to which records, and when.
+
+    ``detail`` holds counts, ids, field names and the operator's own note, never a record's data: the trail
+    is kept longer than the data it talks about, and is shown to whoever may read the console."""
+
+    id: int
+    at: str
+    actor: str  # os:<login> from the CLI, ui:<login> from the console
+    action: str  # replay | discard | resolve | purge | rekey | forget | login | ...
+    connector: str | None
+    target: str | None
+    detail: dict[str, Any]
+
+
 @runtime_checkable
 class StateTxn(Protocol):
     """Writes that commit together when the ``transaction()`` block exits without an exception."""
@@ -220,6 +236,18 @@ class StateTxn(Protocol):
 
     def set_bulk_shard(self, plan_id: str, shard: int, status: str, run_id: int | None = None) -> None:
         """Record where one shard of a bulk load stands (``run_id`` ``None`` keeps the one recorded)."""
+        ...
+
+    def record_action(
+        self,
+        actor: str,
+        action: str,
+        *,
+        connector: str | None = None,
+        target: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Add to the audit trail in this transaction, so an action and its record commit together."""
         ...
 
     def finish_bulk_plan(self, plan_id: str) -> None:
@@ -343,6 +371,29 @@ class StateStore(Protocol):
     def get_bulk_plan(self, plan_id: str) -> BulkPlanRecord | None: ...
 
     def bulk_shards(self, plan_id: str) -> list[BulkShardRecord]: ...
+
+    def record_action(
+        self,
+        actor: str,
+        action: str,
+        *,
+        connector: str | None = None,
+        target: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> int:
+        """Add to the audit trail on its own; returns the action's id."""
+        ...
+
+    def actions(
+        self,
+        *,
+        connector: str | None = None,
+        action: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[ActionRecord]:
+        """The audit trail, newest first; ``before_id`` pages back from an earlier page's last id."""
+        ...
 
     def schema_version(self) -> int: ...
 

@@ -46,6 +46,9 @@ class RedactingTxn:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._txn, name)
 
+    def record_action(self, actor: str, action: str, **kwargs: Any) -> None:
+        self._txn.record_action(actor, action, **_action(kwargs))
+
     def add_dead_letter(
         self,
         connector: str,
@@ -91,11 +94,21 @@ class RedactingTxn:
         )
 
 
+def _action(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """An operator's note goes into the audit trail as typed, less any secret pasted into it."""
+    if kwargs.get("detail"):
+        kwargs["detail"] = redact_value(kwargs["detail"], full=True)
+    return kwargs
+
+
 class RedactingStateStore:
     """Wraps any :class:`~connector_core.state.lease.LeasedStateStore`; see the module docstring."""
 
     def __init__(self, store: Any):
         self._store = store
+
+    def record_action(self, actor: str, action: str, **kwargs: Any) -> int:
+        return int(self._store.record_action(actor, action, **_action(kwargs)))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)

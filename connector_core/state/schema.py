@@ -137,6 +137,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (plan_id, shard)
         )""",
     ),
+    # 6: the audit trail of operator actions (replay, discard, resolve, purge, rekey, forget, logins)
+    (
+        """CREATE TABLE {s}.actions (
+            id {serial},
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            connector TEXT,
+            target TEXT,
+            detail {json} NOT NULL
+        )""",
+        "CREATE INDEX actions_connector ON {s}.actions (connector, id)",
+    ),
 )
 """Ordered: migration ``i`` takes the schema from version ``i`` to ``i + 1``. Only ever append."""
 

@@ -23,6 +23,7 @@ from connector_core.events import now_timestamp
 from connector_core.state import schema
 from connector_core.state._rows import keyset_pages
 from connector_core.state.base import (
+    ActionRecord,
     BulkPlanRecord,
     BulkShardRecord,
     Conflict,
@@ -52,6 +53,19 @@ _DEAD_LETTER_COLUMNS = (
 _PLAN_COLUMNS = "id, connector, shards, start_cursor, mark, status, created_at, finished_at"
 _SHARD_COLUMNS = "plan_id, shard, status, run_id, updated_at"
 _RUN_COLUMNS = "id, connector, direction, trigger, started_at, finished_at, outcome, counts, error"
+_ACTION_COLUMNS = "id, at, actor, action, connector, target, detail"
+_INSERT_ACTION = (
+    "INSERT INTO {s}.actions (at, actor, action, connector, target, detail) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _action_row(
+    db: Database, actor: str, action: str, connector: str | None, target: str | None, detail: Any
+) -> tuple[Any, ...]:
+    if not actor or not action:
+        raise ValueError("an audited action needs an actor and an action name")
+    return (now_timestamp(), actor, action, connector, target, db.json_in(dict(detail or {})))
+
 
 _UPSERT_LINK = (
     f"INSERT INTO {{s}}.links ({_LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -262,6 +276,18 @@ class SqlStateTxn:
         )
         if cur.rowcount == 0:
             raise KeyError(f"bulk load plan {plan_id} has no shard {shard}")
+
+    def record_action(
+        self,
+        actor: str,
+        action: str,
+        *,
+        connector: str | None = None,
+        target: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        db = self._c()
+        db.execute(_INSERT_ACTION, _action_row(db, actor, action, connector, target, detail))
 
     def finish_bulk_plan(self, plan_id: str) -> None:
         self._c().execute(
@@ -624,6 +650,49 @@ class SqlStateStore:
             f"SELECT {_SHARD_COLUMNS} FROM {{s}}.bulk_shards WHERE plan_id = ? ORDER BY shard", (plan_id,)
         )
         return [BulkShardRecord(*row) for row in rows]
+
+    # -- audit trail -------------------------------------------------------------------------------
+
+    def record_action(
+        self,
+        actor: str,
+        action: str,
+        *,
+        connector: str | None = None,
+        target: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> int:
+        row = self._db.row(
+            f"{_INSERT_ACTION} RETURNING id", _action_row(self._db, actor, action, connector, target, detail)
+        )
+        assert row is not None
+        return int(row[0])
+
+    def actions(
+        self,
+        *,
+        connector: str | None = None,
+        action: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[ActionRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("connector", connector), ("action", action)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if before_id is not None:
+            where.append("id < ?")
+            params.append(before_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._db.rows(
+            f"SELECT {_ACTION_COLUMNS} FROM {{s}}.actions {clause} ORDER BY id DESC LIMIT ?", (*params, limit)
+        )
+        return [
+            ActionRecord(row[0], row[1], row[2], row[3], row[4], row[5], self._db.json_out(row[6]))
+            for row in rows
+        ]
 
     # -- runs --------------------------------------------------------------------------------------
 

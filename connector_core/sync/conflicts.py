@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,8 @@ from connector_core.entities import Entity
 from connector_core.events import FormSubmission, SyncLevel, now_timestamp, parse_timestamp
 from connector_core.state.base import Conflict, Link
 from connector_core.sync.context import SyncContext
+
+SIDES = ("external", "local")
 
 
 @dataclass
@@ -87,20 +90,22 @@ def decide(
     return Decision(apply=apply, conflict={**record, "resolution": resolution})
 
 
-def resolve_open_conflict(ctx: SyncContext, conflict: Conflict, take: str) -> FormSubmission | None:
-    """Settle a held conflict: ``take`` is ``external`` (apply the remote's changes) or ``local`` (keep
-    the entity; the next push overwrites the remote). Returns the event appended, if any."""
+def resolve_open_conflict(
+    ctx: SyncContext, conflict: Conflict, take: str | Mapping[str, str]
+) -> FormSubmission | None:
+    """Settle a held conflict. ``take`` is ``external`` (apply the remote's changes), ``local`` (keep the
+    entity; the next push overwrites the remote), or a side per field (``{"phone": "external"}``; fields not
+    named stay local). Returns the event appended, if any."""
     from connector_core.sync.pull import EVENT_NS, remote_link
 
-    if take not in ("external", "local"):
-        raise ValueError("take must be 'external' or 'local'")
+    chosen, resolution = _sides(conflict, take)
     entity = ctx.eventlog.get_entity(conflict.entity_guid)
     link = ctx.state.get_link(ctx.name, conflict.entity_guid)
     event = None
     base = link.base if link is not None else dict(conflict.base)
     remote_state = {**base, **conflict.remote}
-    if take == "external" and entity is not None:
-        apply = {k: v for k, v in conflict.remote.items() if entity.data.get(k) != v}
+    if chosen and entity is not None:
+        apply = {k: v for k, v in chosen.items() if entity.data.get(k) != v}
         if apply:
             body = json.dumps(apply, sort_keys=True, separators=(",", ":"), default=str)
             event = FormSubmission(
@@ -126,7 +131,7 @@ def resolve_open_conflict(ctx: SyncContext, conflict: Conflict, take: str) -> Fo
     )
     with ctx.state.transaction() as tx:
         tx.upsert_link(new_link)
-        tx.resolve_conflict(conflict.id, take)
+        tx.resolve_conflict(conflict.id, resolution)
         if entity is not None:
             # the run that held the entity back moved its checkpoint past the entity's events: waiting with
             # the parked children (retried, uncounted, at the end of every push) is how the next push meets it
@@ -134,7 +139,43 @@ def resolve_open_conflict(ctx: SyncContext, conflict: Conflict, take: str) -> Fo
                 ctx.name,
                 entity.guid,
                 entity.parent_guid or "",
-                f"conflict {conflict.id} resolved ({take}): sent by the next push",
+                f"conflict {conflict.id} resolved ({resolution}): sent by the next push",
                 count=False,
             )
     return event
+
+
+def conflict_fields(conflict: Conflict) -> list[str]:
+    """The fields an operator decides on: changed on either side since the base."""
+    return sorted(set(conflict.local) | set(conflict.remote))
+
+
+def _sides(conflict: Conflict, take: str | Mapping[str, str]) -> tuple[dict[str, Any], str]:
+    """The remote values to apply for ``take``, and the resolution recorded.
+
+    Taking the whole record from the remote applies the remote's changes and keeps local changes to other
+    fields (as ``external-wins`` does). Taking one field from the remote takes the remote's value of it even
+    when only the local side changed it (the remote still holds the base value then): the operator chose
+    that field's remote value, whichever side moved."""
+    if isinstance(take, str):
+        if take not in SIDES:
+            raise ValueError("take must be 'external' or 'local'")
+        return (dict(conflict.remote) if take == "external" else {}), take
+    fields = conflict_fields(conflict)
+    unknown = sorted(set(take) - set(fields))
+    if unknown:
+        raise ValueError(f"conflict {conflict.id} has no changed field {', '.join(unknown)}")
+    bad = sorted(f for f, side in take.items() if side not in SIDES)
+    if bad:
+        raise ValueError(f"each field takes 'external' or 'local' (not for {', '.join(bad)})")
+    sides = {f: take.get(f, "local") for f in fields}
+    if len(set(sides.values())) == 1:
+        only = next(iter(sides.values()))
+        return _sides(conflict, only)
+    chosen = {
+        f: conflict.remote[f] if f in conflict.remote else conflict.base.get(f)
+        for f, side in sides.items()
+        if side == "external"
+    }
+    resolution = "fields: " + ", ".join(f"{f}={side}" for f, side in sides.items())
+    return chosen, resolution

@@ -407,3 +407,24 @@ class StateStoreContract:
         assert first.claim_tick("openspp", "pull", "2025-06-02T02:00:00.000Z", "host-a:1") is True
         assert second.last_tick("openspp", "pull") == "2025-06-02T02:00:00.000Z"
         assert first.last_tick("openfn", "pull") is None
+
+    # -- audit trail (schema 6) ---------------------------------------------------------------------
+
+    def test_actions_are_kept_newest_first_and_commit_with_their_transaction(self, store: StateStore) -> None:
+        first = store.record_action("os:ana", "replay", connector="openspp", detail={"letters": 3})
+        with store.transaction() as txn:
+            txn.record_action("ui:ben", "resolve", connector="openfn", target="g1", detail={"conflict": 7})
+        with pytest.raises(RuntimeError), store.transaction() as txn:
+            txn.record_action("ui:ben", "discard", connector="openfn", detail={"letters": 9})
+            raise RuntimeError("the discard failed: its record goes with it")
+        store.record_action("os:ana", "purge")
+        newest, resolve, replay = store.actions()
+        assert (newest.action, newest.connector, newest.target, newest.detail) == ("purge", None, None, {})
+        assert (resolve.actor, resolve.target, resolve.detail) == ("ui:ben", "g1", {"conflict": 7})
+        assert replay.id == first and replay.detail == {"letters": 3} and replay.at <= resolve.at
+        assert [a.action for a in store.actions(connector="openspp")] == ["replay"]
+        assert [a.action for a in store.actions(action="resolve")] == ["resolve"]
+        assert [a.id for a in store.actions(before_id=resolve.id)] == [first]
+        assert [a.action for a in store.actions(limit=1)] == ["purge"]
+        with pytest.raises(ValueError):
+            store.record_action("", "replay")

@@ -1,0 +1,108 @@
+"""What an operator does to a project's state, the same from the CLI and the console, each in the audit trail.
+
+Replaying, discarding and resolving change what reaches a registry, so a data-protection officer (and the next
+operator on call) must be able to tell who did it and when. Keeping the actions here, rather than in each
+front end, is what makes the trail complete: a front end cannot forget to record what it never does itself.
+An action's record holds counts, ids and field names, never a record's data.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from connector_core.events import FormSubmission
+from connector_core.state.base import DeadLetter
+from connector_core.streams import chunks
+from connector_core.sync.report import DirectionReport
+
+PAGE = 1000
+"""Dead letters closed per transaction: a discard of a million letters holds one page at a time."""
+
+
+class ActionError(Exception):
+    """An action that cannot be done as asked (an unknown or closed id); ``str()`` is one line."""
+
+
+def current_actor() -> str:
+    """``os:<login>`` for a command run from a shell: the person behind it as the machine knows them."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's uid) and no LOGNAME/USER
+        user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return f"os:{user}"
+
+
+def replay_dead_letters(
+    project: Any, connector: str, letters: Iterable[DeadLetter], *, actor: str
+) -> DirectionReport:
+    """Deliver ``letters`` again (a stream: a page held at a time) and record who asked for it."""
+    from connector_core.sync.replay import replay
+    from connector_core.sync.runner import sync_session
+
+    with sync_session(project, connector) as ctx:
+        report = replay(ctx, letters)
+    c = report.counts
+    project.state.record_action(
+        actor,
+        "replay",
+        connector=connector,
+        detail={"letters": c.read, "delivered": c.read - c.dead_lettered, "failed_again": c.dead_lettered},
+    )
+    return report
+
+
+def discard_dead_letters(
+    project: Any, connector: str, letters: Iterable[DeadLetter], *, actor: str, note: str | None = None
+) -> int:
+    """Close ``letters`` without delivering them, a transaction a page; each page's record commits with it,
+    so an interrupted discard leaves a trail of exactly what it closed."""
+    discarded = 0
+    for page in chunks(letters, PAGE):
+        with project.state.transaction() as tx:
+            for letter in page:
+                tx.resolve_dead_letter(letter.connector, letter.direction, letter.ref, "discarded")
+            detail: dict[str, Any] = {"letters": len(page), "ids": _id_span(page)}
+            if note:
+                detail["note"] = note
+            tx.record_action(actor, "discard", connector=connector, detail=detail)
+        discarded += len(page)
+    return discarded
+
+
+def resolve_conflict(
+    project: Any, conflict_id: int, take: str | Mapping[str, str], *, actor: str
+) -> FormSubmission | None:
+    """Settle an open conflict for the whole record or field by field (see ``resolve_open_conflict``)."""
+    from connector_core.sync.conflicts import resolve_open_conflict
+    from connector_core.sync.runner import sync_session
+
+    conflict = project.state.get_conflict(conflict_id)
+    if conflict is None or conflict.status != "open":
+        raise ActionError(f"no open conflict with id {conflict_id}")
+    try:
+        with sync_session(project, conflict.connector) as ctx:
+            event = resolve_open_conflict(ctx, conflict, take)
+    except ValueError as exc:
+        raise ActionError(str(exc)) from None
+    settled = project.state.get_conflict(conflict_id)
+    project.state.record_action(
+        actor,
+        "resolve",
+        connector=conflict.connector,
+        target=conflict.entity_guid,
+        detail={
+            "conflict": conflict_id,
+            "resolution": settled.resolution if settled else None,
+            "event": event.guid if event else None,
+        },
+    )
+    return event
+
+
+def _id_span(letters: list[DeadLetter]) -> list[int] | str:
+    """The ids a page closed: listed when few, as a range when many (a page of 1,000 stays one line)."""
+    ids = sorted(letter.id for letter in letters)
+    return ids if len(ids) <= 20 else f"{ids[0]}..{ids[-1]}"
