@@ -37,7 +37,7 @@ from typing import Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from connector_core.mapping.engine import EntityMapping, MappingSet
+from connector_core.mapping.engine import EntityMapping, IdentityMapping, MappingSet
 from connector_core.mapping.errors import MappingIssue
 from connector_core.mapping.runtime import FieldPlan
 
@@ -141,24 +141,19 @@ class FieldScopes:
         pull = {k: frozenset(v) for k, v in config.pull.items()} if config.pull is not None else None
         return cls(connector, push, pull)
 
-    def push_tree(self, *names: str | None) -> Tree | None:
-        """The allowed tree for the first of ``names`` the scope lists (entity name, then type); ``None``
-        (send nothing of it) when it lists none. Only call when ``push`` is set."""
+    def push_tree(self, key: str | None) -> Tree | None:
+        """The allowed tree for scope key ``key`` (:func:`runtime_key`); ``None`` (send nothing of it) when
+        the scope does not list it. Only call when ``push`` is set."""
         assert self.push is not None
-        for name in names:
-            if name is not None and name in self.push:
-                return self.push[name]
-        return None
+        return self.push.get(key) if key is not None else None
 
-    def pull_fields(self, *names: str | None) -> frozenset[str] | None:
-        """Entity data keys a pull may write for the first of ``names`` the scope lists; ``None``: any (no
-        pull scope); an empty set when the scope lists none of them."""
+    def pull_fields(self, key: str | None) -> frozenset[str] | None:
+        """Entity data keys a pull may write for scope key ``key``; ``None``: any (no pull scope); only the
+        bookkeeping keys when the scope does not list it."""
         if self.pull is None:
             return None
-        for name in names:
-            if name is not None and name in self.pull:
-                return self.pull[name] | BOOKKEEPING
-        return BOOKKEEPING
+        found = self.pull.get(key) if key is not None else None
+        return found | BOOKKEEPING if found is not None else BOOKKEEPING
 
 
 # -- run time -------------------------------------------------------------------------------------------
@@ -204,12 +199,21 @@ def scope_key(mapping: EntityMapping) -> str:
     return mapping.entity_name or mapping.entity_type or mapping.name
 
 
+def runtime_key(mapping: EntityMapping, entity_name: str | None, entity_type: str | None) -> str | None:
+    """The scope key of one record at run time, the same one validation used for its mapping: the mapping's
+    key, or for an identity push (no mapping file) the record's entity name, else its type. A type is never
+    a fallback for a named entity: a household the log keeps as an individual is not an ``individual``."""
+    if isinstance(mapping, IdentityMapping):
+        return entity_name or entity_type
+    return scope_key(mapping)
+
+
 def unknown_entities(scopes: ScopesConfig, mappings: MappingSet) -> list[tuple[str, str, str]]:
     """``(direction, key, message)`` for every scope key no mapping of the file selects (a typo such as
     ``indivdual`` would otherwise deny that entity everything, silently). Identity connectors take any."""
     if mappings.identity:
         return []
-    known = sorted({scope_key(m) for m in mappings} | {m.name for m in mappings})
+    known = sorted({scope_key(m) for m in mappings})
     out = []
     for direction, table in (("push", scopes.push), ("pull", scopes.pull)):
         for key in table or {}:
@@ -234,7 +238,7 @@ def check_push_scope(mappings: MappingSet, scopes: FieldScopes) -> list[MappingI
     for mapping in mappings:
         key = scope_key(mapping)
         file = mapping.source or mappings.source
-        tree = scopes.push.get(key) or (scopes.push.get(mapping.name) if key != mapping.name else None)
+        tree = scopes.push.get(key)
         if tree is None:
             first = min(mapping.push_fields, key=lambda p: (p.line, p.column), default=None)
             issues.append(
@@ -303,6 +307,7 @@ __all__ = [
     "Tree",
     "build_tree",
     "check_push_scope",
+    "runtime_key",
     "scope_key",
     "trim",
     "unknown_entities",

@@ -25,6 +25,7 @@ from connector_core.entities import Entity, EventIssue, fold
 from connector_core.events import FormSubmission, SyncLevel, normalize_timestamp, now_timestamp
 from connector_core.mapping import EntityMapping, MapContext
 from connector_core.retry import call_with_retry
+from connector_core.scopes import runtime_key
 from connector_core.state.base import Direction, Link
 from connector_core.sync.conflicts import decide
 from connector_core.sync.context import SyncContext
@@ -147,7 +148,7 @@ class PagePuller:
         version = record.version or record.updated_at or ""
         base = link.base if link is not None and link.base else None
         synced = self._synced_form(mapping, link, base) if link is not None and base is not None else None
-        remote, held, declined = self._scoped(remote, entity_name, entity, synced)
+        remote, held, declined = self._scoped(remote, mapping, entity_name, entity, synced)
         if entity is None and declined and set(remote) <= set(_BOOKKEEPING) | {"parentGuid"}:
             # nothing of it may land: no entity made of bookkeeping alone (reported again if it changes)
             self._out_of_scope(record, guid, entity_name, declined)
@@ -208,6 +209,7 @@ class PagePuller:
     def _scoped(
         self,
         remote: dict[str, Any],
+        mapping: EntityMapping,
         entity_name: str | None,
         entity: Entity | None,
         synced: dict[str, Any] | None,
@@ -216,11 +218,8 @@ class PagePuller:
         scope (kept for the link's snapshot only), and the names of the refused fields that are news (the
         remote changed them since the last sync; for a record not in the log yet, all of them)."""
         scopes = self.ctx.scopes
-        allowed = (
-            scopes.pull_fields(entity_name, entity.type if entity is not None else None)
-            if scopes is not None
-            else None
-        )
+        kind = entity.type if entity is not None else None
+        allowed = scopes.pull_fields(runtime_key(mapping, entity_name, kind)) if scopes is not None else None
         if allowed is None:
             return remote, {}, []
         held = {k: v for k, v in remote.items() if k not in allowed}

@@ -38,6 +38,7 @@ from connector_core.eventlog.base import MEMBERSHIP_EVENTS, EventTouch
 from connector_core.events import now_timestamp
 from connector_core.mapping import MapContext
 from connector_core.retry import call_with_retry
+from connector_core.scopes import runtime_key
 from connector_core.state.base import Direction, Link, StateTxn
 from connector_core.streams import SeenOnDisk, chunks
 from connector_core.sync.context import RunStopped, SyncContext
@@ -383,7 +384,7 @@ class Pusher:
             return False
         scopes = self.ctx.scopes
         if scopes is not None and scopes.push is not None:
-            return scopes.push_tree(parent.entity_name, mapping.name, parent.type) is not None
+            return scopes.push_tree(runtime_key(mapping, parent.entity_name, parent.type)) is not None
         return True
 
     # -- parked children --------------------------------------------------------------------------

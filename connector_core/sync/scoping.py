@@ -26,7 +26,7 @@ from typing import Any
 
 from connector_core.mapping import EntityMapping, MapContext
 from connector_core.mapping.engine import MapResult
-from connector_core.scopes import trim
+from connector_core.scopes import runtime_key, trim
 from connector_core.state.base import Link
 from connector_core.sync.context import SyncContext
 
@@ -43,15 +43,13 @@ class ScopedPush:
     denied: bool = False
 
 
-def _names(entity_json: Mapping[str, Any], *more: str | None) -> tuple[str | None, ...]:
+def _key(mapping: EntityMapping, entity_json: Mapping[str, Any], link: Link | None = None) -> str | None:
     data = entity_json.get("data")
     name = data.get("entityName") if isinstance(data, Mapping) else None
+    if not isinstance(name, str):
+        name = link.entity_name if link is not None else None
     kind = entity_json.get("type")
-    return (
-        name if isinstance(name, str) else None,
-        *more,
-        kind if isinstance(kind, str) else None,
-    )
+    return runtime_key(mapping, name, kind if isinstance(kind, str) else None)
 
 
 def keep_remote_values(
@@ -72,7 +70,7 @@ def keep_remote_values(
     data = entity_json.get("data")
     if not isinstance(data, Mapping):
         return entity_json
-    allowed = scopes.pull_fields(*_names(entity_json, link.entity_name))
+    allowed = scopes.pull_fields(_key(mapping, entity_json, link))
     assert allowed is not None
     back = mapping.pull(link.snapshot, MapContext(link=map_ctx.link))
     if back.record is None:
@@ -103,7 +101,7 @@ def scoped_push(
     scopes = ctx.scopes
     if scopes is None or scopes.push is None or result.record is None:
         return ScopedPush(result)
-    tree = scopes.push_tree(*_names(entity_json, mapping.name))
+    tree = scopes.push_tree(_key(mapping, entity_json))
     if tree is None:
         return ScopedPush(MapResult(None), denied=True)
     kept, dropped = trim(result.record, tree)
