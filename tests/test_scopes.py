@@ -453,3 +453,28 @@ def test_scope_problems_is_empty_without_scopes(tmp_path: Path) -> None:
     loaded = load_config(config)
     mappings = load_mapping_text(MAPPING, str(tmp_path / "map.yaml"))
     assert scope_problems(loaded, "reg", mappings) == []
+
+
+def test_run_and_runs_show_the_out_of_scope_count(tmp_path: Path, mock_server: httpx.Client) -> None:
+    from sync_support import write_config
+    from typer.testing import CliRunner
+
+    from connector_core.cli import app
+
+    config = write_config(
+        tmp_path / "dcsync.yaml",
+        str(mock_server.base_url),
+        extra="    scopes:\n      push:\n        individual: [first_name]\n",
+    )
+    project = Project.open(config)
+    try:
+        project.eventlog.append(mobile_log(households=1, members=2, updates=0))
+    finally:
+        project.close()
+    runner = CliRunner()
+    ran = runner.invoke(app, ["run", "reg", "--push", "-c", str(config)], env={"COLUMNS": "200"})
+    assert ran.exit_code == 0, ran.output
+    (row,) = [line for line in ran.output.splitlines() if "out of scope" in line]
+    assert row.replace("│", " ").split()[-1] == "3"  # the household not sent, two members trimmed
+    runs = runner.invoke(app, ["runs", "-c", str(config)], env={"COLUMNS": "200"})
+    assert "out_of_scope=3" in runs.output, runs.output

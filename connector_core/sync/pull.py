@@ -149,9 +149,10 @@ class PagePuller:
         base = link.base if link is not None and link.base else None
         synced = self._synced_form(mapping, link, base) if link is not None and base is not None else None
         remote, held, declined = self._scoped(remote, mapping, entity_name, entity, synced)
-        if entity is None and declined and set(remote) <= set(_BOOKKEEPING) | {"parentGuid"}:
+        if entity is None and held and set(remote) <= set(_BOOKKEEPING) | {"parentGuid"}:
             # nothing of it may land: no entity made of bookkeeping alone (reported again if it changes)
-            self._out_of_scope(record, guid, entity_name, declined)
+            if declined:
+                self._out_of_scope(record, guid, entity_name, declined)
             self.counts.skipped += 1
             return
         if declined:
@@ -224,8 +225,8 @@ class PagePuller:
             return remote, {}, []
         held = {k: v for k, v in remote.items() if k not in allowed}
         kept = {k: v for k, v in remote.items() if k in allowed}
-        if entity is None:
-            declined = sorted(held)
+        if entity is None:  # all it holds, but an empty value is no change anyone loses
+            declined = sorted(k for k, v in held.items() if v not in (None, "", [], {}))
         elif synced is not None:
             declined = sorted(k for k, v in held.items() if synced.get(k) != v)
         else:
