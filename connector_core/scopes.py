@@ -143,9 +143,10 @@ class FieldScopes:
 
     def push_tree(self, key: str | None) -> Tree | None:
         """The allowed tree for scope key ``key`` (:func:`runtime_key`); ``None`` (send nothing of it) when
-        the scope does not list it. Only call when ``push`` is set."""
+        the scope does not list it or lists no field. Only call when ``push`` is set."""
         assert self.push is not None
-        return self.push.get(key) if key is not None else None
+        found = self.push.get(key) if key is not None else None
+        return found or None  # listed with no fields: nothing to send, not an empty record
 
     def pull_fields(self, key: str | None) -> frozenset[str] | None:
         """Entity data keys a pull may write for scope key ``key``; ``None``: any (no pull scope); only the

@@ -323,10 +323,11 @@ def test_an_identity_push_sends_only_the_fields_in_scope(
     assert again.push.counts.created + again.push.counts.updated == 0
 
 
+@pytest.mark.parametrize("household", ["", "        household: []\n"], ids=["absent", "empty"])
 def test_an_entity_absent_from_the_push_scope_is_not_sent_and_its_members_do_not_wait(
-    make_project: Callable[..., Project], mock_server: httpx.Client
+    make_project: Callable[..., Project], mock_server: httpx.Client, household: str
 ) -> None:
-    project = make_project("    scopes:\n      push:\n        individual: [first_name]\n")
+    project = make_project("    scopes:\n      push:\n        individual: [first_name]\n" + household)
     project.eventlog.append(mobile_log(households=2, members=2, updates=0))
     report = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
     assert report.ok, report.error
