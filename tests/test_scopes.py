@@ -479,3 +479,28 @@ def test_run_and_runs_show_the_out_of_scope_count(tmp_path: Path, mock_server: h
     assert row.replace("│", " ").split()[-1] == "3"  # the household not sent, two members trimmed
     runs = runner.invoke(app, ["runs", "-c", str(config)], env={"COLUMNS": "200"})
     assert "out_of_scope=3" in runs.output, runs.output
+
+
+def test_mapping_validate_in_a_project_directory_uses_its_scopes_and_survives_a_broken_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    _project_file(
+        tmp_path,
+        """\
+        scopes:
+          push:
+            individual: [given_name, family_name, gender, ids, kind]
+            household: [label]
+        """,
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DCSYNC_CONFIG", raising=False)
+    runner = CliRunner()
+    found = runner.invoke(mapping_app, ["validate", "map.yaml"])
+    assert found.exit_code == 2 and "[household.name] sends 'name'" in found.output, found.output
+    (tmp_path / "dcsync.yaml").write_text("connectors: {reg: {type: mock, mapping: map.yaml, bogus: 1}}\n")
+    broken = runner.invoke(mapping_app, ["validate", "map.yaml"])
+    assert broken.exit_code == 0, broken.output
+    assert "field scopes not checked" in broken.output and "unknown key" in broken.output

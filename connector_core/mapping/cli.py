@@ -158,6 +158,9 @@ def _project_scopes(config: Path | None) -> Any:
     try:
         return load_config(path)
     except ConfigError as exc:
+        if config is None:  # found, not asked for: the mapping is still checked, the scopes are not
+            typer.echo(f"warning: field scopes not checked: {exc.problems[0]}", err=True)
+            return None
         for problem in exc.problems:
             typer.echo(problem)
         raise typer.Exit(EXIT_INVALID) from None
