@@ -989,6 +989,89 @@ def audit(
         out.print(f"older: dcsync audit --before {rows[-1].id}")
 
 
+# -- retention and erasure ----------------------------------------------------------------------------
+
+
+@app.command()
+def purge(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")] = False,
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """Remove what `retention:` in dcsync.yaml says is past keeping (never open work)."""
+    from connector_core.actions import current_actor
+    from connector_core.retention import DESCRIPTIONS, purge
+
+    with handled(), _project(config, read_only=dry_run) as project:
+        periods = project.config.project.retention.periods()
+        if not periods:
+            out.print("no retention: set in dcsync.yaml: everything is kept (see docs/data-protection.md)")
+            return
+        report = purge(project.state, periods, actor=current_actor(), dry_run=dry_run)
+    table = Table(
+        "kept for",
+        "what",
+        "older than",
+        "connector",
+        "would go" if dry_run else "removed",
+        title="purge (dry run: nothing removed)" if dry_run else "purge",
+    )
+    for kind, before in report.cutoffs.items():
+        counts = report.counts.get(kind) or {None: 0}
+        for connector, n in sorted(counts.items(), key=lambda kv: kv[0] or ""):
+            table.add_row(
+                _period(periods[kind]), DESCRIPTIONS[kind], _when(before) or before, connector or "-", str(n)
+            )
+    out.print(table)
+    verb = "would remove" if dry_run else "removed"
+    out.print(f"{verb} {report.total()} rows")
+
+
+def _period(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+@app.command()
+def forget(
+    guids: Annotated[list[str], typer.Argument(help="Entity guids of the people (or households) to forget.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")] = False,
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """Answer an erasure request: remove what dcsync keeps of an entity (link snapshots, dead letters,
+    conflicts) and say what remains in the event log and in each remote."""
+    from connector_core.actions import current_actor
+    from connector_core.retention import forget
+
+    with handled(), _project(config, read_only=dry_run) as project:
+        backend = project.config.project.eventlog.backend
+        reports = forget(project.state, project.eventlog, guids, actor=current_actor(), dry_run=dry_run)
+    for r in reports:
+        verb = "would remove" if dry_run else "removed"
+        out.print(
+            f"{r.guid}: {verb} {r.snapshots} snapshot(s), {r.dead_letters} dead letter(s), "
+            f"{r.conflicts} conflict(s) from dcsync's state store"
+        )
+        if r.in_event_log:
+            where = (
+                "the DataCollect tenant and its local mirror" if backend == "datacollect" else "the event log"
+            )
+            out.print(
+                f"  still in {where}: its events (the source's immutable history; erase it at the source, "
+                "e.g. a delete-entity in DataCollect, which dcsync then pushes as deletes)"
+            )
+        else:
+            out.print("  not in the event log (never there, or deleted)")
+        for connector, external_id, deleted in r.linked:
+            state = "deleted there by dcsync" if deleted else "still held there"
+            out.print(
+                f"  {connector}: linked to external id {external_id} ({state}; identifiers kept by dcsync)"
+            )
+        if not r.linked and not r.removed:
+            out.print("  dcsync holds nothing else for it")
+
+
 # -- schedules and status -----------------------------------------------------------------------------
 
 schedule_app = typer.Typer(help="Unattended runs from the schedules in dcsync.yaml.", no_args_is_help=True)

@@ -23,6 +23,7 @@ from pydantic import (
     SecretStr,
     Tag,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -330,6 +331,39 @@ class TargetConfig(_Strict):
     max_writers: int = Field(ge=1, le=1000)
 
 
+RetentionPeriod = Annotated[
+    str | float | None,
+    Field(description="How long to keep it: 90d, 12h, 30m (a bare number is seconds); absent: forever"),
+]
+
+
+class RetentionConfig(_Strict):
+    """How long dcsync keeps what it no longer needs (``dcsync purge``; ``schedule run`` and ``serve``
+    purge daily). Absent keys keep their rows forever. Open work is never purged: open dead letters, open
+    conflicts, runs in progress, links of live entities, parked children."""
+
+    dead_letters: RetentionPeriod = None
+    runs: RetentionPeriod = None
+    conflicts: RetentionPeriod = None
+    deleted_snapshots: RetentionPeriod = None
+    audit: RetentionPeriod = None
+
+    @field_validator("*")
+    @classmethod
+    def _positive(cls, value: str | float | None) -> str | float | None:
+        if value is not None and parse_duration(value) <= 0:
+            raise ValueError("a retention period must be longer than zero")
+        return value
+
+    def periods(self) -> dict[str, float]:
+        """Seconds to keep each kind of row that has a period."""
+        return {
+            key: parse_duration(value)
+            for key in type(self).model_fields
+            if (value := getattr(self, key)) is not None
+        }
+
+
 class ProjectConfig(_Strict):
     version: Literal[1] = 1
     serve: ServeConfig = Field(default_factory=ServeConfig)
@@ -338,6 +372,7 @@ class ProjectConfig(_Strict):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     targets: dict[Annotated[str, Field(pattern=_NAME)], TargetConfig] = Field(default_factory=dict)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     connectors: dict[str, ConnectorInstanceConfig] = Field(default_factory=dict)
 
 

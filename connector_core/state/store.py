@@ -51,6 +51,22 @@ _DEAD_LETTER_COLUMNS = (
     "id, connector, direction, ref, reason, payload, attempts, status, created_at, updated_at"
 )
 _PLAN_COLUMNS = "id, connector, shards, start_cursor, mark, status, created_at, finished_at"
+_PURGE: dict[str, tuple[str, str]] = {
+    "dead_letters": ("dead_letters", "status IN ('replayed', 'discarded') AND updated_at < ?"),
+    "runs": ("runs", "outcome <> 'running' AND finished_at < ?"),
+    "conflicts": ("conflicts", "status = 'resolved' AND updated_at < ?"),
+    "deleted_snapshots": ("links", "deleted = ? AND synced_at < ?"),
+    "audit": ("actions", "at < ?"),
+}
+"""What ``retention:`` purges: each kind's table and the rows past keeping (never open work)."""
+
+
+def _purge_params(kind: str, before: str) -> tuple[Any, ...]:
+    if kind not in _PURGE:
+        raise ValueError(f"nothing to purge called {kind!r} (one of {', '.join(_PURGE)})")
+    return (True, before) if kind == "deleted_snapshots" else (before,)
+
+
 _SHARD_COLUMNS = "plan_id, shard, status, run_id, updated_at"
 _RUN_COLUMNS = "id, connector, direction, trigger, started_at, finished_at, outcome, counts, error"
 _ACTION_COLUMNS = "id, at, actor, action, connector, target, detail"
@@ -650,6 +666,80 @@ class SqlStateStore:
             f"SELECT {_SHARD_COLUMNS} FROM {{s}}.bulk_shards WHERE plan_id = ? ORDER BY shard", (plan_id,)
         )
         return [BulkShardRecord(*row) for row in rows]
+
+    # -- retention and erasure (connector_core/retention.py) -----------------------------------------
+
+    def purgeable(self, kind: str, before: str) -> dict[str | None, int]:
+        params = _purge_params(kind, before)
+        table, where = _PURGE[kind]
+        rows = self._db.rows(
+            f"SELECT connector, count(*) FROM {{s}}.{table} WHERE {where} GROUP BY connector", params
+        )
+        return {row[0]: int(row[1]) for row in rows}
+
+    def purge_batch(self, kind: str, before: str, limit: int) -> int:
+        params = _purge_params(kind, before)
+        table, where = _PURGE[kind]
+        db = self._db
+        with db.transaction():
+            if kind == "deleted_snapshots":
+                blank = self._blank_json()
+                cur = db.execute(
+                    "UPDATE {s}.links SET snapshot = ?, base = ?, synced_at = NULL "
+                    "WHERE (connector, entity_guid) IN "
+                    f"(SELECT connector, entity_guid FROM {{s}}.links WHERE {where} LIMIT ?)",
+                    (blank, blank, *params, limit),
+                )
+            else:
+                cur = db.execute(
+                    f"DELETE FROM {{s}}.{table} WHERE id IN "
+                    f"(SELECT id FROM {{s}}.{table} WHERE {where} ORDER BY id LIMIT ?)",
+                    (*params, limit),
+                )
+        return int(cur.rowcount)
+
+    def forget_entity(self, entity_guid: str, *, dry_run: bool = False) -> dict[str, Any]:
+        """Blank the entity's link snapshots and bases (identifiers kept), delete its dead letters (push:
+        by guid and its sub-records' ``<guid>#<part>``; pull: by the external ids it is linked to) and its
+        conflicts, in one transaction; ``dry_run`` counts and changes nothing."""
+        db = self._db
+        prefix = part_ref(entity_guid, "")
+        links = db.rows(
+            "SELECT connector, external_id, deleted FROM {s}.links WHERE entity_guid = ? ORDER BY connector",
+            (entity_guid,),
+        )
+        letters_where = (
+            "(direction = 'push' AND (ref = ? OR substr(ref, 1, ?) = ?)) OR (direction = 'pull' AND "
+            "EXISTS (SELECT 1 FROM {s}.links l WHERE l.entity_guid = ? AND l.connector = d.connector "
+            "AND l.external_id = d.ref))"
+        )
+        letter_params = (entity_guid, len(prefix), prefix, entity_guid)
+        with db.transaction():
+            counted = db.row(
+                "SELECT (SELECT count(*) FROM {s}.links WHERE entity_guid = ? AND synced_at IS NOT NULL), "
+                f"(SELECT count(*) FROM {{s}}.dead_letters d WHERE {letters_where}), "
+                "(SELECT count(*) FROM {s}.conflicts WHERE entity_guid = ?)",
+                (entity_guid, *letter_params, entity_guid),
+            )
+            assert counted is not None
+            if not dry_run:
+                blank = self._blank_json()
+                db.execute(
+                    "UPDATE {s}.links SET snapshot = ?, base = ?, synced_at = NULL WHERE entity_guid = ?",
+                    (blank, blank, entity_guid),
+                )
+                db.execute(f"DELETE FROM {{s}}.dead_letters AS d WHERE {letters_where}", letter_params)
+                db.execute("DELETE FROM {s}.conflicts WHERE entity_guid = ?", (entity_guid,))
+        return {
+            "snapshots": int(counted[0]),
+            "dead_letters": int(counted[1]),
+            "conflicts": int(counted[2]),
+            "linked": [(row[0], row[1], bool(row[2])) for row in links],
+        }
+
+    def _blank_json(self) -> Any:
+        """An empty snapshot as the store writes one."""
+        return self._db.json_in({})
 
     # -- audit trail -------------------------------------------------------------------------------
 
