@@ -714,15 +714,17 @@ class SqlStateStore:
             "AND l.external_id = d.ref))"
         )
         letter_params = (entity_guid, len(prefix), prefix, entity_guid)
-        with db.transaction():
-            counted = db.row(
-                "SELECT (SELECT count(*) FROM {s}.links WHERE entity_guid = ? AND synced_at IS NOT NULL), "
-                f"(SELECT count(*) FROM {{s}}.dead_letters d WHERE {letters_where}), "
-                "(SELECT count(*) FROM {s}.conflicts WHERE entity_guid = ?)",
-                (entity_guid, *letter_params, entity_guid),
-            )
-            assert counted is not None
-            if not dry_run:
+        count = (
+            "SELECT (SELECT count(*) FROM {s}.links WHERE entity_guid = ? AND synced_at IS NOT NULL), "
+            f"(SELECT count(*) FROM {{s}}.dead_letters d WHERE {letters_where}), "
+            "(SELECT count(*) FROM {s}.conflicts WHERE entity_guid = ?)"
+        )
+        count_params = (entity_guid, *letter_params, entity_guid)
+        if dry_run:  # read only: a dry run may run on a store opened read-only
+            counted = db.row(count, count_params)
+        else:
+            with db.transaction():
+                counted = db.row(count, count_params)
                 blank = self._blank_json()
                 db.execute(
                     "UPDATE {s}.links SET snapshot = ?, base = ?, synced_at = NULL WHERE entity_guid = ?",
@@ -730,6 +732,7 @@ class SqlStateStore:
                 )
                 db.execute(f"DELETE FROM {{s}}.dead_letters AS d WHERE {letters_where}", letter_params)
                 db.execute("DELETE FROM {s}.conflicts WHERE entity_guid = ?", (entity_guid,))
+        assert counted is not None
         return {
             "snapshots": int(counted[0]),
             "dead_letters": int(counted[1]),
