@@ -6,7 +6,7 @@ replay, conflict resolution, status and runs still work; then a rotation, and th
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -78,7 +78,7 @@ def _append(config: Path, events: list) -> None:
 
 
 def _scenario(
-    workspace: Path, config: Path, monkeypatch: pytest.MonkeyPatch, on_disk: Callable[[], str]
+    workspace: Path, config: Path, monkeypatch: pytest.MonkeyPatch, on_disk: Callable[[], str], old: str
 ) -> None:
     monkeypatch.setenv(URL_VARIABLE, "http://127.0.0.1:9")  # the demo sets it: restored after the test
     code, output = _cli("demo", "--workspace", str(workspace), "--households", "4", config=None)
@@ -144,7 +144,6 @@ def _scenario(
         assert [value for value in secret if value in text] == []
 
     # rotation: a new key seals, the old one still opens; rekey; then the old key leaves
-    old = _key_env()
     new = generate_key()
     monkeypatch.setenv("DCSYNC_STATE_KEY", new)
     monkeypatch.setenv("DCSYNC_OLD_KEY", old)
@@ -176,20 +175,11 @@ def _scenario(
     assert not any(name in output for name in names)
 
 
-_KEYS: dict[str, str] = {}
-
-
-def _key_env() -> str:
-    return _KEYS["current"]
-
-
 @pytest.fixture
-def state_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def state_key(monkeypatch: pytest.MonkeyPatch) -> str:
     key = generate_key()
-    _KEYS["current"] = key
     monkeypatch.setenv("DCSYNC_STATE_KEY", key)
-    yield key
-    _KEYS.clear()
+    return key
 
 
 def test_sqlite_state_holds_no_plain_personal_data(
@@ -211,7 +201,7 @@ def test_sqlite_state_holds_no_plain_personal_data(
         return raw.decode("utf-8", errors="replace")
 
     try:
-        _scenario(workspace, config, monkeypatch, on_disk)
+        _scenario(workspace, config, monkeypatch, on_disk, state_key)
     finally:
         for conn in keep:
             conn.close()
@@ -241,7 +231,7 @@ def test_postgres_state_holds_no_plain_personal_data(
                 for row in conn.execute(f'SELECT t::text FROM "{pg_schema}"."{t}" t').fetchall()
             )
 
-    _scenario(workspace, config, monkeypatch, on_disk)
+    _scenario(workspace, config, monkeypatch, on_disk, state_key)
 
 
 def test_keygen_prints_a_fresh_key_and_a_bad_key_is_one_line_that_never_quotes_it(
