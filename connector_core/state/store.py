@@ -387,9 +387,14 @@ class SqlStateStore:
     def _json_out(self, stored: Any, column: str, row: object) -> Any:
         return self._cipher.open(self._db.json_out(stored), column, row)
 
-    def _reason_out(self, stored: str, row: object) -> str:
-        """A dead letter's reason as written (sealed deterministically: see ``SqlStateTxn._reason_in``)."""
+    def _reason_out(self, stored: str, row: object = None) -> str:
+        """A dead letter's reason as written (sealed deterministically: see ``SqlStateTxn._reason_in``).
+        Every query returning ``dead_letters.reason`` maps it through here (``row``: its id, for errors)."""
         return self._cipher.open(stored, "dead_letters.reason", row)  # type: ignore[no-any-return]
+
+    def _payload_out(self, stored: Any, row: object = None) -> Any:
+        """A dead letter's payload as written: every query returning ``dead_letters.payload`` maps it here."""
+        return self._json_out(stored, "dead_letters.payload", row)
 
     def _reason_in(self, reason: str) -> str:
         """A reason as stored, to compare with or look up in the ``reason`` column (deterministic)."""
@@ -516,7 +521,7 @@ class SqlStateStore:
             direction=Direction(row[2]),
             ref=row[3],
             reason=self._reason_out(row[4], row[0]),
-            payload=self._json_out(row[5], "dead_letters.payload", row[0]),
+            payload=self._payload_out(row[5], row[0]),
             attempts=row[6],
             status=row[7],
             created_at=row[8],
