@@ -166,6 +166,7 @@ def handled() -> Iterator[None]:
     """Turn the errors a user can cause into one line each and the right exit code."""
     from connector_core.mapping import MappingError
     from connector_core.state.lease import LeaseLost
+    from connector_core.state.sealing import StateKeyError
     from connector_core.sync.context import RunStopped
     from connector_core.sync.runner import ConnectorBusy
 
@@ -181,6 +182,8 @@ def handled() -> Iterator[None]:
         fail(str(exc), EXIT_BAD_INPUT)
     except (ConnectorBusy, LeaseLost) as exc:
         fail(str(exc), EXIT_FAILED)
+    except StateKeyError as exc:  # names key ids, tables and rows, never a value
+        fail(str(exc), EXIT_BAD_INPUT)
     except ConnectorError as exc:
         fail(redact(exc.message), EXIT_FAILED)
     except RunStopped as exc:  # a replay stopped: retries spent, or a failure about the run
@@ -1070,6 +1073,55 @@ def forget(
             )
         if not r.linked and not r.removed:
             out.print("  dcsync holds nothing else for it")
+
+
+# -- the state store's encryption key ----------------------------------------------------------------
+
+state_app = typer.Typer(help="The state store: encryption keys.", no_args_is_help=True)
+app.add_typer(state_app, name="state")
+
+
+@state_app.command("keygen")
+def state_keygen() -> None:
+    """Print a fresh key for state.encryption_key (32 random bytes, URL-safe base64). Keep it out of the
+    project file: put it in the environment (${DCSYNC_STATE_KEY}) or a file (encryption_key_file)."""
+    from connector_core.state.sealing import generate_key
+
+    print(generate_key())
+
+
+@state_app.command("rekey")
+def state_rekey(
+    batch: Annotated[int, typer.Option(min=1, help="Rows per transaction.")] = 500,
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """Seal every row of the state store under state.encryption_key, while runs go on.
+
+    Rows that are plain (written before encryption was switched on) or sealed under one of
+    state.previous_keys are rewritten, a batch per transaction; stopped, it resumes where it was by being run
+    again. When nothing is left under an old key, the old keys may leave the configuration.
+    """
+    from connector_core.actions import current_actor
+    from connector_core.state.rekey import rekey
+
+    def progress(table: str, read: int, rewritten: int) -> None:
+        err.print(f"{table}: {read} read, {rewritten} resealed", highlight=False)
+
+    with handled(), _project(config) as project:
+        store = project.state.inner
+        if store.cipher.key_id is None:
+            fail("state rekey needs state.encryption_key (or encryption_key_file): the key to seal under")
+        report = rekey(store, batch=batch, progress=progress)
+        project.state.record_action(current_actor(), "rekey", detail=report.detail())
+    total = sum(report.rewritten.values())
+    out.print(f"{total} row(s) resealed under key id {report.key_id}")
+    if report.left:
+        fail(
+            f"{report.left} row(s) were written under an old key meanwhile (a process with the old "
+            "configuration?): run state rekey again before removing state.previous_keys",
+            EXIT_FAILED,
+        )
+    out.print("every row is under the current key: state.previous_keys may be removed")
 
 
 # -- schedules and status -----------------------------------------------------------------------------

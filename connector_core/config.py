@@ -104,12 +104,45 @@ class DataCollectEventLogConfig(_Strict):
         return self
 
 
-class SqliteStateConfig(_Strict):
+class _StateEncryption(_Strict):
+    """Encryption at rest of the personal data the state store keeps (connector_core/state/sealing.py,
+    docs/data-protection.md): the key from the environment (``${DCSYNC_STATE_KEY}``) or a file, never the
+    project file itself; ``previous_keys`` still open (never seal) values during a rotation."""
+
+    encryption_key: SecretStr | None = Field(
+        default=None, description="32 bytes, URL-safe base64 (`dcsync state keygen`); usually ${VAR}"
+    )
+    encryption_key_file: str | None = Field(
+        default=None, description="A file holding the key (relative to the project file)"
+    )
+    previous_keys: list[SecretStr] = Field(
+        default_factory=list, description="Keys being rotated out: they open, never seal (`state rekey`)"
+    )
+
+    @model_validator(mode="after")
+    def _keys(self) -> _StateEncryption:
+        from connector_core.state.sealing import StateKeyError, decode_key
+
+        if self.encryption_key is not None and self.encryption_key_file is not None:
+            raise ValueError("set encryption_key or encryption_key_file, not both")
+        if self.previous_keys and self.encryption_key is None and self.encryption_key_file is None:
+            raise ValueError("previous_keys needs encryption_key (or encryption_key_file) to seal")
+        try:  # the message never quotes a key
+            if self.encryption_key is not None:
+                decode_key(self.encryption_key.get_secret_value(), "encryption_key")
+            for i, key in enumerate(self.previous_keys):
+                decode_key(key.get_secret_value(), f"previous_keys[{i}]")
+        except StateKeyError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class SqliteStateConfig(_StateEncryption):
     backend: Literal["sqlite"] = "sqlite"
     path: str = "state.db"
 
 
-class PostgresStateConfig(_Strict):
+class PostgresStateConfig(_StateEncryption):
     backend: Literal["postgres"]
     url: SecretStr = Field(description="postgresql://user:password@host:port/db, usually ${VAR}")
     db_schema: str = Field(default="dcsync", alias="schema", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
