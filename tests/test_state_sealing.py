@@ -154,6 +154,7 @@ def _fill(store: SqlStateStore, n: int = 3, tag: str = "") -> None:
         txn.park("reg", f"c{tag}", f"g{tag}0", "parent Secretname not synced")
     run = store.start_run("reg", "push", "manual")
     store.finish_run(run, "failed", {"read": 1}, error="remote echoed Secretname")
+    store.record_action(f"os:ops{tag}", "discard", connector="reg", detail={"note": "dup of Secretname"})
 
 
 def _every_value(store: SqlStateStore) -> str:
@@ -185,6 +186,7 @@ def test_every_personal_column_is_sealed_and_reads_back(sealed_store: Callable[.
     (conflict,) = store.conflicts("reg")
     assert conflict.local == PERSON and store.parked("reg")[0].reason.startswith("parent Secretname")
     assert store.runs("reg")[0].error == "remote echoed Secretname"
+    assert store.actions(action="discard")[0].detail == {"note": "dup of Secretname"}
     assert store.find_link("reg", "x2") is not None and store.open_counts("reg").dead_letters == 1
 
 

@@ -65,6 +65,7 @@ SEALED: tuple[SealedTable, ...] = (
     SealedTable("conflicts", ("id",), (("base", "json"), ("local", "json"), ("remote", "json"))),
     SealedTable("parked", ("connector", "entity_guid"), (("reason", "reason"),)),
     SealedTable("runs", ("id",), (("error", "text"),)),
+    SealedTable("actions", ("id",), (("detail", "json"),)),
 )
 """Every sealed column of the state store, and how: what ``rekey`` walks, and what the docs list."""
 

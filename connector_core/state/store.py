@@ -78,11 +78,19 @@ _INSERT_ACTION = (
 
 
 def _action_row(
-    db: Database, actor: str, action: str, connector: str | None, target: str | None, detail: Any
+    db: Database,
+    cipher: StateCipher,
+    actor: str,
+    action: str,
+    connector: str | None,
+    target: str | None,
+    detail: Any,
 ) -> tuple[Any, ...]:
+    """An audit row; its ``detail`` is sealed like a payload: an operator's note may name a person."""
     if not actor or not action:
         raise ValueError("an audited action needs an actor and an action name")
-    return (now_timestamp(), actor, action, connector, target, db.json_in(dict(detail or {})))
+    sealed = cipher.seal(dict(detail or {}), "actions.detail")
+    return (now_timestamp(), actor, action, connector, target, db.json_in(sealed))
 
 
 _SEALED_KEY = "sealed_key:"
@@ -331,7 +339,7 @@ class SqlStateTxn:
         detail: dict[str, Any] | None = None,
     ) -> None:
         db = self._c()
-        db.execute(_INSERT_ACTION, _action_row(db, actor, action, connector, target, detail))
+        db.execute(_INSERT_ACTION, _action_row(db, self._cipher, actor, action, connector, target, detail))
 
     def finish_bulk_plan(self, plan_id: str) -> None:
         self._c().execute(
@@ -926,7 +934,8 @@ class SqlStateStore:
         detail: dict[str, Any] | None = None,
     ) -> int:
         row = self._db.row(
-            f"{_INSERT_ACTION} RETURNING id", _action_row(self._db, actor, action, connector, target, detail)
+            f"{_INSERT_ACTION} RETURNING id",
+            _action_row(self._db, self._cipher, actor, action, connector, target, detail),
         )
         assert row is not None
         return int(row[0])
@@ -953,7 +962,15 @@ class SqlStateStore:
             f"SELECT {_ACTION_COLUMNS} FROM {{s}}.actions {clause} ORDER BY id DESC LIMIT ?", (*params, limit)
         )
         return [
-            ActionRecord(row[0], row[1], row[2], row[3], row[4], row[5], self._db.json_out(row[6]))
+            ActionRecord(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                row[5],
+                self._json_out(row[6], "actions.detail", row[0]),
+            )
             for row in rows
         ]
 
