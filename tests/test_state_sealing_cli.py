@@ -39,7 +39,7 @@ def _config(workspace: Path, state: str) -> Path:
     workspace.mkdir(parents=True, exist_ok=True)
     text = DEMO_CONFIG.replace("state:\n  backend: sqlite\n  path: state.db\n", state)
     text = text.replace("    page_size: 200\n", "    page_size: 200\n    conflict_policy: manual\n")
-    assert "encryption_key" in text and "conflict_policy" in text
+    assert "conflict_policy" in text
     path = workspace / CONFIG_FILE_NAME
     path.write_text(text, encoding="utf-8")
     return path
@@ -250,3 +250,11 @@ def test_keygen_prints_a_fresh_key_and_a_bad_key_is_one_line_that_never_quotes_i
     code, output = _cli("status", config=config)
     assert code == EXIT_BAD_INPUT and output.strip().startswith("error: state.encryption_key_file "), output
     assert len(output.strip().splitlines()) == 1
+
+
+def test_rekey_without_a_key_is_one_line(tmp_path: Path) -> None:
+    config = _config(tmp_path, "state:\n  path: state.db\n  # no encryption_key\n")
+    code, output = _cli("state", "rekey", config=config)
+    assert code == EXIT_BAD_INPUT and output.strip() == (
+        "error: state rekey needs state.encryption_key (or encryption_key_file): the key to seal under"
+    ), output
