@@ -107,6 +107,8 @@ class PagePuller:
             if link is not None
             else (record.ref or entity_guid_for(ctx.name, record.external_id))
         )
+        if link is None and record.ref and self._held_by_another(record, guid):
+            return
         entity = self.entity(guid)
         entity_name = (
             record.entity_name
@@ -195,6 +197,26 @@ class PagePuller:
         self._note("create" if entity is None else "update", guid, entity_name)
         self._link(record, guid, entity_name, new_state, remote_state, version)
         self.resolved_dead_letters.append(record.external_id)
+
+    def _held_by_another(self, record: RemoteRecord, guid: str) -> bool:
+        """One entity, one remote record: a record carrying the reference of an entity linked to another
+        record (a copy made on the remote, guid and all) is that record's dead letter, naming both, and
+        never takes the link; re-linking would flip the entity between the two on every pull. Its letter
+        is written once: the look-back re-reads the copy, and an open letter already says it all."""
+        holder = self.external_id_of(guid)
+        if holder is None or holder == record.external_id:
+            return False
+        if record.external_id in self.ctx.state.open_dead_letter_refs(
+            self.ctx.name, Direction.PULL, [record.external_id]
+        ):
+            self.counts.skipped += 1
+            return True
+        self._dead_letter(
+            record,
+            f"{self.ctx.name} record {record.external_id} carries the reference of entity {guid}, which is "
+            f"linked to record {holder}: a duplicate on the remote; merge or unlink one there",
+        )
+        return True
 
     def _synced_form(self, mapping: EntityMapping, link: Link, base: dict[str, Any]) -> dict[str, Any]:
         """The remote's state at the last sync as a pull reads it: the link's snapshot (the payload last

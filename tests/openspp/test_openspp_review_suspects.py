@@ -1,0 +1,134 @@
+"""Suspected engine bugs from a code review, each tried against the fake OpenSPP through ``Project.open``
+and ``run_connector`` as an operator runs them: a member added back in a later run, a pull dry run over
+several pages, and two remote records carrying one entity's reference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from openspp_support import Rpc
+
+from connector_core.events import FormSubmission
+from connector_core.project import Project
+from connector_core.retry import RetryPolicy
+from connector_core.state.base import Direction
+from connector_core.sync.runner import run_connector
+from connectors.openspp.fake import DATABASE, FakeOpenSpp
+
+MAPPING = Path(__file__).resolve().parents[2] / "mappings" / "openspp.yaml"
+RETRY = RetryPolicy(max_attempts=4, initial_delay=0.01, max_delay=0.05, max_elapsed=20)
+HH, ANA, BEN = (
+    "5e7a0c11-0000-4000-8000-000000000001",
+    "5e7a0c11-0000-4000-8000-000000000002",
+    "5e7a0c11-0000-4000-8000-000000000003",
+)
+
+OpenProject = Callable[..., Project]
+
+
+@pytest.fixture
+def open_project(tmp_path: Path, url: str) -> Iterator[OpenProject]:
+    """A project in its own directory (own event log and state) aimed at the served fake."""
+    opened: list[Project] = []
+
+    def make(name: str = "field", *, page_size: int = 200, **settings: Any) -> Project:
+        directory = tmp_path / name
+        directory.mkdir()
+        connection = {"url": url, "database": DATABASE, "username": "registrar", "password": "registrar"}
+        config = {
+            "connectors": {
+                "reg": {
+                    "type": "openspp",
+                    "mapping": str(MAPPING),
+                    "page_size": page_size,
+                    "settings": {**connection, **settings},
+                }
+            }
+        }
+        (directory / "dcsync.yaml").write_text(yaml.safe_dump(config))
+        project = Project.open(directory / "dcsync.yaml")
+        opened.append(project)
+        return project
+
+    yield make
+    for project in opened:
+        project.close()
+
+
+def _event(n: int, guid: str, kind: str, data: dict[str, Any]) -> FormSubmission:
+    return FormSubmission(
+        guid=f"5e7a0c11-1111-4000-8000-{n:012d}",
+        entity_guid=guid,
+        type=kind,
+        data=data,
+        timestamp="2025-03-01T10:00:00.000Z",
+        user_id="admin",
+    )
+
+
+def _person(guid: str, first: str, relationship: str) -> dict[str, Any]:
+    return {
+        "entityName": "individual",
+        "parentGuid": HH,
+        "first_name": first,
+        "last_name": "Wanjiru",
+        "relationship": relationship,
+    }
+
+
+# -- 3: two remote records carrying one entity's reference -------------------------------------------
+def test_a_remote_duplicate_carrying_our_reference_is_reported_once_and_never_takes_the_link(
+    open_project: OpenProject, fake: FakeOpenSpp, rpc: Rpc
+) -> None:
+    """A registrar copies a registrant, its guid ID included (``reference: reg_id``): two partners now carry
+    the entity's reference. The entity stays linked to the partner it was linked to, the copy is one pull
+    dead letter naming both partners, and pulling again (the lag window reads both again) neither re-links,
+    appends, nor reports it again."""
+    field = open_project(reference="reg_id", reference_id_type="DataCollect GUID")
+    field.eventlog.append(
+        [
+            _event(1, HH, "create-individual", {"entityName": "household", "household_name": "Wanjiru"}),
+            _event(2, BEN, "create-individual", _person(BEN, "Ben", "3")),
+        ]
+    )
+    assert run_connector(field, "reg", retry=RETRY).ok
+    original = field.state.get_link("reg", BEN)
+    assert original is not None
+    types = fake.state("g2p.id.type")["g2p.id.type"]
+    guid_type = next(t["id"] for t in types if t["name"] == "DataCollect GUID")
+    (copy,) = rpc.ok(
+        "res.partner",
+        "create",
+        [
+            [
+                {
+                    "is_registrant": True,
+                    "given_name": "Benny",
+                    "family_name": "Wanjiru",
+                    "name": "WANJIRU, BENNY",
+                    "reg_ids": [[0, 0, {"id_type": guid_type, "value": BEN}]],
+                }
+            ]
+        ],
+    )
+    head = field.eventlog.head()
+
+    for attempt in range(3):
+        report = run_connector(field, "reg", retry=RETRY)
+        assert report.ok, report.error
+        assert report.pull is not None and report.push is not None
+        link = field.state.get_link("reg", BEN)
+        assert link is not None and link.external_id == original.external_id, f"pull {attempt}: re-linked"
+        assert report.pull.counts.appended == 0, f"pull {attempt} appended the copy's answers"
+        assert report.pull.counts.dead_lettered == (1 if attempt == 0 else 0), report.pull.counts
+        assert report.push.counts.updated + report.push.counts.created == 0, report.push.counts
+    assert field.eventlog.head() == head
+    entity = field.eventlog.get_entity(BEN)
+    assert entity is not None and entity.data["first_name"] == "Ben"
+    (letter,) = field.state.dead_letters("reg")
+    assert letter.direction == Direction.PULL and letter.ref == str(copy) and letter.attempts == 1
+    assert original.external_id in letter.reason and str(copy) in letter.reason and BEN in letter.reason
