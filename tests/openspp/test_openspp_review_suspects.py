@@ -11,13 +11,16 @@ from typing import Any
 import pytest
 import yaml
 from openspp_support import Rpc
+from typer.testing import CliRunner
 
+from connector_core.cli import app
 from connector_core.events import FormSubmission
 from connector_core.project import Project
 from connector_core.retry import RetryPolicy
 from connector_core.state.base import Direction
 from connector_core.sync.runner import run_connector
 from connectors.openspp.fake import DATABASE, FakeOpenSpp
+from connectors.openspp.sample import registry_log
 
 MAPPING = Path(__file__).resolve().parents[2] / "mappings" / "openspp.yaml"
 RETRY = RetryPolicy(max_attempts=4, initial_delay=0.01, max_delay=0.05, max_elapsed=20)
@@ -132,3 +135,36 @@ def test_a_remote_duplicate_carrying_our_reference_is_reported_once_and_never_ta
     (letter,) = field.state.dead_letters("reg")
     assert letter.direction == Direction.PULL and letter.ref == str(copy) and letter.attempts == 1
     assert original.external_id in letter.reason and str(copy) in letter.reason and BEN in letter.reason
+
+
+# -- 2: a pull dry run over several pages --------------------------------------------------------------
+def test_a_pull_dry_run_over_several_pages_counts_what_the_real_run_does(
+    open_project: OpenProject, fake: FakeOpenSpp
+) -> None:
+    """Households come on the first pages and their members on later ones (and again in the memberships
+    stream): the dry run must see what its earlier pages would have linked, as the real run sees what it
+    committed, or every member reads as an orphan and every re-read as a new record."""
+    field = open_project("field")
+    field.eventlog.append(registry_log(households=3, members=3))
+    assert run_connector(field, "reg", retry=RETRY).ok
+
+    office = open_project("office", page_size=2)
+    result = CliRunner().invoke(
+        app,
+        ["run", "reg", "--pull", "--dry-run", "-c", str(office.config.path)],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "would be dead-lettered" not in result.output, result.output
+    dry = run_connector(office, "reg", push=False, dry_run=True, retry=RETRY)
+    assert dry.ok, dry.error
+    assert office.eventlog.head() is None and office.state.get_link("reg", BEN) is None, "wrote nothing"
+
+    real = run_connector(office, "reg", push=False, retry=RETRY)
+    assert real.ok, real.error
+    assert dry.pull is not None and real.pull is not None
+    assert real.pull.counts.created == 12 and real.pull.counts.dead_lettered == 0, real.pull.counts
+    compared = ("read", "created", "updated", "deleted", "unchanged", "skipped", "dead_lettered", "conflicts")
+    assert {k: getattr(dry.pull.counts, k) for k in compared} == {
+        k: getattr(real.pull.counts, k) for k in compared
+    }
