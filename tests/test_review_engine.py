@@ -352,3 +352,28 @@ def test_deleting_a_group_deletes_its_cascaded_members_on_the_remote_too(
     assert list(project.state.iter_links("reg")) == []
     again = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
     assert again.push is not None and again.push.counts.deleted == 0
+
+
+def test_a_member_unlinked_in_one_run_and_added_back_in_a_later_one_is_sent_again(
+    project: Project, mock_server: httpx.Client
+) -> None:
+    """The member's answers did not change, but its membership did: the remote must hold it under its
+    household again (the mock server keeps a membership as the member's ``parentExternalId``)."""
+    member = {"guid": "m2", "type": "individual", "name": "Mary", "parentGuid": "grp"}
+    project.eventlog.append([event("g1", "grp", "create-group", {"name": "Smith", "members": [member]})])
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).push.counts.created == 2
+
+    def parent_of_mary() -> str | None:
+        (mary,) = [r for r in mock_server.get("/_control/records").json() if r["entityGuid"] == "m2"]
+        return mary["data"].get("parentExternalId")
+
+    household = parent_of_mary()
+    assert household is not None
+    project.eventlog.append([event("g2", "grp", "remove-member", {"memberId": "m2"})])
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).ok
+    assert _unlinks_received(mock_server) == 1 and parent_of_mary() is None
+    project.eventlog.append([event("g3", "grp", "add-member", {"members": [member]})])
+    again = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert again.ok and again.push.counts.updated == 1, again.push.counts
+    assert parent_of_mary() == household
+    assert run_connector(project, "reg", retry=FAST_RETRY).push.counts.updated == 0

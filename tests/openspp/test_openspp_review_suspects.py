@@ -168,3 +168,81 @@ def test_a_pull_dry_run_over_several_pages_counts_what_the_real_run_does(
     assert {k: getattr(dry.pull.counts, k) for k in compared} == {
         k: getattr(real.pull.counts, k) for k in compared
     }
+
+
+# -- 1: a member removed, then added back in a later run ---------------------------------------------
+def _partner(project: Project, guid: str) -> int:
+    link = project.state.get_link("reg", guid)
+    assert link is not None, guid
+    return int(link.external_id)
+
+
+def _memberships(fake: FakeOpenSpp, partner: int) -> list[tuple[int, bool]]:
+    """(group, ended) of each membership row of ``partner``."""
+    rows = fake.state("g2p.group.membership")["g2p.group.membership"]
+    return sorted((r["group"], bool(r["ended_date"])) for r in rows if r["individual"] == partner)
+
+
+def test_a_member_removed_then_added_back_in_a_later_run_is_a_member_again(
+    open_project: OpenProject, fake: FakeOpenSpp
+) -> None:
+    """DataCollect's ``remove-member`` ends the membership in OpenSPP (ended, never deleted); an
+    ``add-member`` of the same person in a later run makes it active again, although the person's own
+    answers did not change."""
+    field = open_project()
+    ana, ben = {"guid": ANA, **_person(ANA, "Ana", "1")}, {"guid": BEN, **_person(BEN, "Ben", "3")}
+    field.eventlog.append(
+        [
+            _event(
+                1,
+                HH,
+                "create-group",
+                {"entityName": "household", "household_name": "Wanjiru", "members": [ana, ben]},
+            )
+        ]
+    )
+    first = run_connector(field, "reg", retry=RETRY)
+    assert first.ok and first.push is not None and first.push.counts.created == 3, first.push
+    household, person = (_partner(field, g) for g in (HH, BEN))
+    assert _memberships(fake, person) == [(household, False)]
+
+    field.eventlog.append([_event(2, HH, "remove-member", {"memberId": BEN})])
+    removed = run_connector(field, "reg", retry=RETRY)
+    assert removed.ok, removed.error
+    assert field.state.dead_letters("reg") == []
+    assert _memberships(fake, person) == [(household, True)], "the membership is ended"
+
+    field.eventlog.append([_event(3, HH, "add-member", {"members": [ben]})])
+    back = run_connector(field, "reg", retry=RETRY)
+    assert back.ok, back.error
+    assert _memberships(fake, person) == [(household, False)], "the same membership is active again"
+    assert field.state.dead_letters("reg") == []
+    again = run_connector(field, "reg", retry=RETRY)
+    assert again.pull is not None and again.push is not None
+    assert again.pull.counts.appended == 0 and again.push.counts.updated == 0
+    assert _memberships(fake, person) == [(household, False)]
+
+
+def test_a_member_moved_to_another_household_by_its_parent_alone_is_moved_in_openspp(
+    open_project: OpenProject, fake: FakeOpenSpp
+) -> None:
+    """Found with suspicion 1: the parent travels beside the payload, so a form that changes only
+    ``parentGuid`` left the payload equal to the snapshot and the move was never sent."""
+    other = "5e7a0c11-0000-4000-8000-000000000009"
+    field = open_project()
+    field.eventlog.append(
+        [
+            _event(1, HH, "create-individual", {"entityName": "household", "household_name": "Wanjiru"}),
+            _event(2, other, "create-individual", {"entityName": "household", "household_name": "Otieno"}),
+            _event(3, BEN, "create-individual", _person(BEN, "Ben", "3")),
+        ]
+    )
+    assert run_connector(field, "reg", retry=RETRY).ok
+    first, second, person = (_partner(field, g) for g in (HH, other, BEN))
+    field.eventlog.append([_event(4, BEN, "update-individual", {"parentGuid": other})])
+    moved = run_connector(field, "reg", retry=RETRY)
+    assert moved.ok and moved.push is not None and moved.push.counts.updated == 1, moved.push
+    assert _memberships(fake, person) == [(first, True), (second, False)]
+    again = run_connector(field, "reg", retry=RETRY)
+    assert again.pull is not None and again.push is not None
+    assert again.pull.counts.appended == 0 and again.push.counts.updated == 0
