@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -377,3 +378,24 @@ def test_a_member_unlinked_in_one_run_and_added_back_in_a_later_one_is_sent_agai
     assert again.ok and again.push.counts.updated == 1, again.push.counts
     assert parent_of_mary() == household
     assert run_connector(project, "reg", retry=FAST_RETRY).push.counts.updated == 0
+
+
+def test_a_pull_dry_run_resolves_parents_from_its_earlier_pages(
+    make_project: Callable[..., Project], mock_server: httpx.Client
+) -> None:
+    """Households made on the remote, their members after them, two records a page: the dry run's counts
+    are the real run's (it saw no orphans), and it wrote nothing."""
+    homes = [
+        mock_server.post("/_control/records", json={"entityName": "household", "data": {"n": i}}).json()
+        for i in range(2)
+    ]
+    for i in range(5):
+        data = {"n": i, "parentExternalId": homes[i % 2]["id"]}
+        mock_server.post("/_control/records", json={"entityName": "individual", "data": data})
+    project = make_project(page_size=2)
+    dry = run_connector(project, "reg", push=False, dry_run=True, retry=FAST_RETRY)
+    assert dry.ok and project.eventlog.head() is None
+    real = run_connector(project, "reg", push=False, retry=FAST_RETRY)
+    assert real.ok and real.pull.counts.created == 7 and real.pull.counts.dead_lettered == 0
+    written = {"appended": 0}  # the one count a dry run cannot have
+    assert dataclasses.replace(dry.pull.counts, **written) == dataclasses.replace(real.pull.counts, **written)
