@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from itertools import chain, islice
 from pathlib import Path
 from typing import TypeVar
@@ -43,10 +43,7 @@ class SeenOnDisk:
     """
 
     def __init__(self) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="dcsync-seen-")
-        self._conn = sqlite3.connect(Path(self._dir.name) / "seen.db", isolation_level=None)
-        for pragma in ("journal_mode = OFF", "synchronous = OFF", "cache_size = -2048"):
-            self._conn.execute(f"PRAGMA {pragma}")
+        self._dir, self._conn = _scratch("dcsync-seen-")
         self._conn.execute("CREATE TABLE seen (key TEXT PRIMARY KEY) WITHOUT ROWID")
 
     def first_seen(self, keys: Iterable[str]) -> set[str]:
@@ -67,3 +64,44 @@ class SeenOnDisk:
     def close(self) -> None:
         self._conn.close()
         self._dir.cleanup()
+
+
+class KeptOnDisk:
+    """A mapping of text keys to text values in a temporary SQLite file, removed by :meth:`close` (or, if a
+    pass ends by an exception, when the object is collected: the temporary directory cleans itself up).
+
+    For a pass that must see what it did on earlier pages without writing it anywhere (a pull dry run's
+    links and entities), however many records the pass meets.
+    """
+
+    def __init__(self) -> None:
+        self._dir, self._conn = _scratch("dcsync-kept-")
+        self._conn.execute("CREATE TABLE kept (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
+
+    def get(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM kept WHERE key = ?", (key,)).fetchone()
+        return row[0] if row is not None else None
+
+    def put(self, items: Mapping[str, str]) -> None:
+        self._conn.execute("BEGIN")
+        try:
+            self._conn.executemany(
+                "INSERT INTO kept (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                items.items(),
+            )
+        finally:
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self._conn.close()
+        self._dir.cleanup()
+
+
+def _scratch(prefix: str) -> tuple[tempfile.TemporaryDirectory[str], sqlite3.Connection]:
+    """A scratch SQLite file: no journal, no syncs (gone when the pass ends), a small cache."""
+    directory = tempfile.TemporaryDirectory(prefix=prefix)
+    conn = sqlite3.connect(Path(directory.name) / "scratch.db", isolation_level=None)
+    for pragma in ("journal_mode = OFF", "synchronous = OFF", "cache_size = -2048"):
+        conn.execute(f"PRAGMA {pragma}")
+    return directory, conn

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -352,3 +353,49 @@ def test_deleting_a_group_deletes_its_cascaded_members_on_the_remote_too(
     assert list(project.state.iter_links("reg")) == []
     again = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
     assert again.push is not None and again.push.counts.deleted == 0
+
+
+def test_a_member_unlinked_in_one_run_and_added_back_in_a_later_one_is_sent_again(
+    project: Project, mock_server: httpx.Client
+) -> None:
+    """The member's answers did not change, but its membership did: the remote must hold it under its
+    household again (the mock server keeps a membership as the member's ``parentExternalId``)."""
+    member = {"guid": "m2", "type": "individual", "name": "Mary", "parentGuid": "grp"}
+    project.eventlog.append([event("g1", "grp", "create-group", {"name": "Smith", "members": [member]})])
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).push.counts.created == 2
+
+    def parent_of_mary() -> str | None:
+        (mary,) = [r for r in mock_server.get("/_control/records").json() if r["entityGuid"] == "m2"]
+        return mary["data"].get("parentExternalId")
+
+    household = parent_of_mary()
+    assert household is not None
+    project.eventlog.append([event("g2", "grp", "remove-member", {"memberId": "m2"})])
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).ok
+    assert _unlinks_received(mock_server) == 1 and parent_of_mary() is None
+    project.eventlog.append([event("g3", "grp", "add-member", {"members": [member]})])
+    again = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert again.ok and again.push.counts.updated == 1, again.push.counts
+    assert parent_of_mary() == household
+    assert run_connector(project, "reg", retry=FAST_RETRY).push.counts.updated == 0
+
+
+def test_a_pull_dry_run_resolves_parents_from_its_earlier_pages(
+    make_project: Callable[..., Project], mock_server: httpx.Client
+) -> None:
+    """Households made on the remote, their members after them, two records a page: the dry run's counts
+    are the real run's (it saw no orphans), and it wrote nothing."""
+    homes = [
+        mock_server.post("/_control/records", json={"entityName": "household", "data": {"n": i}}).json()
+        for i in range(2)
+    ]
+    for i in range(5):
+        data = {"n": i, "parentExternalId": homes[i % 2]["id"]}
+        mock_server.post("/_control/records", json={"entityName": "individual", "data": data})
+    project = make_project(page_size=2)
+    dry = run_connector(project, "reg", push=False, dry_run=True, retry=FAST_RETRY)
+    assert dry.ok and project.eventlog.head() is None
+    real = run_connector(project, "reg", push=False, retry=FAST_RETRY)
+    assert real.ok and real.pull.counts.created == 7 and real.pull.counts.dead_lettered == 0
+    written = {"appended": 0}  # the one count a dry run cannot have
+    assert dataclasses.replace(dry.pull.counts, **written) == dataclasses.replace(real.pull.counts, **written)

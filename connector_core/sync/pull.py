@@ -29,6 +29,7 @@ from connector_core.scopes import runtime_key
 from connector_core.state.base import Direction, Link
 from connector_core.sync.conflicts import decide
 from connector_core.sync.context import SyncContext
+from connector_core.sync.rehearsal import PullRehearsal
 from connector_core.sync.report import DirectionReport
 from connector_core.sync.scoping import scoped_push
 
@@ -66,8 +67,9 @@ def parents_first(records: list[RemoteRecord]) -> list[RemoteRecord]:
 class PagePuller:
     """Turns remote records into events and links, seeing its own earlier records (also used to replay)."""
 
-    def __init__(self, ctx: SyncContext, report: DirectionReport):
+    def __init__(self, ctx: SyncContext, report: DirectionReport, rehearsal: PullRehearsal | None = None):
         self.ctx = ctx
+        self.rehearsal = rehearsal  # a dry run: what its earlier pages would have committed
         self.counts = report.counts
         self.plan = report.plan if ctx.dry_run else None
         self.events: list[FormSubmission] = []
@@ -84,6 +86,8 @@ class PagePuller:
     def find_link(self, external_id: str) -> Link | None:
         if external_id in self.links:
             return self.links[external_id]
+        if self.rehearsal is not None and (kept := self.rehearsal.find_link(external_id))[0]:
+            return kept[1]
         return self.ctx.state.find_link(self.ctx.name, external_id)
 
     def resolve(self, external_id: str, entity_name: str | None = None) -> str | None:
@@ -93,11 +97,15 @@ class PagePuller:
     def entity(self, guid: str) -> Entity | None:
         if guid in self.local:
             return self.local[guid]
+        if self.rehearsal is not None and (kept := self.rehearsal.entity(guid))[0]:
+            return kept[1]
         return self.ctx.eventlog.get_entity(guid)
 
     def external_id_of(self, guid: str) -> str | None:
         if guid in self._external_ids:
             return self._external_ids[guid]
+        if self.rehearsal is not None and (kept := self.rehearsal.external_id_of(guid))[0]:
+            return kept[1]
         stored = self.ctx.state.get_link(self.ctx.name, guid)
         return stored.external_id if stored else None
 
@@ -110,6 +118,8 @@ class PagePuller:
             if link is not None
             else (record.ref or entity_guid_for(ctx.name, record.external_id))
         )
+        if link is None and record.ref and self._held_by_another(record, guid):
+            return
         entity = self.entity(guid)
         entity_name = (
             record.entity_name
@@ -259,6 +269,30 @@ class PagePuller:
             names,
         )
 
+    def _held_by_another(self, record: RemoteRecord, guid: str) -> bool:
+        """One entity, one remote record: a record carrying the reference of an entity linked to another
+        record (a copy made on the remote, guid and all) is that record's dead letter, naming both, and
+        never takes the link; re-linking would flip the entity between the two on every pull. Its letter
+        is written once: the look-back re-reads the copy, and an open letter already says it all.
+
+        A link whose external id is the entity's own guid names no remote record (a webhook assigns no
+        ids, so the push links a delivered record by its ref): the first pulled record carrying that ref
+        is the record, and takes the link."""
+        holder = self.external_id_of(guid)
+        if holder is None or holder in (record.external_id, guid):
+            return False
+        if record.external_id in self.ctx.state.open_dead_letter_refs(
+            self.ctx.name, Direction.PULL, [record.external_id]
+        ):
+            self.counts.skipped += 1
+            return True
+        self._dead_letter(
+            record,
+            f"{self.ctx.name} record {record.external_id} carries the reference of entity {guid}, which is "
+            f"linked to record {holder}: a duplicate on the remote; merge or unlink one there",
+        )
+        return True
+
     def _synced_form(self, mapping: EntityMapping, link: Link, base: dict[str, Any]) -> dict[str, Any]:
         """The remote's state at the last sync as a pull reads it: the link's snapshot (the payload last
         pushed, or the pushed form of the last pull) mapped back, over the merge base.
@@ -381,6 +415,12 @@ class PagePuller:
             )
             log.warning("%s: %s; recorded as an open conflict", self.ctx.name, issue)
 
+    def rehearse(self) -> None:
+        """A dry run's stand-in for :meth:`commit`: later pages see this one's links and entities."""
+        assert self.rehearsal is not None
+        unlinked = {guid: self.external_id_of(guid) for guid in self.deleted_links}
+        self.rehearsal.keep(self.links.values(), unlinked, self.local)
+
     def commit(self, next_cursor: str | None, *, move_cursor: bool = True) -> None:
         ctx = self.ctx
         if self.events:
@@ -473,6 +513,7 @@ def run_pull(ctx: SyncContext, report: DirectionReport) -> None:
         refresh()
     cursor = ctx.state.get_checkpoint(ctx.name, Direction.PULL)
     report.checkpoint_before = cursor
+    rehearsal = PullRehearsal() if ctx.dry_run else None
     while not ctx.stop.is_set():
         current = cursor
 
@@ -486,10 +527,12 @@ def run_pull(ctx: SyncContext, report: DirectionReport) -> None:
             on_retry=lambda *_: setattr(report.counts, "retries", report.counts.retries + 1),
         )
         report.counts.read += len(page.records)
-        puller = PagePuller(ctx, report)
+        puller = PagePuller(ctx, report, rehearsal)
         for record in parents_first(page.records):
             puller.take(record)
-        if not ctx.dry_run:
+        if rehearsal is not None:
+            puller.rehearse()
+        else:
             puller.commit(page.next_cursor)
         ctx.progress("pull", report.counts.read, None)
         if page.has_more and page.next_cursor == current:
@@ -498,4 +541,6 @@ def run_pull(ctx: SyncContext, report: DirectionReport) -> None:
         cursor = page.next_cursor
         if not page.has_more:
             break
+    if rehearsal is not None:
+        rehearsal.close()
     report.checkpoint_after = cursor

@@ -114,6 +114,27 @@ def _depths(entities: dict[str, Entity]) -> dict[str, int]:
     return depths
 
 
+def _parent_of(data: dict[str, Any]) -> str | None:
+    value = data.get("parentGuid")
+    return value if isinstance(value, str) and value else None
+
+
+def _parent_moved(entity: Entity, link: Link) -> bool:
+    """Is the entity's parent not the one the remote holds? The parent travels beside the payload
+    (``parent_external_id``), not in it, so an equal payload does not mean an equal record: a member moved
+    to another household, or added back to the one it was unlinked from, must still go. The link's merge
+    base holds the parent at the last sync (a link without one, from an older store, is not compared)."""
+    return bool(link.base) and _parent_of(link.base) != entity.parent_guid
+
+
+def _left_group(link: Link, group_guid: str | None) -> list[Link]:
+    """The member's link once the remote ended its membership of ``group_guid``: its merge base no longer
+    names that parent, so adding it back (in any later run) reads as a move and sends it again."""
+    if not link.base or group_guid is None or _parent_of(link.base) != group_guid:
+        return []
+    return [replace(link, base={k: v for k, v in link.base.items() if k != "parentGuid"})]
+
+
 @dataclass
 class _Sent:
     results: dict[str, PushResult]
@@ -321,7 +342,12 @@ class Pusher:
         payload = result.record
         live_link = link if link is not None and not link.deleted else None
         forced = entity.guid in self._replayed_parts
-        if live_link is not None and live_link.snapshot == payload and not forced:
+        if (
+            live_link is not None
+            and live_link.snapshot == payload
+            and not forced
+            and not _parent_moved(entity, live_link)
+        ):
             self.counts.unchanged += 1
             self._unpark(entity.guid)
             if self.replaying:  # delivered meanwhile: the remote already holds this payload
@@ -651,6 +677,14 @@ class Pusher:
             and sender.final.get(item.record.ref, item.record).operation is Operation.CREATE
         }
         holders = ctx.state.linked_entities(ctx.name, created) if created else {}
+        left = [
+            item.record.ref
+            for item in batch
+            if item.record.operation is Operation.UNLINK
+            and (r := results.get(item.record.ref)) is not None
+            and r.ok
+        ]
+        members = ctx.state.get_links(ctx.name, left) if left else {}
         with ctx.state.transaction() as tx:
             for item in batch:
                 record = sender.final.get(item.record.ref, item.record)
@@ -667,6 +701,8 @@ class Pusher:
                 if result.ok:
                     self._streak_broken(tx)
                     self._delivered(tx, item, record, result, now, links)
+                    if record.operation is Operation.UNLINK and record.ref in members:
+                        links.extend(_left_group(members[record.ref], record.parent_ref))
                     self._settle_parts(tx, record, result, open_parts)
                 else:
                     payload = {

@@ -30,7 +30,9 @@ engine should always pass the current parent: an individual pushed without one i
 household, and its memberships are ended.
 
 Deletes archive the partner (``active = false``) and end the individual's memberships (``ended_date``);
-registrars may not unlink, so nothing is ever unlinked.
+registrars may not unlink, so nothing is ever unlinked. An ``unlink`` record (DataCollect's
+``remove-member``: ``external_id`` the member, ``parent_external_id`` the household) ends that membership
+only; it stays a row, made active again when the member is sent with that household later.
 
 Idempotency: every partner carries a stable reference to its DataCollect guid. By default an xml-id
 ``dcsync.<guid>`` written through ``res.partner.load`` (which a registrar may call although it has no

@@ -77,6 +77,12 @@ class _Item:
     def ref(self) -> str:
         return self.record.ref
 
+    @property
+    def writes_partner(self) -> bool:
+        """A create or update: the partner's values are written (a delete archives it, an unlink only
+        ends one membership)."""
+        return self.record.operation in (Operation.CREATE, Operation.UPDATE)
+
     def fail(self, message: str, transient: bool = False) -> None:
         if self.error is None:
             self.error = message
@@ -166,7 +172,7 @@ class Pusher:
             rounds[n].append(item)
         for round_items in rounds:
             for item in round_items:
-                if item.ok and item.record.operation is not Operation.DELETE:
+                if item.ok and item.writes_partner:
                     self._prepare(item, catalog)
             households = [i for i in round_items if i.is_group]
             individuals = [i for i in round_items if not i.is_group]
@@ -178,6 +184,12 @@ class Pusher:
     def _item(self, record: PushRecord) -> _Item:
         cfg = self.config
         entity = record.entity_name
+        if record.operation is Operation.UNLINK:
+            # a member left its household (DataCollect's remove-member): only that membership ends
+            item = _Item(record, False)
+            if not record.external_id or not record.parent_external_id:
+                item.fail("an unlink needs the member's and the household's OpenSPP ids")
+            return item
         if entity in (cfg.household_entity, "household", "group"):
             return _Item(record, True)
         item = _Item(record, False)
@@ -345,7 +357,7 @@ class Pusher:
         in_batch = {h.ref: h for h in households}
         to_lookup: dict[str, list[_Item]] = defaultdict(list)
         for item in individuals:
-            if not item.ok or item.record.operation is Operation.DELETE:
+            if not item.ok or not item.writes_partner:
                 continue
             record = item.record
             if record.parent_external_id:
@@ -383,9 +395,7 @@ class Pusher:
         if not live:
             return
         self._resolve_existing(live, catalog)
-        creates = [
-            i for i in live if i.ok and i.partner_id is None and i.record.operation is not Operation.DELETE
-        ]
+        creates = [i for i in live if i.ok and i.partner_id is None and i.writes_partner]
         chunks = self._chunks(creates)
         self._parallel([partial(self._create_chunk, chunk, catalog) for chunk in chunks])
         # IDs and bank accounts of every partner created: one read and one create per model for the
@@ -594,7 +604,7 @@ class Pusher:
         free: set[int],
         direct: list[tuple[int, _Command]],
     ) -> None:
-        updates = [i for i in items if i.ok and i.record.operation is not Operation.DELETE and i.existing]
+        updates = [i for i in items if i.ok and i.writes_partner and i.existing]
         if updates:
             self._update_partners(updates, catalog)
             self._sync_reg_ids([i for i in updates if i.ok and i.reg_ids is not None])
@@ -728,11 +738,11 @@ class Pusher:
             if pid is None:
                 continue
             existing = memberships.get(pid, [])
-            deleting = item.record.operation is Operation.DELETE
-            target = None if deleting else item.household
+            target = item.household if item.writes_partner else None
+            leaving = item.record.parent_external_id if item.record.operation is Operation.UNLINK else None
             for m in existing:
                 group = many2one_id(m["group"])
-                if group == target or is_ended(m):
+                if group == target or is_ended(m) or (leaving is not None and str(group) != leaving):
                     continue
                 end: dict[str, Any] = {"ended_date": max(now, m.get("start_date") or now)}
                 kinds = list(m.get("kind") or [])

@@ -1,0 +1,248 @@
+"""Suspected engine bugs from a code review, each tried against the fake OpenSPP through ``Project.open``
+and ``run_connector`` as an operator runs them: a member added back in a later run, a pull dry run over
+several pages, and two remote records carrying one entity's reference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from openspp_support import Rpc
+from typer.testing import CliRunner
+
+from connector_core.cli import app
+from connector_core.events import FormSubmission
+from connector_core.project import Project
+from connector_core.retry import RetryPolicy
+from connector_core.state.base import Direction
+from connector_core.sync.runner import run_connector
+from connectors.openspp.fake import DATABASE, FakeOpenSpp
+from connectors.openspp.sample import registry_log
+
+MAPPING = Path(__file__).resolve().parents[2] / "mappings" / "openspp.yaml"
+RETRY = RetryPolicy(max_attempts=4, initial_delay=0.01, max_delay=0.05, max_elapsed=20)
+HH, ANA, BEN = (
+    "5e7a0c11-0000-4000-8000-000000000001",
+    "5e7a0c11-0000-4000-8000-000000000002",
+    "5e7a0c11-0000-4000-8000-000000000003",
+)
+
+OpenProject = Callable[..., Project]
+
+
+@pytest.fixture
+def open_project(tmp_path: Path, url: str) -> Iterator[OpenProject]:
+    """A project in its own directory (own event log and state) aimed at the served fake."""
+    opened: list[Project] = []
+
+    def make(name: str = "field", *, page_size: int = 200, **settings: Any) -> Project:
+        directory = tmp_path / name
+        directory.mkdir()
+        connection = {"url": url, "database": DATABASE, "username": "registrar", "password": "registrar"}
+        config = {
+            "connectors": {
+                "reg": {
+                    "type": "openspp",
+                    "mapping": str(MAPPING),
+                    "page_size": page_size,
+                    "settings": {**connection, **settings},
+                }
+            }
+        }
+        (directory / "dcsync.yaml").write_text(yaml.safe_dump(config))
+        project = Project.open(directory / "dcsync.yaml")
+        opened.append(project)
+        return project
+
+    yield make
+    for project in opened:
+        project.close()
+
+
+def _event(n: int, guid: str, kind: str, data: dict[str, Any]) -> FormSubmission:
+    return FormSubmission(
+        guid=f"5e7a0c11-1111-4000-8000-{n:012d}",
+        entity_guid=guid,
+        type=kind,
+        data=data,
+        timestamp="2025-03-01T10:00:00.000Z",
+        user_id="admin",
+    )
+
+
+def _person(guid: str, first: str, relationship: str) -> dict[str, Any]:
+    return {
+        "entityName": "individual",
+        "parentGuid": HH,
+        "first_name": first,
+        "last_name": "Wanjiru",
+        "relationship": relationship,
+    }
+
+
+# -- 3: two remote records carrying one entity's reference -------------------------------------------
+def test_a_remote_duplicate_carrying_our_reference_is_reported_once_and_never_takes_the_link(
+    open_project: OpenProject, fake: FakeOpenSpp, rpc: Rpc
+) -> None:
+    """A registrar copies a registrant, its guid ID included (``reference: reg_id``): two partners now carry
+    the entity's reference. The entity stays linked to the partner it was linked to, the copy is one pull
+    dead letter naming both partners, and pulling again (the lag window reads both again) neither re-links,
+    appends, nor reports it again."""
+    field = open_project(reference="reg_id", reference_id_type="DataCollect GUID")
+    field.eventlog.append(
+        [
+            _event(1, HH, "create-individual", {"entityName": "household", "household_name": "Wanjiru"}),
+            _event(2, BEN, "create-individual", _person(BEN, "Ben", "3")),
+        ]
+    )
+    assert run_connector(field, "reg", retry=RETRY).ok
+    original = field.state.get_link("reg", BEN)
+    assert original is not None
+    types = fake.state("g2p.id.type")["g2p.id.type"]
+    guid_type = next(t["id"] for t in types if t["name"] == "DataCollect GUID")
+    (copy,) = rpc.ok(
+        "res.partner",
+        "create",
+        [
+            [
+                {
+                    "is_registrant": True,
+                    "given_name": "Benny",
+                    "family_name": "Wanjiru",
+                    "name": "WANJIRU, BENNY",
+                    "reg_ids": [[0, 0, {"id_type": guid_type, "value": BEN}]],
+                }
+            ]
+        ],
+    )
+    head = field.eventlog.head()
+
+    for attempt in range(3):
+        report = run_connector(field, "reg", retry=RETRY)
+        assert report.ok, report.error
+        assert report.pull is not None and report.push is not None
+        link = field.state.get_link("reg", BEN)
+        assert link is not None and link.external_id == original.external_id, f"pull {attempt}: re-linked"
+        assert report.pull.counts.appended == 0, f"pull {attempt} appended the copy's answers"
+        assert report.pull.counts.dead_lettered == (1 if attempt == 0 else 0), report.pull.counts
+        assert report.push.counts.updated + report.push.counts.created == 0, report.push.counts
+    assert field.eventlog.head() == head
+    entity = field.eventlog.get_entity(BEN)
+    assert entity is not None and entity.data["first_name"] == "Ben"
+    (letter,) = field.state.dead_letters("reg")
+    assert letter.direction == Direction.PULL and letter.ref == str(copy) and letter.attempts == 1
+    assert original.external_id in letter.reason and str(copy) in letter.reason and BEN in letter.reason
+
+
+# -- 2: a pull dry run over several pages --------------------------------------------------------------
+def test_a_pull_dry_run_over_several_pages_counts_what_the_real_run_does(
+    open_project: OpenProject, fake: FakeOpenSpp
+) -> None:
+    """Households come on the first pages and their members on later ones (and again in the memberships
+    stream): the dry run must see what its earlier pages would have linked, as the real run sees what it
+    committed, or every member reads as an orphan and every re-read as a new record."""
+    field = open_project("field")
+    field.eventlog.append(registry_log(households=3, members=3))
+    assert run_connector(field, "reg", retry=RETRY).ok
+
+    office = open_project("office", page_size=2)
+    result = CliRunner().invoke(
+        app,
+        ["run", "reg", "--pull", "--dry-run", "-c", str(office.config.path)],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "would be dead-lettered" not in result.output, result.output
+    dry = run_connector(office, "reg", push=False, dry_run=True, retry=RETRY)
+    assert dry.ok, dry.error
+    assert office.eventlog.head() is None and office.state.get_link("reg", BEN) is None, "wrote nothing"
+
+    real = run_connector(office, "reg", push=False, retry=RETRY)
+    assert real.ok, real.error
+    assert dry.pull is not None and real.pull is not None
+    assert real.pull.counts.created == 12 and real.pull.counts.dead_lettered == 0, real.pull.counts
+    compared = ("read", "created", "updated", "deleted", "unchanged", "skipped", "dead_lettered", "conflicts")
+    assert {k: getattr(dry.pull.counts, k) for k in compared} == {
+        k: getattr(real.pull.counts, k) for k in compared
+    }
+
+
+# -- 1: a member removed, then added back in a later run ---------------------------------------------
+def _partner(project: Project, guid: str) -> int:
+    link = project.state.get_link("reg", guid)
+    assert link is not None, guid
+    return int(link.external_id)
+
+
+def _memberships(fake: FakeOpenSpp, partner: int) -> list[tuple[int, bool]]:
+    """(group, ended) of each membership row of ``partner``."""
+    rows = fake.state("g2p.group.membership")["g2p.group.membership"]
+    return sorted((r["group"], bool(r["ended_date"])) for r in rows if r["individual"] == partner)
+
+
+def test_a_member_removed_then_added_back_in_a_later_run_is_a_member_again(
+    open_project: OpenProject, fake: FakeOpenSpp
+) -> None:
+    """DataCollect's ``remove-member`` ends the membership in OpenSPP (ended, never deleted); an
+    ``add-member`` of the same person in a later run makes it active again, although the person's own
+    answers did not change."""
+    field = open_project()
+    ana, ben = {"guid": ANA, **_person(ANA, "Ana", "1")}, {"guid": BEN, **_person(BEN, "Ben", "3")}
+    field.eventlog.append(
+        [
+            _event(
+                1,
+                HH,
+                "create-group",
+                {"entityName": "household", "household_name": "Wanjiru", "members": [ana, ben]},
+            )
+        ]
+    )
+    first = run_connector(field, "reg", retry=RETRY)
+    assert first.ok and first.push is not None and first.push.counts.created == 3, first.push
+    household, person = (_partner(field, g) for g in (HH, BEN))
+    assert _memberships(fake, person) == [(household, False)]
+
+    field.eventlog.append([_event(2, HH, "remove-member", {"memberId": BEN})])
+    removed = run_connector(field, "reg", retry=RETRY)
+    assert removed.ok, removed.error
+    assert field.state.dead_letters("reg") == []
+    assert _memberships(fake, person) == [(household, True)], "the membership is ended"
+
+    field.eventlog.append([_event(3, HH, "add-member", {"members": [ben]})])
+    back = run_connector(field, "reg", retry=RETRY)
+    assert back.ok, back.error
+    assert _memberships(fake, person) == [(household, False)], "the same membership is active again"
+    assert field.state.dead_letters("reg") == []
+    again = run_connector(field, "reg", retry=RETRY)
+    assert again.pull is not None and again.push is not None
+    assert again.pull.counts.appended == 0 and again.push.counts.updated == 0
+    assert _memberships(fake, person) == [(household, False)]
+
+
+def test_a_member_moved_to_another_household_by_its_parent_alone_is_moved_in_openspp(
+    open_project: OpenProject, fake: FakeOpenSpp
+) -> None:
+    """Found with suspicion 1: the parent travels beside the payload, so a form that changes only
+    ``parentGuid`` left the payload equal to the snapshot and the move was never sent."""
+    other = "5e7a0c11-0000-4000-8000-000000000009"
+    field = open_project()
+    field.eventlog.append(
+        [
+            _event(1, HH, "create-individual", {"entityName": "household", "household_name": "Wanjiru"}),
+            _event(2, other, "create-individual", {"entityName": "household", "household_name": "Otieno"}),
+            _event(3, BEN, "create-individual", _person(BEN, "Ben", "3")),
+        ]
+    )
+    assert run_connector(field, "reg", retry=RETRY).ok
+    first, second, person = (_partner(field, g) for g in (HH, other, BEN))
+    field.eventlog.append([_event(4, BEN, "update-individual", {"parentGuid": other})])
+    moved = run_connector(field, "reg", retry=RETRY)
+    assert moved.ok and moved.push is not None and moved.push.counts.updated == 1, moved.push
+    assert _memberships(fake, person) == [(first, True), (second, False)]
+    again = run_connector(field, "reg", retry=RETRY)
+    assert again.pull is not None and again.push is not None
+    assert again.pull.counts.appended == 0 and again.push.counts.updated == 0
