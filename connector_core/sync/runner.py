@@ -18,6 +18,7 @@ from connector_core.connector import Capability, ConnectorError
 from connector_core.logs import redact, run_context
 from connector_core.project import Project
 from connector_core.retry import RetryPolicy
+from connector_core.state.base import Direction
 from connector_core.state.lease import ConnectorBusy, LeaseLost
 from connector_core.sync.context import RunStopped, SyncContext
 from connector_core.sync.pull import run_pull
@@ -157,7 +158,11 @@ def run_connector(
             elif not report.ok:
                 outcome = "failed"
         if report.run_id is not None:
-            project.state.finish_run(report.run_id, outcome, report.totals().as_dict(), report.error)
+            counts = report.totals().as_dict()
+            if report.push is not None:  # the lag left behind: the console charts it run by run
+                checkpoint = project.state.get_checkpoint(name, Direction.PUSH)
+                counts["push_lag"] = project.eventlog.count(checkpoint)
+            project.state.finish_run(report.run_id, outcome, counts, report.error)
     return report
 
 
