@@ -222,3 +222,28 @@ def test_a_password_variable_is_read_when_the_console_starts_not_by_every_comman
     assert CliRunner().invoke(cli, ["status", "-c", str(config)]).exit_code == 0
     shown = CliRunner().invoke(cli, ["ui", "-c", str(config)])
     assert shown.exit_code == 2 and "dcsync.yaml:3" in shown.output and "CONSOLE_PW_TEST" in shown.output
+
+
+def test_dcsync_serve_mounts_the_console_at_ui_behind_its_login(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connector_core.realtime.serve import RealtimeService
+
+    config = tmp_path / "dcsync.yaml"
+    monkeypatch.setenv("DCSYNC_UI_TOKEN", "a-token-long-enough-1234")
+    service = RealtimeService(config, port=0, ui=True).start()
+    try:
+        with httpx.Client(base_url=service.url, timeout=10) as client:
+            assert client.get("/healthz").json() == {"status": "ok"}
+            assert client.get("/ui/runs").headers["location"] == "/ui/login?next=%2Fruns"
+            page = client.get("/ui/login")
+            done = client.post(
+                "/ui/login",
+                data={"name": "", "password": "a-token-long-enough-1234", "csrf_token": csrf_of(page.text)},
+            )
+            assert done.status_code == 303 and 'id="who">token<' in client.get("/ui/").text
+    finally:
+        service.shutdown()
+    monkeypatch.delenv("DCSYNC_UI_TOKEN")
+    with pytest.raises(UnsafeBinding):
+        RealtimeService(config, host="0.0.0.0", port=0, ui=True).start()
