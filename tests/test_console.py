@@ -247,3 +247,23 @@ def test_dcsync_serve_mounts_the_console_at_ui_behind_its_login(
     monkeypatch.delenv("DCSYNC_UI_TOKEN")
     with pytest.raises(UnsafeBinding):
         RealtimeService(config, host="0.0.0.0", port=0, ui=True).start()
+
+
+def test_what_a_remote_or_a_record_says_is_shown_as_text_never_as_markup(
+    project: Project, mock_server: httpx.Client, client: TestClient
+) -> None:
+    from sync_support import FAST_RETRY, event
+
+    from connector_core.sync.runner import run_connector
+
+    mock_server.put("/_control/faults", json={"reject": {"p1": "<script>alert('reason')</script>"}})
+    project.eventlog.append(
+        [event("a", "p1", "create-individual", {"entityName": "individual", "first_name": "<img src=x>"})]
+    )
+    run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    (letter,) = project.state.dead_letters("reg")
+    log_in(client)
+    for page in ("/ui/dead-letters", f"/ui/dead-letters/{letter.id}", "/ui/mapping/reg/p1", "/ui/"):
+        html = client.get(page).text
+        assert "<script>" not in html and "<img src=x>" not in html, page
+    assert "&lt;script&gt;" in client.get("/ui/dead-letters").text
