@@ -253,6 +253,36 @@ def test_one_shard_never_runs_twice_at_once(make_project: Callable[..., Project]
     assert run_shard(project, "reg", plan.id, 1).done, "another shard runs meanwhile"
 
 
+@pytest.mark.parametrize(
+    ("raised", "outcome"), [(KeyboardInterrupt, "interrupted"), (RuntimeError, "failed")]
+)
+def test_a_shard_ended_by_an_exception_is_closed_in_the_history_as_a_run_is(
+    make_project: Callable[..., Project], monkeypatch: pytest.MonkeyPatch, raised: type, outcome: str
+) -> None:
+    """A second Ctrl-C inside a shard is the operator's choice (interrupted), anything else a failure; the
+    shard stays pending either way and a rerun finishes it."""
+    import connector_core.sync.bulk as bulk
+
+    project = make_project()
+    project.eventlog.append(mobile_log(households=4, members=1, seed=2))
+    plan = plan_bulk_load(project, "reg", 1)
+    real_push = bulk.run_push
+
+    def stopped(*_args: object) -> None:
+        raise raised("stopped in the middle")
+
+    monkeypatch.setattr(bulk, "run_push", stopped)
+    with pytest.raises(raised):
+        run_shard(project, "reg", plan.id, 0)
+    (run,) = project.state.runs(shard_name("reg", 0))
+    assert run.outcome == outcome and run.finished_at is not None
+    assert [s.status for s in project.state.bulk_shards(plan.id)] == ["running"]
+    monkeypatch.setattr(bulk, "run_push", real_push)
+    assert run_shard(project, "reg", plan.id, 0).done
+    latest, _ = project.state.runs(shard_name("reg", 0))
+    assert latest.outcome == "ok"
+
+
 def test_the_command_plans_shows_and_runs_a_bulk_load(tmp_path: Path, mock_server: httpx.Client) -> None:
     config = write_config(tmp_path / "dcsync.yaml", str(mock_server.base_url))
     project = Project.open(config)

@@ -47,13 +47,13 @@ from typing import Protocol
 
 from connector_core.connector import Capability
 from connector_core.eventlog.base import EventLog
-from connector_core.logs import redact, run_context
+from connector_core.logs import redact
 from connector_core.project import Project
 from connector_core.state.base import BulkPlanRecord, Direction
 from connector_core.state.lease import ConnectorBusy
 from connector_core.sync.push import PushScope, run_push
 from connector_core.sync.report import Counts, DirectionReport
-from connector_core.sync.runner import ABANDONED, _batch_collector, _guarded, sync_session
+from connector_core.sync.runner import _batch_collector, _guarded, recorded_run, sync_session
 
 log = logging.getLogger("dcsync.bulk")
 
@@ -289,30 +289,25 @@ def run_shard(
         select=HouseholdShards(project.eventlog, plan.shards).selector(shard),
     )
     state = project.state
-    with _batch_collector(), sync_session(project, connector, stop=stop, lease=name) as ctx:
-        abandoned = state.abandon_runs(name, ABANDONED)
-        if abandoned:
-            log.warning("%s: an earlier run of this shard ended without closing; marked abandoned", name)
-        report.run_id = state.start_run(name, "push", TRIGGER)
+    with (
+        _batch_collector(),
+        sync_session(project, connector, stop=stop, lease=name) as ctx,
+        recorded_run(state, name, "push", TRIGGER, report.counts.as_dict) as run,
+    ):
+        report.run_id = run.run_id
         with state.transaction() as tx:
             tx.set_bulk_shard(plan_id, shard, "running", report.run_id)
         part = DirectionReport("push", counts=report.counts)
-        with run_context(run_id=report.run_id, connector=name, trigger=TRIGGER):
-            try:
-                if plan.mark is not None and plan.mark != plan.start:  # else the log held nothing new
-                    _guarded(lambda c, p: run_push(c, p, scope), ctx, part)
-                else:
-                    part.checkpoint_after = plan.mark
-            except BaseException as exc:
-                state.finish_run(report.run_id, "failed", report.counts.as_dict(), redact(f"{exc}"))
-                raise
+        if plan.mark is not None and plan.mark != plan.start:  # else the log held nothing new
+            _guarded(lambda c, p: run_push(c, p, scope), ctx, part)
+        else:
+            part.checkpoint_after = plan.mark
         report.error = part.error
         report.checkpoint = part.checkpoint_after
         report.done = part.error is None and not ctx.stop.is_set() and part.checkpoint_after == plan.mark
-        outcome = "ok" if report.done else ("interrupted" if ctx.stop.is_set() else "failed")
         with state.transaction() as tx:
             tx.set_bulk_shard(plan_id, shard, "done" if report.done else "pending")
-        state.finish_run(report.run_id, outcome, report.counts.as_dict(), report.error)
+        run.finish("ok" if report.done else "failed", report.error, stopped=ctx.stop.is_set())
     return report
 
 

@@ -13,6 +13,8 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 from connector_core.connector import Capability, ConnectorError
 from connector_core.logs import redact, run_context
@@ -144,50 +146,75 @@ def run_connector(
         if gate is not None and not gate():
             report.skipped = True
             return report
-        if not dry_run:
-            # the lease is ours, so a run still marked running was left by a process that is gone
-            abandoned = project.state.abandon_runs(name, ABANDONED)
-            if abandoned:
-                log.warning("%s: %d earlier run(s) ended without closing; marked abandoned", name, abandoned)
-            report.run_id = project.state.start_run(name, direction, trigger)
-        outcome = "ok"
-        with run_context(run_id=report.run_id, connector=name, trigger=trigger):
-            _run_directions(project, ctx, report, do_pull=do_pull, do_push=do_push)
-            if ctx.stop.is_set():
-                outcome = "interrupted"
-            elif not report.ok:
-                outcome = "failed"
-        if report.run_id is not None:
+        if dry_run:  # writes nothing, so it has no run record either
+            _run_directions(ctx, report, do_pull=do_pull, do_push=do_push)
+            return report
+
+        def totals() -> dict[str, int]:
             counts = report.totals().as_dict()
-            if report.push is not None:  # the lag left behind: the console charts it run by run
-                checkpoint = project.state.get_checkpoint(name, Direction.PUSH)
-                counts["push_lag"] = project.eventlog.count(checkpoint)
-            project.state.finish_run(report.run_id, outcome, counts, report.error)
+            if report.push is not None:  # the lag it left behind: the console charts it run by run
+                try:
+                    checkpoint = project.state.get_checkpoint(name, Direction.PUSH)
+                    counts["push_lag"] = project.eventlog.count(checkpoint)
+                except Exception:  # a store that failed the run: the run's own error is what to record
+                    log.debug("%s: push lag not recorded", name, exc_info=True)
+            return counts
+
+        with recorded_run(project.state, name, direction, trigger, totals) as run:
+            report.run_id = run.run_id
+            _run_directions(ctx, report, do_pull=do_pull, do_push=do_push)
+            run.finish("ok" if report.ok else "failed", report.error, stopped=ctx.stop.is_set())
     return report
 
 
-def _run_directions(
-    project: Project, ctx: SyncContext, report: RunReport, *, do_pull: bool, do_push: bool
-) -> None:
-    """Pull, then push; an unexpected error still closes the run record as failed before it propagates."""
+@dataclass
+class RecordedRun:
+    """The run record being written: ``finish`` says how the run ended, if it ends without raising."""
+
+    run_id: int
+    outcome: str = "ok"
+    error: str | None = None
+
+    def finish(self, outcome: str, error: str | None, *, stopped: bool = False) -> None:
+        """``stopped``: the run was asked to stop (Ctrl-C, SIGTERM) and ended at a batch boundary."""
+        self.outcome, self.error = ("interrupted" if stopped else outcome), error
+
+
+@contextmanager
+def recorded_run(
+    state: Any, name: str, direction: str, trigger: str, totals: Callable[[], dict[str, int]]
+) -> Iterator[RecordedRun]:
+    """A run's record in the run history, from start to end, for every kind of run (a connector's, a bulk
+    load's shard): the lease is held, so a record still ``running`` was left by a process that is gone and
+    is closed as abandoned first; an exception closes the record before it propagates, ``interrupted`` for
+    a second Ctrl-C (the operator's choice, not a fault) and ``failed`` otherwise."""
+    abandoned = state.abandon_runs(name, ABANDONED)
+    if abandoned:
+        log.warning("%s: %d earlier run(s) ended without closing; marked abandoned", name, abandoned)
+    run = RecordedRun(state.start_run(name, direction, trigger))
     try:
-        if do_pull:
-            report.pull = DirectionReport("pull")
-            _guarded(run_pull, ctx, report.pull)
-        # a pull that stopped has not seen every remote edit: a push now would write over them
-        pulled = report.pull is None or report.pull.error is None
-        if do_push and not ctx.stop.is_set() and pulled:
-            report.push = DirectionReport("push")
-            _guarded(run_push, ctx, report.push)
+        with run_context(run_id=run.run_id, connector=name, trigger=trigger):
+            yield run
     except BaseException as exc:
-        if report.run_id is not None:
-            if isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C: the operator's choice, not a fault
-                outcome, error = "interrupted", "interrupted before the batch in flight was committed"
-            else:
-                outcome, error = "failed", f"{type(exc).__name__}: {exc}"
-            project.state.finish_run(report.run_id, outcome, report.totals().as_dict(), redact(error))
-            report.run_id = None
+        if isinstance(exc, KeyboardInterrupt):
+            outcome, error = "interrupted", "interrupted before the batch in flight was committed"
+        else:
+            outcome, error = "failed", f"{type(exc).__name__}: {exc}"
+        state.finish_run(run.run_id, outcome, totals(), redact(error))
         raise
+    state.finish_run(run.run_id, run.outcome, totals(), run.error)
+
+
+def _run_directions(ctx: SyncContext, report: RunReport, *, do_pull: bool, do_push: bool) -> None:
+    """Pull, then push: a pull that stopped has not seen every remote edit, and a push now would write
+    over them."""
+    if do_pull:
+        report.pull = DirectionReport("pull")
+        _guarded(run_pull, ctx, report.pull)
+    pulled = report.pull is None or report.pull.error is None
+    if do_push and not ctx.stop.is_set() and pulled:
+        report.push = DirectionReport("push")
+        _guarded(run_push, ctx, report.push)
 
 
 def _guarded(step, ctx: SyncContext, part: DirectionReport) -> None:  # type: ignore[no-untyped-def]
