@@ -267,3 +267,67 @@ def test_what_a_remote_or_a_record_says_is_shown_as_text_never_as_markup(
         html = client.get(page).text
         assert "<script>" not in html and "<img src=x>" not in html, page
     assert "&lt;script&gt;" in client.get("/ui/dead-letters").text
+
+
+def test_each_pushing_run_records_the_lag_it_left_and_the_overview_charts_it(
+    project: Project, mock_server: httpx.Client, client: TestClient
+) -> None:
+    from sync_support import FAST_RETRY, event
+
+    from connector_core.sync.runner import run_connector
+
+    for i in range(3):
+        project.eventlog.append([event(f"e{i}", f"q{i}", "create-individual", {"entityName": "individual"})])
+        run_connector(project, "reg", retry=FAST_RETRY)
+    mock_server.put("/_control/faults", json={"script": [{"status": 503}] * 20})
+    project.eventlog.append([event("e9", "q9", "create-individual", {"entityName": "individual"})])
+    assert not run_connector(project, "reg", pull=False, retry=FAST_RETRY).ok
+    lags = [r.counts.get("push_lag") for r in reversed(project.state.runs("reg"))]
+    assert lags == [0, 0, 0, 1]  # the failed push left its event behind
+    log_in(client)
+    overview = client.get("/ui/").text
+    assert overview.count("<rect") >= 4 + 4  # a bar per run in each chart
+    assert "<title>1</title>" in overview  # the last run's lag, as its bar's hover text
+
+
+def test_dcsync_ui_serves_the_console_until_stopped(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from connector_core.testing.server import free_port
+
+    (tmp_path / "dcsync.yaml").write_text("connectors: {}\n")
+    port = free_port()
+    env = {**os.environ, "DCSYNC_UI_TOKEN": "a-token-long-enough-1234"}
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "connector_core.cli",
+            "ui",
+            "--port",
+            str(port),
+            "-c",
+            str(tmp_path / "dcsync.yaml"),
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert child.poll() is None and time.monotonic() < deadline, "dcsync ui did not start"
+                time.sleep(0.1)
+        home = httpx.get(f"http://127.0.0.1:{port}/", follow_redirects=True)
+        assert home.status_code == 200 and 'id="login-form"' in home.text
+    finally:
+        child.terminate()
+        _, said = child.communicate(timeout=10)
+    assert f"dcsync console on http://127.0.0.1:{port}/ui/" in said and "a-token-long-enough" not in said
