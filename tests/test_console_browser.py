@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from console_support import PASSWORD, REFUSAL, USER, conflict, failing_remote
-from sync_support import FAST_RETRY, remote_records
+from sync_support import FAST_RETRY, event, remote_records
 
 from connector_core.console import open_console
 from connector_core.console.app import standalone_app
@@ -128,11 +128,19 @@ def _log_in(driver: Any, url: str) -> None:
 def test_a_failing_connector_is_seen_its_dead_letters_replayed_once_the_remote_is_fixed(
     project: Project, mock_server: httpx.Client, console: Callable[[], str], driver: Any
 ) -> None:
+    for i, outage in enumerate([False, True, False, True, False]):  # a history to chart
+        project.eventlog.append(
+            event(f"h{i}-{k}", f"h{i}-{k}", "create-individual", {"entityName": "individual"})
+            for k in range(i + 1)
+        )
+        mock_server.put("/_control/faults", json={"script": [{"status": 503}] * 20} if outage else {})
+        run_connector(project, "reg", pull=False, retry=FAST_RETRY)
     refs = failing_remote(project, mock_server, count=3)
     url = console()
     _log_in(driver, url)
     row = _by(driver, 'tr[data-connector="reg"]')
     assert _by(row, ".outcome").text == "degraded"
+    assert len(_all(driver, "svg.bars rect")) >= 2 * 6  # a bar per run in both charts
     _shot(driver, "overview")
     _by(row, "a.dead-letters").click()
     (group,) = _all(driver, "tr.group")
