@@ -156,6 +156,7 @@ def test_a_failing_connector_is_seen_its_dead_letters_replayed_once_the_remote_i
     mock_server.put("/_control/faults", json={})  # the remote is fixed
     _by(driver, "button.replay-group").click()
     assert _by(driver, "#confirm-count").text == "3"
+    _by(driver, "#note").send_keys("the registry accepts + prefixes again")
     _shot(driver, "confirm")
     assert project.state.open_counts("reg").dead_letters == 3  # nothing happens before confirming
     _by(driver, "#confirm").click()
@@ -167,6 +168,13 @@ def test_a_failing_connector_is_seen_its_dead_letters_replayed_once_the_remote_i
     driver.get(f"{url}/ui/audit")
     actions = [(_by(r, ".actor").text, _by(r, ".what").text) for r in _all(driver, "tr.action")]
     assert actions[0] == (f"ui:{USER}", "replay") and (f"ui:{USER}", "login") in actions
+    (replay,) = project.state.actions(action="replay")
+    assert replay.detail == {
+        "letters": 3,
+        "delivered": 3,
+        "failed_again": 0,
+        "note": "the registry accepts + prefixes again",
+    }
     _shot(driver, "audit")
     driver.get(f"{url}/ui/runs?connector=reg")
     assert "degraded" in _by(driver, "#runs").text

@@ -201,7 +201,9 @@ def routes(console: Console) -> list[Route]:
             done, failed = 0, 0
             for connector, letters in selection.by_connector(state).items():
                 if action == "replay":
-                    counts = replay_dead_letters(console.project, connector, letters, actor=who).counts
+                    counts = replay_dead_letters(
+                        console.project, connector, letters, actor=who, note=note
+                    ).counts
                     done += counts.read - counts.dead_lettered
                     failed += counts.dead_lettered
                 else:
