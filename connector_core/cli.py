@@ -536,6 +536,7 @@ _REPORT_ROWS = (
     ("retries", "retries"),
     ("parked", "parked"),
     ("conflicts", "conflicts"),
+    ("out of scope", "out_of_scope"),
 )
 
 

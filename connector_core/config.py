@@ -34,6 +34,7 @@ from connector_core.bounded import (
     read_limited,
 )
 from connector_core.retry import RetryPolicy
+from connector_core.scopes import ScopesConfig
 
 CONFIG_FILE_NAME = "dcsync.yaml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -280,6 +281,11 @@ class ConnectorInstanceConfig(_Strict):
         default="default",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
         description="Worker fleet: the queue its jobs go to (`dcsync worker --queue`)",
+    )
+    scopes: ScopesConfig | None = Field(
+        default=None,
+        description="Fields the push may send and the pull may write back, per entity (absent: any); "
+        "docs/data-protection.md#field-scopes",
     )
     settings: dict[str, Any] = Field(default_factory=dict)
 

@@ -76,6 +76,7 @@ class Metrics:
                 "appended",
                 "parked",
                 "conflicts",
+                "out_of_scope",
             ):
                 if counts[result]:
                     self.records.labels(name, part.direction, result).inc(counts[result])

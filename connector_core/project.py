@@ -26,7 +26,9 @@ from connector_core.eventlog import open_event_log
 from connector_core.eventlog.base import EventLog
 from connector_core.logs import register_secrets_of, register_url_credentials
 from connector_core.mapping import MappingError, MappingSet, identity_mapping, load_mapping
+from connector_core.mapping.errors import MappingIssue
 from connector_core.plugins import PluginError, PluginHost, load_plugins
+from connector_core.scopes import FieldScopes, check_push_scope, unknown_entities
 from connector_core.state import open_state_store
 from connector_core.state.lease import LeasedStateStore
 
@@ -165,10 +167,36 @@ def _load_mapping(loaded: LoadedConfig, name: str) -> MappingSet:
     if not path.exists():
         raise loaded.error(("connectors", name, "mapping"), f"mapping file {path} does not exist")
     try:
-        return load_mapping(path)
+        mappings = load_mapping(path)
     except MappingError as exc:
         # each issue keeps its mapping file, line, column, mapping and field: one line each
         raise ConfigError([str(issue) for issue in exc.issues]) from None
+    _check_scopes(loaded, name, mappings)
+    return mappings
+
+
+def scope_problems(loaded: LoadedConfig, name: str, mappings: MappingSet) -> list[str]:
+    """A connector's field scopes against its mapping: a scope key no mapping selects (at its line in
+    ``dcsync.yaml``), and every push target outside the push scope (at its line in the mapping file)."""
+    scopes_config = loaded.project.connectors[name].scopes
+    scopes = FieldScopes.of(name, scopes_config)
+    if scopes_config is None or scopes is None:
+        return []
+    problems = [
+        f"{loaded.where('connectors', name, 'scopes', direction, key)}: "
+        f"connectors.{name}.scopes.{direction}.{key}: {message}"
+        for direction, key, message in unknown_entities(scopes_config, mappings)
+    ]
+    problems.extend(
+        str(issue) for issue in sorted(check_push_scope(mappings, scopes), key=MappingIssue.sort_key)
+    )
+    return problems
+
+
+def _check_scopes(loaded: LoadedConfig, name: str, mappings: MappingSet) -> None:
+    problems = scope_problems(loaded, name, mappings)
+    if problems:
+        raise ConfigError(problems)
 
 
 def check_project(loaded: LoadedConfig, host: PluginHost) -> dict[str, MappingSet]:

@@ -108,8 +108,21 @@ def _load(file: Path) -> MappingSet:
 @_one_line_errors
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Mapping files to check.", show_default=False)],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            envvar="DCSYNC_CONFIG",
+            help="Project file whose connectors' field scopes a file is checked against, for every "
+            "connector whose mapping: it is (default: ./dcsync.yaml when it exists).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Check mapping files without data: YAML, schema, paths, transforms, targets, reversibility."""
+    """Check mapping files without data: YAML, schema, paths, transforms, targets, reversibility, and the
+    push scopes of the connectors that use them."""
+    scoped = _project_scopes(config)
     failed = False
     for file in files:
         try:
@@ -121,10 +134,51 @@ def validate(
             n = len(exc.issues)
             typer.echo(f"{file}: {n} error{'s' if n != 1 else ''}", err=True)
             continue
+        problems = _scope_problems(scoped, file, mappings)
+        if problems:
+            failed = True
+            for problem in problems:
+                typer.echo(problem)
+            n = len(problems)
+            typer.echo(f"{file}: {n} scope error{'s' if n != 1 else ''}", err=True)
+            continue
         names = ", ".join(f"{m.name} ({m.entity_name or m.entity_type})" for m in mappings.mappings)
         typer.echo(f"{file}: ok, {len(mappings)} mapping{'s' if len(mappings) != 1 else ''}: {names}")
     if failed:
         raise typer.Exit(EXIT_INVALID)
+
+
+def _project_scopes(config: Path | None) -> Any:
+    """The project whose scopes apply (``None``: no project file here), loaded without plugins or stores."""
+    from connector_core.config import CONFIG_FILE_NAME, ConfigError, load_config
+
+    path = config if config is not None else Path(CONFIG_FILE_NAME)
+    if config is None and not path.exists():
+        return None
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        if config is None:  # found, not asked for: the mapping is still checked, the scopes are not
+            typer.echo(f"warning: field scopes not checked: {exc.problems[0]}", err=True)
+            return None
+        for problem in exc.problems:
+            typer.echo(problem)
+        raise typer.Exit(EXIT_INVALID) from None
+
+
+def _scope_problems(loaded: Any, file: Path, mappings: MappingSet) -> list[str]:
+    """Scope errors of ``file`` for every connector of ``loaded`` whose ``mapping:`` is that file."""
+    if loaded is None:
+        return []
+    from connector_core.project import scope_problems
+
+    out: list[str] = []
+    for name, instance in loaded.project.connectors.items():
+        if instance.mapping is None or instance.scopes is None:
+            continue
+        if loaded.resolve_path(instance.mapping).resolve() == file.resolve():
+            out.extend(scope_problems(loaded, name, mappings))
+    return out
 
 
 @app.command()

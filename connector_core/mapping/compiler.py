@@ -498,6 +498,7 @@ class _Compiler:
             reads=tuple(reads),
             targets=(target, *sub_targets),
             line=self.doc.at(ypath, key=True)[0],
+            column=self.doc.at(ypath, key=True)[1],
             value_type=value_type,
             values=self._closing_values(bound),
             may_be_empty=spec.optional or spec.drop_if_empty or ("default" in set_ and spec.default is None),

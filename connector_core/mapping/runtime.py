@@ -52,6 +52,8 @@ class FieldPlan:
     """Every target this field can produce, including ``ids[].type`` for collections (coverage)."""
     line: int = 0
     """Line of the field in its mapping file (0: not from a file), for messages about the target."""
+    column: int = 0
+    """Column of the field's key on that line (scope errors point at the entry, docs/data-protection.md)."""
     value_type: str = "any"
     """The type the field's last typed step produces (``str``, ``int``, ``list``, ...; ``any``: unknown)."""
     values: tuple[Any, ...] | None = None

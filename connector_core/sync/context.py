@@ -10,6 +10,7 @@ from connector_core.connector import Connector
 from connector_core.eventlog.base import EventLog
 from connector_core.mapping import MappingSet
 from connector_core.retry import RetryPolicy
+from connector_core.scopes import FieldScopes
 from connector_core.state.base import StateStore
 
 
@@ -38,6 +39,8 @@ class SyncContext:
     """Records refused in a row for one (normalised) reason that stop the run: the cause is not in them."""
     conflict_policy: str = "external-wins"
     merge_fallback: str = "external"
+    scopes: FieldScopes | None = None
+    """Fields the push may send and the pull may write back (``None``: any); see ``sync/scoping.py``."""
     stop: threading.Event = field(default_factory=threading.Event)
     on_progress: Callable[[str, int, int | None], None] | None = None
     """Called after each page with (direction, done, total or None): the CLI's progress bar."""

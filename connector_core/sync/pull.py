@@ -25,10 +25,12 @@ from connector_core.entities import Entity, EventIssue, fold
 from connector_core.events import FormSubmission, SyncLevel, normalize_timestamp, now_timestamp
 from connector_core.mapping import EntityMapping, MapContext
 from connector_core.retry import call_with_retry
+from connector_core.scopes import runtime_key
 from connector_core.state.base import Direction, Link
 from connector_core.sync.conflicts import decide
 from connector_core.sync.context import SyncContext
 from connector_core.sync.report import DirectionReport
+from connector_core.sync.scoping import scoped_push
 
 log = logging.getLogger("dcsync.pull")
 
@@ -146,6 +148,15 @@ class PagePuller:
         version = record.version or record.updated_at or ""
         base = link.base if link is not None and link.base else None
         synced = self._synced_form(mapping, link, base) if link is not None and base is not None else None
+        remote, held, declined = self._scoped(remote, mapping, entity_name, entity, synced)
+        if entity is None and held and set(remote) <= set(_BOOKKEEPING) | {"parentGuid"}:
+            # nothing of it may land: no entity made of bookkeeping alone (reported again if it changes)
+            if declined:
+                self._out_of_scope(record, guid, entity_name, declined)
+            self.counts.skipped += 1
+            return
+        if declined:
+            self._out_of_scope(record, guid, entity_name, declined)
 
         if entity is None:
             apply = remote
@@ -179,8 +190,8 @@ class PagePuller:
             remote_state = {**(entity.data if entity else {}), **remote}
         if not apply:
             self.counts.unchanged += 1
-            if link is None or link.remote_version != version or link.base != remote_state:
-                self._link(record, guid, entity_name, entity, remote_state, version)
+            if link is None or link.remote_version != version or link.base != remote_state or declined:
+                self._link(record, guid, entity_name, entity, remote_state, version, held)
             self.resolved_dead_letters.append(record.external_id)
             return
         event = self._event(
@@ -193,8 +204,50 @@ class PagePuller:
         else:
             self.counts.updated += 1
         self._note("create" if entity is None else "update", guid, entity_name)
-        self._link(record, guid, entity_name, new_state, remote_state, version)
+        self._link(record, guid, entity_name, new_state, remote_state, version, held)
         self.resolved_dead_letters.append(record.external_id)
+
+    def _scoped(
+        self,
+        remote: dict[str, Any],
+        mapping: EntityMapping,
+        entity_name: str | None,
+        entity: Entity | None,
+        synced: dict[str, Any] | None,
+    ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+        """Split a mapped record by the pull scope: what may be written, what the remote holds outside the
+        scope (kept for the link's snapshot only), and the names of the refused fields that are news (the
+        remote changed them since the last sync; for a record not in the log yet, all of them)."""
+        scopes = self.ctx.scopes
+        kind = entity.type if entity is not None else None
+        allowed = scopes.pull_fields(runtime_key(mapping, entity_name, kind)) if scopes is not None else None
+        if allowed is None:
+            return remote, {}, []
+        held = {k: v for k, v in remote.items() if k not in allowed}
+        kept = {k: v for k, v in remote.items() if k in allowed}
+        if entity is None:  # all it holds, but an empty value is no change anyone loses
+            declined = sorted(k for k, v in held.items() if v not in (None, "", [], {}))
+        elif synced is not None:
+            declined = sorted(k for k, v in held.items() if synced.get(k) != v)
+        else:
+            declined = sorted(k for k, v in held.items() if entity.data.get(k) != v)
+        return kept, held, declined
+
+    def _out_of_scope(
+        self, record: RemoteRecord, guid: str, entity_name: str | None, fields: list[str]
+    ) -> None:
+        """One line per record whose change the pull scope refused: its ids and the field names, no values."""
+        self.counts.out_of_scope += 1
+        names = ", ".join(fields)
+        self._note("out of scope", guid, entity_name, f"not written: {names}")
+        log.warning(
+            "%s: record %s (entity %s, %s): not written, outside the pull scope: %s",
+            self.ctx.name,
+            record.external_id,
+            guid,
+            entity_name or "entity",
+            names,
+        )
 
     def _synced_form(self, mapping: EntityMapping, link: Link, base: dict[str, Any]) -> dict[str, Any]:
         """The remote's state at the last sync as a pull reads it: the link's snapshot (the payload last
@@ -214,8 +267,8 @@ class PagePuller:
         mapping = self.ctx.mappings.for_entity(entity.to_json())
         if mapping is None:
             return False
-        mapped = mapping.push(entity.to_json(), MapContext(link=self.external_id_of))
-        return mapped.errors != [] or mapped.record != link.snapshot
+        mapped = scoped_push(self.ctx, mapping, entity.to_json(), MapContext(link=self.external_id_of), link)
+        return mapped.result.errors != [] or mapped.result.record != link.snapshot
 
     def _event(
         self, record: RemoteRecord, guid: str, kind: str, data: dict[str, Any], version: str
@@ -241,9 +294,11 @@ class PagePuller:
         template: Entity | None,
         remote_state: dict[str, Any],
         version: str,
+        held: dict[str, Any] | None = None,
     ) -> None:
         """Remember the remote's state: in entity space as the merge base, and in its pushed form as the
-        snapshot, so the next push sends exactly the local changes the remote does not have."""
+        snapshot, so the next push sends exactly the local changes the remote does not have. ``held``: the
+        remote's values the pull scope kept out of the log, in the snapshot only (``sync/scoping.py``)."""
         self._external_ids[guid] = record.external_id
         self.links[record.external_id] = remote_link(
             self.ctx,
@@ -254,6 +309,7 @@ class PagePuller:
             remote_state,
             version,
             self.external_id_of,
+            held,
         )
 
     def _deleted(self, record: RemoteRecord, guid: str, entity: Entity | None) -> None:
@@ -367,14 +423,16 @@ def remote_link(
     remote_state: dict[str, Any],
     version: str | None,
     external_id_of: Any,
+    held: dict[str, Any] | None = None,
 ) -> Link:
-    """The link that records ``remote_state`` as what the remote holds for ``guid``."""
+    """The link that records ``remote_state`` as what the remote holds for ``guid`` (with ``held``, the
+    remote's values the pull scope refused, in the snapshot but not in the merge base)."""
     snapshot: dict[str, Any] = {}
     shape = template.copy() if template is not None else Entity(guid=guid, type="individual")
-    shape.data = dict(remote_state)
+    shape.data = {**remote_state, **(held or {})}
     mapping = ctx.mappings.for_entity(shape.to_json())
     if mapping is not None:
-        mapped = mapping.push(shape.to_json(), MapContext(link=external_id_of))
+        mapped = scoped_push(ctx, mapping, shape.to_json(), MapContext(link=external_id_of)).result
         if not mapped.errors and mapped.record is not None:
             snapshot = mapped.record
     return Link(

@@ -38,10 +38,12 @@ from connector_core.eventlog.base import MEMBERSHIP_EVENTS, EventTouch
 from connector_core.events import now_timestamp
 from connector_core.mapping import MapContext
 from connector_core.retry import call_with_retry
+from connector_core.scopes import runtime_key
 from connector_core.state.base import Direction, Link, StateTxn
 from connector_core.streams import SeenOnDisk, chunks
 from connector_core.sync.context import RunStopped, SyncContext
 from connector_core.sync.report import Counts, DirectionReport, PlannedOperation
+from connector_core.sync.scoping import PushScopeNotes, scoped_push
 
 log = logging.getLogger("dcsync.push")
 
@@ -171,6 +173,7 @@ class Pusher:
         # a dry run plans each entity once, however its events fall across pages
         self._rehearsed = SeenOnDisk() if ctx.dry_run else None
         self._map_context = MapContext(link=self.external_id)
+        self._scope_notes = PushScopeNotes(ctx.name)
         if self._stale_intents:
             log.warning(
                 "%s: %d creates of an interrupted run may have reached the remote; they are looked up first",
@@ -293,7 +296,21 @@ class Pusher:
             self.counts.skipped += 1
             self._unpark(entity.guid)
             return None
-        result = mapping.push(doc, self._map_context)
+        scoped = scoped_push(ctx, mapping, doc, self._map_context, link)
+        if scoped.denied:
+            self.counts.skipped += 1
+            self.counts.out_of_scope += 1
+            self._scope_notes.denied(entity.entity_name or entity.type)
+            if self.plan is not None and len(self.plan) < 10_000:
+                self.plan.append(
+                    PlannedOperation("skip", entity.guid, entity.entity_name, "not in the push scope")
+                )
+            self._unpark(entity.guid)
+            return None
+        if scoped.dropped:
+            self.counts.out_of_scope += 1
+            self._scope_notes.dropped(entity.entity_name or entity.type, scoped.dropped)
+        result = scoped.result
         if result.errors:
             self._record_failure(entity.guid, f"mapping failed: {result.reason}", {"entity": doc})
             return None
@@ -356,9 +373,19 @@ class Pusher:
         return _Planned(record, {}, {})
 
     def _parent_expected(self, parent_guid: str) -> bool:
-        """A parent must be delivered first only if it exists and some mapping sends it."""
+        """A parent must be delivered first only if it exists, some mapping sends it and the push scope lets
+        it be sent (a household kept out of scope never comes; its members go without it)."""
         parent = self.ctx.eventlog.get_entity(parent_guid)
-        return parent is not None and self.ctx.mappings.for_entity(parent.to_json()) is not None
+        if parent is None:
+            return False
+        doc = parent.to_json()
+        mapping = self.ctx.mappings.for_entity(doc)
+        if mapping is None:
+            return False
+        scopes = self.ctx.scopes
+        if scopes is not None and scopes.push is not None:
+            return scopes.push_tree(runtime_key(mapping, parent.entity_name, parent.type)) is not None
+        return True
 
     # -- parked children --------------------------------------------------------------------------
     def _park(self, guid: str, parent_guid: str, reason: str, *, hold: bool = False) -> None:

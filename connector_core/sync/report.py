@@ -18,6 +18,7 @@ class Counts:
     appended: int = 0  # events appended to the log by a pull
     conflicts: int = 0
     parked: int = 0
+    out_of_scope: int = 0  # records sent or pulled without some fields, or not at all, by the field scopes
 
     def add(self, other: Counts) -> None:
         for key, value in asdict(other).items():

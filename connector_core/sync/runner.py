@@ -20,6 +20,7 @@ from connector_core.connector import Capability, ConnectorError
 from connector_core.logs import redact, run_context
 from connector_core.project import Project
 from connector_core.retry import RetryPolicy
+from connector_core.scopes import FieldScopes
 from connector_core.state.base import Direction
 from connector_core.state.lease import ConnectorBusy, LeaseLost
 from connector_core.sync.context import RunStopped, SyncContext
@@ -108,6 +109,7 @@ def sync_session(
                 systemic_after=instance.systemic_after,
                 conflict_policy=instance.conflict_policy,
                 merge_fallback=instance.merge_fallback,
+                scopes=FieldScopes.of(name, instance.scopes),
                 stop=stop or threading.Event(),
                 on_progress=on_progress,
             )

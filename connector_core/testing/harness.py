@@ -25,6 +25,7 @@ from connector_core.mapping import MappingSet, identity_mapping
 from connector_core.plugins import ConnectorInfo, PluginHost
 from connector_core.retry import RetryPolicy
 from connector_core.sample import mobile_log
+from connector_core.scopes import FieldScopes
 from connector_core.state.base import DeadLetter, Direction
 from connector_core.state.sqlite import SqliteStateStore
 from connector_core.sync.context import RunStopped, SyncContext
@@ -66,6 +67,7 @@ class SyncHarness:
         conflict_policy: str = "external-wins",
         in_flight: int = 1,
         systemic_after: int = 20,
+        scopes: FieldScopes | None = None,
     ) -> None:
         root = Path(directory)
         root.mkdir(parents=True, exist_ok=True)
@@ -80,6 +82,7 @@ class SyncHarness:
         self.conflict_policy = conflict_policy
         self.in_flight = max(1, min(in_flight, type(connector).max_in_flight))  # as the runner caps it
         self.systemic_after = systemic_after
+        self.scopes = scopes
 
     def context(self) -> SyncContext:
         """What one run of the engine works with (a fresh one per run, as the runner makes)."""
@@ -95,6 +98,7 @@ class SyncHarness:
             retry=self.retry,
             conflict_policy=self.conflict_policy,
             systemic_after=self.systemic_after,
+            scopes=self.scopes,
         )
 
     def append(self, events: Iterable[FormSubmission]) -> int:
