@@ -331,3 +331,27 @@ def test_dcsync_ui_serves_the_console_until_stopped(tmp_path: Path) -> None:
         child.terminate()
         _, said = child.communicate(timeout=10)
     assert f"dcsync console on http://127.0.0.1:{port}/ui/" in said and "a-token-long-enough" not in said
+
+
+def test_the_mapping_explorer_shows_the_payload_after_the_push_scope(
+    make_project: Callable[..., Project], mock_server: httpx.Client
+) -> None:
+    from sync_support import event
+
+    project = make_project("    scopes:\n      push:\n        individual: [first_name]\n")
+    project.eventlog.append(
+        [
+            event(
+                "a",
+                "s1",
+                "create-individual",
+                {"entityName": "individual", "first_name": "Io", "phone_number": "+9"},
+            )
+        ]
+    )
+    with TestClient(app_for(project)) as client:
+        log_in(client)
+        page = client.get("/ui/mapping/reg/s1").text
+    payload = page.split('id="payload">')[1].split("</pre>")[0]
+    assert "Io" in payload and "+9" not in payload
+    assert "phone_number" in page.split('id="out-of-scope">')[1].split("</p>")[0]

@@ -1,12 +1,14 @@
 """Why does the remote hold this: one entity, every mapped field with its source values and transforms (the
-same explanation as ``dcsync mapping test --explain``), the payload a push would send now, and how it differs
-from the snapshot last synced (the link's, in the state store)."""
+same explanation as ``dcsync mapping test --explain``), the payload a push would send now (after the field
+scopes, as the push makes it), and how it differs from the snapshot last synced (the link's, in the state
+store)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -16,6 +18,8 @@ from starlette.routing import Route
 from connector_core.console.context import Console, opt
 from connector_core.mapping import MapContext
 from connector_core.redaction import redact_value
+from connector_core.scopes import FieldScopes
+from connector_core.sync.scoping import scoped_push
 
 SEARCH_LIMIT = 20
 
@@ -100,7 +104,13 @@ def routes(console: Console) -> list[Route]:
             if mapping is not None:
                 ctx = MapContext(link=link_of)
                 explanation = mapping.push(doc, ctx, explain=True).explanation
-                result = mapping.push(doc, ctx)
+                # the payload as the push makes it: the remote's values kept where the pull scope refused
+                # the log's, trimmed to the push scope (connector_core/sync/scoping.py)
+                scopes = FieldScopes.of(connector, project.instance(connector).scopes)
+                scoped = scoped_push(cast(Any, SimpleNamespace(scopes=scopes)), mapping, doc, ctx, link)
+                result = scoped.result
+                values["out_of_scope"] = scoped.dropped
+                values["denied"] = scoped.denied
                 values["traces"] = explanation.fields if explanation is not None else []
                 values["excluded"] = explanation.excluded if explanation is not None else None
                 values["errors"] = [str(e) for e in result.errors]
