@@ -8,10 +8,12 @@ on a free loopback port, logs in, and times, ``--repeat`` times each:
 - a group's first page and a deep keyset page (``after`` the id 60% into the group),
 - the runs page, first and deep (``before`` an id near the oldest).
 
-Baselines measured in the same run on the same store: the bare store query behind each page, and the deep
+Each store is measured plain and sealed (``state.encryption_key``: reasons sealed deterministically, so
+``GROUP BY`` still groups; payloads opened as the rows are read). Baselines measured in the same run on the
+same store: the bare store query behind each page, and the deep
 page written with ``OFFSET`` (what keyset paging avoids). Figures are medians (and p95) in milliseconds.
 
-Usage: python bench/console.py [--letters 100000] [--runs 10000] [--repeat 20] [--no-postgres]
+Usage: python bench/console.py [--letters 100000] [--runs 10000] [--repeat 20] [--no-postgres] [--no-sealed]
 PostgreSQL at ``DCSYNC_TEST_POSTGRES_URL`` (default postgresql://postgres@127.0.0.1:5432/test).
 """
 
@@ -32,6 +34,8 @@ import httpx
 from connector_core.console.app import console_app, standalone_app
 from connector_core.console.auth import Logins
 from connector_core.project import Project
+from connector_core.state.redacting import RedactingStateStore
+from connector_core.state.sealing import generate_key
 from connector_core.state.store import _DEAD_LETTER_COLUMNS as COLUMNS
 from connector_core.testing.server import serve
 
@@ -56,24 +60,26 @@ def _config(workdir: Path, state: str) -> Path:
 
 
 def _backend(state: Any) -> Any:
-    """The SQL store under the redacting and leasing wrappers (the bench seeds it with bulk inserts)."""
-    while not hasattr(state, "_db"):
-        state = state.inner if hasattr(state, "inner") else state._store
+    """The SQL store under the redacting wrapper: the bench seeds it with bulk inserts, and its bare queries
+    are the baseline (the pages add redaction, rendering and HTTP)."""
+    while isinstance(state, RedactingStateStore):
+        state = state.inner
     return state
 
 
 def _seed(project: Project, letters: int, runs: int) -> None:
     store = _backend(project.state)
     db = store._db
+    seal = store._cipher.seal  # as the store writes them: sealed when it has a key
     now = "2026-01-01T00:00:00.000Z"
     rows = []
     n = 0
     for share, reason in REASONS:
+        stored_reason = seal(reason, "dead_letters.reason")
         for _ in range(int(letters * share)):
             connector = "reg" if n % 10 else "other"
-            rows.append(
-                (connector, "push", f"ref-{n}", reason, db.json_in({"entity": {"guid": f"ref-{n}"}}), now)
-            )
+            payload = db.json_in(seal({"entity": {"guid": f"ref-{n}"}}, "dead_letters.payload"))
+            rows.append((connector, "push", f"ref-{n}", stored_reason, payload, now))
             n += 1
     with db.transaction():
         for start in range(0, len(rows), 10_000):
@@ -115,13 +121,19 @@ def _login(client: httpx.Client) -> None:
     assert done.status_code in (200, 303), done.status_code
 
 
-def bench(name: str, state_yaml: str, letters: int, runs: int, repeat: int) -> None:
+def bench(name: str, state_yaml: str, letters: int, runs: int, repeat: int, with_index: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = _config(Path(tmp), state_yaml)
         project = Project.open(config)
         try:
             started = time.perf_counter()
             _seed(project, letters, runs)
+            if with_index:  # what an index on a group's key would change (not in the migrations)
+                _backend(project.state)._db.execute(
+                    "CREATE INDEX bench_dead_letters_group ON {s}.dead_letters "
+                    "(connector, direction, reason, id) WHERE status = 'open'"
+                )
+                name += " + group index"
             print(f"\n{name}: seeded {letters:,} dead letters and {runs:,} runs in "
                   f"{time.perf_counter() - started:.1f} s")  # fmt: skip
             store = _backend(project.state)
@@ -130,7 +142,7 @@ def bench(name: str, state_yaml: str, letters: int, runs: int, repeat: int) -> N
                 r[0]
                 for r in store._db.rows(
                     "SELECT id FROM {s}.dead_letters WHERE connector = 'reg' AND reason = ? ORDER BY id",
-                    (big,),
+                    (store._cipher.seal(big, "dead_letters.reason"),),
                 )
             ]
             deep_after = group_ids[int(len(group_ids) * 0.6)]
@@ -169,11 +181,14 @@ def bench(name: str, state_yaml: str, letters: int, runs: int, repeat: int) -> N
                     print(f"{label:<26} {page_ms:>8.1f} ({page_p95:>4.0f}) {query_ms:>15.2f} "
                           f"{page_ms / max(query_ms, 0.01):>10.1f}x")  # fmt: skip
                 offset_ms, _ = _time(
-                    lambda: store._db.rows(
-                        f"SELECT {COLUMNS} FROM {{s}}.dead_letters WHERE status = 'open' AND connector = "
-                        "'reg' AND direction = 'push' AND reason = ? ORDER BY id LIMIT 51 OFFSET ?",
-                        (big, deep_offset),
-                    ),
+                    lambda: [  # mapped (opened) like the keyset page's rows, so only the paging differs
+                        store._dead_letter(row)
+                        for row in store._db.rows(
+                            f"SELECT {COLUMNS} FROM {{s}}.dead_letters WHERE status = 'open' AND connector = "
+                            "'reg' AND direction = 'push' AND reason = ? ORDER BY id LIMIT 51 OFFSET ?",
+                            (store._cipher.seal(big, "dead_letters.reason"), deep_offset),
+                        )
+                    ],
                     repeat,
                 )
                 keyset_ms, _ = _time(
@@ -204,23 +219,43 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-sealed", action="store_true", help="skip the runs with encryption at rest")
+    parser.add_argument(
+        "--group-index",
+        action="store_true",
+        help="also index (connector, direction, reason, id) WHERE status = 'open' (as a migration would)",
+    )
     args = parser.parse_args()
-    bench("SQLite", "", args.letters, args.runs, args.repeat)
+    os.environ["BENCH_CONSOLE_KEY"] = generate_key()
+    sealed = "  encryption_key: ${BENCH_CONSOLE_KEY}\n"
+    variants = [("SQLite", "state:\n  backend: sqlite\n")]
+    if not args.no_sealed:
+        variants.append(("SQLite, sealed", f"state:\n  backend: sqlite\n{sealed}"))
+    schemas = []
     if args.no_postgres:
-        return
-    if not _postgres_reachable():
+        pass
+    elif not _postgres_reachable():
         print("\nPostgreSQL not reachable: skipped")
-        return
-    schema = f"bench_console_{uuid.uuid4().hex[:8]}"
-    os.environ["BENCH_CONSOLE_PG"] = POSTGRES_URL
+    else:
+        os.environ["BENCH_CONSOLE_PG"] = POSTGRES_URL
+        for label, extra in (("PostgreSQL", ""), ("PostgreSQL, sealed", sealed)):
+            if extra and args.no_sealed:
+                continue
+            schemas.append(f"bench_console_{uuid.uuid4().hex[:8]}")
+            pg = (
+                f"state:\n  backend: postgres\n  url: ${{BENCH_CONSOLE_PG}}\n  schema: {schemas[-1]}\n{extra}"
+            )
+            variants.append((label, pg))
     try:
-        state = f"state:\n  backend: postgres\n  url: ${{BENCH_CONSOLE_PG}}\n  schema: {schema}\n"
-        bench("PostgreSQL", state, args.letters, args.runs, args.repeat)
+        for label, state in variants:
+            bench(label, state, args.letters, args.runs, args.repeat, args.group_index)
     finally:
-        import psycopg
+        if schemas:
+            import psycopg
 
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+                for schema in schemas:
+                    conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 Both push the same entities to a mock server running as its own process (as a remote system is), over
 loopback HTTP, in this run; the figure that matters is the ratio.
-Usage: python bench/push.py [--entities 20000] [--batch-size 500] [--in-flight 4] [--rounds 3]
+Usage: python bench/push.py [--entities 20000] [--batch-size 500] [--in-flight 4] [--rounds 3] [--encrypt]
+
+``--encrypt`` also runs the engine with the state store's encryption at rest on (``state.encryption_key``:
+every link's snapshot and merge base sealed with AES-GCM) and reports what it costs.
 """
 
 from __future__ import annotations
@@ -17,16 +20,20 @@ import httpx
 
 from connector_core.project import Project
 from connector_core.sample import mobile_log
+from connector_core.state.sealing import generate_key
 from connector_core.sync.runner import run_connector
 from connector_core.testing.server import fake_server_process
 
 
-def bench_engine(entities: int, batch_size: int, in_flight: int = 1) -> tuple[float, int]:
+def bench_engine(
+    entities: int, batch_size: int, in_flight: int = 1, *, encrypt: bool = False
+) -> tuple[float, int]:
     households = max(1, entities // 5)
+    state = f"state:\n  path: state.db\n  encryption_key: {generate_key()}\n" if encrypt else ""
     with tempfile.TemporaryDirectory() as tmp, fake_server_process("mock") as url:
         config = Path(tmp) / "dcsync.yaml"
         config.write_text(
-            "connectors:\n  bench:\n    type: mock\n"
+            f"{state}connectors:\n  bench:\n    type: mock\n"
             f"    batch_size: {batch_size}\n    page_size: 5000\n    in_flight: {in_flight}\n"
             f"    settings:\n      url: {url}\n"
         )
@@ -59,9 +66,13 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="rounds of all measurements; the ratio reported is the median"
     )
+    parser.add_argument(
+        "--encrypt", action="store_true", help="also measure the engine with the state store encrypted"
+    )
     args = parser.parse_args()
     flights = sorted({1, args.in_flight})
     ratios: dict[int, list[float]] = {n: [] for n in flights}
+    sealed: dict[int, list[float]] = {n: [] for n in flights}  # encrypted rate / plain rate, per round
     best_naive = 0.0
     best_engine: dict[int, float] = dict.fromkeys(flights, 0.0)
     for round_no in range(1, args.rounds + 1):
@@ -84,6 +95,15 @@ def main() -> None:
                 f"{engine_n} records in {engine_s:6.2f}s = {rate:8,.0f} records/s  "
                 f"ratio {rate / naive_rate:.1f}x"
             )
+            if args.encrypt:
+                sealed_s, sealed_n = bench_engine(args.entities, args.batch_size, in_flight, encrypt=True)
+                sealed_rate = sealed_n / sealed_s
+                sealed[in_flight].append(sealed_rate / rate)
+                print(
+                    f"round {round_no}: engine, batch {args.batch_size}, {in_flight} in flight, encrypted: "
+                    f"{sealed_n} records in {sealed_s:6.2f}s = {sealed_rate:8,.0f} records/s  "
+                    f"{sealed_rate / rate:.0%} of plain"
+                )
     print(f"best one request per record: {best_naive:8,.0f} records/s")
     for in_flight in flights:
         print(
@@ -91,6 +111,11 @@ def main() -> None:
             f"ratio median {statistics.median(ratios[in_flight]):.1f}x over {args.rounds} rounds, "
             f"best-to-best {best_engine[in_flight] / best_naive:.1f}x (goal >= 10x)"
         )
+        if sealed[in_flight]:
+            print(
+                f"engine, {in_flight} in flight, encrypted: median "
+                f"{statistics.median(sealed[in_flight]):.0%} of the plain rate"
+            )
 
 
 if __name__ == "__main__":

@@ -166,6 +166,7 @@ def handled() -> Iterator[None]:
     """Turn the errors a user can cause into one line each and the right exit code."""
     from connector_core.mapping import MappingError
     from connector_core.state.lease import LeaseLost
+    from connector_core.state.sealing import StateKeyError
     from connector_core.sync.context import RunStopped
     from connector_core.sync.runner import ConnectorBusy
 
@@ -181,6 +182,8 @@ def handled() -> Iterator[None]:
         fail(str(exc), EXIT_BAD_INPUT)
     except (ConnectorBusy, LeaseLost) as exc:
         fail(str(exc), EXIT_FAILED)
+    except StateKeyError as exc:  # names key ids, tables and rows, never a value
+        fail(str(exc), EXIT_BAD_INPUT)
     except ConnectorError as exc:
         fail(redact(exc.message), EXIT_FAILED)
     except RunStopped as exc:  # a replay stopped: retries spent, or a failure about the run
@@ -987,6 +990,138 @@ def audit(
     out.print(table)
     if len(rows) == limit:
         out.print(f"older: dcsync audit --before {rows[-1].id}")
+
+
+# -- retention and erasure ----------------------------------------------------------------------------
+
+
+@app.command()
+def purge(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")] = False,
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """Remove what `retention:` in dcsync.yaml says is past keeping (never open work)."""
+    from connector_core.actions import current_actor
+    from connector_core.retention import DESCRIPTIONS, purge
+
+    with handled(), _project(config, read_only=dry_run) as project:
+        periods = project.config.project.retention.periods()
+        if not periods:
+            out.print("no retention: set in dcsync.yaml: everything is kept (see docs/data-protection.md)")
+            return
+        report = purge(project.state, periods, actor=current_actor(), dry_run=dry_run)
+    table = Table(
+        "kept for",
+        "what",
+        "older than",
+        "connector",
+        "would go" if dry_run else "removed",
+        title="purge (dry run: nothing removed)" if dry_run else "purge",
+    )
+    for kind, before in report.cutoffs.items():
+        counts = report.counts.get(kind) or {None: 0}
+        for connector, n in sorted(counts.items(), key=lambda kv: kv[0] or ""):
+            table.add_row(
+                _period(periods[kind]), DESCRIPTIONS[kind], _when(before) or before, connector or "-", str(n)
+            )
+    out.print(table)
+    verb = "would remove" if dry_run else "removed"
+    out.print(f"{verb} {report.total()} rows")
+
+
+def _period(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+@app.command()
+def forget(
+    guids: Annotated[list[str], typer.Argument(help="Entity guids of the people (or households) to forget.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")] = False,
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """Answer an erasure request: remove what dcsync keeps of an entity (link snapshots, dead letters,
+    conflicts) and say what remains in the event log and in each remote."""
+    from connector_core.actions import current_actor
+    from connector_core.retention import forget
+
+    with handled(), _project(config, read_only=dry_run) as project:
+        backend = project.config.project.eventlog.backend
+        reports = forget(project.state, project.eventlog, guids, actor=current_actor(), dry_run=dry_run)
+    for r in reports:
+        verb = "would remove" if dry_run else "removed"
+        out.print(
+            f"{r.guid}: {verb} {r.snapshots} snapshot(s), {r.dead_letters} dead letter(s), "
+            f"{r.conflicts} conflict(s) from dcsync's state store"
+        )
+        if r.in_event_log:
+            where = (
+                "the DataCollect tenant and its local mirror" if backend == "datacollect" else "the event log"
+            )
+            out.print(
+                f"  still in {where}: its events (the source's immutable history; erase it at the source, "
+                "e.g. a delete-entity in DataCollect, which dcsync then pushes as deletes)"
+            )
+        else:
+            out.print("  not in the event log (never there, or deleted)")
+        for connector, external_id, deleted in r.linked:
+            state = "deleted there by dcsync" if deleted else "still held there"
+            out.print(
+                f"  {connector}: linked to external id {external_id} ({state}; identifiers kept by dcsync)"
+            )
+        if not r.linked and not r.removed:
+            out.print("  dcsync holds nothing else for it")
+
+
+# -- the state store's encryption key ----------------------------------------------------------------
+
+state_app = typer.Typer(help="The state store: encryption keys.", no_args_is_help=True)
+app.add_typer(state_app, name="state")
+
+
+@state_app.command("keygen")
+def state_keygen() -> None:
+    """Print a fresh key for state.encryption_key (32 random bytes, URL-safe base64). Keep it out of the
+    project file: put it in the environment (${DCSYNC_STATE_KEY}) or a file (encryption_key_file)."""
+    from connector_core.state.sealing import generate_key
+
+    print(generate_key())
+
+
+@state_app.command("rekey")
+def state_rekey(
+    batch: Annotated[int, typer.Option(min=1, help="Rows per transaction.")] = 500,
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """Seal every row of the state store under state.encryption_key, while runs go on.
+
+    Rows that are plain (written before encryption was switched on) or sealed under one of
+    state.previous_keys are rewritten, a batch per transaction; stopped, it resumes where it was by being run
+    again. When nothing is left under an old key, the old keys may leave the configuration.
+    """
+    from connector_core.actions import current_actor
+    from connector_core.state.rekey import rekey
+
+    def progress(table: str, read: int, rewritten: int) -> None:
+        err.print(f"{table}: {read} read, {rewritten} resealed", highlight=False)
+
+    with handled(), _project(config) as project:
+        store = project.state.inner
+        if store.cipher.key_id is None:
+            fail("state rekey needs state.encryption_key (or encryption_key_file): the key to seal under")
+        report = rekey(store, batch=batch, progress=progress)
+        project.state.record_action(current_actor(), "rekey", detail=report.detail())
+    total = sum(report.rewritten.values())
+    out.print(f"{total} row(s) resealed under key id {report.key_id}")
+    if report.left:
+        fail(
+            f"{report.left} row(s) were written under an old key meanwhile (a process with the old "
+            "configuration?): run state rekey again before removing state.previous_keys",
+            EXIT_FAILED,
+        )
+    out.print("every row is under the current key: state.previous_keys may be removed")
 
 
 # -- schedules and status -----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from pydantic import (
     SecretStr,
     Tag,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -103,12 +104,45 @@ class DataCollectEventLogConfig(_Strict):
         return self
 
 
-class SqliteStateConfig(_Strict):
+class _StateEncryption(_Strict):
+    """Encryption at rest of the personal data the state store keeps (connector_core/state/sealing.py,
+    docs/data-protection.md): the key from the environment (``${DCSYNC_STATE_KEY}``) or a file, never the
+    project file itself; ``previous_keys`` still open (never seal) values during a rotation."""
+
+    encryption_key: SecretStr | None = Field(
+        default=None, description="32 bytes, URL-safe base64 (`dcsync state keygen`); usually ${VAR}"
+    )
+    encryption_key_file: str | None = Field(
+        default=None, description="A file holding the key (relative to the project file)"
+    )
+    previous_keys: list[SecretStr] = Field(
+        default_factory=list, description="Keys being rotated out: they open, never seal (`state rekey`)"
+    )
+
+    @model_validator(mode="after")
+    def _keys(self) -> _StateEncryption:
+        from connector_core.state.sealing import StateKeyError, decode_key
+
+        if self.encryption_key is not None and self.encryption_key_file is not None:
+            raise ValueError("set encryption_key or encryption_key_file, not both")
+        if self.previous_keys and self.encryption_key is None and self.encryption_key_file is None:
+            raise ValueError("previous_keys needs encryption_key (or encryption_key_file) to seal")
+        try:  # the message never quotes a key
+            if self.encryption_key is not None:
+                decode_key(self.encryption_key.get_secret_value(), "encryption_key")
+            for i, key in enumerate(self.previous_keys):
+                decode_key(key.get_secret_value(), f"previous_keys[{i}]")
+        except StateKeyError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class SqliteStateConfig(_StateEncryption):
     backend: Literal["sqlite"] = "sqlite"
     path: str = "state.db"
 
 
-class PostgresStateConfig(_Strict):
+class PostgresStateConfig(_StateEncryption):
     backend: Literal["postgres"]
     url: SecretStr = Field(description="postgresql://user:password@host:port/db, usually ${VAR}")
     db_schema: str = Field(default="dcsync", alias="schema", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -346,6 +380,39 @@ class UiConfig(_Strict):
     session_hours: float = Field(default=12, gt=0, le=24 * 30, description="How long a login lasts")
 
 
+RetentionPeriod = Annotated[
+    str | float | None,
+    Field(description="How long to keep it: 90d, 12h, 30m (a bare number is seconds); absent: forever"),
+]
+
+
+class RetentionConfig(_Strict):
+    """How long dcsync keeps what it no longer needs (``dcsync purge``; ``schedule run`` and ``serve``
+    purge daily). Absent keys keep their rows forever. Open work is never purged: open dead letters, open
+    conflicts, runs in progress, links of live entities, parked children."""
+
+    dead_letters: RetentionPeriod = None
+    runs: RetentionPeriod = None
+    conflicts: RetentionPeriod = None
+    deleted_snapshots: RetentionPeriod = None
+    audit: RetentionPeriod = None
+
+    @field_validator("*")
+    @classmethod
+    def _positive(cls, value: str | float | None) -> str | float | None:
+        if value is not None and parse_duration(value) <= 0:
+            raise ValueError("a retention period must be longer than zero")
+        return value
+
+    def periods(self) -> dict[str, float]:
+        """Seconds to keep each kind of row that has a period."""
+        return {
+            key: parse_duration(value)
+            for key in type(self).model_fields
+            if (value := getattr(self, key)) is not None
+        }
+
+
 class ProjectConfig(_Strict):
     version: Literal[1] = 1
     serve: ServeConfig = Field(default_factory=ServeConfig)
@@ -355,6 +422,7 @@ class ProjectConfig(_Strict):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     targets: dict[Annotated[str, Field(pattern=_NAME)], TargetConfig] = Field(default_factory=dict)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     connectors: dict[str, ConnectorInstanceConfig] = Field(default_factory=dict)
 
 

@@ -114,6 +114,11 @@ class _JobState:
     resume_at: float = 0.0
 
 
+PURGE_JOB = "dcsync:retention"
+PURGE_DELAY = 60
+"""Seconds after start before the first purge: a start's catch-up runs go first."""
+
+
 @dataclass
 class Scheduler:
     """Runs the schedules of one project until :meth:`stop`."""
@@ -151,6 +156,17 @@ class Scheduler:
                 coalesce=True,
                 misfire_grace_time=int(job.schedule.misfire_grace),
             )
+        if self.loaded.project.retention.periods():
+            # daily, and once soon after start: a scheduler restarted every night would otherwise never purge
+            scheduler.add_job(
+                self.purge_now,
+                IntervalTrigger(days=1, timezone=UTC),
+                id=PURGE_JOB,
+                name=PURGE_JOB,
+                max_instances=1,
+                coalesce=True,
+                next_run_time=self.utcnow() + timedelta(seconds=PURGE_DELAY),
+            )
         self._scheduler = scheduler
         scheduler.start()
         self._catch_up()
@@ -175,6 +191,32 @@ class Scheduler:
         for job in missed:
             assert self._scheduler is not None
             self._scheduler.add_job(self._run_job, args=[job], id=f"catch-up:{job.job_id}")
+
+    def purge_now(self) -> int | None:
+        """The daily purge of ``retention:`` (``dcsync purge``), once a UTC day across every scheduler that
+        shares the state store (the day is claimed like a tick). Returns the rows removed, ``None`` when
+        another scheduler had the day or the purge failed (logged; it never takes the scheduler down)."""
+        from connector_core.project import Project
+        from connector_core.retention import purge
+
+        day = format_timestamp(self.utcnow().replace(hour=0, minute=0, second=0, microsecond=0))
+        try:
+            project = Project.open(self.config_path)
+        except Exception as exc:
+            log.error("retention purge not run: %s", exc)
+            return None
+        try:
+            if not project.state.claim_tick(PURGE_JOB, "purge", day, self.holder):
+                return None
+            periods = project.config.project.retention.periods()
+            report = purge(project.state, periods, actor=f"scheduler:{self.holder}", now=self.utcnow())
+            log.info("retention purge removed %d rows", report.total())
+            return report.total()
+        except Exception as exc:  # a purge must never take the scheduler down
+            log.error("retention purge failed: %s: %s", type(exc).__name__, exc)
+            return None
+        finally:
+            project.close()
 
     def run_now(self, job: ScheduledJob) -> None:
         """Run one job's current tick in this thread (as its trigger would), e.g. from a test or a shell."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, cast
 from connector_core.state.base import DeadLetter, Direction, Link, RunRecord, StateStore, StateTxn
 from connector_core.state.lease import ConnectorBusy, LeasedStateStore, LeaseHolder
 from connector_core.state.redacting import RedactingStateStore
+from connector_core.state.sealing import PLAIN, StateCipher, StateKeyError, decode_key
 from connector_core.state.sqlite import (
     DuplicateExternalIdError,
     SchemaVersionError,
@@ -30,11 +31,13 @@ __all__ = [
     "Link",
     "RunRecord",
     "SchemaVersionError",
+    "StateKeyError",
     "SqliteStateStore",
     "SqliteStateTxn",
     "StateStore",
     "StateTxn",
     "open_state_store",
+    "state_cipher",
 ]
 
 
@@ -62,5 +65,33 @@ def open_state_store(config: StateConfig, base_dir: Path, *, read_only: bool = F
     else:
         path = Path(config.path).expanduser()
         store = SqliteStateStore(path if path.is_absolute() else base_dir / path, read_only=read_only)
+    try:
+        store.use_cipher(state_cipher(config, base_dir))
+    except BaseException:
+        store.close()
+        raise
     # the one redaction boundary for everything persisted: dead letters, runs, parked reasons, conflicts
     return cast(LeasedStateStore, RedactingStateStore(store))
+
+
+def state_cipher(config: StateConfig, base_dir: Path) -> StateCipher:
+    """The cipher the ``state`` section's keys describe (:data:`PLAIN` without a key).
+
+    A key file is read here, not when the project file is loaded, so that commands that never open the
+    store do not need it; a file that is missing or does not hold a key is one line naming the file.
+    """
+    key = config.encryption_key.get_secret_value() if config.encryption_key is not None else None
+    if config.encryption_key_file is not None:
+        path = Path(config.encryption_key_file).expanduser()
+        path = path if path.is_absolute() else base_dir / path
+        try:
+            key = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise StateKeyError(f"state.encryption_key_file {path}: {exc.strerror or exc}") from None
+        current = decode_key(key, f"state.encryption_key_file {path}")
+    elif key is not None:
+        current = decode_key(key)
+    else:
+        return PLAIN
+    previous = [decode_key(k.get_secret_value(), "state.previous_keys") for k in config.previous_keys]
+    return StateCipher(current, previous)

@@ -150,6 +150,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "CREATE INDEX actions_connector ON {s}.actions (connector, id)",
     ),
+    # 7: facts about the store itself. Encryption at rest keeps a ``sealed_key:<key id>`` row per key that
+    # may have sealed a value here, so that a missing or wrong key is caught at open, in one line, before any
+    # row is read (connector_core/state/sealing.py).
+    ("CREATE TABLE {s}.state_meta (key {key} NOT NULL PRIMARY KEY, value TEXT NOT NULL)",),
 )
 """Ordered: migration ``i`` takes the schema from version ``i`` to ``i + 1``. Only ever append."""
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, ClassVar
 
+from connector_core import codec
 from connector_core._sql import Database, Migration, migrate
 from connector_core.connector import part_ref
 from connector_core.events import now_timestamp
@@ -36,6 +37,7 @@ from connector_core.state.base import (
     Parked,
     RunRecord,
 )
+from connector_core.state.sealing import PLAIN, SEALED, StateCipher
 
 DEAD_LETTER_CLOSED = frozenset({"replayed", "discarded"})
 FAILED_OUTCOMES = ("failed", "interrupted", "abandoned")
@@ -52,6 +54,22 @@ _DEAD_LETTER_COLUMNS = (
     "id, connector, direction, ref, reason, payload, attempts, status, created_at, updated_at"
 )
 _PLAN_COLUMNS = "id, connector, shards, start_cursor, mark, status, created_at, finished_at"
+_PURGE: dict[str, tuple[str, str]] = {
+    "dead_letters": ("dead_letters", "status IN ('replayed', 'discarded') AND updated_at < ?"),
+    "runs": ("runs", "outcome <> 'running' AND finished_at < ?"),
+    "conflicts": ("conflicts", "status = 'resolved' AND updated_at < ?"),
+    "deleted_snapshots": ("links", "deleted = ? AND synced_at < ?"),
+    "audit": ("actions", "at < ?"),
+}
+"""What ``retention:`` purges: each kind's table and the rows past keeping (never open work)."""
+
+
+def _purge_params(kind: str, before: str) -> tuple[Any, ...]:
+    if kind not in _PURGE:
+        raise ValueError(f"nothing to purge called {kind!r} (one of {', '.join(_PURGE)})")
+    return (True, before) if kind == "deleted_snapshots" else (before,)
+
+
 _SHARD_COLUMNS = "plan_id, shard, status, run_id, updated_at"
 _RUN_COLUMNS = "id, connector, direction, trigger, started_at, finished_at, outcome, counts, error"
 _ACTION_COLUMNS = "id, at, actor, action, connector, target, detail"
@@ -61,12 +79,23 @@ _INSERT_ACTION = (
 
 
 def _action_row(
-    db: Database, actor: str, action: str, connector: str | None, target: str | None, detail: Any
+    db: Database,
+    cipher: StateCipher,
+    actor: str,
+    action: str,
+    connector: str | None,
+    target: str | None,
+    detail: Any,
 ) -> tuple[Any, ...]:
+    """An audit row; its ``detail`` is sealed like a payload: an operator's note may name a person."""
     if not actor or not action:
         raise ValueError("an audited action needs an actor and an action name")
-    return (now_timestamp(), actor, action, connector, target, db.json_in(dict(detail or {})))
+    sealed = cipher.seal(dict(detail or {}), "actions.detail")
+    return (now_timestamp(), actor, action, connector, target, db.json_in(sealed))
 
+
+_SEALED_KEY = "sealed_key:"
+"""``state_meta`` rows ``sealed_key:<key id>``: the keys that may have sealed a value in the store."""
 
 _UPSERT_LINK = (
     f"INSERT INTO {{s}}.links ({_LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -81,8 +110,21 @@ class SqlStateTxn:
     """The writes of one ``transaction()`` block; unusable once the block has ended, so a stray write can
     never land outside the transaction it was meant for."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, cipher: StateCipher = PLAIN) -> None:
         self._db: Database | None = db
+        self._cipher = cipher
+
+    # -- sealing (connector_core/state/sealing.py): personal data is sealed here, on its way in ---------
+
+    def _json_in(self, value: Any, column: str) -> Any:
+        return self._c().json_in(self._cipher.seal(value, column))
+
+    def _text_in(self, text: str | None, column: str) -> str | None:
+        return self._cipher.seal(text, column)  # type: ignore[no-any-return]
+
+    def _reason_in(self, reason: str) -> str:
+        """A dead letter's reason, sealed deterministically: equal reasons stay equal (GROUP BY)."""
+        return self._cipher.seal(reason, "dead_letters.reason")  # type: ignore[no-any-return]
 
     def _c(self) -> Database:
         if self._db is None:
@@ -105,18 +147,18 @@ class SqlStateTxn:
 
     def upsert_links(self, links: Iterable[Link]) -> None:
         db = self._c()
-        json = db.json_in
+        json = self._json_in
         rows = [
             (
                 link.connector,
                 link.entity_guid,
                 str(link.external_id),
                 link.entity_name,
-                json(link.snapshot),
+                json(link.snapshot, "links.snapshot"),
                 link.remote_version,
                 link.synced_at,
                 bool(link.deleted),
-                json(link.base),
+                json(link.base, "links.base"),
             )
             for link in links
         ]
@@ -160,7 +202,16 @@ class SqlStateTxn:
             "ON CONFLICT (connector, direction, ref) WHERE status = 'open' DO UPDATE SET "
             "attempts = d.attempts + ?, reason = excluded.reason, payload = excluded.payload, "
             "updated_at = excluded.updated_at",
-            (connector, Direction(direction).value, ref, reason, db.json_in(payload), now, now, int(attempt)),
+            (
+                connector,
+                Direction(direction).value,
+                ref,
+                self._reason_in(reason),
+                self._json_in(payload, "dead_letters.payload"),
+                now,
+                now,
+                int(attempt),
+            ),
         )
 
     def resolve_dead_letter(self, connector: str, direction: Direction, ref: str, status: str) -> None:
@@ -210,7 +261,8 @@ class SqlStateTxn:
             f"INSERT INTO {{s}}.parked AS p ({_PARKED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (connector, entity_guid) DO UPDATE SET attempts = p.attempts + ?, "
             "parent_guid = excluded.parent_guid, reason = excluded.reason, updated_at = excluded.updated_at",
-            (connector, entity_guid, parent_guid, reason, step, now, now, step),
+            (connector, entity_guid, parent_guid, self._text_in(reason, "parked.reason"), step, now, now)
+            + (step,),
         )
 
     def unpark(self, connector: str, entity_guid: str) -> None:
@@ -239,7 +291,7 @@ class SqlStateTxn:
                 "DELETE FROM {s}.conflicts WHERE connector = ? AND entity_guid = ? AND status = 'open'",
                 (connector, entity_guid),
             )
-        json = db.json_in
+        json = self._json_in
         db.execute(
             "INSERT INTO {s}.conflicts (connector, entity_guid, external_id, policy, status, resolution, "
             "base, local, remote, remote_version, created_at, updated_at) "
@@ -251,9 +303,9 @@ class SqlStateTxn:
                 policy,
                 status,
                 resolution,
-                json(base),
-                json(local),
-                json(remote),
+                json(base, "conflicts.base"),
+                json(local, "conflicts.local"),
+                json(remote, "conflicts.remote"),
                 remote_version,
                 now,
                 now,
@@ -288,7 +340,7 @@ class SqlStateTxn:
         detail: dict[str, Any] | None = None,
     ) -> None:
         db = self._c()
-        db.execute(_INSERT_ACTION, _action_row(db, actor, action, connector, target, detail))
+        db.execute(_INSERT_ACTION, _action_row(db, self._cipher, actor, action, connector, target, detail))
 
     def finish_bulk_plan(self, plan_id: str) -> None:
         self._c().execute(
@@ -314,8 +366,137 @@ class SqlStateStore:
         self._db = db
         self._conn = db.conn
         self._lock = db.lock
+        self._cipher: StateCipher = PLAIN
         if lay_out:
             migrate(db, replace(schema.LAYOUT, migrations=tuple(migrations)), f"state store {where}")
+
+    # -- encryption at rest (connector_core/state/sealing.py) --------------------------------------
+
+    def use_cipher(self, cipher: StateCipher) -> None:
+        """Seal and open personal data with ``cipher`` from now on.
+
+        The store's marker rows (``state_meta``: one ``sealed_key:<id>`` row per key that may have sealed
+        a value here) are checked first, so a missing or wrong key is one line at open, not a failure in
+        the middle of a run; a writable store then records the sealing key's id (an insert that does
+        nothing when it is there, so processes opening at once do not race).
+        """
+        cipher.check_store_keys(self.sealed_key_ids())
+        if cipher.key_id is not None and not self.read_only:
+            self._db.execute(
+                "INSERT INTO {s}.state_meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (f"{_SEALED_KEY}{cipher.key_id}", now_timestamp()),
+            )
+        self._cipher = cipher
+
+    @property
+    def cipher(self) -> StateCipher:
+        return self._cipher
+
+    def sealed_key_ids(self) -> list[str]:
+        """The ids of every key that may have sealed a value in this store (the marker rows)."""
+        if not self._db.has_table("state_meta"):  # a read-only open of a store of an older layout
+            return []
+        rows = self._db.rows("SELECT key FROM {s}.state_meta")
+        return sorted(k.removeprefix(_SEALED_KEY) for (k,) in rows if k.startswith(_SEALED_KEY))
+
+    def forget_sealed_keys(self, keep: str) -> None:
+        """After a complete ``rekey``: only ``keep`` (the current key) may have sealed anything here."""
+        self._db.execute(
+            "DELETE FROM {s}.state_meta WHERE substr(key, 1, ?) = ? AND key <> ?",
+            (len(_SEALED_KEY), _SEALED_KEY, f"{_SEALED_KEY}{keep}"),
+        )
+
+    def _open(self, stored: Any, column: str, row: object) -> Any:
+        return self._cipher.open(stored, column, row)
+
+    def _json_out(self, stored: Any, column: str, row: object) -> Any:
+        return self._cipher.open(self._db.json_out(stored), column, row)
+
+    def _reason_out(self, stored: str, row: object = None) -> str:
+        """A dead letter's reason as written (sealed deterministically: see ``SqlStateTxn._reason_in``).
+        Every query returning ``dead_letters.reason`` maps it through here (``row``: its id, for errors)."""
+        return self._cipher.open(stored, "dead_letters.reason", row)  # type: ignore[no-any-return]
+
+    def _payload_out(self, stored: Any, row: object = None) -> Any:
+        """A dead letter's payload as written: every query returning ``dead_letters.payload`` maps it here."""
+        return self._json_out(stored, "dead_letters.payload", row)
+
+    def _reason_in(self, reason: str) -> str:
+        """A reason as stored, to compare with or look up in the ``reason`` column (deterministic)."""
+        return self._cipher.seal(reason, "dead_letters.reason")  # type: ignore[no-any-return]
+
+    def rekey_page(self, table: str, after: tuple[Any, ...] | None, limit: int) -> tuple[Any, int, int]:
+        """Reseal one page of ``table`` under the current key: ``(last key seen or None, rows read, rows
+        rewritten)``. One transaction per page, keyset-paged, so ``rekey`` runs beside live runs, holds
+        no lock for long, and resumes where it stopped (a row already under the current key is skipped).
+
+        Each row is rewritten only if its sealed columns still hold what was read (compare-and-set on the
+        columns' text), so a run that updated the row in between wins; its write is under the current key
+        already (every process seals with it), or the next ``rekey`` pass catches it.
+        """
+        spec = next(t for t in SEALED if t.table == table)
+        keys = ", ".join(spec.key)
+        cols = [c for c, _ in spec.columns]
+        as_text = ", ".join(f"CAST({c} AS TEXT)" for c in cols)
+        where = f"WHERE ({keys}) > ({', '.join('?' * len(spec.key))}) " if after is not None else ""
+        db = self._db
+        cipher = self._cipher
+        rewritten = 0
+        with db.transaction():
+            rows = db.rows(
+                f"SELECT {keys}, {as_text} FROM {{s}}.{table} {where}ORDER BY {keys} LIMIT ?",
+                (*(after or ()), limit),
+            )
+            n = len(spec.key)
+            for row in rows:
+                key, texts = row[:n], row[n:]
+                values = [
+                    codec.loads(t) if t is not None and kind == "json" else t
+                    for t, (_, kind) in zip(texts, spec.columns, strict=True)
+                ]
+                if not any(cipher.needs_reseal(v) for v in values):
+                    continue
+                where_row = "/".join(str(k) for k in key)
+                sealed = []
+                for value, (column, kind) in zip(values, spec.columns, strict=True):
+                    name = f"{table}.{column}"
+                    plain = cipher.open(value, name, where_row)
+                    new = cipher.seal(plain, name)
+                    sealed.append(db.json_in(new) if kind == "json" else new)
+                sets = ", ".join(f"{c} = ?" for c in cols)
+                same = " AND ".join(
+                    [f"{k} = ?" for k in spec.key]
+                    + [f"coalesce(CAST({c} AS TEXT), '') = coalesce(CAST(? AS TEXT), '')" for c in cols]
+                )
+                cur = db.execute(f"UPDATE {{s}}.{table} SET {sets} WHERE {same}", (*sealed, *key, *texts))
+                rewritten += int(cur.rowcount)
+        last = tuple(rows[-1][: len(spec.key)]) if rows else None
+        return last, len(rows), rewritten
+
+    def count_unsealed(self, table: str) -> int:
+        """Rows of ``table`` with a sealed column that is plain or under another key than the current:
+        what a complete ``rekey`` leaves at zero (read in pages, so memory stays flat)."""
+        after: tuple[Any, ...] | None = None
+        spec = next(t for t in SEALED if t.table == table)
+        keys = ", ".join(spec.key)
+        as_text = ", ".join(f"CAST({c} AS TEXT)" for c, _ in spec.columns)
+        n = len(spec.key)
+        found = 0
+        while True:
+            where = f"WHERE ({keys}) > ({', '.join('?' * n)}) " if after is not None else ""
+            rows = self._db.rows(
+                f"SELECT {keys}, {as_text} FROM {{s}}.{table} {where}ORDER BY {keys} LIMIT 1000",
+                tuple(after or ()),
+            )
+            if not rows:
+                return found
+            for row in rows:
+                values = [
+                    codec.loads(t) if t is not None and kind == "json" else t
+                    for t, (_, kind) in zip(row[n:], spec.columns, strict=True)
+                ]
+                found += any(self._cipher.needs_reseal(v) for v in values)
+            after = tuple(rows[-1][:n])
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -336,7 +517,7 @@ class SqlStateStore:
     @contextmanager
     def transaction(self) -> Iterator[Any]:
         with self._db.transaction():
-            txn = self._txn_class(self._db)
+            txn = self._txn_class(self._db, self._cipher)
             try:
                 yield txn
             finally:
@@ -345,17 +526,17 @@ class SqlStateStore:
     # -- row mapping -------------------------------------------------------------------------------
 
     def _link(self, row: tuple[Any, ...]) -> Link:
-        json = self._db.json_out
+        where = f"{row[0]}/{row[1]}"
         return Link(
             connector=row[0],
             entity_guid=row[1],
             external_id=row[2],
             entity_name=row[3],
-            snapshot=json(row[4]),
+            snapshot=self._json_out(row[4], "links.snapshot", where),
             remote_version=row[5],
             synced_at=row[6],
             deleted=bool(row[7]),
-            base=json(row[8]),
+            base=self._json_out(row[8], "links.base", where),
         )
 
     def _dead_letter(self, row: tuple[Any, ...]) -> DeadLetter:
@@ -364,8 +545,8 @@ class SqlStateStore:
             connector=row[1],
             direction=Direction(row[2]),
             ref=row[3],
-            reason=self._reason_out(row[4]),
-            payload=self._db.json_out(row[5]),
+            reason=self._reason_out(row[4], row[0]),
+            payload=self._payload_out(row[5], row[0]),
             attempts=row[6],
             status=row[7],
             created_at=row[8],
@@ -373,7 +554,9 @@ class SqlStateStore:
         )
 
     def _conflict(self, row: tuple[Any, ...]) -> Conflict:
-        json = self._db.json_out
+        def json(stored: Any, column: str) -> Any:
+            return self._json_out(stored, f"conflicts.{column}", row[0])
+
         return Conflict(
             id=row[0],
             connector=row[1],
@@ -382,21 +565,13 @@ class SqlStateStore:
             policy=row[4],
             status=row[5],
             resolution=row[6],
-            base=json(row[7]),
-            local=json(row[8]),
-            remote=json(row[9]),
+            base=json(row[7], "base"),
+            local=json(row[8], "local"),
+            remote=json(row[9], "remote"),
             remote_version=row[10],
             created_at=row[11],
             updated_at=row[12],
         )
-
-    def _reason_out(self, raw: Any) -> str:
-        """A dead letter's reason as read from its column (the one place a stored form is decoded)."""
-        return str(raw)
-
-    def _reason_in(self, text: str) -> Any:
-        """A reason as a filter compares it with the column (the stored form of ``text``)."""
-        return text
 
     def _run(self, row: tuple[Any, ...]) -> RunRecord:
         return RunRecord(
@@ -408,7 +583,19 @@ class SqlStateStore:
             finished_at=row[5],
             outcome=row[6],
             counts=self._db.json_out(row[7]),
-            error=row[8],
+            error=self._open(row[8], "runs.error", row[0]),
+        )
+
+    def _parked(self, row: tuple[Any, ...]) -> Parked:
+        connector, guid, parent, reason, attempts, created, updated = row
+        return Parked(
+            connector,
+            guid,
+            parent,
+            self._open(reason, "parked.reason", f"{connector}/{guid}"),
+            attempts,
+            created,
+            updated,
         )
 
     def _pages(
@@ -527,7 +714,7 @@ class SqlStateStore:
             (connector, Direction(direction).value),
             refs,
         )
-        return {row[0]: row[1] for row in rows}
+        return {row[0]: self._reason_out(row[1], row[0]) for row in rows}
 
     def get_dead_letter(self, dead_letter_id: int) -> DeadLetter | None:
         row = self._db.row(
@@ -608,7 +795,7 @@ class SqlStateStore:
             f"SELECT {_PARKED_COLUMNS} FROM {{s}}.parked WHERE connector = ? ORDER BY created_at LIMIT ?",
             (connector, limit),
         )
-        return [Parked(*row) for row in rows]
+        return [self._parked(row) for row in rows]
 
     def iter_parked(self, connector: str, page_size: int = 1000) -> Iterator[Parked]:
         select = (
@@ -616,7 +803,7 @@ class SqlStateStore:
             "ORDER BY entity_guid LIMIT ?"
         )
         for row in self._pages(select, (connector,), 1, "", page_size):
-            yield Parked(*row)
+            yield self._parked(row)
 
     def parked_attempts(self, connector: str, entity_guids: Iterable[str]) -> dict[str, int]:
         rows = self._db.rows_in(
@@ -738,6 +925,82 @@ class SqlStateStore:
         )
         return [BulkShardRecord(*row) for row in rows]
 
+    # -- retention and erasure (connector_core/retention.py) -----------------------------------------
+
+    def purgeable(self, kind: str, before: str) -> dict[str | None, int]:
+        params = _purge_params(kind, before)
+        table, where = _PURGE[kind]
+        rows = self._db.rows(
+            f"SELECT connector, count(*) FROM {{s}}.{table} WHERE {where} GROUP BY connector", params
+        )
+        return {row[0]: int(row[1]) for row in rows}
+
+    def purge_batch(self, kind: str, before: str, limit: int) -> int:
+        params = _purge_params(kind, before)
+        table, where = _PURGE[kind]
+        db = self._db
+        with db.transaction():
+            if kind == "deleted_snapshots":
+                cur = db.execute(
+                    "UPDATE {s}.links SET snapshot = ?, base = ?, synced_at = NULL "
+                    "WHERE (connector, entity_guid) IN "
+                    f"(SELECT connector, entity_guid FROM {{s}}.links WHERE {where} LIMIT ?)",
+                    (self._blank_json("links.snapshot"), self._blank_json("links.base"), *params, limit),
+                )
+            else:
+                cur = db.execute(
+                    f"DELETE FROM {{s}}.{table} WHERE id IN "
+                    f"(SELECT id FROM {{s}}.{table} WHERE {where} ORDER BY id LIMIT ?)",
+                    (*params, limit),
+                )
+        return int(cur.rowcount)
+
+    def forget_entity(self, entity_guid: str, *, dry_run: bool = False) -> dict[str, Any]:
+        """Blank the entity's link snapshots and bases (identifiers kept), delete its dead letters (push:
+        by guid and its sub-records' ``<guid>#<part>``; pull: by the external ids it is linked to) and its
+        conflicts, in one transaction; ``dry_run`` counts and changes nothing."""
+        db = self._db
+        prefix = part_ref(entity_guid, "")
+        links = db.rows(
+            "SELECT connector, external_id, deleted FROM {s}.links WHERE entity_guid = ? ORDER BY connector",
+            (entity_guid,),
+        )
+        letters_where = (
+            "(direction = 'push' AND (ref = ? OR substr(ref, 1, ?) = ?)) OR (direction = 'pull' AND "
+            "EXISTS (SELECT 1 FROM {s}.links l WHERE l.entity_guid = ? AND l.connector = d.connector "
+            "AND l.external_id = d.ref))"
+        )
+        letter_params = (entity_guid, len(prefix), prefix, entity_guid)
+        count = (
+            "SELECT (SELECT count(*) FROM {s}.links WHERE entity_guid = ? AND synced_at IS NOT NULL), "
+            f"(SELECT count(*) FROM {{s}}.dead_letters d WHERE {letters_where}), "
+            "(SELECT count(*) FROM {s}.conflicts WHERE entity_guid = ?)"
+        )
+        count_params = (entity_guid, *letter_params, entity_guid)
+        if dry_run:  # read only: a dry run may run on a store opened read-only
+            counted = db.row(count, count_params)
+        else:
+            with db.transaction():
+                counted = db.row(count, count_params)
+                db.execute(
+                    "UPDATE {s}.links SET snapshot = ?, base = ?, synced_at = NULL WHERE entity_guid = ?",
+                    (self._blank_json("links.snapshot"), self._blank_json("links.base"), entity_guid),
+                )
+                db.execute(f"DELETE FROM {{s}}.dead_letters AS d WHERE {letters_where}", letter_params)
+                db.execute("DELETE FROM {s}.conflicts WHERE entity_guid = ?", (entity_guid,))
+        assert counted is not None
+        return {
+            "snapshots": int(counted[0]),
+            "dead_letters": int(counted[1]),
+            "conflicts": int(counted[2]),
+            "linked": [(row[0], row[1], bool(row[2])) for row in links],
+        }
+
+    def _blank_json(self, column: str) -> Any:
+        """An empty snapshot or merge base as the store writes one (sealed, when sealing is on: an empty
+        value in the clear would tell which links were forgotten)."""
+        return self._db.json_in(self._cipher.seal({}, column))
+
     # -- audit trail -------------------------------------------------------------------------------
 
     def record_action(
@@ -750,7 +1013,8 @@ class SqlStateStore:
         detail: dict[str, Any] | None = None,
     ) -> int:
         row = self._db.row(
-            f"{_INSERT_ACTION} RETURNING id", _action_row(self._db, actor, action, connector, target, detail)
+            f"{_INSERT_ACTION} RETURNING id",
+            _action_row(self._db, self._cipher, actor, action, connector, target, detail),
         )
         assert row is not None
         return int(row[0])
@@ -777,7 +1041,15 @@ class SqlStateStore:
             f"SELECT {_ACTION_COLUMNS} FROM {{s}}.actions {clause} ORDER BY id DESC LIMIT ?", (*params, limit)
         )
         return [
-            ActionRecord(row[0], row[1], row[2], row[3], row[4], row[5], self._db.json_out(row[6]))
+            ActionRecord(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                row[5],
+                self._json_out(row[6], "actions.detail", row[0]),
+            )
             for row in rows
         ]
 
@@ -796,14 +1068,20 @@ class SqlStateStore:
         cur = self._db.execute(
             "UPDATE {s}.runs SET finished_at = ?, outcome = 'abandoned', error = ? "
             "WHERE connector = ? AND outcome = 'running'",
-            (now_timestamp(), reason, connector),
+            (now_timestamp(), self._cipher.seal(reason, "runs.error"), connector),
         )
         return int(cur.rowcount)
 
     def finish_run(self, run_id: int, outcome: str, counts: dict[str, int], error: str | None = None) -> None:
         cur = self._db.execute(
             "UPDATE {s}.runs SET finished_at = ?, outcome = ?, counts = ?, error = ? WHERE id = ?",
-            (now_timestamp(), outcome, self._db.json_in(counts), error, run_id),
+            (
+                now_timestamp(),
+                outcome,
+                self._db.json_in(counts),
+                self._cipher.seal(error, "runs.error"),
+                run_id,
+            ),
         )
         if cur.rowcount == 0:
             raise KeyError(f"no run with id {run_id}")

@@ -77,6 +77,7 @@ class PagePuller:
         self.dead_letters: list[tuple[str, str, dict[str, Any]]] = []
         self.resolved_dead_letters: list[str] = []
         self.conflicts: list[dict[str, Any]] = []
+        self.relearnt: list[Entity] = []  # forgotten merge bases learnt again: the push sends these entities
         self.local: dict[str, Entity | None] = {}
 
     # -- lookups that see this page's own work ----------------------------------------------------
@@ -160,6 +161,15 @@ class PagePuller:
 
         if entity is None:
             apply = remote
+        elif link is not None and link.synced_at is None and not link.base:
+            # dcsync forgot its merge base (`dcsync forget`): it cannot tell which side changed a field that
+            # differs. The log is not rewritten from the remote (that would put the person's data back into
+            # the log and undo local edits): the base is learnt again from the remote, and local changes go
+            # out with the push that follows (held for it, as a resolved conflict's entity is: the push's
+            # checkpoint is already past the entity's events)
+            apply = {}
+            if not self.ctx.dry_run:
+                self.relearnt.append(entity)
         elif base is None:
             apply = {k: v for k, v in remote.items() if entity.data.get(k) != v}
         else:
@@ -397,6 +407,14 @@ class PagePuller:
                     conflict["remote"],
                     conflict["remote_version"],
                     resolution=conflict["resolution"],
+                )
+            for entity in self.relearnt:
+                tx.park(
+                    ctx.name,
+                    entity.guid,
+                    entity.parent_guid or "",
+                    "merge base forgotten (dcsync forget): the log's state is sent by the next push",
+                    count=False,
                 )
             if move_cursor:
                 tx.set_checkpoint(ctx.name, Direction.PULL, next_cursor)

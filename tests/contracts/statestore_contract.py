@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from connector_core.events import now_timestamp
 from connector_core.state.base import Direction, Link, OpenCounts, StateStore, StateTxn
 
 MakeStateStore = Callable[[], StateStore]
@@ -483,3 +484,108 @@ class StateStoreContract:
         assert [a.action for a in store.actions(limit=1)] == ["purge"]
         with pytest.raises(ValueError):
             store.record_action("", "replay")
+
+    # -- retention and erasure ----------------------------------------------------------------------
+
+    def test_purge_takes_history_past_its_cutoff_and_never_open_work(self, store: StateStore) -> None:
+        later = "2999-01-01T00:00:00.000Z"  # every row written now is older than this
+        with store.transaction() as txn:
+            for ref in ("a", "b", "c"):
+                txn.add_dead_letter("openspp", Direction.PUSH, ref, "refused", {"name": "Ana"})
+            txn.resolve_dead_letter("openspp", Direction.PUSH, "a", "replayed")
+            txn.resolve_dead_letter("openspp", Direction.PUSH, "b", "discarded")
+            txn.add_conflict("openspp", "g1", "7", "manual", {"a": 1}, {"a": 2}, {"a": 3}, None)
+            txn.add_conflict("openfn", "g2", "8", "merge", {"a": 1}, {"a": 2}, {"b": 3}, None, resolution="m")
+            txn.upsert_link(
+                Link(
+                    "openspp",
+                    "gone",
+                    "9",
+                    snapshot={"name": "Ana"},
+                    synced_at=now_timestamp(),
+                    deleted=True,
+                    base={"name": "Ana"},
+                )
+            )
+            txn.upsert_link(
+                Link("openspp", "live", "10", snapshot={"name": "Ben"}, synced_at=now_timestamp())
+            )
+        done = store.start_run("openspp", "push", "manual")
+        store.finish_run(done, "ok", {})
+        store.start_run("openspp", "push", "manual")  # still running
+        store.record_action("os:ana", "replay", connector="openspp")
+
+        assert store.purgeable("dead_letters", later) == {"openspp": 2}
+        assert store.purgeable("conflicts", later) == {"openfn": 1}
+        assert store.purgeable("runs", later) == {"openspp": 1}
+        assert store.purgeable("deleted_snapshots", later) == {"openspp": 1}
+        assert store.purgeable("audit", later) == {"openspp": 1}
+        assert store.purgeable("dead_letters", "2000-01-01T00:00:00.000Z") == {}
+        with pytest.raises(ValueError, match="nothing to purge called 'links'"):
+            store.purgeable("links", later)
+
+        assert [store.purge_batch("dead_letters", later, 1) for _ in range(3)] == [1, 1, 0]
+        for kind in ("conflicts", "runs", "deleted_snapshots", "audit"):
+            assert store.purge_batch(kind, later, 100) == 1
+            assert store.purge_batch(kind, later, 100) == 0, "a purged row is not counted again"
+        assert [d.ref for d in store.dead_letters("openspp", status=None)] == ["c"]
+        assert [c.entity_guid for c in store.conflicts(status=None)] == ["g1"]
+        assert [r.outcome for r in store.runs("openspp")] == ["running"]
+        gone = store.get_link("openspp", "gone")
+        assert gone is not None and (gone.external_id, gone.deleted, gone.snapshot, gone.base) == (
+            "9",
+            True,
+            {},
+            {},
+        )
+        live = store.get_link("openspp", "live")
+        assert live is not None and live.snapshot == {"name": "Ben"}
+        assert store.actions() == []
+
+    def test_forgetting_an_entity_blanks_its_snapshots_and_drops_its_letters_and_conflicts(
+        self, store: StateStore
+    ) -> None:
+        with store.transaction() as txn:
+            for connector, external_id in (("openspp", "7"), ("openfn", "x-7")):
+                txn.upsert_link(
+                    Link(
+                        connector,
+                        "p1",
+                        external_id,
+                        snapshot={"name": "Ana"},
+                        synced_at=now_timestamp(),
+                        base={"name": "Ana"},
+                    )
+                )
+            txn.upsert_link(Link("openspp", "p2", "8", snapshot={"name": "Ben"}, synced_at=now_timestamp()))
+            txn.add_dead_letter("openspp", Direction.PUSH, "p1", "refused", {"name": "Ana"})
+            txn.add_dead_letter("openspp", Direction.PUSH, "p1#bank", "refused", {"iban": "X"})
+            txn.resolve_dead_letter("openspp", Direction.PUSH, "p1#bank", "discarded")
+            txn.add_dead_letter("openspp", Direction.PULL, "7", "bad", {"data": {"name": "Ana"}})
+            txn.add_dead_letter("openfn", Direction.PULL, "7", "bad", {"data": {"name": "Other"}})
+            txn.add_dead_letter("openspp", Direction.PUSH, "p10", "refused", {"name": "Cy"})
+            txn.add_conflict("openspp", "p1", "7", "manual", {"a": 1}, {"a": 2}, {"a": 3}, None)
+            txn.add_conflict("openspp", "p2", "8", "manual", {"a": 1}, {"a": 2}, {"a": 3}, None)
+
+        counted = store.forget_entity("p1", dry_run=True)
+        assert (counted["snapshots"], counted["dead_letters"], counted["conflicts"]) == (2, 3, 1)
+        assert store.get_link("openspp", "p1").snapshot == {"name": "Ana"}, "a dry run changes nothing"
+        done = store.forget_entity("p1")
+        assert (done["snapshots"], done["dead_letters"], done["conflicts"]) == (2, 3, 1)
+        assert done["linked"] == [("openfn", "x-7", False), ("openspp", "7", False)]
+        for connector in ("openspp", "openfn"):
+            link = store.get_link(connector, "p1")
+            assert link is not None and (link.snapshot, link.base, link.synced_at) == ({}, {}, None)
+        assert sorted((d.connector, d.ref) for d in store.dead_letters(status=None)) == [
+            ("openfn", "7"),  # another connector's external id 7 is another record
+            ("openspp", "p10"),  # a guid that starts like p1 is another entity
+        ]
+        assert [c.entity_guid for c in store.conflicts(status=None)] == ["p2"]
+        again = store.forget_entity("p1")
+        assert (again["snapshots"], again["dead_letters"], again["conflicts"]) == (0, 0, 0)
+        assert store.forget_entity("nobody") == {
+            "snapshots": 0,
+            "dead_letters": 0,
+            "conflicts": 0,
+            "linked": [],
+        }
