@@ -36,21 +36,24 @@ def current_actor() -> str:
 
 
 def replay_dead_letters(
-    project: Any, connector: str, letters: Iterable[DeadLetter], *, actor: str
+    project: Any, connector: str, letters: Iterable[DeadLetter], *, actor: str, note: str | None = None
 ) -> DirectionReport:
-    """Deliver ``letters`` again (a stream: a page held at a time) and record who asked for it."""
+    """Deliver ``letters`` again (a stream: a page held at a time) and record who asked for it (and why,
+    when the operator said: ``note``)."""
     from connector_core.sync.replay import replay
     from connector_core.sync.runner import sync_session
 
     with sync_session(project, connector) as ctx:
         report = replay(ctx, letters)
     c = report.counts
-    project.state.record_action(
-        actor,
-        "replay",
-        connector=connector,
-        detail={"letters": c.read, "delivered": c.read - c.dead_lettered, "failed_again": c.dead_lettered},
-    )
+    detail: dict[str, Any] = {
+        "letters": c.read,
+        "delivered": c.read - c.dead_lettered,
+        "failed_again": c.dead_lettered,
+    }
+    if note:
+        detail["note"] = note
+    project.state.record_action(actor, "replay", connector=connector, detail=detail)
     return report
 
 

@@ -1213,6 +1213,10 @@ def serve(
         str | None, typer.Option(help="Address to bind (default: serve.host, 127.0.0.1).")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: serve.port, 8470).")] = None,
+    with_ui: Annotated[
+        bool | None,
+        typer.Option("--ui/--no-ui", help="Mount the operator console at /ui (default: serve.ui)."),
+    ] = None,
     config: ConfigOption = Path(CONFIG_FILE_NAME),
 ) -> None:
     """Real-time mode: push as soon as the log changes (`realtime: true`), pull on POST /hooks/CONNECTOR,
@@ -1224,8 +1228,8 @@ def serve(
             for name, instance in project.config.project.connectors.items():
                 if instance.enabled and (instance.realtime or instance.webhook or instance.schedule):
                     project.settings(name)
-        service = RealtimeService(config, host=host, port=port)
-        if not (service.push_triggers or service.hooks or service.scheduler.jobs):
+        service = RealtimeService(config, host=host, port=port, ui=with_ui)
+        if not (service.push_triggers or service.hooks or service.scheduler.jobs or service.serves_ui):
             fail("nothing to serve: give a connector `realtime: true`, a `webhook:` or a `schedule:`")
         stopping = threading.Event()
 
@@ -1249,6 +1253,43 @@ def serve(
 
 
 @app.command()
+def ui(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: ui.host, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: ui.port, 8471).")] = None,
+    config: ConfigOption = Path(CONFIG_FILE_NAME),
+) -> None:
+    """The operator console in a browser, at http://HOST:PORT/ui/ (docs/console.md): overview, runs, dead
+    letters, conflicts, mapping explorer, audit trail. Logins come from ui.users or DCSYNC_UI_TOKEN."""
+    import uvicorn
+
+    from connector_core.config import load_config
+    from connector_core.console import open_console
+    from connector_core.console.app import standalone_app
+
+    with handled():
+        settings = load_config(config).project.ui
+        bind = host or settings.host
+        console = open_console(config, host=bind)  # UnsafeBinding is a ConfigError: one line
+        try:
+            if console.generated_token:
+                err.print(
+                    "no login configured (ui.users, DCSYNC_UI_TOKEN): log in with this token, "
+                    f"valid until the console stops: {console.generated_token}"
+                )
+            shown = f"[{bind}]" if ":" in bind else bind
+            err.print(f"dcsync console on http://{shown}:{settings.port if port is None else port}/ui/")
+            uvicorn.run(
+                standalone_app(console.app),
+                host=bind,
+                port=settings.port if port is None else port,
+                log_level="warning",
+                access_log=False,
+            )
+        finally:
+            console.close()
+
+
+@app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     config: ConfigOption = Path(CONFIG_FILE_NAME),
@@ -1257,28 +1298,10 @@ def status(
 
     The outcome is `degraded` when the last run finished but left new dead letters.
     """
-    from connector_core.scheduler import jobs_from_config
-    from connector_core.state.base import Direction
+    from connector_core.status import connector_statuses
 
-    rows = []
     with handled(), _project(config, read_only=True) as project:
-        jobs = jobs_from_config(project.config)
-        for name in project.connector_names():
-            last = project.state.runs(name, limit=1)
-            nexts = [t for job in jobs if job.connector == name for t in job.next_times(1)]
-            checkpoint = project.state.get_checkpoint(name, Direction.PUSH)
-            rows.append(
-                {
-                    "connector": name,
-                    "last_run": last[0].started_at if last else None,
-                    "last_outcome": shown_outcome(last[0].outcome, last[0].counts) if last else None,
-                    "last_dead_lettered": last[0].counts.get("dead_lettered", 0) if last else 0,
-                    "last_error": last[0].error if last else None,
-                    "next_run": format_timestamp(min(nexts)) if nexts else None,
-                    "push_lag": project.eventlog.count(checkpoint),
-                    **asdict(project.state.open_counts(name)),
-                }
-            )
+        rows = [row.as_dict() for row in connector_statuses(project)]
     if as_json:
         out.print_json(json.dumps(rows))
         return

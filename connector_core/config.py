@@ -268,6 +268,7 @@ class ServeConfig(_Strict):
     remote_poll: float = Field(default=1.0, gt=0, le=3600, description="DataCollect log: shortest poll gap")
     idle_poll_max: float = Field(default=30.0, gt=0, description="DataCollect log: longest idle poll gap")
     busy_retry: float = Field(default=0.5, gt=0, description="Seconds before a busy lease is tried again")
+    ui: bool = Field(default=False, description="Also serve the operator console under /ui (docs/console.md)")
 
 
 class ConnectorInstanceConfig(_Strict):
@@ -364,6 +365,21 @@ class TargetConfig(_Strict):
     max_writers: int = Field(ge=1, le=1000)
 
 
+class UiConfig(_Strict):
+    """``dcsync ui`` (and ``serve: {ui: true}``): the operator console (docs/console.md). A login is a name
+    and a password from ``users`` (values read from ``${VAR}``s when the console starts, not by every
+    command) or the token in ``DCSYNC_UI_TOKEN``."""
+
+    host: str = Field(
+        default="127.0.0.1", description="Address to bind; any other than loopback needs a login"
+    )
+    port: int = Field(default=8471, ge=0, le=65535)
+    users: dict[Annotated[str, Field(pattern=_NAME)], str] = Field(
+        default_factory=dict, description="Login name -> password, usually ${VAR}"
+    )
+    session_hours: float = Field(default=12, gt=0, le=24 * 30, description="How long a login lasts")
+
+
 RetentionPeriod = Annotated[
     str | float | None,
     Field(description="How long to keep it: 90d, 12h, 30m (a bare number is seconds); absent: forever"),
@@ -400,6 +416,7 @@ class RetentionConfig(_Strict):
 class ProjectConfig(_Strict):
     version: Literal[1] = 1
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    ui: UiConfig = Field(default_factory=UiConfig)
     eventlog: EventLogConfig = Field(default_factory=SqliteEventLogConfig)
     state: StateConfig = Field(default_factory=SqliteStateConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
@@ -467,7 +484,9 @@ def _deferred(path: tuple[str | int, ...]) -> bool:
     """A connector's ``settings`` hold its secrets; their ``${VAR}``s are read only when that connector is
     built (``resolve_settings``), so a command that never contacts it (status, runs, dlq, log, a dry run's
     push plan) needs none of them."""
-    return len(path) >= 3 and path[0] == "connectors" and path[2] == "settings"
+    return (len(path) >= 3 and path[0] == "connectors" and path[2] == "settings") or (
+        len(path) >= 3 and path[:2] == ("ui", "users")  # the console's passwords: read when it starts
+    )
 
 
 def _to_python(
@@ -626,6 +645,19 @@ def resolve_settings(loaded: LoadedConfig, name: str) -> dict[str, Any]:
     if problems:
         raise ConfigError(problems)
     return resolved  # type: ignore[no-any-return]
+
+
+def resolve_ui_users(loaded: LoadedConfig) -> dict[str, str]:
+    """The console's logins with their passwords read from the environment now (``ConfigError`` naming
+    file:line:column of every variable that is not set)."""
+    problems: list[str] = []
+    users = {
+        name: _interpolate(value, loaded.where("ui", "users", name), problems, f"ui.users.{name}")
+        for name, value in loaded.project.ui.users.items()
+    }
+    if problems:
+        raise ConfigError(problems)
+    return users
 
 
 def validate_settings(loaded: LoadedConfig, name: str, model: type[BaseModel]) -> BaseModel:

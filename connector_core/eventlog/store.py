@@ -372,6 +372,22 @@ class SqlEventLog(ABC):
     def get_entities(self, guids: Iterable[str]) -> dict[str, Entity]:
         return self._load_entities(dict.fromkeys(guids))
 
+    def search_entities(self, text: str, limit: int = 20) -> list[Entity]:
+        """Entities whose guid is ``text`` or whose document holds it (a name typed by an operator), at
+        most ``limit``: the console's lookup, never a listing. Case-insensitive substring; LIKE's wildcards
+        in ``text`` match themselves."""
+        text = text.strip()
+        if not text:
+            return []
+        pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        json = self._db.json_out
+        rows = self._db.rows(
+            "SELECT guid, doc FROM {s}.entities WHERE guid = ? "
+            "OR lower(CAST(doc AS TEXT)) LIKE ? ESCAPE '\\' ORDER BY guid LIMIT ?",
+            (text, pattern, max(1, min(limit, 200))),
+        )
+        return [Entity.stored(json(doc)) for _guid, doc in rows]
+
     def iter_entities(self, page_size: int = 1000) -> Iterator[Entity]:
         """Every entity in guid order, a page per query (keyset paging: no OFFSET rescans)."""
         if page_size < 1:

@@ -20,6 +20,7 @@ What holds it together:
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from starlette.routing import Mount
 
 from connector_core.config import (
     ConfigError,
@@ -60,12 +62,14 @@ class RealtimeService:
     config_path: Path
     host: str | None = None  # None: the project file's serve.host
     port: int | None = None  # None: the project file's serve.port; 0: any free port
+    ui: bool | None = None  # None: the project file's serve.ui
     metrics: Metrics = field(default_factory=Metrics)
     push_triggers: dict[str, CoalescingTrigger] = field(default_factory=dict)
     pull_triggers: dict[str, CoalescingTrigger] = field(default_factory=dict)
     watchers: list[Watcher] = field(default_factory=list)
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
+    _console: Any = None
 
     def __post_init__(self) -> None:
         from connector_core.plugins import load_plugins
@@ -214,18 +218,38 @@ class RealtimeService:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     @property
+    def serves_ui(self) -> bool:
+        return self.settings.ui if self.ui is None else self.ui
+
+    @property
     def url(self) -> str:
         assert self._server is not None
         host, port = self._server.servers[0].sockets[0].getsockname()[:2]
         return f"http://{host}:{port}"
 
     def start(self, timeout: float = 20.0) -> RealtimeService:
+        host = self.host or self.settings.host
+        mounts = []
+        if self.serves_ui:  # refused before any socket when beyond loopback without a login
+            from connector_core.console import open_console
+
+            self._console = open_console(self.config_path, host=host, plugins=self.plugins)
+            if self._console.generated_token:  # on stderr only: never in a log line
+                print(
+                    f"console token (no ui.users nor DCSYNC_UI_TOKEN): {self._console.generated_token}",
+                    file=sys.stderr,
+                )
+            mounts.append(Mount("/ui", app=self._console.app))
         app = create_app(
-            hooks=self.hooks, ready=self.ready, registry=self.metrics.registry, metrics=self.realtime_metrics
+            hooks=self.hooks,
+            ready=self.ready,
+            registry=self.metrics.registry,
+            metrics=self.realtime_metrics,
+            mounts=mounts,
         )
         config = uvicorn.Config(
             app,
-            host=self.host or self.settings.host,
+            host=host,
             port=self.settings.port if self.port is None else self.port,
             log_level="warning",
             access_log=False,
@@ -267,3 +291,6 @@ class RealtimeService:
         for watcher in self.watchers:
             watcher.join(10)
         self.scheduler.stop(wait=True)
+        if self._console is not None:
+            self._console.close()
+            self._console = None

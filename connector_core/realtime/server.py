@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from connector_core.config import WebhookConfig
 from connector_core.realtime.hooks import TokenBucket, authenticated
@@ -58,8 +58,10 @@ def create_app(
     ready: Callable[[], list[str]],
     registry: CollectorRegistry,
     metrics: RealtimeMetrics,
+    mounts: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """``ready()`` returns what is wrong (empty when ready)."""
+    """``ready()`` returns what is wrong (empty when ready); ``mounts`` adds apps under their own paths
+    (the operator console at ``/ui``)."""
 
     async def hook(request: Request) -> Response:
         name = request.path_params["connector"]
@@ -109,5 +111,6 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_page, methods=["GET"]),
+            *mounts,
         ]
     )

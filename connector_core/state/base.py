@@ -104,6 +104,17 @@ class RunRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetterGroup:
+    """Open (or closed) dead letters sharing connector, direction and reason, counted by the store: one bad
+    field refused across 400 records is one group, whatever the number of letters."""
+
+    connector: str
+    direction: str
+    reason: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class OpenCounts:
     """What waits for an operator on one connector, counted by the store rather than by listing rows,
     so ``dcsync status`` and the metrics cost the same with ten open dead letters or a million."""
@@ -393,6 +404,63 @@ class StateStore(Protocol):
         limit: int = 100,
     ) -> list[ActionRecord]:
         """The audit trail, newest first; ``before_id`` pages back from an earlier page's last id."""
+        ...
+
+    def dead_letter_groups(
+        self, connector: str | None = None, status: str | None = "open", limit: int = 200
+    ) -> list[DeadLetterGroup]:
+        """Dead letters grouped by (connector, direction, reason), largest group first (``GROUP BY`` in the
+        store: the console shows 100,000 letters as the handful of reasons they share)."""
+        ...
+
+    def dead_letter_page(
+        self,
+        connector: str | None = None,
+        *,
+        direction: str | None = None,
+        reason: str | None = None,
+        status: str | None = "open",
+        after_id: int | None = None,
+        limit: int = 50,
+    ) -> list[DeadLetter]:
+        """One keyset page of dead letters in id order, after ``after_id`` (no OFFSET: a deep page costs what
+        the first one does)."""
+        ...
+
+    def count_dead_letters(
+        self,
+        connector: str | None = None,
+        *,
+        direction: str | None = None,
+        reason: str | None = None,
+        status: str | None = "open",
+    ) -> int:
+        """How many dead letters match (what a confirmation page says before a bulk action)."""
+        ...
+
+    def run_page(
+        self,
+        connector: str | None = None,
+        *,
+        direction: str | None = None,
+        outcome: str | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        """One keyset page of the run history, newest first, before ``before_id``."""
+        ...
+
+    def get_run(self, run_id: int) -> RunRecord | None: ...
+
+    def conflict_page(
+        self,
+        connector: str | None = None,
+        *,
+        status: str | None = "open",
+        after_id: int | None = None,
+        limit: int = 50,
+    ) -> list[Conflict]:
+        """One keyset page of conflicts in id order, after ``after_id``."""
         ...
 
     def purgeable(self, kind: str, before: str) -> dict[str | None, int]:

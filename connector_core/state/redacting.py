@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from connector_core.redaction import redact, redact_value
-from connector_core.state.base import Conflict, DeadLetter, Direction, RunRecord
+from connector_core.state.base import Conflict, DeadLetter, DeadLetterGroup, Direction, RunRecord
 
 
 def _letter(letter: DeadLetter) -> DeadLetter:
@@ -151,6 +151,27 @@ class RedactingStateStore:
     def get_dead_letter(self, dead_letter_id: int) -> DeadLetter | None:
         letter = self._store.get_dead_letter(dead_letter_id)
         return _letter(letter) if letter is not None else None
+
+    def dead_letter_groups(
+        self, connector: str | None = None, status: str | None = "open", limit: int = 200
+    ) -> list[DeadLetterGroup]:
+        return [
+            dataclasses.replace(g, reason=redact(g.reason))
+            for g in self._store.dead_letter_groups(connector, status, limit)
+        ]
+
+    def dead_letter_page(self, connector: str | None = None, **filters: Any) -> list[DeadLetter]:
+        return [_letter(d) for d in self._store.dead_letter_page(connector, **filters)]
+
+    def run_page(self, connector: str | None = None, **filters: Any) -> list[RunRecord]:
+        return [_run(r) for r in self._store.run_page(connector, **filters)]
+
+    def get_run(self, run_id: int) -> RunRecord | None:
+        run = self._store.get_run(run_id)
+        return _run(run) if run is not None else None
+
+    def conflict_page(self, connector: str | None = None, **filters: Any) -> list[Conflict]:
+        return [_conflict(c) for c in self._store.conflict_page(connector, **filters)]
 
     def conflicts(
         self, connector: str | None = None, status: str | None = "open", limit: int = 100

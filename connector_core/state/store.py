@@ -29,6 +29,7 @@ from connector_core.state.base import (
     BulkShardRecord,
     Conflict,
     DeadLetter,
+    DeadLetterGroup,
     Direction,
     DuplicateExternalIdError,
     Link,
@@ -721,6 +722,67 @@ class SqlStateStore:
         )
         return self._dead_letter(row) if row else None
 
+    def _letter_filters(
+        self, connector: str | None, direction: str | None, reason: str | None, status: str | None
+    ) -> tuple[list[str], list[Any]]:
+        where, params = [], []
+        for column, value in (
+            ("status", status),
+            ("connector", connector),
+            ("direction", None if direction is None else Direction(direction).value),
+            ("reason", None if reason is None else self._reason_in(reason)),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        return where, params
+
+    def dead_letter_groups(
+        self, connector: str | None = None, status: str | None = "open", limit: int = 200
+    ) -> list[DeadLetterGroup]:
+        where, params = self._letter_filters(connector, None, None, status)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._db.rows(
+            f"SELECT connector, direction, reason, count(*) AS n FROM {{s}}.dead_letters {clause} "
+            "GROUP BY connector, direction, reason ORDER BY n DESC, connector, direction LIMIT ?",
+            (*params, limit),
+        )
+        return [DeadLetterGroup(c, d, self._reason_out(r), int(n)) for c, d, r, n in rows]
+
+    def dead_letter_page(
+        self,
+        connector: str | None = None,
+        *,
+        direction: str | None = None,
+        reason: str | None = None,
+        status: str | None = "open",
+        after_id: int | None = None,
+        limit: int = 50,
+    ) -> list[DeadLetter]:
+        where, params = self._letter_filters(connector, direction, reason, status)
+        if after_id is not None:
+            where.append("id > ?")
+            params.append(after_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._db.rows(
+            f"SELECT {_DEAD_LETTER_COLUMNS} FROM {{s}}.dead_letters {clause} ORDER BY id LIMIT ?",
+            (*params, limit),
+        )
+        return [self._dead_letter(row) for row in rows]
+
+    def count_dead_letters(
+        self,
+        connector: str | None = None,
+        *,
+        direction: str | None = None,
+        reason: str | None = None,
+        status: str | None = "open",
+    ) -> int:
+        where, params = self._letter_filters(connector, direction, reason, status)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        row = self._db.row(f"SELECT count(*) FROM {{s}}.dead_letters {clause}", tuple(params))
+        return int(row[0]) if row else 0
+
     # -- intents, parked children, conflicts --------------------------------------------------------
 
     def intents(self, connector: str) -> set[str]:
@@ -773,6 +835,23 @@ class SqlStateStore:
         self, connector: str | None = None, status: str | None = "open", limit: int = 100
     ) -> list[Conflict]:
         clause, params = self._filters(connector, status)
+        rows = self._db.rows(
+            f"SELECT {_CONFLICT_COLUMNS} FROM {{s}}.conflicts {clause} ORDER BY id LIMIT ?", (*params, limit)
+        )
+        return [self._conflict(row) for row in rows]
+
+    def conflict_page(
+        self,
+        connector: str | None = None,
+        *,
+        status: str | None = "open",
+        after_id: int | None = None,
+        limit: int = 50,
+    ) -> list[Conflict]:
+        clause, params = self._filters(connector, status)
+        if after_id is not None:
+            clause = f"{clause} AND id > ?" if clause else "WHERE id > ?"
+            params.append(after_id)
         rows = self._db.rows(
             f"SELECT {_CONFLICT_COLUMNS} FROM {{s}}.conflicts {clause} ORDER BY id LIMIT ?", (*params, limit)
         )
@@ -1025,3 +1104,31 @@ class SqlStateStore:
             f"SELECT {_RUN_COLUMNS} FROM {{s}}.runs {clause} ORDER BY id DESC LIMIT ?", (*params, limit)
         )
         return [self._run(row) for row in rows]
+
+    def run_page(
+        self,
+        connector: str | None = None,
+        *,
+        direction: str | None = None,
+        outcome: str | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("connector", connector), ("direction", direction), ("outcome", outcome)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if before_id is not None:
+            where.append("id < ?")
+            params.append(before_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._db.rows(
+            f"SELECT {_RUN_COLUMNS} FROM {{s}}.runs {clause} ORDER BY id DESC LIMIT ?", (*params, limit)
+        )
+        return [self._run(row) for row in rows]
+
+    def get_run(self, run_id: int) -> RunRecord | None:
+        row = self._db.row(f"SELECT {_RUN_COLUMNS} FROM {{s}}.runs WHERE id = ?", (run_id,))
+        return self._run(row) if row else None

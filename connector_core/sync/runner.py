@@ -21,6 +21,7 @@ from connector_core.logs import redact, run_context
 from connector_core.project import Project
 from connector_core.retry import RetryPolicy
 from connector_core.scopes import FieldScopes
+from connector_core.state.base import Direction
 from connector_core.state.lease import ConnectorBusy, LeaseLost
 from connector_core.sync.context import RunStopped, SyncContext
 from connector_core.sync.pull import run_pull
@@ -150,7 +151,17 @@ def run_connector(
         if dry_run:  # writes nothing, so it has no run record either
             _run_directions(ctx, report, do_pull=do_pull, do_push=do_push)
             return report
-        totals = lambda: report.totals().as_dict()  # noqa: E731
+
+        def totals() -> dict[str, int]:
+            counts = report.totals().as_dict()
+            if report.push is not None:  # the lag it left behind: the console charts it run by run
+                try:
+                    checkpoint = project.state.get_checkpoint(name, Direction.PUSH)
+                    counts["push_lag"] = project.eventlog.count(checkpoint)
+                except Exception:  # a store that failed the run: the run's own error is what to record
+                    log.debug("%s: push lag not recorded", name, exc_info=True)
+            return counts
+
         with recorded_run(project.state, name, direction, trigger, totals) as run:
             report.run_id = run.run_id
             _run_directions(ctx, report, do_pull=do_pull, do_push=do_push)

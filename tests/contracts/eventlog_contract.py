@@ -271,6 +271,16 @@ class EventLogContract:
         guids = [e.guid for e in log.iter_entities(page_size=4)]
         assert guids == sorted(f"p-{i:03d}" for i in range(25))
 
+    def test_entities_are_found_by_guid_or_by_a_bounded_name_search(self, log: EventLog) -> None:
+        names = ["Ana Lima", "Anabel Ruiz", "Bo 50%_off", "Zoé Ånström"]
+        log.append(event("create-individual", f"p-{i}", {"name": n}) for i, n in enumerate(names))
+        search = log.search_entities  # type: ignore[attr-defined]
+        assert [e.guid for e in search("ana")] == ["p-0", "p-1"]
+        assert [e.guid for e in search("ana", limit=1)] == ["p-0"]
+        assert [e.guid for e in search("p-2")] == ["p-2"]  # by guid (also in its own document)
+        assert [e.guid for e in search("50%_")] == ["p-2"] and search("0%o") == [] and search("  ") == []
+        assert [e.guid for e in search("ånström")] == ["p-3"] or [e.guid for e in search("ström")] == ["p-3"]
+
     # -- events that cannot be applied -------------------------------------------------------------
 
     def test_inapplicable_events_are_stored_and_reported(self, open_log: MakeEventLog) -> None:

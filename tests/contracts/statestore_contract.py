@@ -255,6 +255,61 @@ class StateStoreContract:
         with pytest.raises(ValueError, match="page_size"):
             next(store.iter_dead_letters("openspp", page_size=0))
 
+    def test_dead_letters_are_grouped_by_reason_and_paged_by_keyset_within_a_group(
+        self, store: StateStore
+    ) -> None:
+        bad_phone = "phone_number: not valid (it's 50% wrong_ish)"  # quotes and LIKE wildcards stay literal
+        with store.transaction() as txn:
+            for i in range(7):
+                txn.add_dead_letter("openspp", PUSH, f"p-{i}", bad_phone, {"i": i})
+            for i in range(3):
+                txn.add_dead_letter("openspp", PUSH, f"q-{i}", "national id taken", {})
+            txn.add_dead_letter("openspp", PULL, "r-0", bad_phone, {})
+            txn.add_dead_letter("openfn", PUSH, "p-0", bad_phone, {})
+            txn.resolve_dead_letter("openspp", PUSH, "p-6", "discarded")
+        groups = store.dead_letter_groups("openspp")
+        assert [(g.direction, g.reason, g.count) for g in groups] == [
+            ("push", bad_phone, 6), ("push", "national id taken", 3), ("pull", bad_phone, 1),
+        ]  # fmt: skip
+        assert len(store.dead_letter_groups()) == 4 and len(store.dead_letter_groups(limit=2)) == 2
+        assert [(g.reason, g.count) for g in store.dead_letter_groups("openspp", "discarded")] == [
+            (bad_phone, 1)
+        ]
+        pages, after = [], None
+        while page := store.dead_letter_page(
+            "openspp", direction="push", reason=bad_phone, after_id=after, limit=4
+        ):
+            pages.append([d.ref for d in page])
+            after = page[-1].id
+        assert pages == [["p-0", "p-1", "p-2", "p-3"], ["p-4", "p-5"]]
+        assert store.count_dead_letters("openspp", direction="push", reason=bad_phone) == 6
+        assert store.count_dead_letters("openspp") == 10 and store.count_dead_letters(status=None) == 12
+        assert [d.ref for d in store.dead_letter_page("openspp", status="discarded")] == ["p-6"]
+        assert [d.connector for d in store.dead_letter_page(reason=bad_phone, direction="push")] == [
+            "openspp", "openspp", "openspp", "openspp", "openspp", "openspp", "openfn",
+        ]  # fmt: skip
+
+    def test_runs_and_conflicts_are_paged_by_keyset_with_filters(self, store: StateStore) -> None:
+        ids = []
+        for i in range(6):
+            run = store.start_run("openspp" if i % 3 else "openfn", ("push", "pull")[i % 2], "schedule")
+            store.finish_run(run, "failed" if i == 4 else "ok", {"read": i})
+            ids.append(run)
+        assert [r.id for r in store.run_page(limit=4)] == ids[::-1][:4]
+        assert [r.id for r in store.run_page(before_id=ids[2], limit=4)] == [ids[1], ids[0]]
+        assert [r.id for r in store.run_page("openspp", direction="pull")] == [ids[5], ids[1]]
+        assert [r.id for r in store.run_page(outcome="failed")] == [ids[4]]
+        found = store.get_run(ids[3])
+        assert found is not None and found.counts == {"read": 3} and store.get_run(10**9) is None
+        with store.transaction() as txn:
+            for i in range(5):
+                txn.add_conflict("openspp", f"g{i}", str(i), "manual", {}, {"a": i}, {"a": -i}, None)
+        first = store.conflict_page("openspp", limit=3)
+        assert [c.entity_guid for c in first] == ["g0", "g1", "g2"]
+        rest = store.conflict_page("openspp", after_id=first[-1].id, limit=3)
+        assert [c.entity_guid for c in rest] == ["g3", "g4"] and rest[0].local == {"a": 3}
+        assert store.conflict_page("openfn") == [] and store.conflict_page(status="resolved") == []
+
     def test_open_work_is_counted_per_connector(self, store: StateStore) -> None:
         assert store.open_counts("openspp") == OpenCounts(dead_letters=0, conflicts=0, parked=0)
         with store.transaction() as txn:

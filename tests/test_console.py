@@ -1,0 +1,357 @@
+"""The operator console through its ASGI app: login and CSRF on everything, dead letters grouped and acted
+on, conflicts resolved field by field, the mapping explorer, the audit trail. (The same flows in a real
+browser: tests/test_console_browser.py.)"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from console_support import PASSWORD, REFUSAL, USER, app_for, conflict, csrf_of, failing_remote, log_in
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from connector_core.cli import app as cli
+from connector_core.console.auth import Logins, Throttle, UnsafeBinding, check_binding
+from connector_core.project import Project
+from connector_core.redaction import register_secret
+
+PAGES = ["/ui/", "/ui/runs", "/ui/runs/1", "/ui/dead-letters", "/ui/dead-letters/1", "/ui/conflicts",
+         "/ui/conflicts/1", "/ui/mapping", "/ui/mapping/reg/p0", "/ui/audit"]  # fmt: skip
+ACTIONS = ["/ui/dead-letters/confirm", "/ui/dead-letters/apply", "/ui/conflicts/1/resolve", "/ui/logout"]
+
+
+@pytest.fixture
+def client(project: Project) -> Iterator[TestClient]:
+    with TestClient(app_for(project)) as c:
+        yield c
+
+
+def test_every_page_and_action_needs_a_login_and_healthz_does_not(client: TestClient) -> None:
+    for page in PAGES:
+        answer = client.get(page, follow_redirects=False)
+        assert answer.status_code == 303, page
+        assert answer.headers["location"].startswith("/ui/login?next="), page
+    assert "log in" in client.get("/ui/runs").text  # followed: the login page
+    for action in ACTIONS:
+        assert client.post(action, data={"action": "replay"}).status_code == 401, action
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_a_login_is_checked_throttled_and_gives_a_strict_httponly_cookie(project: Project) -> None:
+    with TestClient(app_for(project, throttle=Throttle(attempts=3, window=60))) as client:
+        page = client.get("/ui/login")
+        no_token = client.post("/ui/login", data={"name": USER, "password": PASSWORD})
+        assert no_token.status_code == 403
+        assert log_in(client, USER, "wrong").status_code == 401
+        assert log_in(client, "bob", PASSWORD).status_code == 401
+        assert log_in(client, USER, "wrong again").status_code == 401
+        assert log_in(client, USER, PASSWORD).status_code == 429  # throttled, even with the right one
+    with TestClient(app_for(project)) as client:
+        done = log_in(client)
+        assert done.status_code == 303 and done.headers["location"] == "/ui/"
+        cookie = done.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and PASSWORD not in cookie
+        assert f'signed in as <b id="who">{USER}</b>' in client.get("/ui/").text
+        assert page.status_code == 200
+    (login,) = project.state.actions(action="login")
+    assert login.actor == f"ui:{USER}"
+
+
+def test_a_post_without_the_csrf_token_is_refused(client: TestClient) -> None:
+    log_in(client)
+    for action in ACTIONS:
+        assert client.post(action, data={"action": "replay", "scope": "connector"}).status_code == 403
+        bad = client.post(action, data={"action": "replay", "csrf_token": "forged"})
+        assert bad.status_code == 403, action
+    assert client.get("/ui/").status_code == 200  # still logged in: logout was refused too
+
+
+def test_a_next_page_after_login_stays_inside_the_console(client: TestClient) -> None:
+    page = client.get("/ui/login")
+    done = client.post(
+        "/ui/login",
+        data={
+            "name": USER,
+            "password": PASSWORD,
+            "next": "//evil.example/",
+            "csrf_token": csrf_of(page.text),
+        },
+        follow_redirects=False,
+    )
+    assert done.headers["location"] == "/ui/"
+
+
+def test_dead_letters_are_one_group_per_reason_and_discarded_after_a_confirmation(
+    project: Project, mock_server: httpx.Client, client: TestClient
+) -> None:
+    refs = failing_remote(project, mock_server, count=4)
+    log_in(client)
+    overview = client.get("/ui/").text
+    assert "degraded" in overview and "<svg" in overview
+    grouped = client.get("/ui/dead-letters?connector=reg").text
+    assert grouped.count('class="group"') == 1 and REFUSAL in grouped and '"num count">4<' in grouped
+    listing = client.get(
+        "/ui/dead-letters", params={"connector": "reg", "direction": "push", "reason": REFUSAL}
+    ).text
+    assert listing.count('class="letter"') == 4 and all(ref in listing for ref in refs)
+    csrf = csrf_of(grouped)
+    form = {"csrf_token": csrf, "action": "discard", "scope": "group", "connector": "reg",
+            "direction": "push", "reason": REFUSAL}  # fmt: skip
+    confirm = client.post("/ui/dead-letters/confirm", data=form)
+    assert 'id="confirm-count">4<' in confirm.text
+    assert project.state.open_counts("reg").dead_letters == 4  # nothing done before confirming
+    assert client.post("/ui/dead-letters/apply", data=form).status_code == 400  # a discard needs a note
+    done = client.post("/ui/dead-letters/apply", data={**form, "note": "duplicates of p9"})
+    assert "discarded 4" in done.text
+    assert project.state.open_counts("reg").dead_letters == 0
+    (action,) = project.state.actions(action="discard")
+    assert action.actor == f"ui:{USER}" and action.detail["note"] == "duplicates of p9"
+    audit = client.get("/ui/audit").text
+    assert f"ui:{USER}" in audit and "discard" in audit and "duplicates of p9" in audit
+
+
+def test_one_letter_shows_its_payload_and_message_without_secrets(
+    project: Project, mock_server: httpx.Client, client: TestClient
+) -> None:
+    secret = "s3cret-token-value-42"
+    register_secret(secret)
+    mock_server.put("/_control/faults", json={"reject": {"p1": f"refused, key {secret}"}})
+    from sync_support import FAST_RETRY, event
+
+    from connector_core.sync.runner import run_connector
+
+    project.eventlog.append(
+        [
+            event(
+                "a",
+                "p1",
+                "create-individual",
+                {"entityName": "individual", "first_name": "Zoe", "note": secret},
+            )
+        ]
+    )
+    run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    (letter,) = project.state.dead_letters("reg")
+    log_in(client)
+    page = client.get(f"/ui/dead-letters/{letter.id}").text
+    assert "Zoe" in page and "refused, key" in page and secret not in page
+    assert secret not in client.get("/ui/dead-letters?connector=reg").text
+    assert client.get("/ui/dead-letters/999999").status_code == 404
+
+
+def test_runs_are_filtered_and_paged_by_keyset(
+    project: Project, mock_server: httpx.Client, client: TestClient
+) -> None:
+    failing_remote(project, mock_server)
+    from connector_core.sync.runner import run_connector
+
+    for _ in range(3):
+        run_connector(project, "reg", pull=False)
+    log_in(client)
+    page = client.get("/ui/runs", params={"connector": "reg", "direction": "push"}).text
+    assert page.count('href="/ui/runs/') == 4 and "degraded" in page
+    assert "no runs" in client.get("/ui/runs", params={"outcome": "failed"}).text
+    (first,) = project.state.run_page("reg", limit=1)
+    assert f"Run {first.id}" in client.get(f"/ui/runs/{first.id}").text
+    older = project.state.run_page("reg", before_id=first.id, limit=10)
+    assert [r.id for r in older] == sorted((r.id for r in older), reverse=True) and len(older) == 3
+
+
+def test_a_conflict_shows_three_versions_and_is_resolved_field_by_field(
+    make_project: Callable[..., Project], mock_server: httpx.Client
+) -> None:
+    project = make_project("    conflict_policy: manual\n")
+    conflict_id = conflict(project, mock_server)
+    with TestClient(app_for(project)) as client:
+        log_in(client)
+        page = client.get(f"/ui/conflicts/{conflict_id}").text
+        assert (
+            page.count('class="field differs"') == 2 and "&#34;Anna&#34;" in page and "&#34;Ann&#34;" in page
+        )
+        done = client.post(
+            f"/ui/conflicts/{conflict_id}/resolve",
+            data={"csrf_token": csrf_of(page), "field:first_name": "external", "field:phone_number": "local"},
+        )
+        assert "resolved (fields: first_name=external, phone_number=local)" in done.text
+        again = client.post(
+            f"/ui/conflicts/{conflict_id}/resolve", data={"csrf_token": csrf_of(page), "take": "local"}
+        )
+        assert again.status_code == 409 and "no open conflict" in again.text
+    entity = project.eventlog.get_entity("c1")
+    assert entity is not None and (entity.data["first_name"], entity.data["phone_number"]) == ("Ann", "+2")
+    (action,) = project.state.actions(action="resolve")
+    assert action.actor == f"ui:{USER}" and action.target == "c1"
+
+
+def test_the_mapping_explorer_finds_by_name_and_shows_payload_and_diff(
+    project: Project, mock_server: httpx.Client, client: TestClient
+) -> None:
+    failing_remote(project, mock_server, count=1)
+    log_in(client)
+    found = client.get("/ui/mapping", params={"connector": "reg", "q": "fine"}).text
+    assert "/ui/mapping/reg/ok1" in found and "/ui/mapping/reg/p0" not in found
+    assert "/ui/mapping/reg/p0" in client.get("/ui/mapping", params={"connector": "reg", "q": "p0"}).text
+    assert "no entity matches" in client.get("/ui/mapping", params={"connector": "reg", "q": "50%_"}).text
+    linked = client.get("/ui/mapping/reg/ok1").text
+    assert "Linked to external id" in linked and 'id="payload"' in linked and "Fine" in linked
+    unlinked = client.get("/ui/mapping/reg/p0").text
+    assert "Not linked yet" in unlinked and 'class="added"' in unlinked
+    assert client.get("/ui/mapping/nope/ok1").status_code == 404
+
+
+def test_binding_beyond_loopback_without_a_login_is_refused_in_one_line(tmp_path: Path) -> None:
+    check_binding("127.0.0.1", Logins())
+    check_binding("0.0.0.0", Logins({"a": "b"}))
+    with pytest.raises(UnsafeBinding, match="refusing to serve the console on 0.0.0.0 without a login"):
+        check_binding("0.0.0.0", Logins())
+    (tmp_path / "dcsync.yaml").write_text("connectors: {}\n")
+    shown = CliRunner().invoke(cli, ["ui", "--host", "0.0.0.0", "-c", str(tmp_path / "dcsync.yaml")])
+    assert shown.exit_code == 2 and "refusing to serve the console on 0.0.0.0" in shown.output
+    assert "Traceback" not in shown.output and len(shown.output.strip().splitlines()) == 1
+
+
+def test_a_password_variable_is_read_when_the_console_starts_not_by_every_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "dcsync.yaml"
+    config.write_text("ui:\n  users:\n    ana: ${CONSOLE_PW_TEST}\nconnectors: {}\n")
+    monkeypatch.delenv("CONSOLE_PW_TEST", raising=False)
+    assert CliRunner().invoke(cli, ["status", "-c", str(config)]).exit_code == 0
+    shown = CliRunner().invoke(cli, ["ui", "-c", str(config)])
+    assert shown.exit_code == 2 and "dcsync.yaml:3" in shown.output and "CONSOLE_PW_TEST" in shown.output
+
+
+def test_dcsync_serve_mounts_the_console_at_ui_behind_its_login(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connector_core.realtime.serve import RealtimeService
+
+    config = tmp_path / "dcsync.yaml"
+    monkeypatch.setenv("DCSYNC_UI_TOKEN", "a-token-long-enough-1234")
+    service = RealtimeService(config, port=0, ui=True).start()
+    try:
+        with httpx.Client(base_url=service.url, timeout=10) as client:
+            assert client.get("/healthz").json() == {"status": "ok"}
+            assert client.get("/ui/runs").headers["location"] == "/ui/login?next=%2Fruns"
+            page = client.get("/ui/login")
+            done = client.post(
+                "/ui/login",
+                data={"name": "", "password": "a-token-long-enough-1234", "csrf_token": csrf_of(page.text)},
+            )
+            assert done.status_code == 303 and 'id="who">token<' in client.get("/ui/").text
+    finally:
+        service.shutdown()
+    monkeypatch.delenv("DCSYNC_UI_TOKEN")
+    with pytest.raises(UnsafeBinding):
+        RealtimeService(config, host="0.0.0.0", port=0, ui=True).start()
+
+
+def test_what_a_remote_or_a_record_says_is_shown_as_text_never_as_markup(
+    project: Project, mock_server: httpx.Client, client: TestClient
+) -> None:
+    from sync_support import FAST_RETRY, event
+
+    from connector_core.sync.runner import run_connector
+
+    mock_server.put("/_control/faults", json={"reject": {"p1": "<script>alert('reason')</script>"}})
+    project.eventlog.append(
+        [event("a", "p1", "create-individual", {"entityName": "individual", "first_name": "<img src=x>"})]
+    )
+    run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    (letter,) = project.state.dead_letters("reg")
+    log_in(client)
+    for page in ("/ui/dead-letters", f"/ui/dead-letters/{letter.id}", "/ui/mapping/reg/p1", "/ui/"):
+        html = client.get(page).text
+        assert "<script>" not in html and "<img src=x>" not in html, page
+    assert "&lt;script&gt;" in client.get("/ui/dead-letters").text
+
+
+def test_each_pushing_run_records_the_lag_it_left_and_the_overview_charts_it(
+    project: Project, mock_server: httpx.Client, client: TestClient
+) -> None:
+    from sync_support import FAST_RETRY, event
+
+    from connector_core.sync.runner import run_connector
+
+    for i in range(3):
+        project.eventlog.append([event(f"e{i}", f"q{i}", "create-individual", {"entityName": "individual"})])
+        run_connector(project, "reg", retry=FAST_RETRY)
+    mock_server.put("/_control/faults", json={"script": [{"status": 503}] * 20})
+    project.eventlog.append([event("e9", "q9", "create-individual", {"entityName": "individual"})])
+    assert not run_connector(project, "reg", pull=False, retry=FAST_RETRY).ok
+    lags = [r.counts.get("push_lag") for r in reversed(project.state.runs("reg"))]
+    assert lags == [0, 0, 0, 1]  # the failed push left its event behind
+    log_in(client)
+    overview = client.get("/ui/").text
+    assert overview.count("<rect") >= 4 + 4  # a bar per run in each chart
+    assert "<title>1</title>" in overview  # the last run's lag, as its bar's hover text
+
+
+def test_dcsync_ui_serves_the_console_until_stopped(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from connector_core.testing.server import free_port
+
+    (tmp_path / "dcsync.yaml").write_text("connectors: {}\n")
+    port = free_port()
+    env = {**os.environ, "DCSYNC_UI_TOKEN": "a-token-long-enough-1234"}
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "connector_core.cli",
+            "ui",
+            "--port",
+            str(port),
+            "-c",
+            str(tmp_path / "dcsync.yaml"),
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert child.poll() is None and time.monotonic() < deadline, "dcsync ui did not start"
+                time.sleep(0.1)
+        home = httpx.get(f"http://127.0.0.1:{port}/", follow_redirects=True)
+        assert home.status_code == 200 and 'id="login-form"' in home.text
+    finally:
+        child.terminate()
+        _, said = child.communicate(timeout=10)
+    assert f"dcsync console on http://127.0.0.1:{port}/ui/" in said and "a-token-long-enough" not in said
+
+
+def test_the_mapping_explorer_shows_the_payload_after_the_push_scope(
+    make_project: Callable[..., Project], mock_server: httpx.Client
+) -> None:
+    from sync_support import event
+
+    project = make_project("    scopes:\n      push:\n        individual: [first_name]\n")
+    project.eventlog.append(
+        [
+            event(
+                "a",
+                "s1",
+                "create-individual",
+                {"entityName": "individual", "first_name": "Io", "phone_number": "+9"},
+            )
+        ]
+    )
+    with TestClient(app_for(project)) as client:
+        log_in(client)
+        page = client.get("/ui/mapping/reg/s1").text
+    payload = page.split('id="payload">')[1].split("</pre>")[0]
+    assert "Io" in payload and "+9" not in payload
+    assert "phone_number" in page.split('id="out-of-scope">')[1].split("</p>")[0]
