@@ -293,11 +293,17 @@ class StateStore(Protocol):
     ) -> list[DeadLetter]: ...
 
     def iter_dead_letters(
-        self, connector: str, status: str | None = "open", page_size: int = 1000
+        self,
+        connector: str,
+        status: str | None = "open",
+        page_size: int = 1000,
+        *,
+        direction: str | None = None,
+        reason: str | None = None,
     ) -> Iterator[DeadLetter]:
-        """Every dead letter of ``connector`` (with ``status``, ``None``: any) oldest first, a page per
-        query: ``dlq replay --all`` over a million letters holds one page. Rows resolved while the
-        iteration runs are not seen again."""
+        """Every dead letter of ``connector`` (with ``status``, ``None``: any; ``direction`` and ``reason``
+        narrow it, as the console's groups do) oldest first, a page per query: ``dlq replay --all`` over a
+        million letters holds one page. Rows resolved while the iteration runs are not seen again."""
         ...
 
     def open_dead_letter_refs(self, connector: str, direction: Direction, refs: Iterable[str]) -> set[str]:

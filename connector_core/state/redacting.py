@@ -137,9 +137,9 @@ class RedactingStateStore:
         return [_letter(d) for d in self._store.dead_letters(connector, status, limit)]
 
     def iter_dead_letters(
-        self, connector: str, status: str | None = "open", page_size: int = 1000
+        self, connector: str, status: str | None = "open", page_size: int = 1000, **filters: Any
     ) -> Iterator[DeadLetter]:
-        for letter in self._store.iter_dead_letters(connector, status, page_size):
+        for letter in self._store.iter_dead_letters(connector, status, page_size, **filters):
             yield _letter(letter)
 
     def open_dead_letter_reasons(

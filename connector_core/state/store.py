@@ -687,14 +687,26 @@ class SqlStateStore:
         return [self._dead_letter(row) for row in rows]
 
     def iter_dead_letters(
-        self, connector: str, status: str | None = "open", page_size: int = 1000
+        self,
+        connector: str,
+        status: str | None = "open",
+        page_size: int = 1000,
+        *,
+        direction: str | None = None,
+        reason: str | None = None,
     ) -> Iterator[DeadLetter]:
-        select = (
-            f"SELECT {_DEAD_LETTER_COLUMNS} FROM {{s}}.dead_letters WHERE connector = ? "
-            "AND (CAST(? AS TEXT) IS NULL OR status = ?) AND id > ? ORDER BY id LIMIT ?"
-        )
-        for row in self._pages(select, (connector, status, status), 0, 0, page_size):
-            yield self._dead_letter(row)
+        """Every matching dead letter in id order: :meth:`dead_letter_page` walked by keyset."""
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        after: int | None = None
+        while True:
+            page = self.dead_letter_page(
+                connector, direction=direction, reason=reason, status=status, after_id=after, limit=page_size
+            )
+            yield from page
+            if len(page) < page_size:
+                return
+            after = page[-1].id
 
     def open_dead_letter_refs(self, connector: str, direction: Direction, refs: Iterable[str]) -> set[str]:
         rows = self._db.rows_in(

@@ -107,15 +107,7 @@ class Selection:
 
 def stream(state: Any, connector: str, direction: str | None, reason: str | None) -> Iterator[DeadLetter]:
     """The open letters matching, in id order, a keyset page per query (a replay closes them as it goes)."""
-    after = None
-    while True:
-        page = state.dead_letter_page(
-            connector, direction=direction, reason=reason, after_id=after, limit=STREAM_PAGE
-        )
-        yield from page
-        if len(page) < STREAM_PAGE:
-            return
-        after = page[-1].id
+    return state.iter_dead_letters(connector, "open", STREAM_PAGE, direction=direction, reason=reason)  # type: ignore[no-any-return]
 
 
 def routes(console: Console) -> list[Route]:
