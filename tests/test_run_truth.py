@@ -210,3 +210,16 @@ def test_a_mock_url_with_no_sync_endpoint_stops_the_run_with_nothing_dead_letter
         assert project.state.intents("reg") == set(), "a refused request created nothing to look up"
     finally:
         project.close()
+
+
+def test_a_run_the_gate_skips_still_closes_the_runs_a_dead_process_left_running(
+    make_project: Callable[..., Project],
+) -> None:
+    """A retried job whose tick was already claimed holds the lease: the dead run it follows is abandoned
+    even though this run does nothing (no later run may come for a while)."""
+    project = make_project()
+    left = project.state.start_run("reg", "both", "schedule")  # its process was SIGKILLed
+    report = run_connector(project, "reg", gate=lambda: False)
+    assert report.skipped and report.run_id is None
+    (run,) = project.state.runs("reg")
+    assert (run.id, run.outcome) == (left, "abandoned")

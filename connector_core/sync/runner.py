@@ -146,6 +146,8 @@ def run_connector(
         ) as ctx,
     ):
         if gate is not None and not gate():
+            if not dry_run:  # skipped, but the lease is ours: a record still running was left by the dead
+                abandon_stale(project.state, name)
             report.skipped = True
             return report
         if dry_run:  # writes nothing, so it has no run record either
@@ -182,6 +184,14 @@ class RecordedRun:
         self.outcome, self.error = ("interrupted" if stopped else outcome), error
 
 
+def abandon_stale(state: Any, name: str) -> None:
+    """Close as abandoned the runs of ``name`` still marked running: called with its lease held, so their
+    process is gone (killed or crashed)."""
+    abandoned = state.abandon_runs(name, ABANDONED)
+    if abandoned:
+        log.warning("%s: %d earlier run(s) ended without closing; marked abandoned", name, abandoned)
+
+
 @contextmanager
 def recorded_run(
     state: Any, name: str, direction: str, trigger: str, totals: Callable[[], dict[str, int]]
@@ -190,9 +200,7 @@ def recorded_run(
     load's shard): the lease is held, so a record still ``running`` was left by a process that is gone and
     is closed as abandoned first; an exception closes the record before it propagates, ``interrupted`` for
     a second Ctrl-C (the operator's choice, not a fault) and ``failed`` otherwise."""
-    abandoned = state.abandon_runs(name, ABANDONED)
-    if abandoned:
-        log.warning("%s: %d earlier run(s) ended without closing; marked abandoned", name, abandoned)
+    abandon_stale(state, name)
     run = RecordedRun(state.start_run(name, direction, trigger))
     try:
         with run_context(run_id=run.run_id, connector=name, trigger=trigger):
