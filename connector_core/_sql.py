@@ -32,7 +32,7 @@ import re
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +47,10 @@ if TYPE_CHECKING:
 _IN_CHUNK = 500  # keys per IN (...) query: well under SQLite's bound-parameter limit on every build
 _TOKEN = re.compile(r"\{s\}\.|\{(\w+)\}")
 
-Migration = Sequence[str] | Callable[[Any], None]
-"""One schema step: statements in the shared spelling, or (for a data fix) a function of the raw
-connection."""
+Migration = Sequence[str] | Mapping[str, Sequence[str]] | Callable[[Any], None]
+"""One schema step: statements in the shared spelling; or, where the dialects cannot take the same path
+(SQLite drops a constraint only by rebuilding its table, PostgreSQL alters it in place), the statements of
+each dialect by its :attr:`Database.name`; or (for a data fix) a function of the raw connection."""
 
 
 class SchemaVersionError(RuntimeError):
@@ -371,9 +372,10 @@ def memory_sqlite() -> sqlite3.Connection:
 def _run_step(db: Database, step: Migration) -> None:
     if callable(step):
         step(db.conn)
-    else:
-        for statement in step:
-            db.conn.execute(db.sql(statement))
+        return
+    statements = step[db.name] if isinstance(step, Mapping) else step
+    for statement in statements:
+        db.conn.execute(db.sql(statement))
 
 
 BUSY_TIMEOUT_MS = 30_000

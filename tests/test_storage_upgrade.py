@@ -109,17 +109,51 @@ def _check_log(log: SqliteEventLog | PostgresEventLog, version: Callable[[], int
     assert updated is not None and updated.data["phone"] == "+1"
 
 
-def test_a_sqlite_event_log_of_the_previous_release_upgrades_in_place(tmp_path: Path) -> None:
-    log = SqliteEventLog(_sqlite(tmp_path, "eventlog"))
+# ``eventlog``: the release before the shared SQL layer (version 1); ``eventlog-v3``: the release before
+# guids were found by their 64-bit key (version 3), whose tables migration 4 rebuilds (SQLite) or alters
+# (PostgreSQL).
+LOG_FIXTURES = ("eventlog", "eventlog-v3")
+
+
+@pytest.mark.parametrize("fixture", LOG_FIXTURES)
+def test_a_sqlite_event_log_of_an_earlier_release_upgrades_in_place(tmp_path: Path, fixture: str) -> None:
+    path = _sqlite(tmp_path, fixture)
+    log = SqliteEventLog(path)
+    _check_log(log, log.schema_version)
+    log.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    # AUTOINCREMENT's counter moved with the rebuilt table, and no table of an old layout is left behind
+    (seq,) = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    assert seq == conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"events", "entities", "event_issues", "cascades", "meta", "sqlite_sequence"}
+    conn.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("fixture", LOG_FIXTURES)
+def test_a_postgres_event_log_of_an_earlier_release_upgrades_in_place(
+    postgres_url: str, pg_schema: str, fixture: str
+) -> None:
+    _postgres(postgres_url, pg_schema, fixture)
+    log = PostgresEventLog(postgres_url, schema=pg_schema)
     _check_log(log, log.schema_version)
     log.close()
 
 
-@pytest.mark.postgres
-def test_a_postgres_event_log_of_the_previous_release_upgrades_in_place(
-    postgres_url: str, pg_schema: str
+def test_a_sqlite_event_log_that_handed_out_seqs_beyond_its_rows_never_hands_them_out_again(
+    tmp_path: Path,
 ) -> None:
-    _postgres(postgres_url, pg_schema, "eventlog")
-    log = PostgresEventLog(postgres_url, schema=pg_schema)
-    _check_log(log, log.schema_version)
+    """AUTOINCREMENT's promise (a seq is never reused, even after its row is gone) survives the rebuild: a
+    cursor a reader holds can never come to stand for a different event."""
+    path = _sqlite(tmp_path, "eventlog-v3")
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE sqlite_sequence SET seq = 500 WHERE name = 'events'")
+    conn.commit()
+    conn.close()
+    log = SqliteEventLog(path)
+    log.append([event("update-individual", "hh-doe", {"phone": "+2"}, guid="after-gap")])
+    assert [e.guid for e in log.iter_events("500")] == ["after-gap"]
+    assert log.head() == "501"
     log.close()

@@ -62,7 +62,8 @@ from connector_core import codec
 from connector_core.connector import ConnectorError
 from connector_core.entities import Entity, EventIssue
 from connector_core.eventlog.base import AppendResult, EventPage, TouchPage
-from connector_core.eventlog.sqlite import _INSERT_ISSUE, _UPSERT_ENTITY, SqliteEventLog, _referenced_guids
+from connector_core.eventlog.schema import guid_key
+from connector_core.eventlog.sqlite import _INSERT_ISSUE, SqliteEventLog, _referenced_guids
 from connector_core.events import EventError, FormSubmission, format_timestamp, parse_timestamp, utc_now
 from connector_core.http import released
 from connector_core.logs import register_secret
@@ -615,7 +616,8 @@ class MirrorLog(SqliteEventLog):
         with self._append_transaction():
             for issue in issues:
                 row = self._conn.execute(
-                    "SELECT seq FROM events WHERE guid = ?", (issue.event_guid,)
+                    "SELECT seq FROM events WHERE guid_key = ? AND guid = ?",
+                    (guid_key(issue.event_guid), issue.event_guid),
                 ).fetchone()
                 if row is not None:
                     self._conn.execute(
@@ -658,22 +660,24 @@ class MirrorLog(SqliteEventLog):
     def _fold_one(self, seq: int, event: FormSubmission, on_initial: bool, result: AppendResult) -> None:
         touched: set[str] = set()
         _referenced_guids(event, touched)
-        before = self._load_entities(touched)
+        rows = self._load_rows(touched)
+        before = {guid: entity for guid, (_id, entity) in rows.items()}
         initials = self._initials(touched)
         target = event.entity_guid
-        if on_initial and target in initials and target in before:
+        if on_initial and target in initials and target in rows:
             base = initials[target]
-            self._conn.execute(
-                _UPSERT_ENTITY,
-                (
-                    target,
-                    base.type,
-                    base.entity_name,
-                    base.parent_guid,
-                    base.version,
-                    codec.dumps(base.to_json()),
-                    seq,
-                ),
+            self._update_entities(
+                [
+                    (
+                        base.type,
+                        base.entity_name,
+                        base.parent_guid,
+                        base.version,
+                        codec.dumps(base.to_json()),
+                        seq,
+                        rows[target][0],
+                    )
+                ]
             )
         super()._fold_into_entities([(seq, event)], result)
         after = self._load_entities(touched)

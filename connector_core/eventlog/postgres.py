@@ -23,7 +23,14 @@ import psycopg
 from connector_core._postgres import advisory_key, check_identifier, connect, redact_url
 from connector_core._sql import PostgresDatabase, SchemaVersionError, existing_version
 from connector_core.eventlog.schema import LAYOUT
-from connector_core.eventlog.store import SCHEMA_VERSION, EntityRow, EventRow, IssueRow, SqlEventLog
+from connector_core.eventlog.store import (
+    SCHEMA_VERSION,
+    EntityRow,
+    EntityUpdate,
+    EventRow,
+    IssueRow,
+    SqlEventLog,
+)
 
 __all__ = ["DEFAULT_SCHEMA", "NOTIFY_CHANNEL", "SCHEMA_VERSION", "PostgresEventLog", "SchemaVersionError"]
 
@@ -35,26 +42,31 @@ NOTIFY_CHANNEL = "dcsync_eventlog"
 
 _NAMES = {"n": "dcsync_", "issue_id": "id BIGSERIAL PRIMARY KEY,", "issue_key": "id"}  # eventlog/schema.py
 
-# One statement per chunk: arrays in, the rows that were new out. ORDER BY ord makes the sequence follow the
-# caller's order; ON CONFLICT DO NOTHING makes a known guid a no-op. Arrays go in binary (%b): in text form
-# psycopg escapes every quote of every JSON document, which cost more than the whole insert.
+# One statement per chunk: arrays in, the new rows' seqs out. ORDER BY ord makes the sequence follow the
+# caller's order; the store has left out every guid the log holds already. Arrays go in binary (%b): in text
+# form psycopg escapes every quote of every JSON document, which cost more than the whole insert.
 _INSERT_EVENTS = """
-    INSERT INTO {s}.dcsync_events (guid, entity_guid, type, data, timestamp, user_id, sync_level)
-    SELECT g, e, t, d::jsonb, ts, u, l
-    FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::smallint[])
-         WITH ORDINALITY AS x(g, e, t, d, ts, u, l, ord)
+    INSERT INTO {s}.dcsync_events (guid_key, guid, entity_guid, type, data, timestamp, user_id, sync_level)
+    SELECT k, g, e, t, d::jsonb, ts, u, l
+    FROM unnest(%b::int[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+                %b::smallint[])
+         WITH ORDINALITY AS x(k, g, e, t, d, ts, u, l, ord)
     ORDER BY ord
-    ON CONFLICT (guid) DO NOTHING
     RETURNING seq, guid
 """
-_UPSERT_ENTITIES = """
-    INSERT INTO {s}.dcsync_entities (guid, type, entity_name, parent_guid, version, doc, last_seq)
-    SELECT g, t, n, p, v, d::jsonb, l
-    FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::bigint[])
-         AS x(g, t, n, p, v, d, l)
-    ON CONFLICT (guid) DO UPDATE SET type = excluded.type, entity_name = excluded.entity_name,
-        parent_guid = excluded.parent_guid, version = excluded.version, doc = excluded.doc,
-        last_seq = excluded.last_seq
+_INSERT_ENTITIES = """
+    INSERT INTO {s}.dcsync_entities (guid_key, guid, type, entity_name, parent_guid, version, doc, last_seq)
+    SELECT k, g, t, n, p, v, d::jsonb, l
+    FROM unnest(%b::int[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[],
+                %b::bigint[])
+         AS x(k, g, t, n, p, v, d, l)
+"""
+_UPDATE_ENTITIES = """
+    UPDATE {s}.dcsync_entities AS e SET type = x.t, entity_name = x.n, parent_guid = x.p, version = x.v,
+        doc = x.d::jsonb, last_seq = x.l
+    FROM unnest(%b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::bigint[], %b::bigint[])
+         AS x(t, n, p, v, d, l, i)
+    WHERE e.id = x.i
 """
 _INSERT_ISSUES = """
     INSERT INTO {s}.dcsync_event_issues (event_guid, entity_guid, reason, seq)
@@ -91,7 +103,8 @@ class PostgresEventLog(SqlEventLog):
         # %b (binary arrays) is psycopg's own: these three statements are this backend's, not shared text.
         prefix = f'"{schema}".'
         self._insert_events_sql = _INSERT_EVENTS.replace("{s}.", prefix)
-        self._upsert_entities_sql = _UPSERT_ENTITIES.replace("{s}.", prefix)
+        self._insert_entities_sql = _INSERT_ENTITIES.replace("{s}.", prefix)
+        self._update_entities_sql = _UPDATE_ENTITIES.replace("{s}.", prefix)
         self._insert_issues_sql = _INSERT_ISSUES.replace("{s}.", prefix)
         where = f"{redact_url(url)} (schema {schema})"
         if read_only:  # nothing is created: a missing schema is reported (``exists``) and reads as empty
@@ -122,8 +135,11 @@ class PostgresEventLog(SqlEventLog):
             self._conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, self.schema))
         return added
 
-    def _upsert_entities(self, rows: list[EntityRow]) -> None:
-        self._conn.execute(self._upsert_entities_sql, _columns(rows))
+    def _insert_entities(self, rows: list[EntityRow]) -> None:
+        self._conn.execute(self._insert_entities_sql, _columns(rows))
+
+    def _update_entities(self, rows: list[EntityUpdate]) -> None:
+        self._conn.execute(self._update_entities_sql, _columns(rows))
 
     def _insert_issues(self, rows: list[IssueRow]) -> None:
         self._conn.execute(self._insert_issues_sql, _columns(rows))

@@ -5,9 +5,9 @@ event, whatever its (client-supplied) timestamp says (datacollect.md §2.1 a-d).
 in the same transaction as the events it comes from, so it never disagrees with the log, and a sync engine
 can read current state without replaying the log.
 
-What differs between the databases is the :class:`~connector_core._sql.Database`'s, plus the three bulk
-writes of an append (:meth:`SqlEventLog._insert_events`, ``_upsert_entities``, ``_insert_issues``), which
-each backend does its fastest way; everything else is here once.
+What differs between the databases is the :class:`~connector_core._sql.Database`'s, plus the bulk
+writes of an append (:meth:`SqlEventLog._insert_events`, ``_insert_entities``, ``_update_entities``,
+``_insert_issues``), which each backend does its fastest way; everything else is here once.
 
 One instance owns one connection. Calls are serialised by a lock, so an instance may be handed between
 threads (a scheduler creates it in one and runs jobs in another); for parallel readers open one instance per
@@ -23,9 +23,8 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from connector_core import codec
-from connector_core import entities as _entities
 from connector_core._sql import Database, migrate
-from connector_core.entities import Entity, EventIssue, overlay
+from connector_core.entities import Entity, EventIssue, Folder
 from connector_core.eventlog import schema
 from connector_core.eventlog.base import (
     CASCADE_DELETE,
@@ -42,7 +41,7 @@ from connector_core.streams import chunks
 SCHEMA_VERSION = len(schema.MIGRATIONS)
 """Version of the layout; a log written by a newer dcsync is refused rather than misread."""
 
-_EVENT_COLUMNS = "seq, guid, entity_guid, type, data, timestamp, user_id, sync_level"
+_EVENT_COLUMNS = schema.EVENT_COLUMNS
 _TOUCH_COLUMNS = (
     "seq, entity_guid, type, user_id, CASE WHEN type IN ("
     + ", ".join(f"'{t}'" for t in sorted(MEMBERSHIP_EVENTS))
@@ -51,9 +50,14 @@ _TOUCH_COLUMNS = (
 
 _ONE_ENTITY_EVENTS = frozenset({"create-individual", "update-individual"})
 
-EventRow = tuple[str, str, str, str, str, str, int]
-EntityRow = tuple[str, str, str | None, str | None, int, str, int]
+EventRow = tuple[int, str, str, str, str, str, str, int]
+"""guid_key, guid, entity_guid, type, data, timestamp, user_id, sync_level"""
+EntityRow = tuple[int, str, str, str | None, str | None, int, str, int]
+"""guid_key, guid, type, entity_name, parent_guid, version, doc, last_seq"""
+EntityUpdate = tuple[str, str | None, str | None, int, str, int, int]
+"""type, entity_name, parent_guid, version, doc, last_seq, id (the key of the row to update)"""
 IssueRow = tuple[str, str, str, int]
+guid_key = schema.guid_key
 
 _dumps = codec.dumps
 
@@ -98,18 +102,6 @@ def _referenced_guids(event: FormSubmission, into: set[str]) -> None:
     first = pairs[0] if isinstance(pairs, list) and pairs else None
     if isinstance(first, Mapping) and (guid := _guid_param(first.get("entityGuid"))):
         into.add(guid)
-
-
-def _event_row(event: FormSubmission) -> EventRow:
-    return (
-        event.guid,
-        event.entity_guid,
-        event.type,
-        _dumps(event.data),
-        event.timestamp,
-        event.user_id,
-        int(event.sync_level),
-    )
 
 
 @contextmanager
@@ -188,21 +180,41 @@ class SqlEventLog(ABC):
 
     def _append_chunk(self, chunk: list[FormSubmission], result: AppendResult) -> None:
         unique = result.unique(chunk)
-        inserted = self._insert_events([_event_row(event) for event in unique.values()])
+        keys = {guid: guid_key(guid) for guid in unique}
+        stored = self._stored_event_guids(keys)
+        dumps = _dumps
+        rows = [  # the columns of EventRow, inline: a function call per event cost a tenth of this loop
+            (keys[g], g, e.entity_guid, e.type, dumps(e.data), e.timestamp, e.user_id, int(e.sync_level))
+            for g, e in unique.items()
+            if g not in stored
+        ]
+        inserted = self._insert_events(rows) if rows else []
         result.duplicates += len(unique) - len(inserted)
         if not inserted:
             return
         result.new_guids.extend(guid for _seq, guid in inserted)
         self._fold_into_entities([(seq, unique[guid]) for seq, guid in inserted], result)
 
+    def _stored_event_guids(self, keys: Mapping[str, int]) -> set[str]:
+        """Which of the guids (with their :func:`guid_key`) the log holds already.
+
+        Nothing enforces a guid's uniqueness but this check, made inside the append's write transaction
+        (SQLite's write lock, PostgreSQL's append lock), so no other append can slip a guid in between."""
+        rows = self._db.rows_in("SELECT guid FROM {s}.events WHERE guid_key", (), keys.values())
+        return {guid for (guid,) in rows if guid in keys}
+
     @abstractmethod
     def _insert_events(self, rows: list[EventRow]) -> list[tuple[int, str]]:
-        """Insert the rows whose guid is new, in order; return their ``(seq, guid)`` in seq order.
+        """Insert the rows (none of whose guids is stored), in order; return ``(seq, guid)`` in seq order.
 
-        Each backend's own, its fastest way (as are the two below)."""
+        Each backend's own, its fastest way (as are the three below)."""
 
     @abstractmethod
-    def _upsert_entities(self, rows: list[EntityRow]) -> None:
+    def _insert_entities(self, rows: list[EntityRow]) -> None:
+        """Each backend's own, its fastest way."""
+
+    @abstractmethod
+    def _update_entities(self, rows: list[EntityUpdate]) -> None:
         """Each backend's own, its fastest way."""
 
     @abstractmethod
@@ -214,64 +226,82 @@ class SqlEventLog(ABC):
         for _seq, event in new:
             _referenced_guids(event, touched)
         stored: dict[str, Entity | None] = dict.fromkeys(touched)
-        stored.update(self._load_entities(touched))
+        ids: dict[str, int] = {}  # the key of each stored row the fold has read: updated and deleted by it
+        keys: dict[str, int] = {}  # guid_key of each guid looked up: a new entity's row needs it again
+        for guid, (row_id, loaded) in self._load_rows(touched, keys).items():
+            stored[guid] = loaded
+            ids[guid] = row_id
 
         def from_table(guid: str) -> Entity | None:
             if guid not in stored:  # e.g. the members of a cascade delete
-                stored[guid] = self._load_entities([guid]).get(guid)
+                found = self._load_rows([guid]).get(guid)
+                stored[guid] = None
+                if found is not None:
+                    ids[guid], stored[guid] = found
             return stored[guid]
 
-        changes: dict[str, Entity | None] = {}
+        folder = Folder(from_table)
+        changes = folder.result.changed
         last_seq: dict[str, int] = {}
-        lookup = overlay(from_table, changes)
-        issue_rows: list[IssueRow] = []
         cascades: list[tuple[int, str]] = []
-        # One event per fold call so each changed entity knows the seq of the event that last
-        # changed it; the overlay makes this equal to folding the chunk at once.
+        issue_rows: list[IssueRow] = []
         for seq, event in new:
-            folded = _entities.fold((event,), lookup)
-            for issue in folded.issues:
+            issue = folder.apply(event)
+            if issue is not None:
                 result.issues.append(issue)
                 issue_rows.append((issue.event_guid, issue.entity_guid, issue.reason, seq))
-            for guid, entity in folded.changed.items():
-                changes[guid] = entity
+            for guid in folder.written:
                 last_seq[guid] = seq
-                if entity is None and guid != event.entity_guid:
+                if changes[guid] is None and guid != event.entity_guid:
                     cascades.append((seq, guid))
 
-        upserts: list[EntityRow] = []
-        deletes: list[str] = []
+        inserts: list[EntityRow] = []
+        updates: list[EntityUpdate] = []
+        deletes: list[int] = []
         for guid, entity in changes.items():
+            known = ids.get(guid)
             if entity is None:
-                deletes.append(guid)
+                if known is not None:  # else created and deleted within this chunk: never stored
+                    deletes.append(known)
+                continue
+            row = (
+                entity.type,
+                entity.entity_name,
+                entity.parent_guid,
+                entity.version,
+                _dumps(entity.to_json()),
+                last_seq[guid],
+            )
+            if known is None:
+                key = keys.get(guid)
+                inserts.append((guid_key(guid) if key is None else key, guid, *row))
             else:
-                upserts.append(
-                    (
-                        guid,
-                        entity.type,
-                        entity.entity_name,
-                        entity.parent_guid,
-                        entity.version,
-                        _dumps(entity.to_json()),
-                        last_seq[guid],
-                    )
-                )
-        if upserts:
-            self._upsert_entities(upserts)
+                updates.append((*row, known))
+        if inserts:
+            self._insert_entities(inserts)
+        if updates:
+            self._update_entities(updates)
         for fragment, part in self._db.in_(deletes):
-            self._db.execute(f"DELETE FROM {{s}}.entities WHERE guid {fragment}", part)
+            self._db.execute(f"DELETE FROM {{s}}.entities WHERE id {fragment}", part)
         if issue_rows:
             self._insert_issues(issue_rows)
         if cascades:
             self._db.executemany("INSERT INTO {s}.cascades (seq, entity_guid) VALUES (?, ?)", cascades)
 
-    def _load_entities(self, guids: Iterable[Any]) -> dict[str, Entity]:
-        """The stored entities among ``guids`` (the fold may probe with whatever an event carried)."""
+    def _load_rows(
+        self, guids: Iterable[Any], keys: dict[str, int] | None = None
+    ) -> dict[str, tuple[int, Entity]]:
+        """The stored entities among ``guids``, with the key of their row (the fold may probe with
+        whatever an event carried); each guid's :func:`guid_key` is added to ``keys`` when given."""
         json = self._db.json_out
-        rows = self._db.rows_in(
-            "SELECT guid, doc FROM {s}.entities WHERE guid", (), (g for g in guids if isinstance(g, str))
-        )
-        return {guid: Entity.stored(json(doc)) for guid, doc in rows}
+        wanted = {guid: guid_key(guid) for guid in guids if isinstance(guid, str)}
+        if keys is not None:
+            keys.update(wanted)
+        rows = self._db.rows_in("SELECT id, guid, doc FROM {s}.entities WHERE guid_key", (), wanted.values())
+        return {guid: (id_, Entity.stored(json(doc))) for id_, guid, doc in rows if guid in wanted}
+
+    def _load_entities(self, guids: Iterable[Any]) -> dict[str, Entity]:
+        return {guid: entity for guid, (_id, entity) in self._load_rows(guids).items()}
 
     # -- read --------------------------------------------------------------------------------------
 
@@ -279,10 +309,11 @@ class SqlEventLog(ABC):
         """The stored events among ``guids`` (an import checks a page of its file against them)."""
         json = self._db.json_out
         stored = FormSubmission.stored
+        wanted = {guid for guid in guids if isinstance(guid, str)}
         rows = self._db.rows_in(
-            f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE guid", (), dict.fromkeys(guids)
+            f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE guid_key", (), (guid_key(g) for g in wanted)
         )
-        return {r[1]: stored(r[1], r[2], r[3], json(r[4]), r[5], r[6], r[7]) for r in rows}
+        return {r[1]: stored(r[1], r[2], r[3], json(r[4]), r[5], r[6], r[7]) for r in rows if r[1] in wanted}
 
     def read(self, after: str | None, limit: int) -> EventPage:
         json = self._db.json_out
@@ -382,23 +413,24 @@ class SqlEventLog(ABC):
         pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         json = self._db.json_out
         rows = self._db.rows(
-            "SELECT guid, doc FROM {s}.entities WHERE guid = ? "
+            "SELECT guid, doc FROM {s}.entities WHERE (guid_key = ? AND guid = ?) "
             "OR lower(CAST(doc AS TEXT)) LIKE ? ESCAPE '\\' ORDER BY guid LIMIT ?",
-            (text, pattern, max(1, min(limit, 200))),
+            (guid_key(text), text, pattern, max(1, min(limit, 200))),
         )
         return [Entity.stored(json(doc)) for _guid, doc in rows]
 
     def iter_entities(self, page_size: int = 1000) -> Iterator[Entity]:
-        """Every entity in guid order, a page per query (keyset paging: no OFFSET rescans)."""
+        """Every entity, in the order of its row's key (for entities first folded since schema version 4, the
+        order they appeared in), a page per query (keyset paging: no OFFSET rescans)."""
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         json = self._db.json_out
-        last = ""
+        last = 0
         while True:
             rows = self._db.rows(
-                "SELECT guid, doc FROM {s}.entities WHERE guid > ? ORDER BY guid LIMIT ?", (last, page_size)
+                "SELECT id, doc FROM {s}.entities WHERE id > ? ORDER BY id LIMIT ?", (last, page_size)
             )
-            for _guid, doc in rows:
+            for _id, doc in rows:
                 yield Entity.stored(json(doc))
             if len(rows) < page_size:
                 return
