@@ -127,7 +127,12 @@ def test_a_sqlite_event_log_of_an_earlier_release_upgrades_in_place(tmp_path: Pa
     (seq,) = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
     assert seq == conn.execute("SELECT max(seq) FROM events").fetchone()[0]
     tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"events", "entities", "event_issues", "cascades", "meta", "sqlite_sequence"}
+    assert tables == {"events", "entities", "event_issues", "cascades", "meta", "sqlite_sequence"} | {
+        "event_keys",
+        "event_keys_recent",
+        "entity_keys",
+        "entity_keys_recent",
+    }
     conn.close()
 
 

@@ -62,7 +62,6 @@ from connector_core import codec
 from connector_core.connector import ConnectorError
 from connector_core.entities import Entity, EventIssue
 from connector_core.eventlog.base import AppendResult, EventPage, TouchPage
-from connector_core.eventlog.schema import guid_key
 from connector_core.eventlog.sqlite import _INSERT_ISSUE, SqliteEventLog, _referenced_guids
 from connector_core.events import EventError, FormSubmission, format_timestamp, parse_timestamp, utc_now
 from connector_core.http import released
@@ -614,14 +613,12 @@ class MirrorLog(SqliteEventLog):
         if not issues:
             return
         with self._append_transaction():
+            seqs = self._event_seqs(issue.event_guid for issue in issues)
             for issue in issues:
-                row = self._conn.execute(
-                    "SELECT seq FROM events WHERE guid_key = ? AND guid = ?",
-                    (guid_key(issue.event_guid), issue.event_guid),
-                ).fetchone()
-                if row is not None:
+                if issue.event_guid in seqs:
                     self._conn.execute(
-                        _INSERT_ISSUE, (issue.event_guid, issue.entity_guid, issue.reason, row[0])
+                        _INSERT_ISSUE,
+                        (issue.event_guid, issue.entity_guid, issue.reason, seqs[issue.event_guid]),
                     )
 
     def initial(self, guid: str) -> Entity | None:

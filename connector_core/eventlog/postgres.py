@@ -22,7 +22,7 @@ import psycopg
 
 from connector_core._postgres import advisory_key, check_identifier, connect, redact_url
 from connector_core._sql import PostgresDatabase, SchemaVersionError, existing_version
-from connector_core.eventlog.schema import LAYOUT
+from connector_core.eventlog.schema import GUID_KEY_POSTGRES, LAYOUT
 from connector_core.eventlog.store import (
     SCHEMA_VERSION,
     EntityRow,
@@ -40,26 +40,39 @@ DEFAULT_SCHEMA = "dcsync"
 # payload is the log's schema: one channel serves every log in a database.
 NOTIFY_CHANNEL = "dcsync_eventlog"
 
-_NAMES = {"n": "dcsync_", "issue_id": "id BIGSERIAL PRIMARY KEY,", "issue_key": "id"}  # eventlog/schema.py
+_NAMES = {
+    "n": "dcsync_",
+    "issue_id": "id BIGSERIAL PRIMARY KEY,",
+    "issue_key": "id",
+    "without_rowid": "",
+}  # eventlog/schema.py
 
-# One statement per chunk: arrays in, the new rows' seqs out. ORDER BY ord makes the sequence follow the
-# caller's order; the store has left out every guid the log holds already. Arrays go in binary (%b): in text
-# form psycopg escapes every quote of every JSON document, which cost more than the whole insert.
-_INSERT_EVENTS = """
-    INSERT INTO {s}.dcsync_events (guid_key, guid, entity_guid, type, data, timestamp, user_id, sync_level)
-    SELECT k, g, e, t, d::jsonb, ts, u, l
-    FROM unnest(%b::int[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-                %b::smallint[])
-         WITH ORDINALITY AS x(k, g, e, t, d, ts, u, l, ord)
-    ORDER BY ord
-    RETURNING seq, guid
+# One statement per chunk: arrays in, the new rows' seqs out, and their guid keys (computed in SQL, the same
+# number as schema.guid_key) into the recent key level. ORDER BY ord makes the sequence follow the caller's
+# order; the store has left out every guid the log holds already. Arrays go in binary (%b): in text form
+# psycopg escapes every quote of every JSON document, which cost more than the whole insert.
+_INSERT_EVENTS = f"""
+    WITH ins AS (
+        INSERT INTO {{s}}.dcsync_events (guid, entity_guid, type, data, timestamp, user_id, sync_level)
+        SELECT g, e, t, d::jsonb, ts, u, l
+        FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::smallint[])
+             WITH ORDINALITY AS x(g, e, t, d, ts, u, l, ord)
+        ORDER BY ord
+        RETURNING seq, guid
+    ), keyed AS (
+        INSERT INTO {{s}}.dcsync_event_keys_recent (guid_key, ref) SELECT {GUID_KEY_POSTGRES}, seq FROM ins
+    )
+    SELECT seq, guid FROM ins
 """
-_INSERT_ENTITIES = """
-    INSERT INTO {s}.dcsync_entities (guid_key, guid, type, entity_name, parent_guid, version, doc, last_seq)
-    SELECT k, g, t, n, p, v, d::jsonb, l
-    FROM unnest(%b::int[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[],
-                %b::bigint[])
-         AS x(k, g, t, n, p, v, d, l)
+_INSERT_ENTITIES = f"""
+    WITH ins AS (
+        INSERT INTO {{s}}.dcsync_entities (guid, type, entity_name, parent_guid, version, doc, last_seq)
+        SELECT g, t, n, p, v, d::jsonb, l
+        FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::bigint[])
+             AS x(g, t, n, p, v, d, l)
+        RETURNING id, guid
+    )
+    INSERT INTO {{s}}.dcsync_entity_keys_recent (guid_key, ref) SELECT {GUID_KEY_POSTGRES}, id FROM ins
 """
 _UPDATE_ENTITIES = """
     UPDATE {s}.dcsync_entities AS e SET type = x.t, entity_name = x.n, parent_guid = x.p, version = x.v,
@@ -130,13 +143,13 @@ class PostgresEventLog(SqlEventLog):
     def _insert_events(self, rows: list[EventRow]) -> list[tuple[int, str]]:
         if not rows:
             return []
-        added = sorted(self._conn.execute(self._insert_events_sql, _columns(rows)).fetchall())
+        added = sorted(self._conn.execute(self._insert_events_sql, _columns(rows)[1:]).fetchall())
         if added:  # one per transaction is enough: PostgreSQL folds identical notifications of one commit
             self._conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, self.schema))
         return added
 
     def _insert_entities(self, rows: list[EntityRow]) -> None:
-        self._conn.execute(self._insert_entities_sql, _columns(rows))
+        self._conn.execute(self._insert_entities_sql, _columns(rows)[1:])  # the key is computed in SQL
 
     def _update_entities(self, rows: list[EntityUpdate]) -> None:
         self._conn.execute(self._update_entities_sql, _columns(rows))

@@ -51,7 +51,12 @@ __all__ = [
 
 log = logging.getLogger("dcsync.eventlog")
 
-_NAMES = {"n": "", "issue_id": "", "issue_key": "rowid"}  # see eventlog/schema.py
+_NAMES = {
+    "n": "",
+    "issue_id": "",
+    "issue_key": "rowid",
+    "without_rowid": " WITHOUT ROWID",
+}  # see eventlog/schema.py
 
 _PRAGMAS = (
     # The default 4 KiB pages, not the state store's 16 KiB: an append's rows land at the end of their
@@ -71,15 +76,19 @@ _PRAGMAS = (
 _WAL_CHECKPOINT_BYTES = 40 * 2**20
 _ROW_BYTES = 2000  # WAL bytes one appended row costs, index pages included, roughly (for the trigger)
 
+# ?2..?8: a row's first value is its guid key, which goes to the key table instead
 _INSERT_EVENT = (
-    "INSERT INTO events (guid_key, guid, entity_guid, type, data, timestamp, user_id, sync_level) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (guid, entity_guid, type, data, timestamp, user_id, sync_level) "
+    "VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8)"
 )
 _HANDED_OUT = "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)"
 _INSERT_ENTITY = (
-    "INSERT INTO entities (guid_key, guid, type, entity_name, parent_guid, version, doc, last_seq) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO entities (guid, type, entity_name, parent_guid, version, doc, last_seq) "
+    "VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8)"
 )
+_LAST_ENTITY = "SELECT coalesce(max(id), 0) FROM entities"
+_INSERT_EVENT_KEY = "INSERT INTO event_keys_recent (guid_key, ref) VALUES (?, ?)"
+_INSERT_ENTITY_KEY = "INSERT INTO entity_keys_recent (guid_key, ref) VALUES (?, ?)"
 _UPDATE_ENTITY = (
     "UPDATE entities SET type = ?, entity_name = ?, parent_guid = ?, version = ?, doc = ?, last_seq = ? "
     "WHERE id = ?"
@@ -169,7 +178,9 @@ class SqliteEventLog(SqlEventLog):
             if current is None:
                 break
             SqliteEventLog(self.path).close()  # an older layout: upgraded
-        super().__init__(SqliteDatabase(memory_sqlite(), _NAMES), ":memory:", chunk_size)
+        memory = memory_sqlite()
+        _register_guid_key(memory)
+        super().__init__(SqliteDatabase(memory, _NAMES), ":memory:", chunk_size)
 
     def append(self, events: Iterable[FormSubmission]) -> AppendResult:
         result = super().append(events)
@@ -200,15 +211,23 @@ class SqliteEventLog(SqlEventLog):
         # chunk's rows are numbered on from there, in order, and need not be read back.
         before = conn.execute(_HANDED_OUT).fetchone()[0]
         conn.executemany(_INSERT_EVENT, rows)
-        after = conn.execute(_HANDED_OUT).fetchone()[0]
-        if after - before != len(rows):  # never seen; a wrong seq would misplace a reader's cursor
-            raise RuntimeError(
-                f"event log {self.where}: {len(rows)} events inserted, seq moved {before}->{after}"
-            )
+        self._check_numbered("events", before, conn.execute(_HANDED_OUT).fetchone()[0], len(rows))
+        conn.executemany(_INSERT_EVENT_KEY, [(row[0], before + i) for i, row in enumerate(rows, 1)])
         return [(before + i, row[1]) for i, row in enumerate(rows, 1)]
 
     def _insert_entities(self, rows: list[EntityRow]) -> None:
-        self._conn.executemany(_INSERT_ENTITY, rows)
+        conn = self._conn
+        # a rowid table numbers each new row one above its largest: as above, within this transaction
+        before = conn.execute(_LAST_ENTITY).fetchone()[0]
+        conn.executemany(_INSERT_ENTITY, rows)
+        self._check_numbered("entities", before, conn.execute(_LAST_ENTITY).fetchone()[0], len(rows))
+        conn.executemany(_INSERT_ENTITY_KEY, [(row[0], before + i) for i, row in enumerate(rows, 1)])
+
+    def _check_numbered(self, table: str, before: int, after: int, count: int) -> None:
+        if after - before != count:  # never seen; a wrong number would key a guid to another row
+            raise RuntimeError(
+                f"event log {self.where}: {count} rows inserted into {table}, its key moved {before}->{after}"
+            )
 
     def _update_entities(self, rows: list[EntityUpdate]) -> None:
         self._conn.executemany(_UPDATE_ENTITY, rows)

@@ -42,6 +42,11 @@ SCHEMA_VERSION = len(schema.MIGRATIONS)
 """Version of the layout; a log written by a newer dcsync is refused rather than misread."""
 
 _EVENT_COLUMNS = schema.EVENT_COLUMNS
+_E_EVENT_COLUMNS = ", ".join(f"e.{column}" for column in _EVENT_COLUMNS.split(", "))
+
+MERGE_EVERY = 100_000
+"""Events between two merges of the recent guid keys into the rest (see eventlog/schema.py): the recent
+level stays under this many keys per table, about 300 pages, which an append's random inserts dirty."""
 _TOUCH_COLUMNS = (
     "seq, entity_guid, type, user_id, CASE WHEN type IN ("
     + ", ".join(f"'{t}'" for t in sorted(MEMBERSHIP_EVENTS))
@@ -51,7 +56,8 @@ _TOUCH_COLUMNS = (
 _ONE_ENTITY_EVENTS = frozenset({"create-individual", "update-individual"})
 
 EventRow = tuple[int, str, str, str, str, str, str, int]
-"""guid_key, guid, entity_guid, type, data, timestamp, user_id, sync_level"""
+"""guid_key, guid, entity_guid, type, data, timestamp, user_id, sync_level (a backend that computes the key
+itself skips the first)"""
 EntityRow = tuple[int, str, str, str | None, str | None, int, str, int]
 """guid_key, guid, type, entity_name, parent_guid, version, doc, last_seq"""
 EntityUpdate = tuple[str, str | None, str | None, int, str, int, int]
@@ -60,6 +66,7 @@ IssueRow = tuple[str, str, str, int]
 guid_key = schema.guid_key
 
 _dumps = codec.dumps
+_MERGED_AT = "keys_merged_at"  # the meta row holding the head seq of the last merge of the guid keys
 
 
 def parse_cursor(cursor: str | None) -> int:
@@ -176,6 +183,8 @@ class SqlEventLog(ABC):
             for chunk in chunks(events, self._chunk_size):
                 with _gc_paused():
                     self._append_chunk(chunk, result)
+            if result.new_guids:
+                self._merge_keys_if_due()
         return result
 
     def _append_chunk(self, chunk: list[FormSubmission], result: AppendResult) -> None:
@@ -200,18 +209,63 @@ class SqlEventLog(ABC):
 
         Nothing enforces a guid's uniqueness but this check, made inside the append's write transaction
         (SQLite's write lock, PostgreSQL's append lock), so no other append can slip a guid in between."""
-        rows = self._db.rows_in("SELECT guid FROM {s}.events WHERE guid_key", (), keys.values())
+        rows = self._by_key(
+            "events", "SELECT e.guid FROM {s}.{keys} k JOIN {s}.events e ON e.seq = k.ref", keys
+        )
         return {guid for (guid,) in rows if guid in keys}
+
+    def _event_seqs(self, guids: Iterable[str]) -> dict[str, int]:
+        """The seq of each stored event among ``guids``."""
+        keys = {guid: guid_key(guid) for guid in guids}
+        rows = self._by_key(
+            "events", "SELECT e.guid, e.seq FROM {s}.{keys} k JOIN {s}.events e ON e.seq = k.ref", keys
+        )
+        return {guid: seq for guid, seq in rows if guid in keys}
+
+    def _by_key(self, table: str, select: str, keys: Mapping[str, int]) -> list[tuple[Any, ...]]:
+        """``select`` (joining the key rows ``k`` of ``{keys}``) for the guids of ``keys``, through both
+        levels of ``table``'s guid keys. Rows of other guids sharing a key come too: the caller compares."""
+        found: list[tuple[Any, ...]] = []
+        wanted = set(keys.values())
+        for level in schema.KEY_LEVELS[table]:
+            found += self._db.rows_in(select.replace("{keys}", level) + " WHERE k.guid_key", (), wanted)
+        return found
+
+    def _merge_keys_if_due(self) -> None:
+        """Merge the recent guid keys into the rest once ``MERGE_EVERY`` events have come since the last
+        merge: in key order, so the large level's pages are each written once per merge, not once per
+        append. Inside the append's transaction, so a crash leaves either both levels as they were or the
+        merge done."""
+        db = self._db
+        row = db.row(
+            "SELECT (SELECT max(seq) FROM {s}.events), (SELECT value FROM {s}.meta WHERE key = ?)",
+            (_MERGED_AT,),
+        )
+        head, merged = (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
+        if head - merged < MERGE_EVERY:
+            return
+        for rest, recent in schema.KEY_LEVELS.values():
+            db.execute(
+                f"INSERT INTO {{s}}.{rest} (guid_key, ref) "
+                f"SELECT guid_key, ref FROM {{s}}.{recent} ORDER BY guid_key, ref"
+            )
+            db.execute(f"DELETE FROM {{s}}.{recent}")
+        db.execute(
+            "INSERT INTO {s}.meta (key, value) VALUES (?, CAST(? AS TEXT)) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (_MERGED_AT, head),
+        )
 
     @abstractmethod
     def _insert_events(self, rows: list[EventRow]) -> list[tuple[int, str]]:
-        """Insert the rows (none of whose guids is stored), in order; return ``(seq, guid)`` in seq order.
+        """Insert the rows (none of whose guids is stored), in order, and their guid keys into the recent
+        level; return ``(seq, guid)`` in seq order.
 
         Each backend's own, its fastest way (as are the three below)."""
 
     @abstractmethod
     def _insert_entities(self, rows: list[EntityRow]) -> None:
-        """Each backend's own, its fastest way."""
+        """Insert the rows, and their guid keys into the recent level."""
 
     @abstractmethod
     def _update_entities(self, rows: list[EntityUpdate]) -> None:
@@ -257,12 +311,12 @@ class SqlEventLog(ABC):
 
         inserts: list[EntityRow] = []
         updates: list[EntityUpdate] = []
-        deletes: list[int] = []
+        deletes: list[tuple[int, int]] = []  # (guid key, id)
         for guid, entity in changes.items():
             known = ids.get(guid)
             if entity is None:
                 if known is not None:  # else created and deleted within this chunk: never stored
-                    deletes.append(known)
+                    deletes.append((keys.get(guid) or guid_key(guid), known))
                 continue
             row = (
                 entity.type,
@@ -281,8 +335,11 @@ class SqlEventLog(ABC):
             self._insert_entities(inserts)
         if updates:
             self._update_entities(updates)
-        for fragment, part in self._db.in_(deletes):
-            self._db.execute(f"DELETE FROM {{s}}.entities WHERE id {fragment}", part)
+        if deletes:
+            for fragment, part in self._db.in_([id_ for _key, id_ in deletes]):
+                self._db.execute(f"DELETE FROM {{s}}.entities WHERE id {fragment}", part)
+            for level in schema.KEY_LEVELS["entities"]:
+                self._db.executemany(f"DELETE FROM {{s}}.{level} WHERE guid_key = ? AND ref = ?", deletes)
         if issue_rows:
             self._insert_issues(issue_rows)
         if cascades:
@@ -297,7 +354,11 @@ class SqlEventLog(ABC):
         wanted = {guid: guid_key(guid) for guid in guids if isinstance(guid, str)}
         if keys is not None:
             keys.update(wanted)
-        rows = self._db.rows_in("SELECT id, guid, doc FROM {s}.entities WHERE guid_key", (), wanted.values())
+        rows = self._by_key(
+            "entities",
+            "SELECT e.id, e.guid, e.doc FROM {s}.{keys} k JOIN {s}.entities e ON e.id = k.ref",
+            wanted,
+        )
         return {guid: (id_, Entity.stored(json(doc))) for id_, guid, doc in rows if guid in wanted}
 
     def _load_entities(self, guids: Iterable[Any]) -> dict[str, Entity]:
@@ -309,9 +370,11 @@ class SqlEventLog(ABC):
         """The stored events among ``guids`` (an import checks a page of its file against them)."""
         json = self._db.json_out
         stored = FormSubmission.stored
-        wanted = {guid for guid in guids if isinstance(guid, str)}
-        rows = self._db.rows_in(
-            f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE guid_key", (), (guid_key(g) for g in wanted)
+        wanted = {guid: guid_key(guid) for guid in guids if isinstance(guid, str)}
+        rows = self._by_key(
+            "events",
+            f"SELECT {_E_EVENT_COLUMNS} FROM {{s}}.{{keys}} k JOIN {{s}}.events e ON e.seq = k.ref",
+            wanted,
         )
         return {r[1]: stored(r[1], r[2], r[3], json(r[4]), r[5], r[6], r[7]) for r in rows if r[1] in wanted}
 
@@ -413,9 +476,9 @@ class SqlEventLog(ABC):
         pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         json = self._db.json_out
         rows = self._db.rows(
-            "SELECT guid, doc FROM {s}.entities WHERE (guid_key = ? AND guid = ?) "
+            "SELECT guid, doc FROM {s}.entities WHERE guid = ? "
             "OR lower(CAST(doc AS TEXT)) LIKE ? ESCAPE '\\' ORDER BY guid LIMIT ?",
-            (guid_key(text), text, pattern, max(1, min(limit, 200))),
+            (text, pattern, max(1, min(limit, 200))),
         )
         return [Entity.stored(json(doc)) for _guid, doc in rows]
 
