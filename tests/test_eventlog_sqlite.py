@@ -12,15 +12,25 @@ import pytest
 from contracts.eventlog_contract import EventLogContract
 from contracts.scenarios import as_docs, event, fold_state, group_log, mobile_log
 
-from connector_core.eventlog import SchemaVersionError, SqliteEventLog
+from connector_core.eventlog import SchemaVersionError, SqliteEventLog, store
+from connector_core.eventlog.schema import KEY_LEVELS, guid_key
 from connector_core.eventlog.store import SCHEMA_VERSION
 
 
-@pytest.fixture(params=[1000, 2], ids=["chunk1000", "chunk2"])
-def make_event_log(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], SqliteEventLog]:
-    """Also run with 2-event chunks, so every scenario crosses the chunks one append is split into."""
+@pytest.fixture(params=["chunk1000", "chunk2-merge3", "chunk2-merge3-one-key"])
+def make_event_log(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[], SqliteEventLog]:
+    """Also run with 2-event chunks, so every scenario crosses the chunks one append is split into, with the
+    recent guid keys merged every 3 events, so lookups cross both key levels; and with every guid given
+    the same key, so every lookup finds rows of other guids and must tell them apart by the guid."""
     path = tmp_path / "events.db"
-    return lambda: SqliteEventLog(path, chunk_size=request.param)
+    if request.param == "chunk1000":
+        return lambda: SqliteEventLog(path)
+    monkeypatch.setattr(store, "MERGE_EVERY", 3)
+    if request.param.endswith("one-key"):
+        monkeypatch.setattr(store, "guid_key", lambda _guid: 42)
+    return lambda: SqliteEventLog(path, chunk_size=2)
 
 
 class TestSqliteEventLog(EventLogContract):
@@ -165,3 +175,30 @@ def test_the_wal_is_copied_into_the_file_in_the_background_and_the_thread_ends_w
     log.close()
     assert not thread.is_alive()
     log.close()  # a second close is still a no-op
+
+
+def test_each_event_and_entity_keeps_one_guid_key_across_merges_and_deletes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key levels stay an exact index of the rows: a merge moves keys without losing or doubling one,
+    and a deleted entity takes its key along, from whichever level holds it."""
+    monkeypatch.setattr(store, "MERGE_EVERY", 4)
+    log = SqliteEventLog(tmp_path / "events.db", chunk_size=3)
+    sent = [*mobile_log(), *group_log()]
+    for one in sent:  # an append each: merges fall between them, and deletes reach keys of both levels
+        log.append([one])
+    conn = log._conn
+
+    def keys(levels: tuple[str, ...]) -> list[tuple[int, int]]:
+        return sorted(row for level in levels for row in conn.execute(f"SELECT guid_key, ref FROM {level}"))
+
+    events = conn.execute("SELECT guid, seq FROM events").fetchall()
+    assert keys(KEY_LEVELS["events"]) == sorted((guid_key(guid), seq) for guid, seq in events)
+    entities = conn.execute("SELECT guid, id FROM entities").fetchall()
+    assert keys(KEY_LEVELS["entities"]) == sorted((guid_key(guid), id_) for guid, id_ in entities)
+    assert conn.execute("SELECT count(*) FROM event_keys").fetchone()[0] > 0, "no merge happened"
+    assert conn.execute("SELECT count(*) FROM entity_keys").fetchone()[0] > 0
+    assert as_docs(log.iter_entities()) == as_docs(fold_state(sent)[0])
+    again = log.append(sent)
+    assert again.new == 0 and again.duplicates == len(sent)
+    log.close()
