@@ -148,3 +148,14 @@ class EventLog(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def events_after(log: EventLog, after: str | None, page_size: int) -> Iterator[FormSubmission]:
+    """Every event after ``after``, read a page at a time through ``log.read``: ``iter_events`` of a log."""
+    cursor = after
+    while True:
+        page = log.read(cursor, page_size)
+        yield from page.events
+        if page.at_end:
+            return
+        cursor = page.cursor

@@ -61,7 +61,7 @@ import httpx
 from connector_core import codec
 from connector_core.connector import ConnectorError
 from connector_core.entities import Entity, EventIssue
-from connector_core.eventlog.base import AppendResult, EventPage, TouchPage
+from connector_core.eventlog.base import AppendResult, EventPage, TouchPage, events_after
 from connector_core.eventlog.sqlite import _INSERT_ISSUE, SqliteEventLog, _referenced_guids
 from connector_core.events import EventError, FormSubmission, format_timestamp, parse_timestamp, utc_now
 from connector_core.http import released
@@ -1344,13 +1344,7 @@ class DataCollectEventLog:
         return page
 
     def iter_events(self, after: str | None = None, page_size: int = 1000) -> Iterator[FormSubmission]:
-        cursor = after
-        while True:
-            page = self.read(cursor, page_size)
-            yield from page.events
-            if page.at_end:
-                return
-            cursor = page.cursor
+        return events_after(self, after, page_size)
 
     def head(self) -> str | None:
         return self.local.head()

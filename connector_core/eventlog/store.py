@@ -34,6 +34,7 @@ from connector_core.eventlog.base import (
     EventPage,
     EventTouch,
     TouchPage,
+    events_after,
 )
 from connector_core.events import FormSubmission
 from connector_core.streams import chunks
@@ -42,7 +43,6 @@ SCHEMA_VERSION = len(schema.MIGRATIONS)
 """Version of the layout; a log written by a newer dcsync is refused rather than misread."""
 
 _EVENT_COLUMNS = schema.EVENT_COLUMNS
-_E_EVENT_COLUMNS = ", ".join(f"e.{column}" for column in _EVENT_COLUMNS.split(", "))
 
 MERGE_EVERY = 100_000
 """Events between two merges of the recent guid keys into the rest (see eventlog/schema.py): the recent
@@ -209,27 +209,31 @@ class SqlEventLog(ABC):
 
         Nothing enforces a guid's uniqueness but this check, made inside the append's write transaction
         (SQLite's write lock, PostgreSQL's append lock), so no other append can slip a guid in between."""
-        rows = self._by_key(
-            "events", "SELECT e.guid FROM {s}.{keys} k JOIN {s}.events e ON e.seq = k.ref", keys
-        )
+        rows = self._by_key("events", "SELECT guid FROM {s}.events WHERE seq", keys)
         return {guid for (guid,) in rows if guid in keys}
 
     def _event_seqs(self, guids: Iterable[str]) -> dict[str, int]:
         """The seq of each stored event among ``guids``."""
         keys = {guid: guid_key(guid) for guid in guids}
-        rows = self._by_key(
-            "events", "SELECT e.guid, e.seq FROM {s}.{keys} k JOIN {s}.events e ON e.seq = k.ref", keys
-        )
+        rows = self._by_key("events", "SELECT guid, seq FROM {s}.events WHERE seq", keys)
         return {guid: seq for guid, seq in rows if guid in keys}
 
     def _by_key(self, table: str, select: str, keys: Mapping[str, int]) -> list[tuple[Any, ...]]:
-        """``select`` (joining the key rows ``k`` of ``{keys}``) for the guids of ``keys``, through both
-        levels of ``table``'s guid keys. Rows of other guids sharing a key come too: the caller compares."""
-        found: list[tuple[Any, ...]] = []
+        """``select`` (rows of ``table``, ending in its key column to match) for the guids of ``keys``,
+        found through both levels of ``table``'s guid keys. Rows of other guids sharing a key come too: the
+        caller compares.
+
+        Two plain index lookups rather than a join: the key levels first (most probes find nothing, and
+        stop there), then the rows they point at by primary key; no plan depends on table statistics, which
+        a PostgreSQL without autovacuum never gathers (a join there chose to scan the whole event table)."""
         wanted = set(keys.values())
+        refs: list[int] = []
         for level in schema.KEY_LEVELS[table]:
-            found += self._db.rows_in(select.replace("{keys}", level) + " WHERE k.guid_key", (), wanted)
-        return found
+            refs += [
+                ref
+                for (ref,) in self._db.rows_in(f"SELECT ref FROM {{s}}.{level} WHERE guid_key", (), wanted)
+            ]
+        return self._db.rows_in(select, (), refs) if refs else []
 
     def _merge_keys_if_due(self) -> None:
         """Merge the recent guid keys into the rest once ``MERGE_EVERY`` events have come since the last
@@ -249,7 +253,7 @@ class SqlEventLog(ABC):
                 f"INSERT INTO {{s}}.{rest} (guid_key, ref) "
                 f"SELECT guid_key, ref FROM {{s}}.{recent} ORDER BY guid_key, ref"
             )
-            db.execute(f"DELETE FROM {{s}}.{recent}")
+            db.clear(recent)
         db.execute(
             "INSERT INTO {s}.meta (key, value) VALUES (?, CAST(? AS TEXT)) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -354,11 +358,7 @@ class SqlEventLog(ABC):
         wanted = {guid: guid_key(guid) for guid in guids if isinstance(guid, str)}
         if keys is not None:
             keys.update(wanted)
-        rows = self._by_key(
-            "entities",
-            "SELECT e.id, e.guid, e.doc FROM {s}.{keys} k JOIN {s}.entities e ON e.id = k.ref",
-            wanted,
-        )
+        rows = self._by_key("entities", "SELECT id, guid, doc FROM {s}.entities WHERE id", wanted)
         return {guid: (id_, Entity.stored(json(doc))) for id_, guid, doc in rows if guid in wanted}
 
     def _load_entities(self, guids: Iterable[Any]) -> dict[str, Entity]:
@@ -371,11 +371,7 @@ class SqlEventLog(ABC):
         json = self._db.json_out
         stored = FormSubmission.stored
         wanted = {guid: guid_key(guid) for guid in guids if isinstance(guid, str)}
-        rows = self._by_key(
-            "events",
-            f"SELECT {_E_EVENT_COLUMNS} FROM {{s}}.{{keys}} k JOIN {{s}}.events e ON e.seq = k.ref",
-            wanted,
-        )
+        rows = self._by_key("events", f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE seq", wanted)
         return {r[1]: stored(r[1], r[2], r[3], json(r[4]), r[5], r[6], r[7]) for r in rows if r[1] in wanted}
 
     def read(self, after: str | None, limit: int) -> EventPage:
@@ -441,13 +437,7 @@ class SqlEventLog(ABC):
             )
 
     def iter_events(self, after: str | None = None, page_size: int = 1000) -> Iterator[FormSubmission]:
-        cursor = after
-        while True:
-            page = self.read(cursor, page_size)
-            yield from page.events
-            if page.at_end:
-                return
-            cursor = page.cursor
+        return events_after(self, after, page_size)
 
     def head(self) -> str | None:
         row = self._db.row("SELECT max(seq) FROM {s}.events")
