@@ -176,10 +176,12 @@ def test_a_conflict_shows_three_versions_and_is_resolved_field_by_field(
         assert (
             page.count('class="field differs"') == 2 and "&#34;Anna&#34;" in page and "&#34;Ann&#34;" in page
         )
-        done = client.post(
-            f"/ui/conflicts/{conflict_id}/resolve",
-            data={"csrf_token": csrf_of(page), "field:first_name": "external", "field:phone_number": "local"},
-        )
+        fields = {"csrf_token": csrf_of(page), "field:first_name": "external", "field:phone_number": "local"}
+        with project.state.lease("reg"):  # a run (or a console job's replay) holds the connector
+            busy = client.post(f"/ui/conflicts/{conflict_id}/resolve", data=fields)
+        assert busy.status_code == 409 and "already running" in busy.text
+        assert project.state.get_conflict(conflict_id).status == "open"  # type: ignore[union-attr]
+        done = client.post(f"/ui/conflicts/{conflict_id}/resolve", data=fields)
         assert "resolved (fields: first_name=external, phone_number=local)" in done.text
         again = client.post(
             f"/ui/conflicts/{conflict_id}/resolve", data={"csrf_token": csrf_of(page), "take": "local"}
