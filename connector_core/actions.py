@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from connector_core.events import FormSubmission
@@ -20,6 +22,28 @@ from connector_core.sync.report import DirectionReport
 
 PAGE = 1000
 """Dead letters closed per transaction: a discard of a million letters holds one page at a time."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a replay or discard has got, told after each committed page (the console's job page)."""
+
+    letters: int = 0
+    delivered: int = 0
+    failed_again: int = 0
+    discarded: int = 0
+
+    def __add__(self, other: Progress) -> Progress:
+        return Progress(
+            self.letters + other.letters,
+            self.delivered + other.delivered,
+            self.failed_again + other.failed_again,
+            self.discarded + other.discarded,
+        )
+
+
+OnPage = Callable[[Progress], None]
+"""Called between pages, with nothing held open: what was done so far is committed."""
 
 
 class ActionError(Exception):
@@ -36,15 +60,36 @@ def current_actor() -> str:
 
 
 def replay_dead_letters(
-    project: Any, connector: str, letters: Iterable[DeadLetter], *, actor: str, note: str | None = None
+    project: Any,
+    connector: str,
+    letters: Iterable[DeadLetter],
+    *,
+    actor: str,
+    note: str | None = None,
+    on_page: OnPage | None = None,
+    stop: threading.Event | None = None,
 ) -> DirectionReport:
     """Deliver ``letters`` again (a stream: a page held at a time) and record who asked for it (and why,
-    when the operator said: ``note``)."""
+    when the operator said: ``note``).
+
+    Each page commits as it goes, so a replay that ``stop`` ends (looked at between pages) or a process
+    that dies leaves what it delivered closed and the rest open; the record counts what was done.
+    ``on_page`` hears the counts so far after each page."""
     from connector_core.sync.replay import replay
     from connector_core.sync.runner import sync_session
 
     with sync_session(project, connector) as ctx:
-        report = replay(ctx, letters)
+
+        def between(report: DirectionReport) -> None:
+            if on_page is not None:
+                on_page(_replayed(report))
+            if stop is not None and stop.is_set():
+                # asked between pages only: a page cut short would count letters it never sent
+                ctx.stop.set()
+
+        if stop is not None and stop.is_set():
+            ctx.stop.set()
+        report = replay(ctx, letters, on_page=between)
     c = report.counts
     detail: dict[str, Any] = {
         "letters": c.read,
@@ -58,12 +103,22 @@ def replay_dead_letters(
 
 
 def discard_dead_letters(
-    project: Any, connector: str, letters: Iterable[DeadLetter], *, actor: str, note: str | None = None
+    project: Any,
+    connector: str,
+    letters: Iterable[DeadLetter],
+    *,
+    actor: str,
+    note: str | None = None,
+    on_page: OnPage | None = None,
+    stop: threading.Event | None = None,
 ) -> int:
     """Close ``letters`` without delivering them, a transaction a page; each page's record commits with it,
-    so an interrupted discard leaves a trail of exactly what it closed."""
+    so an interrupted discard (``stop`` set, checked between pages) leaves a trail of exactly what it
+    closed."""
     discarded = 0
     for page in chunks(letters, PAGE):
+        if stop is not None and stop.is_set():
+            break
         with project.state.transaction() as tx:
             for letter in page:
                 tx.resolve_dead_letter(letter.connector, letter.direction, letter.ref, "discarded")
@@ -72,6 +127,8 @@ def discard_dead_letters(
                 detail["note"] = note
             tx.record_action(actor, "discard", connector=connector, detail=detail)
         discarded += len(page)
+        if on_page is not None:
+            on_page(Progress(letters=discarded, discarded=discarded))
     return discarded
 
 
@@ -103,6 +160,11 @@ def resolve_conflict(
         },
     )
     return event
+
+
+def _replayed(report: DirectionReport) -> Progress:
+    c = report.counts
+    return Progress(letters=c.read, delivered=c.read - c.dead_lettered, failed_again=c.dead_lettered)
 
 
 def _id_span(letters: list[DeadLetter]) -> list[int] | str:

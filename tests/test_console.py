@@ -4,6 +4,8 @@ browser: tests/test_console_browser.py.)"""
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,15 +13,18 @@ import httpx
 import pytest
 from console_support import PASSWORD, REFUSAL, USER, app_for, conflict, csrf_of, failing_remote, log_in
 from starlette.testclient import TestClient
+from sync_support import remote_records
 from typer.testing import CliRunner
 
 from connector_core.cli import app as cli
+from connector_core.console.app import console_app, standalone_app
 from connector_core.console.auth import Logins, Throttle, UnsafeBinding, check_binding
 from connector_core.project import Project
 from connector_core.redaction import register_secret
 
 PAGES = ["/ui/", "/ui/runs", "/ui/runs/1", "/ui/dead-letters", "/ui/dead-letters/1", "/ui/conflicts",
-         "/ui/conflicts/1", "/ui/mapping", "/ui/mapping/reg/p0", "/ui/audit"]  # fmt: skip
+         "/ui/conflicts/1", "/ui/mapping", "/ui/mapping/reg/p0", "/ui/audit",
+         "/ui/jobs", "/ui/jobs/1"]  # fmt: skip
 ACTIONS = ["/ui/dead-letters/confirm", "/ui/dead-letters/apply", "/ui/conflicts/1/resolve", "/ui/logout"]
 
 
@@ -105,7 +110,7 @@ def test_dead_letters_are_one_group_per_reason_and_discarded_after_a_confirmatio
     assert project.state.open_counts("reg").dead_letters == 4  # nothing done before confirming
     assert client.post("/ui/dead-letters/apply", data=form).status_code == 400  # a discard needs a note
     done = client.post("/ui/dead-letters/apply", data={**form, "note": "duplicates of p9"})
-    assert "discarded 4" in done.text
+    assert "discarded 4" in ended_job(client, str(done.url)).text
     assert project.state.open_counts("reg").dead_letters == 0
     (action,) = project.state.actions(action="discard")
     assert action.actor == f"ui:{USER}" and action.detail["note"] == "duplicates of p9"
@@ -171,10 +176,12 @@ def test_a_conflict_shows_three_versions_and_is_resolved_field_by_field(
         assert (
             page.count('class="field differs"') == 2 and "&#34;Anna&#34;" in page and "&#34;Ann&#34;" in page
         )
-        done = client.post(
-            f"/ui/conflicts/{conflict_id}/resolve",
-            data={"csrf_token": csrf_of(page), "field:first_name": "external", "field:phone_number": "local"},
-        )
+        fields = {"csrf_token": csrf_of(page), "field:first_name": "external", "field:phone_number": "local"}
+        with project.state.lease("reg"):  # a run (or a console job's replay) holds the connector
+            busy = client.post(f"/ui/conflicts/{conflict_id}/resolve", data=fields)
+        assert busy.status_code == 409 and "already running" in busy.text
+        assert project.state.get_conflict(conflict_id).status == "open"  # type: ignore[union-attr]
+        done = client.post(f"/ui/conflicts/{conflict_id}/resolve", data=fields)
         assert "resolved (fields: first_name=external, phone_number=local)" in done.text
         again = client.post(
             f"/ui/conflicts/{conflict_id}/resolve", data={"csrf_token": csrf_of(page), "take": "local"}
@@ -355,3 +362,173 @@ def test_the_mapping_explorer_shows_the_payload_after_the_push_scope(
     payload = page.split('id="payload">')[1].split("</pre>")[0]
     assert "Io" in payload and "+9" not in payload
     assert "phone_number" in page.split('id="out-of-scope">')[1].split("</p>")[0]
+
+
+# -- replays and discards as background jobs -------------------------------------------------------------
+
+JOB = re.compile(r"/ui/jobs/(\d+)$")
+
+
+def job_of(html: str) -> dict[str, str]:
+    """The job page's fields by id (``job-state``, ``job-done``, ...)."""
+    return dict(re.findall(r'id="job-([a-z]+)"[^>]*>([^<]*)<', html))
+
+
+def ended_job(client: TestClient, url: str, timeout: float = 60) -> httpx.Response:
+    """The job's page once the job is no longer running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page = client.get(url)
+        assert page.status_code == 200, page.text
+        if job_of(page.text)["state"] != "running":
+            return page
+        assert time.monotonic() < deadline, f"job still running after {timeout}s: {job_of(page.text)}"
+        time.sleep(0.05)
+
+
+def slow_remote(mock_server: httpx.Client, still_refused: list[str], latency: float = 0.25) -> None:
+    """The remote fixed for all but ``still_refused``, answering every request after ``latency`` s."""
+    mock_server.put(
+        "/_control/faults", json={"latency": latency, "reject": dict.fromkeys(still_refused, REFUSAL)}
+    )
+
+
+@pytest.fixture
+def many(make_project: Callable[..., Project]) -> Project:
+    """A project whose runs dead-letter any number of refusals in a row (no systemic stop)."""
+    return make_project(extra="    systemic_after: 0\n")
+
+
+@pytest.fixture
+def many_client(many: Project) -> Iterator[TestClient]:
+    with TestClient(app_for(many)) as c:
+        yield c
+
+
+def group_form(client: TestClient, action: str, **more: str) -> dict[str, str]:
+    csrf = csrf_of(client.get("/ui/dead-letters").text)
+    return {"csrf_token": csrf, "action": action, "scope": "group", "connector": "reg",
+            "direction": "push", "reason": REFUSAL, **more}  # fmt: skip
+
+
+def test_a_replay_runs_as_a_job_whose_page_shows_progress_while_other_pages_answer(
+    many: Project, mock_server: httpx.Client, many_client: TestClient
+) -> None:
+    project, client = many, many_client
+    refs = failing_remote(project, mock_server, count=91)  # 7 pages of 13 (page_size), 2 requests each
+    still_refused = refs[:5]
+    slow_remote(mock_server, still_refused)
+    log_in(client)
+    started = client.post("/ui/dead-letters/apply", data=group_form(client, "replay"), follow_redirects=False)
+    assert started.status_code == 303
+    job_url = started.headers["location"]
+    assert JOB.search(job_url), job_url
+
+    running = client.get(job_url).text
+    assert job_of(running)["state"] == "running" and '<meta http-equiv="refresh"' in running
+    assert job_of(running)["connector"] == "reg" and job_of(running)["actor"] == f"ui:{USER}"
+    assert job_of(running)["total"] == "91"
+    # the other pages answer between the job's pages, not once it has ended
+    for page in ("/ui/", "/ui/dead-letters?connector=reg", "/ui/runs", "/ui/jobs"):
+        asked = time.monotonic()
+        answer = client.get(page)
+        assert answer.status_code == 200 and time.monotonic() - asked < 2.0, page
+    meanwhile = job_of(client.get(job_url).text)
+    assert meanwhile["state"] == "running" and int(meanwhile["done"]) < 91
+    listing = client.get("/ui/dead-letters").text
+    assert 'class="note running-job"' in listing and job_url in listing  # reachable from the list
+
+    seen: set[int] = set()
+    deadline = time.monotonic() + 60
+    while (shown := job_of(client.get(job_url).text))["state"] == "running":
+        seen.add(int(shown["done"]))
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert len({n for n in seen if 0 < n < 91}) >= 2, f"no progress seen in between: {sorted(seen)}"
+
+    ended = client.get(job_url).text
+    final = job_of(ended)
+    assert final["state"] == "finished" and "http-equiv" not in ended
+    assert (final["done"], final["delivered"], final["failed"]) == ("91", "86", "5")
+    assert "replayed 91: 86 delivered, 5 failed again" in ended
+    # the remote and the state store show it, and the audit trail has the one action, as the CLI records it
+    delivered = {r["entityGuid"] for r in remote_records(mock_server)}
+    assert set(refs[5:]) <= delivered and not delivered & set(still_refused)
+    assert {d.ref for d in project.state.dead_letters("reg")} == set(still_refused)
+    (action,) = project.state.actions(action="replay")
+    assert action.actor == f"ui:{USER}"
+    assert action.detail == {"letters": 91, "delivered": 86, "failed_again": 5}
+    jobs = client.get("/ui/jobs").text
+    assert jobs.count('class="job"') == 1 and "finished" in jobs
+
+
+def test_a_second_job_on_a_connector_with_one_running_is_refused(
+    many: Project, mock_server: httpx.Client, many_client: TestClient
+) -> None:
+    project, client = many, many_client
+    refs = failing_remote(project, mock_server, count=40)
+    slow_remote(mock_server, refs[:3])
+    log_in(client)
+    started = client.post("/ui/dead-letters/apply", data=group_form(client, "replay"), follow_redirects=False)
+    job_url = started.headers["location"]
+    discard = group_form(client, "discard", note="<b>bold</b> move")
+    second = client.post("/ui/dead-letters/apply", data=discard, follow_redirects=False)
+    assert second.status_code == 409
+    assert "a replay of reg is already running" in second.text and job_url in second.text
+    first = ended_job(client, job_url)
+    assert job_of(first.text)["state"] == "finished"
+    assert [a.action for a in project.state.actions() if a.action in ("replay", "discard")] == ["replay"]
+    assert project.state.open_counts("reg").dead_letters == 3  # the refused discard closed nothing
+
+    # once the first has ended, the next one starts; the operator's note is text, never markup
+    mock_server.put("/_control/faults", json={})
+    again = client.post("/ui/dead-letters/apply", data=group_form(client, "discard", note="<b>bold</b> move"))
+    page = ended_job(client, str(again.url)).text
+    assert job_of(page)["state"] == "finished" and job_of(page)["discarded"] == "3"
+    assert "&lt;b&gt;bold&lt;/b&gt; move" in page and "<b>bold</b>" not in page
+    assert project.state.open_counts("reg").dead_letters == 0
+
+
+def test_a_console_stopped_mid_job_keeps_what_was_done_and_leaves_the_rest_open(
+    many: Project, mock_server: httpx.Client
+) -> None:
+    project = many
+    refs = failing_remote(project, mock_server, count=91)
+    slow_remote(mock_server, [])
+    inner = console_app(project, Logins({USER: PASSWORD}))
+    with TestClient(standalone_app(inner)) as client:
+        log_in(client)
+        started = client.post("/ui/dead-letters/apply", data=group_form(client, "replay"))
+        job_url = str(started.url)
+        deadline = time.monotonic() + 30
+        while int(job_of(client.get(job_url).text)["done"]) == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert inner.state.console.jobs.shutdown() == []  # what OpenConsole.close does first
+        page = client.get(job_url).text
+        shown = job_of(page)
+        assert shown["state"] == "interrupted" and "still open" in page
+        done = int(shown["done"])
+        assert 0 < done < 91 and shown["delivered"] == str(done)
+        refused = client.post("/ui/dead-letters/apply", data=group_form(client, "replay"))
+        assert refused.status_code == 409 and "stopping" in refused.text
+    # exactly what the job reached is delivered and closed; the rest is open, and the trail says how many
+    delivered = {r["entityGuid"] for r in remote_records(mock_server)} & set(refs)
+    assert len(delivered) == done
+    assert project.state.open_counts("reg").dead_letters == 91 - done
+    (action,) = project.state.actions(action="replay")
+    assert action.detail["letters"] == done
+
+
+def test_a_job_that_fails_says_why_in_one_line(
+    project: Project, mock_server: httpx.Client, client: TestClient
+) -> None:
+    failing_remote(project, mock_server, count=3)
+    log_in(client)
+    with project.state.lease("reg"):  # another process is running the connector
+        started = client.post("/ui/dead-letters/apply", data=group_form(client, "replay"))
+        page = ended_job(client, str(started.url)).text
+    shown = job_of(page)
+    assert shown["state"] == "failed" and "already running" in shown["error"]
+    assert project.state.open_counts("reg").dead_letters == 3
+    assert client.get("/ui/jobs/999").status_code == 404

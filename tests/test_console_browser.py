@@ -153,14 +153,18 @@ def test_a_failing_connector_is_seen_its_dead_letters_replayed_once_the_remote_i
     _shot(driver, "dead-letter")
     driver.back()
 
-    mock_server.put("/_control/faults", json={})  # the remote is fixed
+    mock_server.put("/_control/faults", json={"latency": 0.5})  # the remote is fixed (and slow to answer)
     _by(driver, "button.replay-group").click()
     assert _by(driver, "#confirm-count").text == "3"
     _by(driver, "#note").send_keys("the registry accepts + prefixes again")
     _shot(driver, "confirm")
     assert project.state.open_counts("reg").dead_letters == 3  # nothing happens before confirming
     _by(driver, "#confirm").click()
-    assert "replayed 3: 3 delivered, 0 failed again" in _by(driver, "#flash").text
+    assert "/ui/jobs/" in driver.current_url  # the replay is a job: its page, reloading itself until it ends
+    assert _by(driver, "#job-actor").text == f"ui:{USER}" and _by(driver, "#job-total").text == "3"
+    _wait_for_text(driver, "replayed 3: 3 delivered, 0 failed again")
+    assert _by(driver, "#job-state").text == "finished" and _by(driver, "#job-delivered").text == "3"
+    _shot(driver, "job")
     assert {r["entityGuid"] for r in remote_records(mock_server)} >= set(refs)
     assert project.state.open_counts("reg").dead_letters == 0
     assert {d.status for d in project.state.dead_letters("reg", status=None)} == {"replayed"}

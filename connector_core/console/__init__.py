@@ -29,7 +29,15 @@ class OpenConsole:
     """Set when no login was configured (loopback only): the token printed once at start."""
 
     def close(self) -> None:
-        self.project.close()
+        """Stop the console's jobs after their current page (what they did is committed; the rest of their
+        letters stay open), then close the project, holding its lock so no page is using it."""
+        console = getattr(self.app.state, "console", None)
+        if console is None:
+            self.project.close()
+            return
+        console.jobs.shutdown()
+        with console.lock:
+            self.project.close()
 
 
 def open_console(config: Path, *, host: str, plugins: Any = None) -> OpenConsole:

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connector_core.console.auth import Logins, Throttle, csrf_token
 from connector_core.console.context import Console, redirect, root, user_of
-from connector_core.console.pages import audit, conflicts, dead_letters, mapping, overview, runs
+from connector_core.console.pages import audit, conflicts, dead_letters, jobs, mapping, overview, runs
 
 PUBLIC = frozenset({"/login"})
 COOKIE = "dcsync_ui"
@@ -111,11 +111,12 @@ def console_app(
         *overview.routes(console),
         *runs.routes(console),
         *dead_letters.routes(console),
+        *jobs.routes(console),
         *conflicts.routes(console),
         *mapping.routes(console),
         *audit.routes(console),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[
             Middleware(
@@ -130,6 +131,8 @@ def console_app(
         ],
         exception_handlers={HTTPException: http_error},
     )
+    app.state.console = console  # OpenConsole.close stops its jobs before the project closes
+    return app
 
 
 def _next(value: str | None) -> str:

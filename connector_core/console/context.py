@@ -1,16 +1,19 @@
 """What every page handler shares: the open project, the templates, who is logged in, the CSRF check.
 
 The project is opened once and shared by the pages; a lock serialises what they do with it (a store and a
-log hold one connection each), and the pages run on Starlette's thread pool, never on the event loop.
+log hold one connection each), and the pages run on Starlette's thread pool, never on the event loop. The
+lock is granted in the order asked for, so a background job (a replay of 100,000 letters) that lets go of it
+between pages queues behind the pages waiting rather than taking it straight back.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
@@ -22,6 +25,9 @@ from starlette.templating import Jinja2Templates
 
 from connector_core.console.auth import CSRF_FIELD, Logins, Throttle, csrf_ok, csrf_token
 
+if TYPE_CHECKING:
+    from connector_core.console.jobs import Jobs
+
 T = TypeVar("T")
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -30,13 +36,63 @@ PAGE = 50
 """Rows per page of every list."""
 
 
+class FairLock:
+    """A lock granted first come, first served (``threading.Lock`` is not: a thread that releases and asks
+    again usually wins). :meth:`pause` is a job's turn between pages: every page that was waiting runs first.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[object] = deque()
+        self._held = False
+
+    def acquire(self) -> None:
+        me = object()
+        with self._cond:
+            self._queue.append(me)
+            try:
+                while self._held or self._queue[0] is not me:
+                    self._cond.wait()
+            except BaseException:
+                self._queue.remove(me)
+                self._cond.notify_all()
+                raise
+            self._queue.popleft()
+            self._held = True
+
+    def release(self) -> None:
+        with self._cond:
+            if not self._held:
+                raise RuntimeError("release of a FairLock that is not held")
+            self._held = False
+            self._cond.notify_all()
+
+    def pause(self) -> None:
+        """Let go and ask again, behind whoever is waiting now (the holder must hold it)."""
+        self.release()
+        self.acquire()
+
+    def __enter__(self) -> FairLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 @dataclass
 class Console:
     project: Any
     logins: Logins
     throttle: Throttle = field(default_factory=Throttle)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: FairLock = field(default_factory=FairLock)
+    jobs: Jobs = field(init=False)
     templates: Jinja2Templates = field(default_factory=lambda: Jinja2Templates(directory=str(TEMPLATES)))
+
+    def __post_init__(self) -> None:
+        from connector_core.console.jobs import Jobs
+
+        self.jobs = Jobs(self.lock)
 
     async def run(self, work: Callable[[], T]) -> T:
         """``work`` on the thread pool, holding the project (its stores are one connection each)."""

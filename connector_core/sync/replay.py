@@ -9,7 +9,7 @@ letters as ``replayed``; failures bump ``attempts`` and keep them open with the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from connector_core.connector import RemoteRecord, split_part_ref
 from connector_core.state.base import DeadLetter, Direction
@@ -20,9 +20,16 @@ from connector_core.sync.push import Pusher
 from connector_core.sync.report import DirectionReport
 
 
-def replay(ctx: SyncContext, letters: Iterable[DeadLetter]) -> DirectionReport:
+def replay(
+    ctx: SyncContext,
+    letters: Iterable[DeadLetter],
+    on_page: Callable[[DirectionReport], None] | None = None,
+) -> DirectionReport:
     """Deliver ``letters`` again, a page (``ctx.page_size``) at a time: ``letters`` may be a stream of a
-    million dead letters, and only one page of them is held."""
+    million dead letters, and only one page of them is held.
+
+    ``on_page`` is told the report so far after each page, once that page is committed and nothing is held
+    open: the console's job shows it, and lets other pages use the project there (docs/console.md)."""
     report = DirectionReport("replay")
     pusher: Pusher | None = None
     for page in chunks(letters, ctx.page_size):
@@ -40,6 +47,8 @@ def replay(ctx: SyncContext, letters: Iterable[DeadLetter]) -> DirectionReport:
             for letter in pull_letters:
                 puller.take(_remote_record(letter))
             puller.commit(None, move_cursor=False)
+        if on_page is not None:
+            on_page(report)
     return report
 
 

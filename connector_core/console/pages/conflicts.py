@@ -16,6 +16,7 @@ from connector_core.actions import ActionError, resolve_conflict
 from connector_core.console.context import PAGE, Console, actor, opt, opt_int, redirect
 from connector_core.redaction import redact_value
 from connector_core.state.base import Conflict
+from connector_core.state.lease import ConnectorBusy
 
 SIDES = ("local", "external")
 
@@ -104,7 +105,7 @@ def routes(console: Console) -> list[Route]:
         def work() -> str:
             try:
                 event = resolve_conflict(console.project, conflict_id, take, actor=who)
-            except ActionError as exc:
+            except (ActionError, ConnectorBusy) as exc:  # busy: a job replaying this connector, a run
                 raise HTTPException(409, str(exc)) from None
             settled = state.get_conflict(conflict_id)
             what = f"appended event {event.guid}" if event else "nothing appended"

@@ -1,6 +1,7 @@
 """What did not go through and why: dead letters grouped by reason (counted by the store), each group's
 letters a keyset page at a time, one letter's payload and the remote's message; replay or discard one, a
-selection, a whole group or a whole connector, after a page that says how many."""
+selection, a whole group or a whole connector, after a page that says how many. The action runs as a
+background job (console/jobs.py, pages/jobs.py): the operator is sent to its page at once."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from connector_core.actions import discard_dead_letters, replay_dead_letters
+from connector_core.actions import Progress, discard_dead_letters, replay_dead_letters
 from connector_core.console.context import PAGE, Console, actor, opt, opt_int, redirect
+from connector_core.console.jobs import Job, JobRefused, Step
 from connector_core.redaction import redact, redact_value
 from connector_core.state.base import DeadLetter
 
@@ -110,6 +112,10 @@ def stream(state: Any, connector: str, direction: str | None, reason: str | None
     return state.iter_dead_letters(connector, "open", STREAM_PAGE, direction=direction, reason=reason)  # type: ignore[no-any-return]
 
 
+def _back(selection: Selection) -> str:
+    return "?" + urlencode({"connector": selection.connector}) if selection.connector else ""
+
+
 def routes(console: Console) -> list[Route]:
     state = console.project.state
 
@@ -148,6 +154,7 @@ def routes(console: Console) -> list[Route]:
             filters={"connector": connector, "direction": direction, "reason": reason, "status": status},
             next_after=page[-1].id if more and page else None,
             flash=request.session.pop("flash", None),
+            running=[j for j in console.jobs.recent() if j.running],
             redact=redact,
         )
 
@@ -189,24 +196,53 @@ def routes(console: Console) -> list[Route]:
             raise HTTPException(400, "say why these dead letters are discarded (the note)")
         who = actor(request)
 
-        def work() -> str:
-            done, failed = 0, 0
-            for connector, letters in selection.by_connector(state).items():
+        def prepare() -> tuple[dict[str, Any], int]:
+            grouped = selection.by_connector(state)  # listed ids: read now; a group: a stream for the job
+            total = sum(map(len, grouped.values())) if selection.scope == "ids" else selection.count(state)
+            return grouped, total
+
+        grouped, total = await console.run(prepare)
+        if not grouped or not total:
+            request.session["flash"] = "nothing to do: no open dead letter matches"
+            return redirect(request, f"/dead-letters{_back(selection)}")
+
+        def work(job: Job, step: Step) -> None:
+            """One action per connector (an audit record each, as the CLI makes), a page at a time."""
+            done = Progress()
+            for connector, letters in grouped.items():
+                base = done
+
+                def told(progress: Progress, base: Progress = base) -> None:
+                    step(base + progress)
+
                 if action == "replay":
                     counts = replay_dead_letters(
-                        console.project, connector, letters, actor=who, note=note
+                        console.project, connector, letters, actor=who, note=note, on_page=told, stop=job.stop
                     ).counts
-                    done += counts.read - counts.dead_lettered
-                    failed += counts.dead_lettered
+                    failed = counts.dead_lettered
+                    done = base + Progress(counts.read, counts.read - failed, failed)
                 else:
-                    done += discard_dead_letters(console.project, connector, letters, actor=who, note=note)
-            if action == "replay":
-                return f"replayed {done + failed}: {done} delivered, {failed} failed again"
-            return f"discarded {done}"
+                    n = discard_dead_letters(
+                        console.project, connector, letters, actor=who, note=note, on_page=told, stop=job.stop
+                    )
+                    done = base + Progress(letters=n, discarded=n)
+                job.progress = done
+                if job.stop.is_set():
+                    break
 
-        request.session["flash"] = await console.run(work)
-        target = "?" + urlencode({"connector": selection.connector}) if selection.connector else ""
-        return redirect(request, f"/dead-letters{target}")
+        try:
+            job = console.jobs.start(
+                action=str(action),
+                connectors=tuple(grouped),
+                actor=who,
+                what=selection.describe(),
+                total=total,
+                note=note,
+                work=work,
+            )
+        except JobRefused as exc:
+            return console.render(request, "error.html", 409, message=str(exc), job=exc.running)
+        return redirect(request, f"/jobs/{job.id}")
 
     return [
         Route("/dead-letters", letters, methods=["GET"], name="dead_letters"),
