@@ -31,6 +31,7 @@ stores need nothing of it but these few rows of differences.
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import threading
@@ -46,6 +47,8 @@ from connector_core.streams import chunks
 
 if TYPE_CHECKING:
     import psycopg
+
+log = logging.getLogger("dcsync.storage")
 
 _IN_CHUNK = 500  # keys per IN (...) query: well under SQLite's bound-parameter limit on every build
 _TOKEN = re.compile(r"\{s\}\.|\{(\w+)\}")
@@ -344,6 +347,8 @@ def migrate(db: Database, layout: Layout, what: str) -> int:
                         f"understands ({latest}): upgrade dcsync to open it"
                     )
                 if current < latest:
+                    if current:  # a new store's first steps are its creation, not an upgrade
+                        log.info("%s: upgrading its layout from version %d to %d", what, current, current + 1)
                     _run_step(db, layout.migrations[current])
                     for statement in layout.set_version:
                         db.conn.execute(db.sql(statement), (current + 1,) if "?" in statement else ())
