@@ -472,6 +472,26 @@ def test_a_member_removed_and_edited_in_one_push_is_unlinked_once_and_not_sent_t
     assert again.push.counts.updated + again.push.counts.created == 0, again.push.counts
 
 
+def test_a_dry_run_over_pages_counts_a_removed_member_as_the_real_run_does(
+    make_project: Callable[..., Project], mock_server: httpx.Client
+) -> None:
+    """The removal on one page, the removed member saved again unchanged on a later one: the real run's
+    unlink has dropped the household from the member's merge base by then, so nothing more goes; the dry
+    run commits nothing, and must remember the unlink it rehearsed to count the same."""
+    project = make_project(page_size=1)
+    _smiths(project)
+    project.eventlog.append(
+        [
+            event("g2", "grp", "remove-member", {"memberId": "m2"}),
+            event("g3", "m2", "update-individual", {"name": "Mary"}),
+        ]
+    )
+    dry = run_connector(project, "reg", pull=False, dry_run=True, retry=FAST_RETRY)
+    real = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert real.ok and real.push.counts.updated == 1, real.push.counts  # the unlink alone
+    assert _counts(dry) == _counts(real)
+
+
 def test_a_member_registered_before_its_group_lists_it_joins_with_the_add_member(
     project: Project, mock_server: httpx.Client
 ) -> None:

@@ -40,7 +40,7 @@ from connector_core.mapping import MapContext
 from connector_core.retry import call_with_retry
 from connector_core.scopes import runtime_key
 from connector_core.state.base import Direction, Link, StateTxn
-from connector_core.streams import SeenOnDisk, chunks
+from connector_core.streams import KeptOnDisk, SeenOnDisk, chunks
 from connector_core.sync.context import RunStopped, SyncContext
 from connector_core.sync.report import Counts, DirectionReport, PlannedOperation
 from connector_core.sync.scoping import PushScopeNotes, scoped_push
@@ -155,16 +155,21 @@ def _without_parent(data: dict[str, Any], household: str | None) -> dict[str, An
     return {k: v for k, v in data.items() if k != "parentGuid"}
 
 
-def _parent_moved(household: str | None, link: Link, leaving: str | None = None) -> bool:
+def _parent_moved(
+    household: str | None, link: Link, leaving: str | None = None, left: str | None = None
+) -> bool:
     """Is the entity's household (``household_of``) not the one the remote holds? The parent travels
     beside the payload (``parent_external_id``), not in it, so an equal payload does not mean an equal
     record: a member moved to another household, added back to the one it was unlinked from, or taken out
     of a group's ``memberIds``, must still go. The link's merge base holds the parent at the last sync (a
     link without one, from an older store, is not compared). ``leaving``: the group an unlink of this page
-    takes the member out of; the unlink says that, and the member need not go for it too."""
+    takes the member out of; the unlink says that, and the member need not go for it too. ``left``: the
+    group a dry run's rehearsed unlink took it out of, which a real run would have dropped from the base."""
     if not link.base:
         return False
     synced = _parent_of(link.base)
+    if left is not None and synced == left:
+        synced = None
     return synced != household and not (household is None and synced == leaving)
 
 
@@ -238,6 +243,9 @@ class Pusher:
         self._replayed_parts: dict[str, set[str]] = {}
         # a dry run plans each entity once, however its events fall across pages
         self._rehearsed = SeenOnDisk() if ctx.dry_run else None
+        # and remembers the memberships it ended (member -> group), which a real run drops from the
+        # member's merge base: made on the first unlink, so a dry run without one opens no file
+        self._rehearsed_left: KeptOnDisk | None = None
         self._map_context = MapContext(link=self.external_id)
         self._scope_notes = PushScopeNotes(ctx.name)
         if self._stale_intents:
@@ -399,7 +407,9 @@ class Pusher:
             live_link is not None
             and live_link.snapshot == payload
             and not forced
-            and not _parent_moved(parent_guid, live_link, self._leaving.get(entity.guid))
+            and not _parent_moved(
+                parent_guid, live_link, self._leaving.get(entity.guid), self._left(entity.guid)
+            )
         ):
             self.counts.unchanged += 1
             self._unpark(entity.guid)
@@ -449,6 +459,10 @@ class Pusher:
             parent_external_id=group_external,
         )
         return _Planned(record, {}, {})
+
+    def _left(self, guid: str) -> str | None:
+        """The group a dry run's rehearsed unlink took ``guid`` out of, if any."""
+        return self._rehearsed_left.get(guid) if self._rehearsed_left is not None else None
 
     def _parent_expected(self, parent_guid: str) -> bool:
         """A parent must be delivered first only if it exists, some mapping sends it and the push scope lets
@@ -540,6 +554,9 @@ class Pusher:
         if self._rehearsed is not None:
             self._rehearsed.close()
             self._rehearsed = None
+        if self._rehearsed_left is not None:
+            self._rehearsed_left.close()
+            self._rehearsed_left = None
 
     def _record_failure(self, ref: str, reason: str, payload: dict[str, Any]) -> None:
         self.counts.dead_lettered += 1
@@ -643,6 +660,15 @@ class Pusher:
         first = self._rehearsed.first_seen(
             p.record.ref for p in batch if p.record.operation is not Operation.UNLINK
         )
+        left = {
+            p.record.ref: p.record.parent_ref
+            for p in batch
+            if p.record.operation is Operation.UNLINK and p.record.parent_ref is not None
+        }
+        if left:
+            if self._rehearsed_left is None:
+                self._rehearsed_left = KeptOnDisk()
+            self._rehearsed_left.put(left)
         for item in batch:
             if item.record.operation is not Operation.UNLINK and item.record.ref not in first:
                 continue  # planned on an earlier page: its later events change what goes, not how often
