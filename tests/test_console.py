@@ -532,3 +532,34 @@ def test_a_job_that_fails_says_why_in_one_line(
     assert shown["state"] == "failed" and "already running" in shown["error"]
     assert project.state.open_counts("reg").dead_letters == 3
     assert client.get("/ui/jobs/999").status_code == 404
+
+
+def test_the_mapping_explorer_shows_a_removed_member_without_its_old_household(
+    make_project: Callable[..., Project], mock_server: httpx.Client
+) -> None:
+    """The payload the explorer shows is the push's: a member its group no longer lists (after
+    ``remove-member``; its own ``parentGuid`` stays) goes with the household field null."""
+    from sync_support import event
+
+    mapping = Path(__file__).resolve().parents[1] / "mappings" / "datacollect-registrant.yaml"
+    project = make_project(f"    mapping: {mapping}\n")
+    member = {"guid": "m2", "entityName": "individual", "parentGuid": "grp", "first_name": "Mary"}
+    project.eventlog.append(
+        [
+            event(
+                "g1",
+                "grp",
+                "create-group",
+                {"entityName": "household", "household_name": "Smith", "members": [member]},
+            ),
+        ]
+    )
+    from connector_core.sync.runner import run_connector
+
+    assert run_connector(project, "reg", pull=False).ok  # the household is linked: the field has its id
+    project.eventlog.append([event("g2", "grp", "remove-member", {"memberId": "m2"})])
+    with TestClient(app_for(project)) as client:
+        log_in(client)
+        page = client.get("/ui/mapping/reg/m2").text
+    payload = page.split('id="payload">')[1].split("</pre>")[0]
+    assert "parent_ref" in payload and "null" in payload.split("parent_ref")[1].split(",")[0], payload

@@ -380,6 +380,254 @@ def test_a_member_unlinked_in_one_run_and_added_back_in_a_later_one_is_sent_agai
     assert run_connector(project, "reg", retry=FAST_RETRY).push.counts.updated == 0
 
 
+def _records_by_ref(mock: httpx.Client) -> dict[str, dict]:
+    return {r["entityGuid"]: r for r in remote_records(mock)}
+
+
+def _parent_on_remote(mock: httpx.Client, guid: str) -> str | None:
+    """The mock server keeps a membership as the member's ``parentExternalId``."""
+    return _records_by_ref(mock)[guid]["data"].get("parentExternalId")
+
+
+def _smiths(project: Project) -> dict:
+    """A group whose two members also name it in their own ``parentGuid``, pushed; Mary's member dict."""
+    mary = {"guid": "m2", "type": "individual", "name": "Mary", "parentGuid": "grp"}
+    john = {"guid": "m1", "type": "individual", "name": "John", "parentGuid": "grp"}
+    project.eventlog.append([event("g1", "grp", "create-group", {"name": "Smith", "members": [john, mary]})])
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).push.counts.created == 3
+    return mary
+
+
+_COMPARED = ("created", "updated", "deleted", "unchanged", "skipped", "dead_lettered", "parked")
+
+
+def _counts(report) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    return {k: getattr(report.push.counts, k) for k in _COMPARED}
+
+
+def test_a_member_removed_and_edited_later_is_not_made_a_member_again(
+    project: Project, mock_server: httpx.Client
+) -> None:
+    """``remove-member`` leaves the person's own ``parentGuid``; a later edit of the person alone (no
+    add-member) carried it back out, and the remote made them a member of the group again. The group's
+    ``memberIds`` say who its members are: the edit goes, the membership stays ended; the dry run says
+    so too, and a rerun sends nothing."""
+    _smiths(project)
+    household = _parent_on_remote(mock_server, "m2")
+    assert household is not None
+    project.eventlog.append([event("g2", "grp", "remove-member", {"memberId": "m2"})])
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).ok
+    assert _parent_on_remote(mock_server, "m2") is None
+
+    project.eventlog.append([event("g3", "m2", "update-individual", {"phone_number": "+255"})])
+    assert project.eventlog.get_entity("m2").parent_guid == "grp"  # the fold keeps it, as DataCollect does
+    dry = run_connector(project, "reg", pull=False, dry_run=True, retry=FAST_RETRY)
+    edited = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert edited.ok and edited.push.counts.updated == 1, edited.push.counts
+    assert _counts(dry) == _counts(edited)
+    mary = _records_by_ref(mock_server)["m2"]["data"]
+    assert mary["phone_number"] == "+255" and mary.get("parentExternalId") is None, mary
+    assert _parent_on_remote(mock_server, "m1") == household, "the member who stayed keeps the group"
+    again = run_connector(project, "reg", retry=FAST_RETRY)
+    assert again.ok and again.push.counts.updated + again.push.counts.created == 0, again.push.counts
+    assert _parent_on_remote(mock_server, "m2") is None
+
+
+def test_a_removed_member_touched_without_a_change_sends_nothing(
+    project: Project, mock_server: httpx.Client
+) -> None:
+    """A form saved again unchanged after the removal: nothing differs from what the remote holds."""
+    _smiths(project)
+    project.eventlog.append([event("g2", "grp", "remove-member", {"memberId": "m2"})])
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).ok
+    project.eventlog.append([event("g3", "m2", "update-individual", {"name": "Mary"})])
+    touched = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert touched.ok and touched.push.counts.updated == 0, touched.push.counts
+    assert _parent_on_remote(mock_server, "m2") is None
+
+
+def test_a_member_removed_and_edited_in_one_push_is_unlinked_once_and_not_sent_twice(
+    project: Project, mock_server: httpx.Client
+) -> None:
+    """The removal and an edit in one page: the edit and the unlink go, the membership ends; and an
+    unchanged member of that page is not sent beside its unlink just because its group dropped it."""
+    _smiths(project)
+    project.eventlog.append(
+        [
+            event("g2", "grp", "remove-member", {"memberId": "m2"}),
+            event("g3", "m2", "update-individual", {"phone_number": "+255"}),
+            event("g4", "grp", "remove-member", {"memberId": "m1"}),
+        ]
+    )
+    dry = run_connector(project, "reg", pull=False, dry_run=True, retry=FAST_RETRY)
+    report = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert report.ok and _unlinks_received(mock_server) == 2
+    # m2's edit, two unlinks, and the group itself (its memberIds changed; its payload did not)
+    assert report.push.counts.updated == 3, report.push.counts
+    assert _counts(dry) == _counts(report)
+    records = _records_by_ref(mock_server)
+    assert records["m2"]["data"]["phone_number"] == "+255"
+    assert _parent_on_remote(mock_server, "m1") is None and _parent_on_remote(mock_server, "m2") is None
+    again = run_connector(project, "reg", retry=FAST_RETRY)
+    assert again.push.counts.updated + again.push.counts.created == 0, again.push.counts
+
+
+def test_a_dry_run_over_pages_counts_a_removed_member_as_the_real_run_does(
+    make_project: Callable[..., Project], mock_server: httpx.Client
+) -> None:
+    """The removal on one page, the removed member saved again unchanged on a later one: the real run's
+    unlink has dropped the household from the member's merge base by then, so nothing more goes; the dry
+    run commits nothing, and must remember the unlink it rehearsed to count the same."""
+    project = make_project(page_size=1)
+    _smiths(project)
+    project.eventlog.append(
+        [
+            event("g2", "grp", "remove-member", {"memberId": "m2"}),
+            event("g3", "m2", "update-individual", {"name": "Mary"}),
+        ]
+    )
+    dry = run_connector(project, "reg", pull=False, dry_run=True, retry=FAST_RETRY)
+    real = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert real.ok and real.push.counts.updated == 1, real.push.counts  # the unlink alone
+    assert _counts(dry) == _counts(real)
+
+
+def test_a_member_registered_before_its_group_lists_it_joins_with_the_add_member(
+    project: Project, mock_server: httpx.Client
+) -> None:
+    """A person created naming a group that does not list them yet is not its member on the remote;
+    the ``add-member`` that follows (in a later push) makes them one."""
+    project.eventlog.append([event("g1", "grp", "create-group", {"name": "Smith"})])
+    project.eventlog.append(
+        [
+            event(
+                "g2",
+                "m3",
+                "create-individual",
+                {"entityName": "individual", "name": "Ann", "parentGuid": "grp"},
+            )
+        ]
+    )
+    first = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert first.ok and first.push.counts.created == 2 and first.push.counts.parked == 0, first.push.counts
+    assert _parent_on_remote(mock_server, "m3") is None
+    project.eventlog.append([event("g3", "grp", "add-member", {"members": [{"guid": "m3"}]})])
+    joined = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert joined.ok, joined.error
+    assert _parent_on_remote(mock_server, "m3") == _records_by_ref(mock_server)["grp"]["id"]
+    again = run_connector(project, "reg", retry=FAST_RETRY)
+    assert again.push.counts.updated + again.push.counts.created == 0, again.push.counts
+
+
+def test_a_member_moved_to_another_group_that_lists_it_is_moved(
+    project: Project, mock_server: httpx.Client
+) -> None:
+    """Removed from one group, added to another whose add-member carries the new ``parentGuid``."""
+    mary = _smiths(project)
+    project.eventlog.append([event("g2", "new", "create-group", {"name": "Jones"})])
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).ok
+    project.eventlog.append(
+        [
+            event("g3", "grp", "remove-member", {"memberId": "m2"}),
+            event("g4", "new", "add-member", {"members": [{**mary, "parentGuid": "new"}]}),
+        ]
+    )
+    moved = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert moved.ok, moved.error
+    assert _parent_on_remote(mock_server, "m2") == _records_by_ref(mock_server)["new"]["id"]
+    again = run_connector(project, "reg", retry=FAST_RETRY)
+    assert again.push.counts.updated + again.push.counts.created == 0, again.push.counts
+
+
+def test_mobile_households_keep_their_members_by_parent_guid_alone(
+    project: Project, mock_server: httpx.Client
+) -> None:
+    """The mobile app's household is an individual-typed entity with no memberIds: its members belong to
+    it by ``parentGuid`` and an edit of one keeps the household."""
+    project.eventlog.append(
+        [
+            event("e1", "hh", "create-individual", {"entityName": "household", "name": "Doe HH"}),
+            event(
+                "e2",
+                "p1",
+                "create-individual",
+                {"entityName": "individual", "name": "Jo", "parentGuid": "hh"},
+            ),
+        ]
+    )
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).push.counts.created == 2
+    household = _records_by_ref(mock_server)["hh"]["id"]
+    assert _parent_on_remote(mock_server, "p1") == household
+    project.eventlog.append([event("e3", "p1", "update-individual", {"phone_number": "+1"})])
+    edited = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert edited.ok and edited.push.counts.updated == 1, edited.push.counts
+    assert _parent_on_remote(mock_server, "p1") == household
+
+
+def test_a_member_moved_on_the_remote_between_groups_is_moved_in_the_groups_too(
+    project: Project, mock_server: httpx.Client
+) -> None:
+    """The remote moves a member to another group household: the pull says so as the groups do
+    (``remove-member`` on the old, ``add-member`` on the new), so a later local edit sends the member
+    with its new household and nothing echoes back."""
+    _smiths(project)
+    project.eventlog.append([event("g2", "new", "create-group", {"name": "Jones"})])
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).ok
+    records = _records_by_ref(mock_server)
+    mock_server.patch(
+        f"/_control/records/{records['m2']['id']}", json={"data": {"parentExternalId": records["new"]["id"]}}
+    )
+    pulled = run_connector(project, "reg", retry=FAST_RETRY)
+    assert pulled.ok and pulled.push.counts.updated + pulled.push.counts.created == 0, pulled.push.counts
+    old, new = project.eventlog.get_entity("grp"), project.eventlog.get_entity("new")
+    assert "m2" not in old.member_ids and "m2" in new.member_ids
+    assert project.eventlog.get_entity("m2").parent_guid == "new"
+    project.eventlog.append([event("g3", "m2", "update-individual", {"phone_number": "+9"})])
+    edited = run_connector(project, "reg", retry=FAST_RETRY)
+    assert edited.ok and edited.push.counts.updated == 1, edited.push.counts
+    assert _parent_on_remote(mock_server, "m2") == records["new"]["id"]
+    again = run_connector(project, "reg", retry=FAST_RETRY)
+    assert again.pull.counts.appended == 0 and again.push.counts.updated == 0
+
+
+def test_a_mapping_that_links_the_household_in_a_field_clears_it_for_a_removed_member(
+    make_project: Callable[..., Project], mock_server: httpx.Client
+) -> None:
+    """``datacollect-registrant.yaml`` carries the household in the payload (``parent_ref``, a ``link`` of
+    ``$.data.parentGuid``): for a member its group no longer lists, the field goes out null, as the
+    record's parent does; the pull reads that back as no change, and nothing is added back."""
+    mapping = Path(__file__).resolve().parents[1] / "mappings" / "datacollect-registrant.yaml"
+    project = make_project(f"    mapping: {mapping}\n")
+    person = {"entityName": "individual", "parentGuid": "grp", "type": "individual"}
+    members = [{"guid": "m1", **person, "first_name": "John"}, {"guid": "m2", **person, "first_name": "Mary"}]
+    project.eventlog.append(
+        [
+            event(
+                "g1",
+                "grp",
+                "create-group",
+                {"entityName": "household", "household_name": "Smith", "members": members},
+            )
+        ]
+    )
+    assert run_connector(project, "reg", retry=FAST_RETRY).push.counts.created == 3
+    household = _records_by_ref(mock_server)["grp"]["id"]
+    assert _records_by_ref(mock_server)["m2"]["data"]["parent_ref"] == household
+    project.eventlog.append([event("g2", "grp", "remove-member", {"memberId": "m2"})])
+    assert run_connector(project, "reg", retry=FAST_RETRY).ok
+    project.eventlog.append([event("g3", "m2", "update-individual", {"phone_number": "+255700000001"})])
+    edited = run_connector(project, "reg", retry=FAST_RETRY)
+    assert edited.ok and edited.push.counts.updated == 1, edited.push.counts
+    mary = _records_by_ref(mock_server)["m2"]["data"]
+    assert mary["phone"] == "+255700000001" and mary["parent_ref"] is None, mary
+    assert _records_by_ref(mock_server)["m1"]["data"]["parent_ref"] == household
+    for _ in range(2):
+        again = run_connector(project, "reg", retry=FAST_RETRY)
+        assert again.pull.counts.appended == 0, again.pull.counts
+        assert again.push.counts.updated + again.push.counts.created == 0, again.push.counts
+    assert "m2" not in project.eventlog.get_entity("grp").member_ids
+
+
 def test_a_pull_dry_run_resolves_parents_from_its_earlier_pages(
     make_project: Callable[..., Project], mock_server: httpx.Client
 ) -> None:

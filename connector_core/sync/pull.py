@@ -29,6 +29,7 @@ from connector_core.scopes import runtime_key
 from connector_core.state.base import Direction, Link
 from connector_core.sync.conflicts import decide
 from connector_core.sync.context import SyncContext
+from connector_core.sync.push import household_of, pushed_doc
 from connector_core.sync.rehearsal import PullRehearsal
 from connector_core.sync.report import DirectionReport
 from connector_core.sync.scoping import scoped_push
@@ -170,18 +171,18 @@ class PagePuller:
             self._out_of_scope(record, guid, entity_name, declined)
 
         if entity is None:
-            apply = remote
+            apply = news = remote
         elif link is not None and link.synced_at is None and not link.base:
             # dcsync forgot its merge base (`dcsync forget`): it cannot tell which side changed a field that
             # differs. The log is not rewritten from the remote (that would put the person's data back into
             # the log and undo local edits): the base is learnt again from the remote, and local changes go
             # out with the push that follows (held for it, as a resolved conflict's entity is: the push's
             # checkpoint is already past the entity's events)
-            apply = {}
+            apply = news = {}
             if not self.ctx.dry_run:
                 self.relearnt.append(entity)
         elif base is None:
-            apply = {k: v for k, v in remote.items() if entity.data.get(k) != v}
+            apply = news = {k: v for k, v in remote.items() if entity.data.get(k) != v}
         else:
             assert link is not None and synced is not None  # a merge base only exists on a link
             remote_delta = {k: v for k, v in remote.items() if synced.get(k) != v}
@@ -191,7 +192,7 @@ class PagePuller:
                 link,
                 remote_delta,
                 record.updated_at,
-                local_changed=self._changed_locally(entity, link),
+                local_changed=bool(remote_delta) and self._changed_locally(entity, link),
             )
             if decision.conflict is not None:
                 self.counts.conflicts += 1
@@ -201,6 +202,7 @@ class PagePuller:
                 if decision.hold:
                     log.warning("%s: conflict on %s held for an operator", ctx.name, guid)
                     return
+            news = decision.apply
             apply = {k: v for k, v in decision.apply.items() if entity.data.get(k) != v}
         if set(apply) <= set(_BOOKKEEPING) and entity is not None:
             apply = {}
@@ -208,8 +210,13 @@ class PagePuller:
             remote_state = {**base, **{k: v for k, v in remote.items() if synced.get(k) != v}}
         else:
             remote_state = {**(entity.data if entity else {}), **remote}
+        household = news.get("parentGuid")
         if not apply:
-            self.counts.unchanged += 1
+            if self._join(record, guid, entity, household, version):
+                self.counts.updated += 1
+                self._note("update", guid, entity_name, f"member of {household}")
+            else:
+                self.counts.unchanged += 1
             if link is None or link.remote_version != version or link.base != remote_state or declined:
                 self._link(record, guid, entity_name, entity, remote_state, version, held)
             self.resolved_dead_letters.append(record.external_id)
@@ -219,6 +226,7 @@ class PagePuller:
         )
         new_state = fold([event], self.entity).changed[guid]
         self.local[guid] = new_state
+        self._join(record, guid, entity, household, version)
         if entity is None:
             self.counts.created += 1
         else:
@@ -226,6 +234,34 @@ class PagePuller:
         self._note("create" if entity is None else "update", guid, entity_name)
         self._link(record, guid, entity_name, new_state, remote_state, version, held)
         self.resolved_dead_letters.append(record.external_id)
+
+    def _join(
+        self, record: RemoteRecord, guid: str, before: Entity | None, household: Any, version: str
+    ) -> bool:
+        """The remote put the record in ``household`` (changed since the last sync): where that is a real
+        group of the log (type ``group``) that does not list it, say so in the group's terms, as the push
+        reads membership (``sync/push.py``'s ``household_of``: a group's ``memberIds`` is the truth):
+        ``add-member`` on the new group, and ``remove-member`` on the group its ``parentGuid`` named
+        before, if that one still lists it. A mobile household (an individual-typed entity) has no
+        ``memberIds``: its members belong to it by ``parentGuid`` alone, and nothing more is written."""
+        if not isinstance(household, str) or not household:
+            return False
+        member = self.entity(guid)
+        if member is None or member.type != "individual":
+            return False
+        events: list[FormSubmission] = []
+        group = self.entity(household)
+        if group is not None and group.type == "group" and guid not in group.member_ids:
+            events.append(
+                self._event(record, household, "add-member", {"members": [{"guid": guid}]}, version)
+            )
+        previous = before.parent_guid if before is not None else None
+        old_group = self.entity(previous) if previous is not None and previous != household else None
+        if old_group is not None and old_group.type == "group" and guid in old_group.member_ids:
+            events.append(self._event(record, old_group.guid, "remove-member", {"memberId": guid}, version))
+        if events:
+            self.local.update(fold(events, self.entity).changed)
+        return bool(events)
 
     def _scoped(
         self,
@@ -308,10 +344,12 @@ class PagePuller:
 
     def _changed_locally(self, entity: Entity, link: Link) -> bool:
         """Has the entity changed since its last sync in a way its push mapping would send?"""
-        mapping = self.ctx.mappings.for_entity(entity.to_json())
+        parent = self.entity(entity.parent_guid) if entity.parent_guid else None
+        doc = pushed_doc(entity, household_of(entity, parent))
+        mapping = self.ctx.mappings.for_entity(doc)
         if mapping is None:
             return False
-        mapped = scoped_push(self.ctx, mapping, entity.to_json(), MapContext(link=self.external_id_of), link)
+        mapped = scoped_push(self.ctx, mapping, doc, MapContext(link=self.external_id_of), link)
         return mapped.result.errors != [] or mapped.result.record != link.snapshot
 
     def _event(

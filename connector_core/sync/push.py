@@ -40,7 +40,7 @@ from connector_core.mapping import MapContext
 from connector_core.retry import call_with_retry
 from connector_core.scopes import runtime_key
 from connector_core.state.base import Direction, Link, StateTxn
-from connector_core.streams import SeenOnDisk, chunks
+from connector_core.streams import KeptOnDisk, SeenOnDisk, chunks
 from connector_core.sync.context import RunStopped, SyncContext
 from connector_core.sync.report import Counts, DirectionReport, PlannedOperation
 from connector_core.sync.scoping import PushScopeNotes, scoped_push
@@ -119,12 +119,58 @@ def _parent_of(data: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _parent_moved(entity: Entity, link: Link) -> bool:
-    """Is the entity's parent not the one the remote holds? The parent travels beside the payload
-    (``parent_external_id``), not in it, so an equal payload does not mean an equal record: a member moved
-    to another household, or added back to the one it was unlinked from, must still go. The link's merge
-    base holds the parent at the last sync (a link without one, from an older store, is not compared)."""
-    return bool(link.base) and _parent_of(link.base) != entity.parent_guid
+def household_of(entity: Entity, parent: Entity | None) -> str | None:
+    """The parent the push sends for ``entity`` (``parent`` is the entity its ``parentGuid`` names, if the
+    log holds it): its ``parentGuid``, unless that names a real group (type ``group``) whose ``memberIds``
+    do not list it.
+
+    DataCollect's ``remove-member`` takes the person out of the group's ``memberIds`` and leaves their own
+    ``parentGuid`` as it was; a later edit of the person must not make them a member again. A group's
+    ``memberIds`` is what DataCollect shows as its members, so it is the truth where there is one. A
+    mobile household is a ``create-individual`` entity with no ``memberIds`` at all: its members belong to
+    it by ``parentGuid`` alone, and the rule leaves them be. A parent the log does not hold is kept (the
+    push waits for it, or sends the member without it, as before)."""
+    guid = entity.parent_guid
+    if guid is None or parent is None or parent.type != "group" or entity.guid in parent.member_ids:
+        return guid
+    return None
+
+
+def pushed_doc(entity: Entity, household: str | None) -> dict[str, Any]:
+    """The entity as the push maps it: its document, with ``parentGuid`` null when ``household``
+    (``household_of``) is not it, so a mapping that reads ``$.data.parentGuid`` itself (a ``link`` to the
+    household in a payload field) agrees with the parent the record travels with, and writes that field
+    null (an absent field would leave the old household on a remote that merges updates)."""
+    doc = entity.to_json()
+    if entity.parent_guid != household:
+        doc["data"] = {**entity.data, "parentGuid": household}
+    return doc
+
+
+def _without_parent(data: dict[str, Any], household: str | None) -> dict[str, Any]:
+    """The merge base of a delivered record: its data, naming as its parent the one the remote now holds
+    (none, for a member its group no longer lists), so a later add-back reads as a move."""
+    if _parent_of(data) == household:
+        return dict(data)
+    return {k: v for k, v in data.items() if k != "parentGuid"}
+
+
+def _parent_moved(
+    household: str | None, link: Link, leaving: str | None = None, left: str | None = None
+) -> bool:
+    """Is the entity's household (``household_of``) not the one the remote holds? The parent travels
+    beside the payload (``parent_external_id``), not in it, so an equal payload does not mean an equal
+    record: a member moved to another household, added back to the one it was unlinked from, or taken out
+    of a group's ``memberIds``, must still go. The link's merge base holds the parent at the last sync (a
+    link without one, from an older store, is not compared). ``leaving``: the group an unlink of this page
+    takes the member out of; the unlink says that, and the member need not go for it too. ``left``: the
+    group a dry run's rehearsed unlink took it out of, which a real run would have dropped from the base."""
+    if not link.base:
+        return False
+    synced = _parent_of(link.base)
+    if left is not None and synced == left:
+        synced = None
+    return synced != household and not (household is None and synced == leaving)
 
 
 def _left_group(link: Link, group_guid: str | None) -> list[Link]:
@@ -170,6 +216,10 @@ class Pusher:
         # many links, parked children and dead letters the store holds): entity guid -> external id of
         # what this page delivered or refers to as a parent, parked guid -> runs waited, open dead letters.
         self._links: dict[str, str] = {}
+        # the entities the page's parentGuids name (a group's memberIds say who is its member), and the
+        # group each member of the page leaves by an unlink of that page
+        self._parents: dict[str, Entity] = {}
+        self._leaving: dict[str, str] = {}
         self._parked: dict[str, int] = {}
         self._open_letters: set[str] = set()
         self._stale_intents = ctx.state.intents(ctx.name) if not ctx.dry_run else set()
@@ -193,6 +243,9 @@ class Pusher:
         self._replayed_parts: dict[str, set[str]] = {}
         # a dry run plans each entity once, however its events fall across pages
         self._rehearsed = SeenOnDisk() if ctx.dry_run else None
+        # and remembers the memberships it ended (member -> group), which a real run drops from the
+        # member's merge base: made on the first unlink, so a dry run without one opens no file
+        self._rehearsed_left: KeptOnDisk | None = None
         self._map_context = MapContext(link=self.external_id)
         self._scope_notes = PushScopeNotes(ctx.name)
         if self._stale_intents:
@@ -216,9 +269,12 @@ class Pusher:
         return link.external_id
 
     def _preload_parents(self, entities: dict[str, Entity]) -> None:
-        """One query for every parent a page refers to, instead of one per child (and one for the
-        dead letters of those that are not delivered)."""
-        parents = {e.parent_guid for e in entities.values() if e.parent_guid} - set(self._links)
+        """One query for every parent a page refers to, instead of one per child: the parent entities (is
+        it a group, whom does it list), their links, and the dead letters of those not delivered."""
+        named = {e.parent_guid for e in entities.values() if e.parent_guid}
+        self._parents = {g: entities[g] for g in named if g in entities}
+        self._parents.update(self.ctx.eventlog.get_entities([g for g in named if g not in entities]))
+        parents = named - set(self._links)
         for guid, link in self.ctx.state.get_links(self.ctx.name, parents).items():
             if not link.deleted:
                 self._links[guid] = link.external_id
@@ -234,7 +290,7 @@ class Pusher:
 
     # -- planning -------------------------------------------------------------------------------
     def push_entities(self, guids: list[str], unlinks: Sequence[tuple[str, str]] = ()) -> None:
-        """Deliver the current state of ``guids`` (parents first), then ended memberships, then deletes."""
+        """Deliver ended memberships, then the current state of ``guids`` (parents first), then deletes."""
         ctx = self.ctx
         held = ctx.state.open_conflicts(ctx.name, guids)
         if held:
@@ -249,14 +305,18 @@ class Pusher:
         self._preload_parents(entities)
         deletes = [g for g in guids if g not in entities and g in links and not links[g].deleted]
         made = self._made_by_lost_creates([g for g in guids if g not in entities and g not in links])
+        # an ended membership the log holds again (added back later in the log) is not ended remotely: the
+        # push sends the current state, and an unlink now would end a membership nothing ever restores
+        ended = [(g, m) for g, m in unlinks if g not in entities or m not in entities[g].member_ids]
+        self._leaving = {member: group for group, member in ended}
+        # ended memberships first: a member that moved (removed from one group, added to another) then goes
+        # with its new household, and no unlink that a remote can only read as "no household" (the mock
+        # server's, REST's parent_id) follows the move and undoes it
+        self._deliver(p for group, member in ended if (p := self._plan_unlink(group, member)))
         depths = _depths(entities)
         for level in sorted(set(depths.values())):
             wave = [entities[g] for g in guids if g in entities and depths[g] == level]
             self._deliver(p for e in wave if (p := self._plan(e, links.get(e.guid))))
-        # an ended membership the log holds again (added back later in the log) is not ended remotely: the
-        # push sends the current state, and an unlink now would end a membership nothing ever restores
-        ended = [(g, m) for g, m in unlinks if g not in entities or m not in entities[g].member_ids]
-        self._deliver(p for group, member in ended if (p := self._plan_unlink(group, member)))
         self._deliver(
             [
                 _Planned(
@@ -311,7 +371,8 @@ class Pusher:
 
     def _plan(self, entity: Entity, link: Link | None) -> _Planned | None:
         ctx = self.ctx
-        doc = entity.to_json()
+        parent_guid = household_of(entity, self._parents.get(entity.parent_guid or ""))
+        doc = pushed_doc(entity, parent_guid)
         mapping = ctx.mappings.for_entity(doc)
         if mapping is None:
             self.counts.skipped += 1
@@ -346,7 +407,9 @@ class Pusher:
             live_link is not None
             and live_link.snapshot == payload
             and not forced
-            and not _parent_moved(entity, live_link)
+            and not _parent_moved(
+                parent_guid, live_link, self._leaving.get(entity.guid), self._left(entity.guid)
+            )
         ):
             self.counts.unchanged += 1
             self._unpark(entity.guid)
@@ -354,7 +417,6 @@ class Pusher:
                 with ctx.state.transaction() as tx:
                     tx.resolve_dead_letter(ctx.name, Direction.PUSH, entity.guid, "replayed")
             return None
-        parent_guid = entity.parent_guid
         parent_external = self.external_id(parent_guid) if parent_guid else None
         if parent_guid and parent_external is None and self._parent_expected(parent_guid):
             letter = self._parent_letters.get(parent_guid)
@@ -379,7 +441,7 @@ class Pusher:
                 parent_external_id=parent_external,
             ),
             payload,
-            dict(entity.data),
+            _without_parent(entity.data, parent_guid),
         )
 
     def _plan_unlink(self, group_guid: str, member_guid: str) -> _Planned | None:
@@ -398,10 +460,14 @@ class Pusher:
         )
         return _Planned(record, {}, {})
 
+    def _left(self, guid: str) -> str | None:
+        """The group a dry run's rehearsed unlink took ``guid`` out of, if any."""
+        return self._rehearsed_left.get(guid) if self._rehearsed_left is not None else None
+
     def _parent_expected(self, parent_guid: str) -> bool:
         """A parent must be delivered first only if it exists, some mapping sends it and the push scope lets
         it be sent (a household kept out of scope never comes; its members go without it)."""
-        parent = self.ctx.eventlog.get_entity(parent_guid)
+        parent = self._parents.get(parent_guid) or self.ctx.eventlog.get_entity(parent_guid)
         if parent is None:
             return False
         doc = parent.to_json()
@@ -488,6 +554,9 @@ class Pusher:
         if self._rehearsed is not None:
             self._rehearsed.close()
             self._rehearsed = None
+        if self._rehearsed_left is not None:
+            self._rehearsed_left.close()
+            self._rehearsed_left = None
 
     def _record_failure(self, ref: str, reason: str, payload: dict[str, Any]) -> None:
         self.counts.dead_lettered += 1
@@ -591,6 +660,15 @@ class Pusher:
         first = self._rehearsed.first_seen(
             p.record.ref for p in batch if p.record.operation is not Operation.UNLINK
         )
+        left = {
+            p.record.ref: p.record.parent_ref
+            for p in batch
+            if p.record.operation is Operation.UNLINK and p.record.parent_ref is not None
+        }
+        if left:
+            if self._rehearsed_left is None:
+                self._rehearsed_left = KeptOnDisk()
+            self._rehearsed_left.put(left)
         for item in batch:
             if item.record.operation is not Operation.UNLINK and item.record.ref not in first:
                 continue  # planned on an earlier page: its later events change what goes, not how often

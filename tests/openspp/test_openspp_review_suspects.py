@@ -246,3 +246,122 @@ def test_a_member_moved_to_another_household_by_its_parent_alone_is_moved_in_ope
     again = run_connector(field, "reg", retry=RETRY)
     assert again.pull is not None and again.push is not None
     assert again.pull.counts.appended == 0 and again.push.counts.updated == 0
+
+
+# -- 4: a member removed, then edited without being added back -----------------------------------------
+def _phone(fake: FakeOpenSpp, partner: int) -> str | None:
+    (row,) = [r for r in fake.state("res.partner")["res.partner"] if r["id"] == partner]
+    return row.get("phone") or None
+
+
+def test_a_removed_member_edited_later_is_not_made_a_member_again(
+    open_project: OpenProject, fake: FakeOpenSpp
+) -> None:
+    """DataCollect's ``remove-member`` takes the person out of the group's ``memberIds`` but leaves their
+    own ``parentGuid``. A later edit of the person (a phone number, no ``add-member``) must reach OpenSPP
+    without making them a member again: the group in the log no longer lists them. The dry run says
+    what the real run does, and a rerun sends nothing."""
+    field = open_project()
+    ana, ben = {"guid": ANA, **_person(ANA, "Ana", "1")}, {"guid": BEN, **_person(BEN, "Ben", "3")}
+    field.eventlog.append(
+        [
+            _event(
+                1,
+                HH,
+                "create-group",
+                {"entityName": "household", "household_name": "Wanjiru", "members": [ana, ben]},
+            )
+        ]
+    )
+    assert run_connector(field, "reg", retry=RETRY).ok
+    household, person, other = (_partner(field, g) for g in (HH, BEN, ANA))
+    field.eventlog.append([_event(2, HH, "remove-member", {"memberId": BEN})])
+    assert run_connector(field, "reg", retry=RETRY).ok
+    assert _memberships(fake, person) == [(household, True)]
+
+    field.eventlog.append(
+        [_event(3, BEN, "update-individual", {**_person(BEN, "Ben", "3"), "phone_number": "+254700000001"})]
+    )
+    dry = run_connector(field, "reg", dry_run=True, retry=RETRY)
+    edited = run_connector(field, "reg", retry=RETRY)
+    assert edited.ok and edited.push is not None, edited.error
+    assert edited.push.counts.updated == 1, edited.push.counts
+    assert _phone(fake, person) == "+254700000001", "the edit arrived"
+    assert _memberships(fake, person) == [(household, True)], "no active membership came back"
+    assert _memberships(fake, other) == [(household, False)], "the member who stayed is untouched"
+    assert field.state.dead_letters("reg") == []
+    assert dry.push is not None
+    compared = ("created", "updated", "deleted", "unchanged", "skipped", "dead_lettered", "parked")
+    assert {k: getattr(dry.push.counts, k) for k in compared} == {
+        k: getattr(edited.push.counts, k) for k in compared
+    }
+
+    again = run_connector(field, "reg", retry=RETRY)
+    assert again.ok and again.pull is not None and again.push is not None
+    assert again.pull.counts.appended == 0, again.pull.counts
+    assert again.push.counts.updated + again.push.counts.created == 0, again.push.counts
+    assert _memberships(fake, person) == [(household, True)]
+
+
+def test_a_member_the_registrar_adds_to_a_group_household_stays_a_member_after_a_local_edit(
+    open_project: OpenProject, fake: FakeOpenSpp, rpc: Rpc
+) -> None:
+    """The other side of the rule: a membership made in OpenSPP (a removed member taken back by a
+    registrar, a new person registered into the household) is pulled as ``add-member`` on the log's
+    group, so the group lists them and a later local edit of the person keeps the membership. Written as
+    ``parentGuid`` alone, the group would not list them and the edit would end the registrar's
+    membership."""
+    field = open_project()
+    ana, ben = {"guid": ANA, **_person(ANA, "Ana", "1")}, {"guid": BEN, **_person(BEN, "Ben", "3")}
+    field.eventlog.append(
+        [
+            _event(
+                1,
+                HH,
+                "create-group",
+                {"entityName": "household", "household_name": "Wanjiru", "members": [ana, ben]},
+            )
+        ]
+    )
+    assert run_connector(field, "reg", retry=RETRY).ok
+    household, person = (_partner(field, g) for g in (HH, BEN))
+    field.eventlog.append([_event(2, HH, "remove-member", {"memberId": BEN})])
+    assert run_connector(field, "reg", retry=RETRY).ok
+    assert _memberships(fake, person) == [(household, True)]
+
+    (ended,) = [
+        r["id"]
+        for r in fake.state("g2p.group.membership")["g2p.group.membership"]
+        if r["individual"] == person
+    ]
+    rpc.ok(
+        "res.partner", "write", [[household], {"group_membership_ids": [[1, ended, {"ended_date": False}]]}]
+    )
+    (newcomer,) = rpc.ok(
+        "res.partner",
+        "create",
+        [[{"is_registrant": True, "given_name": "Cy", "family_name": "Wanjiru", "name": "WANJIRU, CY"}]],
+    )
+    rpc.ok("g2p.group.membership", "create", [{"group": household, "individual": newcomer}])
+    pulled = run_connector(field, "reg", retry=RETRY)
+    assert pulled.ok, pulled.error
+    group = field.eventlog.get_entity(HH)
+    assert group is not None and BEN in group.member_ids, "the registrar's add-back is in the group"
+    cy = field.state.find_link("reg", str(newcomer))
+    assert cy is not None and cy.entity_guid in group.member_ids, "so is the newcomer"
+    assert _memberships(fake, person) == [(household, False)]
+
+    field.eventlog.append(
+        [
+            _event(3, BEN, "update-individual", {"phone_number": "+254700000002"}),
+            _event(4, cy.entity_guid, "update-individual", {"phone_number": "+254700000003"}),
+        ]
+    )
+    edited = run_connector(field, "reg", retry=RETRY)
+    assert edited.ok and edited.push is not None and edited.push.counts.updated == 2, edited.push
+    assert _phone(fake, person) == "+254700000002"
+    assert _memberships(fake, person) == [(household, False)], "the edit kept the membership"
+    assert _memberships(fake, newcomer) == [(household, False)]
+    again = run_connector(field, "reg", retry=RETRY)
+    assert again.ok and again.pull is not None and again.push is not None
+    assert again.pull.counts.appended == 0 and again.push.counts.updated == 0, (again.pull, again.push)

@@ -19,6 +19,7 @@ from connector_core.console.context import Console, opt
 from connector_core.mapping import MapContext
 from connector_core.redaction import redact_value
 from connector_core.scopes import FieldScopes
+from connector_core.sync.push import household_of, pushed_doc
 from connector_core.sync.scoping import scoped_push
 
 SEARCH_LIMIT = 20
@@ -92,22 +93,25 @@ def routes(console: Console) -> list[Route]:
             if found is None:
                 raise HTTPException(404, f"no entity {guid} in the event log")
             doc = found.to_json()
+            # what the push maps: a member its group no longer lists goes without that household
+            parent = project.eventlog.get_entity(found.parent_guid) if found.parent_guid else None
+            pushed = pushed_doc(found, household_of(found, parent))
             state = project.state
 
             def link_of(other: str) -> str | None:
                 link = state.get_link(connector, other)
                 return link.external_id if link is not None and not link.deleted else None
 
-            mapping = project.mapping(connector).for_entity(doc)
+            mapping = project.mapping(connector).for_entity(pushed)
             link = state.get_link(connector, guid)
             values: dict[str, Any] = {"entity": found, "doc": _pretty(doc), "link": link, "mapping": mapping}
             if mapping is not None:
                 ctx = MapContext(link=link_of)
-                explanation = mapping.push(doc, ctx, explain=True).explanation
+                explanation = mapping.push(pushed, ctx, explain=True).explanation
                 # the payload as the push makes it: the remote's values kept where the pull scope refused
                 # the log's, trimmed to the push scope (connector_core/sync/scoping.py)
                 scopes = FieldScopes.of(connector, project.instance(connector).scopes)
-                scoped = scoped_push(cast(Any, SimpleNamespace(scopes=scopes)), mapping, doc, ctx, link)
+                scoped = scoped_push(cast(Any, SimpleNamespace(scopes=scopes)), mapping, pushed, ctx, link)
                 result = scoped.result
                 values["out_of_scope"] = scoped.dropped
                 values["denied"] = scoped.denied
