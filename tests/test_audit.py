@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sync_support import FAST_RETRY, event, remote_records
+from sync_support import FAST_RETRY, event, remote_records, write_config
 from typer.testing import CliRunner
 
 from connector_core.actions import (
@@ -294,3 +294,29 @@ def test_a_replay_interrupted_by_ctrl_c_mid_page_still_records_exactly_what_it_s
     replay_dead_letters(project, "reg", project.state.iter_dead_letters("reg"), actor="os:tester")
     assert sorted(r["entityGuid"] for r in remote_records(mock_server)) == refs
     assert project.state.open_counts("reg").dead_letters == 0
+
+
+def test_a_replay_stopped_by_a_refusal_streak_keeps_no_secret_the_remote_echoed(
+    make_project: Callable[..., Project], mock_server: httpx.Client, tmp_path: Path
+) -> None:
+    """The remote refuses record after record for one reason, quoting a credential: the streak stops the
+    replay mid-page (systemic_after), and neither the command's error nor the trail keeps the credential."""
+    project = make_project("    systemic_after: 0\n")
+    refs = _dead_lettered(project, mock_server, 10)
+    config = str(
+        write_config(tmp_path / "dcsync.yaml", str(mock_server.base_url), extra="    systemic_after: 3\n")
+    )
+    echoed = "duplicate of the record at https://admin:hunter2hunter2@registry.example/api"
+    mock_server.put("/_control/faults", json={"reject": dict.fromkeys(refs[5:], echoed)})
+    replayed = CliRunner().invoke(app, ["dlq", "replay", "reg", "--all", "-c", config])
+    assert replayed.exit_code == 1, replayed.output
+    assert "records in a row were refused" in replayed.output and "hunter2hunter2" not in replayed.output
+
+    closed, failed = _settled(project, mock_server, refs)
+    assert closed == set(refs[:5]) and failed == set()  # the streak's refusals are not dead-lettered
+    (action,) = _audit(config, "--action", "replay")
+    assert "hunter2hunter2" not in json.dumps(action)
+    detail = action["detail"]
+    assert (detail["letters"], detail["delivered"], detail["failed_again"]) == (5, 5, 0)
+    assert detail["outcome"] == "stopped" and "registry.example" in detail["error"]
+    assert "records in a row were refused" in detail["error"]
