@@ -9,16 +9,20 @@ An action's record holds counts, ids and field names, never a record's data.
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from connector_core.events import FormSubmission
+from connector_core.redaction import redact
 from connector_core.state.base import DeadLetter
 from connector_core.streams import chunks
 from connector_core.sync.report import DirectionReport
+
+log = logging.getLogger("dcsync.actions")
 
 PAGE = 1000
 """Dead letters closed per transaction: a discard of a million letters holds one page at a time."""
@@ -74,32 +78,131 @@ def replay_dead_letters(
 
     Each page commits as it goes, so a replay that ``stop`` ends (looked at between pages) or a process
     that dies leaves what it delivered closed and the rest open; the record counts what was done.
-    ``on_page`` hears the counts so far after each page."""
+    ``on_page`` hears the counts so far after each page.
+
+    A replay that stops on an error (the remote down past its retry budget, the lease lost, Ctrl-C) is
+    recorded too, before the error goes on: whoever re-sent the letters of the pages before it is in the
+    trail, with ``outcome: stopped`` and the error's line. ``on_page`` hears those final counts as well."""
     from connector_core.sync.replay import replay
     from connector_core.sync.runner import sync_session
 
-    with sync_session(project, connector) as ctx:
+    tally = _Tally(letters)
+    began = False
+    try:
+        with sync_session(project, connector) as ctx:
 
-        def between(report: DirectionReport) -> None:
-            if on_page is not None:
-                on_page(_replayed(report))
+            def between(report: DirectionReport) -> None:
+                tally.committed(report)
+                if on_page is not None:
+                    on_page(tally.done)
+                if stop is not None and stop.is_set():
+                    # asked between pages only: a page cut short would count letters it never sent
+                    ctx.stop.set()
+
             if stop is not None and stop.is_set():
-                # asked between pages only: a page cut short would count letters it never sent
                 ctx.stop.set()
+            began = True
+            report = replay(ctx, tally.stream(), on_page=between)
+    except BaseException as exc:
+        if began:
+            _record_stopped_replay(project, connector, tally, exc, actor=actor, note=note, on_page=on_page)
+        raise
+    stopped = "asked to stop; the letters it had not reached stay open" if tally.in_flight else None
+    _record_replay(project, connector, _replayed(report), actor=actor, note=note, stopped=stopped)
+    return report
 
-        if stop is not None and stop.is_set():
-            ctx.stop.set()
-        report = replay(ctx, letters, on_page=between)
-    c = report.counts
+
+class _Tally:
+    """What a replay has settled: the counts its ``on_page`` tells after each committed page, and the
+    letters drawn since (the page in flight).
+
+    A replay page is not one transaction: its batches commit one by one (each delivery with its answer), so
+    a replay that stops part-way may have closed some letters of its page in flight and not others. Those
+    are read back from the store, which holds what committed; counting the page whole would name letters
+    never sent, and leaving it out would hide letters re-sent and closed."""
+
+    def __init__(self, letters: Iterable[DeadLetter]) -> None:
+        self._letters = letters
+        self.done = Progress()
+        self.in_flight: list[DeadLetter] = []  # the letters of the page in flight, held by replay anyway
+
+    def stream(self) -> Iterator[DeadLetter]:
+        for letter in self._letters:
+            self.in_flight.append(letter)
+            yield letter
+
+    def committed(self, report: DirectionReport) -> None:
+        self.done = _replayed(report)
+        self.in_flight.clear()
+
+    def settled(self, state: Any) -> Progress:
+        """``done`` and the letters of the page in flight whose outcome committed: closed (delivered, or
+        discarded as gone from the log, counted as a page counts them) or refused again (an attempt more)."""
+        delivered = failed = 0
+        for letter in self.in_flight:
+            now = state.get_dead_letter(letter.id)
+            if now is None:
+                continue
+            if now.status != "open":
+                delivered += 1
+            elif now.attempts > letter.attempts:
+                failed += 1
+        return self.done + Progress(delivered + failed, delivered, failed)
+
+
+def _record_stopped_replay(
+    project: Any,
+    connector: str,
+    tally: _Tally,
+    exc: BaseException,
+    *,
+    actor: str,
+    note: str | None,
+    on_page: OnPage | None,
+) -> None:
+    """The record of a replay an error ended, in a transaction of its own (the page in flight's was rolled
+    back). Its own failure (the store is what failed) is logged, never raised over the replay's error."""
+    try:
+        progress = tally.settled(project.state)
+        _record_replay(project, connector, progress, actor=actor, note=note, stopped=_stop_line(exc))
+    except Exception as failure:
+        log.warning(
+            "the stopped replay of %s could not be recorded in the audit trail: %s",
+            connector,
+            redact(" ".join(str(failure).split()) or type(failure).__name__),
+        )
+        return
+    if on_page is not None and isinstance(exc, Exception):
+        try:
+            on_page(progress)  # the console job's page shows what the record says
+        except Exception:
+            log.debug("on_page after a stopped replay of %s failed", connector, exc_info=True)
+
+
+def _record_replay(
+    project: Any, connector: str, done: Progress, *, actor: str, note: str | None, stopped: str | None
+) -> None:
     detail: dict[str, Any] = {
-        "letters": c.read,
-        "delivered": c.read - c.dead_lettered,
-        "failed_again": c.dead_lettered,
+        "letters": done.letters,
+        "delivered": done.delivered,
+        "failed_again": done.failed_again,
     }
     if note:
         detail["note"] = note
-    project.state.record_action(actor, "replay", connector=connector, detail=detail)
-    return report
+    if stopped is not None:
+        detail["outcome"] = "stopped"
+        detail["error"] = stopped
+    with project.state.transaction() as tx:
+        tx.record_action(actor, "replay", connector=connector, detail=detail)
+
+
+def _stop_line(exc: BaseException) -> str:
+    """Why a replay stopped, in one line with no secret (as the CLI prints and the run history keeps)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C); the letters it had not settled stay open"
+    if isinstance(exc, SystemExit):
+        return "the process was told to stop; the letters it had not settled stay open"
+    return redact(" ".join(str(exc).split()) or type(exc).__name__)
 
 
 def discard_dead_letters(

@@ -517,7 +517,8 @@ def test_a_console_stopped_mid_job_keeps_what_was_done_and_leaves_the_rest_open(
     assert len(delivered) == done
     assert project.state.open_counts("reg").dead_letters == 91 - done
     (action,) = project.state.actions(action="replay")
-    assert action.detail["letters"] == done
+    assert action.detail["letters"] == done and action.detail["outcome"] == "stopped"
+    assert "asked to stop" in action.detail["error"]
 
 
 def test_a_job_that_fails_says_why_in_one_line(
@@ -563,3 +564,32 @@ def test_the_mapping_explorer_shows_a_removed_member_without_its_old_household(
         page = client.get("/ui/mapping/reg/m2").text
     payload = page.split('id="payload">')[1].split("</pre>")[0]
     assert "parent_ref" in payload and "null" in payload.split("parent_ref")[1].split(",")[0], payload
+
+
+def test_a_replay_job_the_remote_stops_part_way_shows_what_its_audit_record_says(
+    make_project: Callable[..., Project], mock_server: httpx.Client
+) -> None:
+    """The remote goes down for good after five pushes (two pages of 13 in batches of 7 and 6, and the
+    first batch of the third): the job fails with its error line, and its page and the audit record give
+    the same counts, those of the letters the store closed or saw refused again."""
+    retry = "    retry:\n      max_attempts: 2\n      initial_delay: 0.01\n      max_delay: 0.02\n"
+    project = make_project(extra="    systemic_after: 0\n" + retry)
+    refs = failing_remote(project, mock_server, count=40)
+    mock_server.put("/_control/faults", json={"reject": {refs[3]: REFUSAL}, "down_after": 5})
+    with TestClient(app_for(project)) as client:
+        log_in(client)
+        started = client.post("/ui/dead-letters/apply", data=group_form(client, "replay"))
+        shown = job_of(ended_job(client, str(started.url)).text)
+    assert shown["state"] == "failed" and "gave up after retries" in shown["error"]
+    closed = {d.ref for d in project.state.dead_letters("reg", status="replayed", limit=100)}
+    assert closed == {r["entityGuid"] for r in remote_records(mock_server)} - {"ok1"}
+    assert len(closed) == 2 * 13 + 7 - 1
+    (action,) = project.state.actions(action="replay")
+    assert action.actor == f"ui:{USER}" and action.detail["outcome"] == "stopped"
+    assert action.detail["error"] == shown["error"]
+    assert action.detail["letters"] == len(closed) + 1 and action.detail["delivered"] == len(closed)
+    assert (shown["done"], shown["delivered"], shown["failed"]) == (
+        str(action.detail["letters"]),
+        str(action.detail["delivered"]),
+        str(action.detail["failed_again"]),
+    )

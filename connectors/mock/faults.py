@@ -12,6 +12,8 @@ seeded generator, so a stress test is reproducible. Kinds:
 ``latency`` adds a delay to every request, so a test can kill a client while its requests are in flight.
 ``quota`` makes a push take at most that many events per request and answer the rest one by one as
 retryable ("over this request's quota"), as registries that throttle by records rather than by request do.
+``down_after`` answers the first that many pushes as usual and every later one 503 without doing the work:
+a registry that goes down part-way through a run and stays down past any retry budget.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class FaultPlan:
     rejects: dict[str, str] = field(default_factory=dict)
     latency: float = 0.0
     quota: int = 0
+    down_after: int | None = None
+    pushes: int = 0
     injected: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -67,11 +71,17 @@ class FaultPlan:
             rejects=dict(body.get("reject", {})),
             latency=float(body.get("latency", 0.0)),
             quota=int(body.get("quota", 0)),
+            down_after=None if body.get("down_after") is None else int(body["down_after"]),
         )
 
     def draw(self, target: str) -> Fault | None:
         """The fault for this request, if any: the next matching scripted one, else a random one."""
         with self.lock:
+            if self.down_after is not None and target == "push":
+                self.pushes += 1
+                if self.pushes > self.down_after:
+                    self.injected += 1
+                    return Fault()
             for index, fault in enumerate(self.script):
                 if fault.matches(target):
                     del self.script[index]
