@@ -19,9 +19,6 @@ a savepoint                   none (a failed statement undoes       ``SAVEPOINT`
                               only itself)                          the whole transaction otherwise)
 DDL serialised by             the write lock of ``BEGIN IMMEDIATE``  a transaction-level advisory lock
 a unique key violated         ``sqlite3.IntegrityError``            ``psycopg.errors.UniqueViolation``
-emptying a table (``clear``)  ``DELETE`` (SQLite truncates it)     ``TRUNCATE`` (a ``DELETE`` leaves every row
-                                                                    dead, for index scans to walk until a
-                                                                    vacuum)
 ============================  ====================================  ==========================================
 
 Why not SQLAlchemy Core: see docs/architecture.md ("One SQL layer"); in short, measured on this machine its
@@ -109,10 +106,6 @@ class Database(ABC):
     @abstractmethod
     def in_(self, keys: Iterable[Any]) -> Iterator[tuple[str, tuple[Any, ...]]]:
         """``(fragment, params)`` pairs matching a column against ``keys``: ``f"col {fragment}"``."""
-
-    def clear(self, table: str) -> None:
-        """Empty ``table`` (shared spelling, without ``{s}.``) inside the current transaction."""
-        self.execute(f"DELETE FROM {{s}}.{table}")
 
     # -- statements -----------------------------------------------------------------------------------
 
@@ -278,10 +271,6 @@ class PostgresDatabase(Database):
         if "%" in text:
             raise ValueError(f"a literal % in shared SQL would be read as a parameter: {text!r}")
         return text.replace("?", "%s")
-
-    def clear(self, table: str) -> None:
-        # TRUNCATE takes the table's exclusive lock until the transaction ends: readers of it wait that long
-        self.execute(f"TRUNCATE {{s}}.{table}")
 
     def json_in(self, value: Any) -> Any:
         return self._jsonb(value)

@@ -135,6 +135,9 @@ class SqlEventLog(ABC):
     """An :class:`~connector_core.eventlog.base.EventLog` over a :class:`~connector_core._sql.Database`."""
 
     read_only = False
+    merges_keys = True
+    """Whether appends merge the recent guid keys into the rest (see ``MERGE_EVERY``): what spares SQLite's
+    commits the random index pages; a backend whose buffer pool absorbs them keeps one level instead."""
 
     def __init__(self, db: Database, where: str, chunk_size: int, *, lay_out: bool = True) -> None:
         """``lay_out=False``: the tables are there at the latest version already (a read-only open)."""
@@ -183,7 +186,7 @@ class SqlEventLog(ABC):
             for chunk in chunks(events, self._chunk_size):
                 with _gc_paused():
                     self._append_chunk(chunk, result)
-            if result.new_guids:
+            if result.new_guids and self.merges_keys:
                 self._merge_keys_if_due()
         return result
 
@@ -253,7 +256,7 @@ class SqlEventLog(ABC):
                 f"INSERT INTO {{s}}.{rest} (guid_key, ref) "
                 f"SELECT guid_key, ref FROM {{s}}.{recent} ORDER BY guid_key, ref"
             )
-            db.clear(recent)
+            db.execute(f"DELETE FROM {{s}}.{recent}")  # SQLite empties a table in place
         db.execute(
             "INSERT INTO {s}.meta (key, value) VALUES (?, CAST(? AS TEXT)) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
