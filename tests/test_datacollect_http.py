@@ -354,7 +354,7 @@ def test_events_the_server_did_not_store_raise_naming_their_guids(
 
 
 def test_an_event_datacollect_kept_local_is_re_sent_stamped_after_its_state_and_then_applied(
-    fake: FakeDataCollect, open_mirror: OpenMirror
+    fake: FakeDataCollect, open_mirror: OpenMirror, tmp_path: Path
 ) -> None:
     from datetime import timedelta
 
@@ -365,7 +365,7 @@ def test_an_event_datacollect_kept_local_is_re_sent_stamped_after_its_state_and_
     raw = DataCollectClient(fake_url := open_mirror().client.url, "demo", email=EMAIL, password=PASSWORD)
     raw.push([registry_update("person-1", 0, {"phone": "+1"}, ts(1))])  # now initial != modified
     raw.close()
-    mirror = open_mirror(mirror=Path(fake_url.replace(":", "_").replace("/", "_") + ".db"))
+    mirror = open_mirror(mirror=tmp_path / (fake_url.replace(":", "_").replace("/", "_") + ".db"))
     mirror.refresh()
     result = mirror.append([registry_update("person-1", 1, {"phone": "+2"}, ts(2))])
     assert result.issues == [] and result.new_guids == ["pull-person-1-1"]
@@ -377,7 +377,6 @@ def test_an_event_datacollect_kept_local_is_re_sent_stamped_after_its_state_and_
     local = mirror.get_entity("person-1")
     assert local is not None and local.data["phone"] == "+2"
     assert mirror.append([registry_update("person-1", 1, {"phone": "+2"}, ts(2))]).duplicates == 1
-    Path(mirror.local.path).unlink(missing_ok=True)
 
 
 def test_members_and_group_events_are_pushed_in_order(fake: FakeDataCollect, open_mirror: OpenMirror) -> None:
