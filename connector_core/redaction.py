@@ -174,7 +174,9 @@ def _cut_prefix(text: str) -> str:
             body, tail = body[: -len(ellipsis)], ellipsis
             break
     for form in _ordered:
-        for k in range(len(form) - 1, _MIN_PREFIX - 1, -1):
+        # k < len(body): a value that is nothing but the start of a secret (a connector ``reg`` beside the
+        # password ``registrar``) is not a message cut inside one, which always has text before the cut
+        for k in range(min(len(form), len(body)) - 1, _MIN_PREFIX - 1, -1):
             if body.endswith(form[:k]):
                 return body[:-k] + MASK + tail
     return text

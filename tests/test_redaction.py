@@ -63,6 +63,15 @@ def test_a_message_cut_inside_a_secret_masks_what_is_left() -> None:
     assert redact(f"x {SECRET[:5]}...") == f"x {MASK}..."
 
 
+def test_a_whole_value_that_only_begins_like_a_secret_is_not_a_cut_message() -> None:
+    """A connector named ``reg`` with the password ``registrar`` registered: the audit trail's detail
+    lists the connector, and must show its name (a cut message always has text before what is left)."""
+    register_secret("registrar")
+    assert redact_known("reg") == "reg" and redact("reg") == "reg"
+    assert redact_value({"connectors": ["reg"]}) == {"connectors": ["reg"]}
+    assert redact_known("login as regis") == f"login as {MASK}"
+
+
 def test_credentials_in_urls_and_authorization_values_are_masked_without_registration() -> None:
     text = redact(
         "GET http://admin:hunter22@example.org/x failed; Authorization: Basic YWRtaW46aHVudGVyMjI= "
