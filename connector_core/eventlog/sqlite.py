@@ -65,12 +65,12 @@ _PRAGMAS = (
     # 1,000,000-event log appended 9,000 events/s here, with 4 KiB 17,000.
     "journal_mode = WAL",
     "synchronous = NORMAL",  # as before: never corrupt; a power cut may undo the last commits, a crash none
-    # 64 MiB of page cache rather than 2: every append probes both guid-key indexes at random (is this
-    # event stored? is this entity?) before it inserts into them, so the cache should hold the indexes of a
-    # log of a few million events (about 20 MB per million per index), and the index pages one append
+    # 64 MiB of page cache rather than 2: every append probes the guid keys at random (is this event
+    # stored? is this entity?) before it inserts into them, so the cache should hold the key tables of a
+    # log of a few million events (about 14 MB per million events per table), and the pages one append
     # dirties, so a transaction never spills half-written pages to the WAL only to write them again at its
-    # commit. 16 MiB appended a 1,000,000-event log at 38,700 events/s here, 64 MiB at 42,100. A fixed size,
-    # so memory stays flat however large the log grows.
+    # commit. Measured with one level of keys: 16 MiB appended a 1,000,000-event log at 38,700 events/s
+    # here, 64 MiB at 42,100. A fixed size, so memory stays flat however large the log grows.
     "cache_size = -65536",
 )
 CHUNK_EVENTS = 5000

@@ -182,15 +182,17 @@ class SqlEventLog(ABC):
         (an exception from the stream itself rolls everything back too).
         """
         result = AppendResult()
+        head = 0  # the seq of the last event this append stored
         with self._append_transaction():
             for chunk in chunks(events, self._chunk_size):
                 with _gc_paused():
-                    self._append_chunk(chunk, result)
-            if result.new_guids and self.merges_keys:
-                self._merge_keys_if_due()
+                    head = self._append_chunk(chunk, result) or head
+            if head and self.merges_keys:
+                self._merge_keys_if_due(head)
         return result
 
-    def _append_chunk(self, chunk: list[FormSubmission], result: AppendResult) -> None:
+    def _append_chunk(self, chunk: list[FormSubmission], result: AppendResult) -> int | None:
+        """Store and fold one chunk; the seq of its last new event (``None``: all were stored already)."""
         unique = result.unique(chunk)
         keys = {guid: guid_key(guid) for guid in unique}
         stored = self._stored_event_guids(keys)
@@ -203,9 +205,10 @@ class SqlEventLog(ABC):
         inserted = self._insert_events(rows) if rows else []
         result.duplicates += len(unique) - len(inserted)
         if not inserted:
-            return
+            return None
         result.new_guids.extend(guid for _seq, guid in inserted)
         self._fold_into_entities([(seq, unique[guid]) for seq, guid in inserted], result)
+        return inserted[-1][0]
 
     def _stored_event_guids(self, keys: Mapping[str, int]) -> set[str]:
         """Which of the guids (with their :func:`guid_key`) the log holds already.
@@ -238,17 +241,14 @@ class SqlEventLog(ABC):
             ]
         return self._db.rows_in(select, (), refs) if refs else []
 
-    def _merge_keys_if_due(self) -> None:
+    def _merge_keys_if_due(self, head: int) -> None:
         """Merge the recent guid keys into the rest once ``MERGE_EVERY`` events have come since the last
         merge: in key order, so the large level's pages are each written once per merge, not once per
         append. Inside the append's transaction, so a crash leaves either both levels as they were or the
         merge done."""
         db = self._db
-        row = db.row(
-            "SELECT (SELECT max(seq) FROM {s}.events), (SELECT value FROM {s}.meta WHERE key = ?)",
-            (_MERGED_AT,),
-        )
-        head, merged = (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
+        row = db.row("SELECT value FROM {s}.meta WHERE key = ?", (_MERGED_AT,))
+        merged = int(row[0]) if row else 0
         if head - merged < MERGE_EVERY:
             return
         for rest, recent in schema.KEY_LEVELS.values():
@@ -323,7 +323,8 @@ class SqlEventLog(ABC):
             known = ids.get(guid)
             if entity is None:
                 if known is not None:  # else created and deleted within this chunk: never stored
-                    deletes.append((keys.get(guid) or guid_key(guid), known))
+                    key = keys.get(guid)
+                    deletes.append((guid_key(guid) if key is None else key, known))
                 continue
             row = (
                 entity.type,
