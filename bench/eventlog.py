@@ -16,6 +16,15 @@ The ``postgres`` column uses the server at ``DCSYNC_TEST_POSTGRES_URL`` (default
 the reason, when that server does not answer (asking for it by name makes that an error). Each backend runs
 in a child process of its own, so one backend's peak RSS cannot hide another's growth; the PostgreSQL
 server's own memory is not counted, and its "files on disk" are the sizes of the schema's tables and indexes.
+
+Each column also measures its database's bare insert speed in the same process, as the baseline: the same
+events' rows (encoded beforehand, untimed) inserted into a table with no index but its integer key, the
+same commit size and, for SQLite, the log's own pragmas; SQLite through ``executemany``, PostgreSQL
+through the ``unnest`` insert the log uses. An append does more (it checks each guid, folds and writes
+entities, indexes both), so the ratio is below 1; what it shows is how close the log comes to "SQLite's
+speed" on this machine at this moment, which a bare events/s figure on a VM whose speed moves cannot.
+A table with no index inserts at the same speed at any size, so the baseline's first
+``BASELINE_EVENTS`` events stand for the whole log.
 """
 
 from __future__ import annotations
@@ -50,6 +59,57 @@ def _postgres(_workdir: Path) -> EventLog:
     return PostgresEventLog(POSTGRES_URL, schema=f"dcsync_bench_{uuid.uuid4().hex[:12]}")
 
 
+def _bare_sqlite(workdir: Path) -> tuple[Callable[[list[tuple[Any, ...]]], None], Callable[[], None]]:
+    from connector_core._sql import connect_sqlite
+    from connector_core.eventlog.sqlite import _PRAGMAS
+
+    conn = connect_sqlite(str(workdir / "bare.db"), _PRAGMAS)
+    conn.execute(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, guid TEXT NOT NULL, entity_guid TEXT "
+        "NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL, timestamp TEXT NOT NULL, user_id TEXT, "
+        "sync_level INTEGER NOT NULL)"
+    )
+    insert = (
+        "INSERT INTO events (guid, entity_guid, type, data, timestamp, user_id, sync_level) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    def commit(rows: list[tuple[Any, ...]]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(insert, rows)
+        conn.execute("COMMIT")
+
+    return commit, conn.close
+
+
+def _bare_postgres(_workdir: Path) -> tuple[Callable[[list[tuple[Any, ...]]], None], Callable[[], None]]:
+    import psycopg
+
+    schema = f"dcsync_bench_bare_{uuid.uuid4().hex[:12]}"
+    conn = psycopg.connect(POSTGRES_URL, autocommit=True)
+    conn.execute(f'CREATE SCHEMA "{schema}"')
+    conn.execute(
+        f'CREATE TABLE "{schema}".events (seq BIGSERIAL PRIMARY KEY, guid TEXT NOT NULL, entity_guid TEXT '
+        "NOT NULL, type TEXT NOT NULL, data JSONB NOT NULL, timestamp TEXT NOT NULL, user_id TEXT, "
+        "sync_level SMALLINT NOT NULL)"
+    )
+    insert = (
+        f'INSERT INTO "{schema}".events (guid, entity_guid, type, data, timestamp, user_id, sync_level) '
+        "SELECT g, e, t, d::jsonb, ts, u, l FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], "
+        "%b::text[], %b::text[], %b::smallint[]) WITH ORDINALITY AS x(g, e, t, d, ts, u, l, ord) ORDER BY ord"
+    )
+
+    def commit(rows: list[tuple[Any, ...]]) -> None:
+        with conn.transaction():
+            conn.execute(insert, [list(column) for column in zip(*rows, strict=True)])
+
+    def close() -> None:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        conn.close()
+
+    return commit, close
+
+
 def _postgres_unavailable() -> str | None:
     """Why the PostgreSQL column cannot run, or ``None`` when the server answers."""
     try:
@@ -68,6 +128,12 @@ BACKENDS: dict[str, Callable[[Path], EventLog]] = {
     "postgres": _postgres,
 }
 
+BARE: dict[str, Callable[[Path], tuple[Callable[[list[tuple[Any, ...]]], None], Callable[[], None]]]] = {
+    "sqlite": _bare_sqlite,
+    "postgres": _bare_postgres,
+}
+"""Per backend: a bare table's ``(commit rows, close)``, the baseline (see the module's docstring)."""
+BASELINE_EVENTS = 200_000
 MEMORY_GOAL = 1.3
 _FIRST = ("Jane", "John", "Amina", "Kofi", "Maria", "Wei", "Ana", "Omar", "Zoë", "Ravi")
 _LAST = ("Doe", "Smith", "Mensah", "Garcia", "Chen", "Silva", "Haddad", "O'Brien")
@@ -234,8 +300,34 @@ def run(
     return figures
 
 
+def bare_insert(name: str, total: int, commit: int) -> float:
+    """Events/s of ``name``'s bare insert of the first ``total`` events' rows, ``commit`` a transaction."""
+    from connector_core.codec import dumps
+
+    with tempfile.TemporaryDirectory(prefix="dcsync-bench-bare-") as tmp:
+        insert, close = BARE[name](Path(tmp))
+        seconds = 0.0
+        inserted = 0
+        try:
+            for run_ in runs(generate(total), commit):
+                rows = [
+                    (e.guid, e.entity_guid, e.type, dumps(e.data), e.timestamp, e.user_id, int(e.sync_level))
+                    for e in run_
+                ]
+                t0 = time.perf_counter()
+                insert(rows)
+                seconds += time.perf_counter() - t0
+                inserted += len(rows)
+        finally:
+            close()
+    return inserted / seconds
+
+
 def _child(name: str, total: int, checkpoint: int, batch: int, commit: int, out: Any) -> None:
-    out.send(run(BACKENDS[name], total, checkpoint, batch, commit))
+    figures = run(BACKENDS[name], total, checkpoint, batch, commit)
+    figures["bare_events_per_s"] = bare_insert(name, min(total, BASELINE_EVENTS), commit)
+    figures["append_to_bare"] = figures["append_events_per_s"] / figures["bare_events_per_s"]
+    out.send(figures)
     out.close()
 
 
@@ -259,6 +351,8 @@ ROWS = (
     ("events", "events", "{:,.0f}"),
     ("entities", "entities", "{:,.0f}"),
     ("append events/s", "append_events_per_s", "{:,.0f}"),
+    ("baseline: bare insert events/s", "bare_events_per_s", "{:,.0f}"),
+    ("append / bare insert", "append_to_bare", "{:.2f}"),
     ("append time (s)", "append_s", "{:.1f}"),
     ("append incl. generation (s)", "append_wall_s", "{:.1f}"),
     ("read events/s (cursor pages)", "read_events_per_s", "{:,.0f}"),
