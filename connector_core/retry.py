@@ -34,6 +34,17 @@ class RetryPolicy(BaseModel):
     honour_retry_after: bool = True
 
 
+def doubling_delay(failures: int, first: float, cap: float) -> float:
+    """``first`` after one failure, doubling with each further failure in a row, never above ``cap``.
+
+    The one backoff curve of dcsync: a request's retries (between them, jittered), a failed scheduled or
+    real-time run, a lost watcher connection. They differ in ``first`` and ``cap`` only, for what each waits
+    on: half a second for a request, the schedule's interval for a scheduled run."""
+    if failures < 1:
+        return 0.0
+    return float(min(first * 2 ** min(failures - 1, 64), cap))  # 2**64 bounds the float for any count
+
+
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ConnectorError) and exc.transient
 
@@ -81,7 +92,7 @@ class _Wait(tenacity.wait.wait_base):
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         p = self.policy
         stalled = max(1, self.budget.stalled(retry_state))
-        bound = min(p.max_delay, p.initial_delay * (2 ** (stalled - 1)))
+        bound = doubling_delay(stalled, p.initial_delay, p.max_delay)
         delay = self.rng.uniform(0, bound)
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome is not None else None

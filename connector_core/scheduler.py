@@ -40,6 +40,7 @@ from connector_core.config import LoadedConfig, ScheduleConfig, load_config
 from connector_core.events import format_timestamp
 from connector_core.logs import run_context
 from connector_core.metrics import Metrics
+from connector_core.retry import doubling_delay
 
 log = logging.getLogger("dcsync.scheduler")
 ANCHOR = datetime(2000, 1, 1, tzinfo=UTC)
@@ -304,7 +305,7 @@ class Scheduler:
 
     def _failed(self, job: ScheduledJob, state: _JobState, counted: bool = False) -> None:
         state.failures += 1
-        delay = min(job.backoff_base() * 2 ** (state.failures - 1), MAX_BACKOFF)
+        delay = doubling_delay(state.failures, job.backoff_base(), MAX_BACKOFF)
         state.resume_at = self.monotonic() + delay
         if self.metrics is not None and not counted:
             self.metrics.record_failure(job.connector, job.direction)

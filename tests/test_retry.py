@@ -12,7 +12,7 @@ from sync_support import event, remote_records
 
 from connector_core.connector import PermanentError, TransientError
 from connector_core.project import Project
-from connector_core.retry import RetryPolicy, call_with_retry
+from connector_core.retry import RetryPolicy, call_with_retry, doubling_delay
 from connector_core.state.base import Direction
 from connector_core.sync.runner import run_connector
 
@@ -53,6 +53,12 @@ def test_transient_failures_back_off_doubling_up_to_the_cap_and_give_up_after_th
         call_with_retry(fn, policy, what="test", sleep=slept.append, rng=_Top())
     assert fn.calls == 5  # type: ignore[attr-defined]
     assert slept == [1, 2, 4, 5]
+
+
+def test_one_backoff_curve_doubles_from_the_first_wait_to_the_cap() -> None:
+    """Requests, scheduled and real-time runs and watcher reconnects all wait on this curve."""
+    assert [doubling_delay(n, 0.5, 30.0) for n in range(0, 9)] == [0.0, 0.5, 1, 2, 4, 8, 16, 30, 30]
+    assert doubling_delay(10_000, 60.0, 3600.0) == 3600.0  # no overflow, never past the cap
 
 
 def test_a_permanent_failure_is_not_retried() -> None:

@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from connector_core.retry import doubling_delay
+
 log = logging.getLogger("dcsync.realtime")
 
 
@@ -41,7 +43,7 @@ class TriggerPolicy:
     backoff_max: float = 300.0
 
     def backoff(self, failures: int) -> float:
-        return float(min(self.backoff_base * 2 ** max(failures - 1, 0), self.backoff_max))
+        return doubling_delay(max(failures, 1), self.backoff_base, self.backoff_max)
 
 
 @dataclass

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from connector_core.retry import doubling_delay
+
 log = logging.getLogger("dcsync.realtime")
 
 RECONNECT_FIRST = 0.5
@@ -36,7 +38,7 @@ class Watcher(ABC):
     healthy: bool = False
     problem: str = "starting"
     _thread: threading.Thread | None = field(default=None, repr=False)
-    _delay: float = field(default=RECONNECT_FIRST, repr=False)  # the wait before the next reconnect
+    _losses: int = field(default=0, repr=False)  # connections lost in a row: what the reconnect waits on
 
     kind = "watcher"
 
@@ -50,7 +52,7 @@ class Watcher(ABC):
             self._thread.join(timeout)
 
     def _guarded(self) -> None:
-        self._delay = RECONNECT_FIRST
+        self._losses = 0
         while not self.stop.is_set():
             try:
                 self._watch()
@@ -59,13 +61,14 @@ class Watcher(ABC):
                 from connector_core.logs import redact
 
                 self.healthy, self.problem = False, redact(f"{type(exc).__name__}: {exc}".splitlines()[0])
-                log.warning("%s watcher: %s; reconnecting in %.1fs", self.kind, self.problem, self._delay)
-                self.stop.wait(self._delay)
-                self._delay = min(self._delay * 2, RECONNECT_MAX)
+                self._losses += 1
+                delay = doubling_delay(self._losses, RECONNECT_FIRST, RECONNECT_MAX)
+                log.warning("%s watcher: %s; reconnecting in %.1fs", self.kind, self.problem, delay)
+                self.stop.wait(delay)
 
     def _up(self) -> None:
         # connected again: the next loss starts its backoff afresh, not where the last outage left it
-        self._delay = RECONNECT_FIRST
+        self._losses = 0
         self.healthy, self.problem = True, ""
         self.on_change()  # catch up on what was appended while nobody listened
 
