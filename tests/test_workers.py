@@ -255,6 +255,27 @@ def test_the_cache_lends_a_project_to_one_job_at_a_time_and_reopens_a_changed_on
         cache.close()
 
 
+def test_a_job_refused_for_a_busy_connector_gives_its_project_back_open(tmp_path: Path) -> None:
+    """A busy lease is the normal answer while another worker runs the connector: the job is retried in a
+    second, and reopening the project (config, plugins, two store connections) each time was waste."""
+    from connector_core.state.lease import ConnectorBusy
+
+    config = _project(tmp_path / "dcsync.yaml", "connectors: {}\n")
+    cache = ProjectCache()
+    try:
+        with pytest.raises(ConnectorBusy), cache.borrow(str(config)) as (_ref, first):
+            raise ConnectorBusy("reg", None)
+        with cache.borrow(str(config)) as (_ref, again):
+            assert again is first
+            again.state.runs(limit=1)  # and it still works
+        with pytest.raises(RuntimeError), cache.borrow(str(config)) as (_ref, broken):
+            raise RuntimeError("a store error mid-job")
+        with cache.borrow(str(config)) as (_ref, fresh):
+            assert fresh is not broken  # anything else: closed, never lent again
+    finally:
+        cache.close()
+
+
 # -- the run task's retry policy --------------------------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from connector_core.bounded import MAX_YAML_BYTES, BoundedInputError, decode_utf8, read_limited
 from connector_core.config import ConfigError, _pydantic_problems, parse_yaml_with_marks
+from connector_core.state.lease import ConnectorBusy
 
 if TYPE_CHECKING:  # pragma: no cover
     from connector_core.plugins import PluginHost
@@ -159,9 +160,15 @@ class ProjectCache:
             project = Project.open(target.path, host=self._plugins())
         try:
             yield target, project
+        except ConnectorBusy:
+            self._give_back(target, mtime, project)  # refused before it wrote anything: still sound
+            raise
         except BaseException:
             project.close()  # a store left mid-transaction or disconnected is not lent again
             raise
+        self._give_back(target, mtime, project)
+
+    def _give_back(self, target: ProjectRef, mtime: float, project: Project) -> None:
         with self._lock:
             idle = self._idle.setdefault(target.path, _Idle(mtime))
             keep = idle.mtime == mtime and len(idle.projects) < self.max_idle
