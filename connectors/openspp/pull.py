@@ -105,7 +105,18 @@ class Puller:
                 pid = many2one_id(row["individual"])
                 stamps[pid] = max(stamps.get(pid, ""), row["write_date"])
             wanted = [pid for pid in stamps if pid not in records]
-            people = self.client.read(PARTNER, wanted, fields, context=NO_ARCHIVE_FILTER) if wanted else []
+            # the registrants' domain holds here too: a membership names any individual
+            people = (
+                self.client.search_read(
+                    PARTNER,
+                    [["id", "in", wanted], *base],
+                    fields,
+                    order="id asc",
+                    context=NO_ARCHIVE_FILTER,
+                )
+                if wanted
+                else []
+            )
             for record in self._remote_records(people, catalog, stamps):
                 records[int(record.external_id)] = record
         streams = (groups, partners, members)
