@@ -105,7 +105,18 @@ class Puller:
                 pid = many2one_id(row["individual"])
                 stamps[pid] = max(stamps.get(pid, ""), row["write_date"])
             wanted = [pid for pid in stamps if pid not in records]
-            people = self.client.read(PARTNER, wanted, fields, context=NO_ARCHIVE_FILTER) if wanted else []
+            # the registrants' domain holds here too: a membership names any individual
+            people = (
+                self.client.search_read(
+                    PARTNER,
+                    [["id", "in", wanted], *base],
+                    fields,
+                    order="id asc",
+                    context=NO_ARCHIVE_FILTER,
+                )
+                if wanted
+                else []
+            )
             for record in self._remote_records(people, catalog, stamps):
                 records[int(record.external_id)] = record
         streams = (groups, partners, members)
@@ -184,6 +195,7 @@ class Puller:
             order="id asc",
         )
         refs = self._refs(ids, reg_rows, catalog)
+        now = format_datetime(client.server_time or utc_now())
         reg_by: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for r in reg_rows:
             type_id = many2one_id(r["id_type"])
@@ -218,7 +230,7 @@ class Puller:
             # in creation order, which is the order of the list pushed, so a round trip keeps it
             data["ids"] = reg_by.get(pid, [])
             data["bank_accounts"] = bank_by.get(pid, [])
-            parent = current_membership(memberships.get(pid, []))
+            parent = current_membership(memberships.get(pid, []), now)
             if not row.get("is_group"):
                 kinds = (parent or {}).get("kind") or []
                 unique = [k for k in kinds if k in catalog.unique_kinds]

@@ -413,7 +413,7 @@ class Pusher:
             touched = [i for i in touched if i.ok]
         free = self._free_groups(people, catalog)
         direct: list[tuple[int, _Command]] = []
-        units = self._units(touched, memberships)
+        units = self._units(touched, memberships, self._server_now())
         self._parallel([partial(self._unit, unit, memberships, catalog, free, direct) for unit in units])
         self._create_memberships(direct)
 
@@ -559,7 +559,9 @@ class Pusher:
             self._load_partners(rest, catalog)
 
     # -- per-household work --------------------------------------------------------------------------
-    def _units(self, items: list[_Item], memberships: dict[int, list[dict[str, Any]]]) -> list[list[_Item]]:
+    def _units(
+        self, items: list[_Item], memberships: dict[int, list[dict[str, Any]]], now: str
+    ) -> list[list[_Item]]:
         """Group items so that every household is written by one unit; units may run in parallel.
 
         A unit is a connected set of households (an individual moving between two households joins
@@ -583,7 +585,7 @@ class Pusher:
                 if item.household is not None:
                     keys.append(("h", item.household))
                 for m in memberships.get(item.partner_id or -1, []):
-                    if not is_ended(m):
+                    if not is_ended(m, now):
                         keys.append(("h", many2one_id(m["group"])))
                 if not keys:
                     keys.append(("i", item.partner_id))
@@ -742,7 +744,7 @@ class Pusher:
             leaving = item.record.parent_external_id if item.record.operation is Operation.UNLINK else None
             for m in existing:
                 group = many2one_id(m["group"])
-                if group == target or is_ended(m) or (leaving is not None and str(group) != leaving):
+                if group == target or is_ended(m, now) or (leaving is not None and str(group) != leaving):
                     continue
                 end: dict[str, Any] = {"ended_date": max(now, m.get("start_date") or now)}
                 kinds = list(m.get("kind") or [])
@@ -758,9 +760,9 @@ class Pusher:
                     vals["kind"] = [[6, 0, item.kinds]]
                 commands[target].append(_Command(item, [0, 0, vals]))
                 continue
-            m = sorted(mine, key=lambda r: (is_ended(r), -r["id"]))[0]
+            m = sorted(mine, key=lambda r: (is_ended(r, now), -r["id"]))[0]
             change: dict[str, Any] = {}
-            if is_ended(m):
+            if is_ended(m, now):
                 change["ended_date"] = False
             if item.has_kind and sorted(m.get("kind") or []) != sorted(item.kinds):
                 change["kind"] = [[6, 0, item.kinds]]

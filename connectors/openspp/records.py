@@ -53,12 +53,19 @@ def many2one_name(value: Any) -> str | None:
     return None
 
 
-def is_ended(membership: dict[str, Any]) -> bool:
-    return bool(membership.get("ended_date")) or bool(membership.get("is_ended"))
+def is_ended(membership: dict[str, Any], now: str) -> bool:
+    """Ended as OpenG2P counts it at the server time ``now`` (``YYYY-MM-DD HH:MM:SS``, UTC).
+
+    ``is_ended`` is stored when ``ended_date`` is written: an end date still ahead leaves the membership
+    active (a registrar's planned departure; observed), and nothing recomputes it once the date passes,
+    so the date is compared with ``now`` as well.
+    """
+    ended = membership.get("ended_date")
+    return bool(membership.get("is_ended")) or (bool(ended) and str(ended)[:19] <= now)
 
 
-def current_membership(memberships: list[dict[str, Any]]) -> dict[str, Any] | None:
-    active = [m for m in memberships if not is_ended(m)]
+def current_membership(memberships: list[dict[str, Any]], now: str) -> dict[str, Any] | None:
+    active = [m for m in memberships if not is_ended(m, now)]
     if not active:
         return None
     return sorted(active, key=lambda m: (m.get("start_date") or "", m["id"]))[-1]

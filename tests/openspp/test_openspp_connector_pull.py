@@ -275,3 +275,32 @@ def test_households_come_before_their_members_in_every_sweep(
     assert order[0] == str(group) and set(order[1:4]) == {str(m) for m in members}
     assert {r.parent_external_id for r in records[1:]} == {str(group)}
     assert set(json.loads(cursor)) == {"v", "g", "p", "m"}
+
+
+def test_the_pull_domain_holds_for_members_found_through_their_memberships(
+    make_connector: Factory, fake: FakeOpenSpp, rpc: Rpc
+) -> None:
+    """Found on a real Odoo 17 + OpenG2P: the memberships stream read every changed membership's individual
+    by id, outside ``pull_domain``, so a project limited to some registrants (an area, newer ids) pulled
+    members of households it never asked for. The domain holds on every stream."""
+    fake.clock.freeze(T0)
+    outside = rpc.ok(
+        "res.partner", "create", [{"is_registrant": True, "is_group": True, "name": "Elsewhere", "kind": 3}]
+    )
+    stranger = people(rpc, 1, "Stranger")[0]
+    first_in = stranger + 1
+    inside = rpc.ok(
+        "res.partner", "create", [{"is_registrant": True, "is_group": True, "name": "Here", "kind": 3}]
+    )
+    neighbour = people(rpc, 1, "Neighbour")[0]
+    connector = make_connector(lag_seconds=0, pull_domain=[["id", ">=", first_in]])
+    fake.clock.advance(5)
+    _, cursor = pull_all(connector)
+    fake.clock.advance(5)
+    rpc.ok("g2p.group.membership", "create", [{"group": outside, "individual": stranger}])
+    rpc.ok("g2p.group.membership", "create", [{"group": inside, "individual": neighbour}])
+    fake.clock.advance(5)
+    records, _ = pull_all(connector, cursor)
+    assert {r.external_id: r.parent_external_id for r in records if r.entity_name == "individual"} == {
+        str(neighbour): str(inside)
+    }

@@ -376,3 +376,63 @@ def test_text_is_ordered_bytewise_as_in_a_c_collated_database(rpc: Rpc) -> None:
     assert [r["name"] for r in rows] == ["Banana", "apple", "zed", "Émile"]
     default = rpc.ok("res.partner", "search_read", [[]], {"fields": ["name"]})
     assert [r["name"] for r in default] == ["Banana", "apple", "zed", "Émile"]
+
+
+def test_reading_only_the_id_does_not_check_that_the_records_exist(rpc: Rpc) -> None:
+    """Odoo 17's ``read`` drops a missing record when it fetches a field of it; asked for ``id`` alone it
+    fetches nothing and answers every id it was given (observed: ``read([999999], ["id"])`` returned
+    ``[{"id": 999999}]``), so such a read proves nothing about existence."""
+    person = rpc.ok("res.partner", "create", [{"is_registrant": True, "name": "P"}])
+    assert rpc.ok("res.partner", "read", [[person, 999999], ["id"]]) == [{"id": person}, {"id": 999999}]
+    assert rpc.ok("g2p.group.membership", "read", [[999999]], {"fields": ["id"]}) == [{"id": 999999}]
+    assert rpc.ok("res.partner", "read", [[person, 999999], ["id", "name"]]) == [{"id": person, "name": "P"}]
+
+
+def test_membership_end_dates_as_openg2p_keeps_them(rpc: Rpc) -> None:
+    """Observed on the real registry: ``is_ended``/``status`` are stored and computed when ``ended_date`` is
+    written (a future end date leaves the membership active, and it stays so after the date passes: no job
+    recomputes it); an end before the start is refused; an ended member cannot be added to the same group
+    again (the duplicate check counts ended rows), only its row reopened; a registrar may write a
+    membership but not delete it, not even through the group's one2many."""
+    group = rpc.ok("res.partner", "create", [{"is_registrant": True, "is_group": True, "name": "H"}])
+    person = rpc.ok("res.partner", "create", [{"is_registrant": True, "name": "P"}])
+    member = rpc.ok("g2p.group.membership", "create", [{"group": group, "individual": person}])
+    fields = ["start_date", "ended_date", "is_ended", "status"]
+
+    def row() -> dict[str, object]:
+        return rpc.ok("g2p.group.membership", "read", [[member], fields])[0]
+
+    start = row()["start_date"]
+    rpc.ok(
+        "res.partner",
+        "write",
+        [[group], {"group_membership_ids": [[1, member, {"ended_date": "2099-01-01 00:00:00"}]]}],
+    )
+    assert (row()["is_ended"], row()["status"]) == (False, "active")
+    early = rpc.err("g2p.group.membership", "write", [[member], {"ended_date": "2000-01-01 00:00:00"}])
+    assert (early["name"], early["message"]) == (
+        "odoo.exceptions.ValidationError",
+        "End Date cannot be earlier than Start Date",
+    )
+    rpc.ok("g2p.group.membership", "write", [[member], {"ended_date": start}], user="registrar")
+    assert (row()["is_ended"], row()["status"]) == (True, "inactive")
+    for again in (
+        ("res.partner", "write", [[group], {"group_membership_ids": [[0, 0, {"individual": person}]]}]),
+        ("g2p.group.membership", "create", [{"group": group, "individual": person}]),
+    ):
+        refused = rpc.err(*again)
+        assert (refused["name"], refused["message"]) == (
+            "odoo.exceptions.ValidationError",
+            "Duplication of Member is not allowed ",
+        )
+    rpc.ok("res.partner", "write", [[group], {"group_membership_ids": [[1, member, {"ended_date": False}]]}])
+    assert (row()["ended_date"], row()["is_ended"], row()["status"]) == (False, False, "active")
+    dropped = rpc.err(
+        "res.partner", "write", [[group], {"group_membership_ids": [[2, member, 0]]}], user="registrar"
+    )
+    assert dropped["name"] == "odoo.exceptions.AccessError"
+    detached = rpc.err(
+        "res.partner", "write", [[group], {"group_membership_ids": [[3, member, 0]]}], user="registrar"
+    )
+    assert detached["name"] == "odoo.exceptions.ValidationError"
+    assert "Model: Group Membership (g2p.group.membership)\nField: Group (group)" in detached["message"]

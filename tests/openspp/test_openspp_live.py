@@ -4,7 +4,13 @@
 The fake is checked against what a real server did (``odoo-observed.md``); this test is the other half: the
 shipped mapping and the connector as they are now, against the real thing. It pushes a small household log,
 reads back the exact records over JSON-RPC as the administrator, re-runs (nothing moves), pulls a clerk's
-edit back into the log and runs ``dcsync check`` against the server's own ``fields_get``.
+edit back into the log and runs ``dcsync check`` against the server's own ``fields_get``. A second test
+takes DataCollect's membership events through the real registry: a member removed (its row ended, never
+deleted), added back (the same row reopened), moved to another household and back, a Head replaced, a
+removed member edited, and a registrar's end date still ahead left alone.
+
+Pointed at the fake (``dcsync mock-server openspp`` with ``--flavour openg2p``, database ``openspp``) the
+same tests pass: that is the check that the fake answers these flows as the real server does.
 
 The server needs the setup ``docs/connectors/openspp.md`` lists (gender types, membership kinds Head,
 Spouse, Child, Other, ID types "National ID" and "Passport", banks "Bank of the North" and "Southern
@@ -22,6 +28,7 @@ so it can run again on the same database without seeing the last run's records.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -33,6 +40,7 @@ from typer.testing import CliRunner
 
 from connector_core.cli import app
 from connector_core.entities import Entity
+from connector_core.events import FormSubmission
 from connector_core.project import Project
 from connector_core.retry import RetryPolicy
 from connector_core.sync.runner import run_connector
@@ -218,3 +226,187 @@ def test_push_rerun_pull_and_check_against_a_real_odoo(tmp_path: Path, admin: Od
 
     answer = CliRunner().invoke(app, ["check", "reg", "-c", str(config)])
     assert answer.exit_code == 0, answer.output
+
+
+# -- memberships: a member removed, added back, moved; a Head replaced; a planned end date ----------------
+def _event(n: int, guid: str, kind: str, data: dict[str, Any]) -> FormSubmission:
+    return FormSubmission(
+        guid=str(uuid.uuid4()),
+        entity_guid=guid,
+        type=kind,
+        data=data,
+        timestamp=f"2025-03-01T10:{n:02d}:00.000Z",
+        user_id="field-agent",
+    )
+
+
+def _pushed(project: Project, events: list[FormSubmission]) -> Any:
+    """Append, then run (pull, push) once: the push delivers everything, dead-letters nothing."""
+    if events:
+        project.eventlog.append(events)
+    time.sleep(1.1)  # write_date has whole seconds: each step's stamps differ from the last one's
+    report = run_connector(project, "reg", retry=RETRY)
+    assert report.ok, report.error
+    assert report.push is not None and report.push.counts.dead_lettered == 0, report.push.counts
+    assert project.state.dead_letters("reg") == []
+    return report
+
+
+def test_memberships_removed_added_back_and_moved_against_a_real_odoo(
+    tmp_path: Path, admin: OdooClient
+) -> None:
+    """DataCollect's membership events as OpenG2P keeps them: a ``remove-member`` ends the member's one
+    membership row (``ended_date``, ``is_ended``, ``status`` inactive; the row stays, the registrar may not
+    delete it), adding the member back reopens that same row (a second row for the same person and group
+    is refused by OpenG2P), a move ends one row and opens one in the other household, a removed Head loses
+    the Head kind so a new one can come, and a registrar's end date still ahead is left alone."""
+    tag = uuid.uuid4().hex[:8]
+    module = f"dcsync_live_{tag}"
+    last = admin.search_read(
+        "res.partner", [], ["id"], order="id desc", limit=1, context={"active_test": False}
+    )
+    config = _project(tmp_path / "field", module, last[0]["id"] if last else 0)
+    hh, other, ana, ben, cy, dee = (f"{tag}-0000-4000-8000-{i:012d}" for i in range(1, 7))
+    kinds = _names(admin, "g2p.group.membership.kind")
+
+    def person(guid: str, first: str, relationship: str, household: str) -> dict[str, Any]:
+        return {
+            "guid": guid,
+            "entityName": "individual",
+            "parentGuid": household,
+            "first_name": first,
+            "last_name": f"Live{tag}",
+            "relationship": relationship,
+        }
+
+    project = Project.open(config)
+    try:
+
+        def ids() -> dict[str, int]:
+            xmlids = _partner_ids(admin, module)
+            return {
+                g: xmlids[xmlid_name(g)] for g in (hh, other, ana, ben, cy, dee) if xmlid_name(g) in xmlids
+            }
+
+        def rows(guid: str) -> list[dict[str, Any]]:
+            """The person's membership rows, oldest first, as (group, kinds, ended) plus the raw row."""
+            found = admin.search_read(
+                "g2p.group.membership",
+                [["individual", "=", ids()[guid]]],
+                ["group", "kind", "ended_date", "is_ended", "status", "start_date"],
+                order="id asc",
+            )
+            return found
+
+        def summary(guid: str) -> list[tuple[int, list[int], bool]]:
+            return [(r["group"][0], sorted(r["kind"]), bool(r["ended_date"])) for r in rows(guid)]
+
+        def stamp(guid: str) -> str:
+            return admin.read("res.partner", [ids()[guid]], ["write_date"])[0]["write_date"]
+
+        _pushed(
+            project,
+            [
+                _event(
+                    1,
+                    hh,
+                    "create-group",
+                    {
+                        "entityName": "household",
+                        "household_name": f"Wanjiru {tag}",
+                        "members": [person(ana, "Ana", "1", hh), person(ben, "Ben", "3", hh)],
+                    },
+                ),
+                _event(
+                    2,
+                    other,
+                    "create-group",
+                    {
+                        "entityName": "household",
+                        "household_name": f"Otieno {tag}",
+                        "members": [person(cy, "Cy", "1", other)],
+                    },
+                ),
+            ],
+        )
+        partner = ids()
+        head, child = kinds["Head"], kinds["Child"]
+        assert summary(ana) == [(partner[hh], [head], False)]
+        assert summary(ben) == [(partner[hh], [child], False)]
+        assert summary(cy) == [(partner[other], [head], False)]
+        (original,) = rows(ben)
+
+        # removed: the one row ends (and stays); the group's write_date moves, so a pull sees it
+        before = stamp(hh)
+        _pushed(project, [_event(3, hh, "remove-member", {"memberId": ben})])
+        (ended,) = rows(ben)
+        assert ended["id"] == original["id"]
+        assert (bool(ended["ended_date"]), ended["is_ended"], ended["status"]) == (True, True, "inactive")
+        assert summary(ana) == [(partner[hh], [head], False)], "the member who stayed is untouched"
+        assert stamp(hh) > before
+        _nothing_moves(project)
+
+        # added back: the same row is open again, once
+        _pushed(project, [_event(4, hh, "add-member", {"members": [person(ben, "Ben", "3", hh)]})])
+        (back,) = rows(ben)
+        assert back["id"] == original["id"]
+        assert (back["ended_date"], back["is_ended"], back["status"]) == (False, False, "active")
+        _nothing_moves(project)
+
+        # moved: ended in the Wanjirus, a new row in the Otienos
+        _pushed(
+            project,
+            [
+                _event(5, hh, "remove-member", {"memberId": ben}),
+                _event(6, other, "add-member", {"members": [person(ben, "Ben", "3", other)]}),
+            ],
+        )
+        assert summary(ben) == [(partner[hh], [child], True), (partner[other], [child], False)]
+        _nothing_moves(project)
+
+        # an edit of the moved member leaves both rows as they are and dates its household
+        before = stamp(other)
+        _pushed(project, [_event(7, ben, "update-individual", {"phone_number": "+254700000101"})])
+        assert admin.read("res.partner", [partner[ben]], ["phone"])[0]["phone"] == "+254700000101"
+        assert summary(ben) == [(partner[hh], [child], True), (partner[other], [child], False)]
+        assert stamp(other) > before
+
+        # moved back: the old row reopens, the Otieno one ends
+        _pushed(
+            project,
+            [
+                _event(8, other, "remove-member", {"memberId": ben}),
+                _event(9, hh, "add-member", {"members": [person(ben, "Ben", "3", hh)]}),
+            ],
+        )
+        assert summary(ben) == [(partner[hh], [child], False), (partner[other], [child], True)]
+
+        # the Head removed and a new Head added in one run: Head comes off the ended row first
+        _pushed(
+            project,
+            [
+                _event(10, hh, "remove-member", {"memberId": ana}),
+                _event(11, hh, "add-member", {"members": [person(dee, "Dee", "1", hh)]}),
+            ],
+        )
+        assert summary(ana) == [(partner[hh], [], True)]
+        assert summary(dee) == [(ids()[hh], [head], False)]
+        # a removed member edited later is not made a member again
+        _pushed(project, [_event(12, ana, "update-individual", {"phone_number": "+254700000102"})])
+        assert summary(ana) == [(partner[hh], [], True)]
+        _nothing_moves(project)
+
+        # a registrar's end date still ahead: OpenG2P keeps the membership active, and so does an edit
+        (cy_row,) = rows(cy)
+        planned = "2099-01-01 00:00:00"
+        admin.write("g2p.group.membership", [cy_row["id"]], {"ended_date": planned})
+        (cy_row,) = rows(cy)
+        assert (cy_row["is_ended"], cy_row["status"]) == (False, "active")
+        _pushed(project, [_event(13, cy, "update-individual", {"phone_number": "+254700000103"})])
+        (cy_row,) = rows(cy)
+        assert (cy_row["ended_date"], cy_row["is_ended"]) == (planned, False)
+        group = project.eventlog.get_entity(other)
+        assert group is not None and cy in group.member_ids
+        _nothing_moves(project)
+    finally:
+        project.close()

@@ -357,3 +357,97 @@ def test_a_member_the_registrar_adds_to_a_group_household_stays_a_member_after_a
     again = run_connector(field, "reg", retry=RETRY)
     assert again.ok and again.pull is not None and again.push is not None
     assert again.pull.counts.appended == 0 and again.push.counts.updated == 0, (again.pull, again.push)
+
+
+# -- found on a real Odoo 17 + OpenG2P: a membership with an end date still ahead -----------------------
+def test_a_planned_end_date_is_a_current_membership_and_a_local_edit_keeps_it(
+    open_project: OpenProject, fake: FakeOpenSpp, rpc: Rpc
+) -> None:
+    """A registrar gives Ben's membership an end date still ahead (he leaves next year). OpenG2P keeps it
+    active (``is_ended`` false, ``status`` active: observed) and counts him in the household, so dcsync
+    must too: the pull leaves him in the group, and a later local edit of Ben neither reopens the
+    membership (which wiped the registrar's date) nor ends it."""
+    field = open_project()
+    ana, ben = {"guid": ANA, **_person(ANA, "Ana", "1")}, {"guid": BEN, **_person(BEN, "Ben", "3")}
+    field.eventlog.append(
+        [
+            _event(
+                1,
+                HH,
+                "create-group",
+                {"entityName": "household", "household_name": "Wanjiru", "members": [ana, ben]},
+            )
+        ]
+    )
+    assert run_connector(field, "reg", retry=RETRY).ok
+    household, person = (_partner(field, g) for g in (HH, BEN))
+    (membership,) = [
+        r["id"]
+        for r in fake.state("g2p.group.membership")["g2p.group.membership"]
+        if r["individual"] == person
+    ]
+    planned = "2099-01-01 00:00:00"
+    rpc.ok("g2p.group.membership", "write", [[membership], {"ended_date": planned}], user="registrar")
+
+    pulled = run_connector(field, "reg", retry=RETRY)
+    assert pulled.ok and pulled.pull is not None and pulled.pull.counts.appended == 0, pulled.pull
+    group = field.eventlog.get_entity(HH)
+    assert group is not None and BEN in group.member_ids
+
+    field.eventlog.append([_event(2, BEN, "update-individual", {"phone_number": "+254700000004"})])
+    edited = run_connector(field, "reg", retry=RETRY)
+    assert edited.ok and edited.push is not None and edited.push.counts.updated == 1, edited.push
+    assert _phone(fake, person) == "+254700000004"
+    (row,) = rpc.ok("g2p.group.membership", "read", [[membership], ["group", "ended_date", "is_ended"]])
+    assert (row["group"][0], row["ended_date"], row["is_ended"]) == (household, planned, False)
+    again = run_connector(field, "reg", retry=RETRY)
+    assert again.ok and again.pull is not None and again.push is not None
+    assert again.pull.counts.appended == 0 and again.push.counts.updated == 0, (again.pull, again.push)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: a pulled individual with no current membership says nothing to the engine (parent None "
+    "reads as 'no parent reported'), so the registrar's end is not appended as remove-member",
+)
+def test_a_membership_the_registrar_ends_is_not_reopened_by_a_local_edit(
+    open_project: OpenProject, fake: FakeOpenSpp, rpc: Rpc
+) -> None:
+    """Seen alike on a real Odoo 17 + OpenG2P and on the fake: a registrar ends Ben's membership (he left
+    the household); the pull appends nothing, the log's group still lists him, and the next local edit of
+    Ben reopens the membership, undoing the registrar. An admin's hard unlink of a membership goes the same
+    way (the group's write_date moves, but no member record is pulled)."""
+    field = open_project()
+    ana, ben = {"guid": ANA, **_person(ANA, "Ana", "1")}, {"guid": BEN, **_person(BEN, "Ben", "3")}
+    field.eventlog.append(
+        [
+            _event(
+                1,
+                HH,
+                "create-group",
+                {"entityName": "household", "household_name": "Wanjiru", "members": [ana, ben]},
+            )
+        ]
+    )
+    assert run_connector(field, "reg", retry=RETRY).ok
+    household, person = (_partner(field, g) for g in (HH, BEN))
+    (membership,) = rpc.ok(
+        "g2p.group.membership", "search_read", [[["individual", "=", person]]], {"fields": ["start_date"]}
+    )
+    rpc.ok(
+        "res.partner",
+        "write",
+        [
+            [household],
+            {"group_membership_ids": [[1, membership["id"], {"ended_date": membership["start_date"]}]]},
+        ],
+        user="registrar",
+    )
+    pulled = run_connector(field, "reg", retry=RETRY)
+    assert pulled.ok, pulled.error
+    group = field.eventlog.get_entity(HH)
+    assert group is not None and BEN not in group.member_ids, "the registrar's end reaches the log"
+
+    field.eventlog.append([_event(2, BEN, "update-individual", {"phone_number": "+254700000005"})])
+    assert run_connector(field, "reg", retry=RETRY).ok
+    assert _memberships(fake, person) == [(household, True)], "the edit left the membership ended"
