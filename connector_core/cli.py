@@ -419,6 +419,9 @@ def run(
         )
     if not report.ok:
         fail(f"{name}: {redact(report.error or '')}", EXIT_FAILED)
+    if report.held:  # asked to push and it did not: the one-line reason, as for a busy connector
+        hint = f"`dcsync bulk-load {name} --local` completes it here"
+        fail(f"{name}: push skipped: {report.held} ({hint})", EXIT_FAILED)
     dead = report.totals().dead_lettered
     if dead and report.dry_run:
         err.print(f"[yellow]dry run:[/] {dead} records would be dead-lettered (see the plan)")
@@ -547,6 +550,8 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
     """One row per count and one column per direction, in the order they ran: fits any terminal."""
     title = f"{report.connector}" + (" (dry run: nothing was written)" if report.dry_run else "")
     parts = [part for part in (report.pull, report.push) if part is not None]
+    if not parts:  # nothing ran (a push held by a bulk load): the reason is the command's last line
+        return
     out.print(Text(title, style="italic"))
     table = Table("", *(part.direction for part in parts))
     for column in table.columns[1:]:

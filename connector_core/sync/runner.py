@@ -25,7 +25,7 @@ from connector_core.state.base import Direction
 from connector_core.state.lease import ConnectorBusy, LeaseLost
 from connector_core.sync.context import RunStopped, SyncContext
 from connector_core.sync.pull import run_pull
-from connector_core.sync.push import run_push
+from connector_core.sync.push import bulk_load_hold, run_push
 from connector_core.sync.report import DirectionReport, RunReport
 
 log = logging.getLogger("dcsync.run")
@@ -138,7 +138,6 @@ def run_connector(
     do_push = push and instance.push and Capability.PUSH in cls.capabilities
     do_pull = pull and instance.pull and Capability.PULL in cls.capabilities
     report = RunReport(connector=name, dry_run=dry_run)
-    direction = "both" if do_push and do_pull else ("push" if do_push else "pull")
     with (
         _batch_collector(),
         sync_session(
@@ -153,6 +152,19 @@ def run_connector(
         if dry_run:  # writes nothing, so it has no run record either
             _run_directions(ctx, report, do_pull=do_pull, do_push=do_push)
             return report
+        # read with the lease held: a bulk load is planned and finished under it, so this stays true
+        report.held = bulk_load_hold(project.state, name) if do_push else None
+        if report.held is not None:  # expected while the load runs: not a failure, not a backoff
+            do_push = False
+            if not do_pull:
+                report.skipped = True
+                nothing = report.totals().as_dict
+                with recorded_run(project.state, name, "push", trigger, nothing) as run:
+                    report.run_id = run.run_id
+                    run.finish("skipped", report.held)
+                log.info("%s: push skipped: %s", name, report.held)
+                return report
+        direction = "both" if do_push and do_pull else ("push" if do_push else "pull")
 
         def totals() -> dict[str, int]:
             counts = report.totals().as_dict()
@@ -167,7 +179,9 @@ def run_connector(
         with recorded_run(project.state, name, direction, trigger, totals) as run:
             report.run_id = run.run_id
             _run_directions(ctx, report, do_pull=do_pull, do_push=do_push)
-            run.finish("ok" if report.ok else "failed", report.error, stopped=ctx.stop.is_set())
+            notes = [report.error, report.held and f"push skipped: {report.held}"]
+            error = "; ".join(n for n in notes if n) or None
+            run.finish("ok" if report.ok else "failed", error, stopped=ctx.stop.is_set())
     return report
 
 
