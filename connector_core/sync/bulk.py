@@ -53,7 +53,7 @@ from connector_core.state.base import BulkPlanRecord, Direction
 from connector_core.state.lease import ConnectorBusy
 from connector_core.sync.push import PushScope, run_push
 from connector_core.sync.report import Counts, DirectionReport
-from connector_core.sync.runner import _batch_collector, _guarded, recorded_run, sync_session
+from connector_core.sync.runner import batch_collector, guarded_step, recorded_run, sync_session
 
 log = logging.getLogger("dcsync.bulk")
 
@@ -290,7 +290,7 @@ def run_shard(
     )
     state = project.state
     with (
-        _batch_collector(),
+        batch_collector(),
         sync_session(project, connector, stop=stop, lease=name) as ctx,
         recorded_run(state, name, "push", TRIGGER, report.counts.as_dict) as run,
     ):
@@ -299,7 +299,7 @@ def run_shard(
             tx.set_bulk_shard(plan_id, shard, "running", report.run_id)
         part = DirectionReport("push", counts=report.counts)
         if plan.mark is not None and plan.mark != plan.start:  # else the log held nothing new
-            _guarded(lambda c, p: run_push(c, p, scope), ctx, part)
+            guarded_step(lambda c, p: run_push(c, p, scope), ctx, part)
         else:
             part.checkpoint_after = plan.mark
         report.error = part.error

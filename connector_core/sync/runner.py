@@ -30,7 +30,16 @@ from connector_core.sync.report import DirectionReport, RunReport
 
 log = logging.getLogger("dcsync.run")
 
-__all__ = ["ConnectorBusy", "connector_lock", "run_connector", "sync_session"]
+__all__ = [
+    "ConnectorBusy",
+    "RecordedRun",
+    "batch_collector",
+    "connector_lock",
+    "guarded_step",
+    "recorded_run",
+    "run_connector",
+    "sync_session",
+]
 
 ABANDONED = (
     "the process running it stopped before the run ended (killed or crashed); "
@@ -49,7 +58,7 @@ BATCH_GC_THRESHOLD = 20_000
 
 
 @contextmanager
-def _batch_collector() -> Iterator[None]:
+def batch_collector() -> Iterator[None]:
     """Collect less often while any run is in progress in this process; the last run out restores."""
     global _gc_runs, _gc_saved
     with _gc_lock:
@@ -139,7 +148,7 @@ def run_connector(
     do_pull = pull and instance.pull and Capability.PULL in cls.capabilities
     report = RunReport(connector=name, dry_run=dry_run)
     with (
-        _batch_collector(),
+        batch_collector(),
         sync_session(
             project, name, dry_run=dry_run, stop=stop, retry=retry, on_progress=on_progress, wait=wait
         ) as ctx,
@@ -234,14 +243,19 @@ def _run_directions(ctx: SyncContext, report: RunReport, *, do_pull: bool, do_pu
     over them."""
     if do_pull:
         report.pull = DirectionReport("pull")
-        _guarded(run_pull, ctx, report.pull)
+        guarded_step(run_pull, ctx, report.pull)
     pulled = report.pull is None or report.pull.error is None
     if do_push and not ctx.stop.is_set() and pulled:
         report.push = DirectionReport("push")
-        _guarded(run_push, ctx, report.push)
+        guarded_step(run_push, ctx, report.push)
 
 
-def _guarded(step, ctx: SyncContext, part: DirectionReport) -> None:  # type: ignore[no-untyped-def]
+def guarded_step(
+    step: Callable[[SyncContext, DirectionReport], None], ctx: SyncContext, part: DirectionReport
+) -> None:
+    """Run one direction; a stop it reports (a remote that failed the run, a stop asked for, a lost lease)
+    becomes the direction's error, so the run is closed with it and every other exception propagates to
+    :func:`recorded_run`. Shared by runs and bulk-load shards, so both end the same way."""
     try:
         step(ctx, part)
     except (RunStopped, ConnectorError, LeaseLost) as exc:
