@@ -681,9 +681,11 @@ def _bulk_dry_run(project: Any, name: str, shards: int) -> None:
 
     open_plan = project.state.open_bulk_plan(name)
     project.instance(name)
+    states: list[str] = []
     if open_plan is not None:
         start, mark, shards = open_plan.start_cursor, open_plan.mark, open_plan.shards
         out.print(f"would resume the open plan {open_plan.id} ({shards} shards)")
+        states = bulk.shard_states(project, bulk.BulkPlan.of(project, open_plan))
     else:
         start, mark = project.state.get_checkpoint(name, Direction.PUSH), project.eventlog.head()
     events = project.eventlog.count(start) - (project.eventlog.count(mark) if mark else 0)
@@ -693,6 +695,10 @@ def _bulk_dry_run(project: Any, name: str, shards: int) -> None:
         for root in sharding.roots(e.guid for e in page).values():
             sizes[bulk.shard_of(root, shards)] += 1
     out.print(f"{name}: {events} events after cursor {start} up to the mark {mark}, in {shards} shards")
+    if states:  # an open plan: each shard's share, then where it stands
+        rows = [[str(k), str(n), states[k]] for k, n in enumerate(sizes)]
+        show_rows(["shard", "entities in the log", "state"], rows)
+        return
     show_rows(["shard", "entities in the log"], [[str(k), str(n)] for k, n in enumerate(sizes)])
 
 

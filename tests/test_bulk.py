@@ -33,6 +33,7 @@ from connector_core.sync.bulk import (
     run_shard,
     shard_name,
     shard_of,
+    shard_states,
 )
 from connector_core.sync.context import RunStopped
 from connector_core.sync.push import run_push
@@ -316,11 +317,19 @@ def test_a_shard_ended_by_an_exception_is_closed_in_the_history_as_a_run_is(
         run_shard(project, "reg", plan.id, 0)
     (run,) = project.state.runs(shard_name("reg", 0))
     assert run.outcome == outcome and run.finished_at is not None
+    # the stored shard row still says running; where it stands is read with its run record
     assert [s.status for s in project.state.bulk_shards(plan.id)] == ["running"]
+    stands = f"pending (run {run.id} ended {outcome})"
+    assert shard_states(project, plan_bulk_load(project, "reg", 1)) == [stands]
+    dry = CliRunner().invoke(
+        app, ["bulk-load", "reg", "--dry-run", "-c", str(project.config.path)], env={"COLUMNS": "200"}
+    )
+    assert dry.exit_code == 0 and stands in dry.output, dry.output
     monkeypatch.setattr(bulk, "run_push", real_push)
     assert run_shard(project, "reg", plan.id, 0).done
     latest, _ = project.state.runs(shard_name("reg", 0))
     assert latest.outcome == "ok"
+    assert shard_states(project, plan_bulk_load(project, "reg", 1)) == [f"done (run {latest.id})"]
 
 
 def test_the_command_plans_shows_and_runs_a_bulk_load(tmp_path: Path, mock_server: httpx.Client) -> None:
