@@ -351,9 +351,9 @@ def check(name: str, config: ConfigOption = Path(CONFIG_FILE_NAME)) -> None:
 
 RUN_HELP = (
     "Run one connector: pull remote changes into the log as events, then push entity changes.\n\n"
-    "Exit codes: 0 everything delivered; 1 the run failed or stopped (nothing is lost, the next run "
-    "resumes); 2 bad input (config, mapping, events, usage); 3 the run finished but left new dead letters "
-    "(see `dcsync dlq list`); 130 interrupted."
+    "Exit codes: 0 everything delivered; 1 the run failed or stopped, or its push waits for an open bulk "
+    "load (nothing is lost, the next run resumes); 2 bad input (config, mapping, events, usage); 3 the run "
+    "finished but left new dead letters (see `dcsync dlq list`); 130 interrupted."
 )
 
 
