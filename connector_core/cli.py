@@ -351,9 +351,9 @@ def check(name: str, config: ConfigOption = Path(CONFIG_FILE_NAME)) -> None:
 
 RUN_HELP = (
     "Run one connector: pull remote changes into the log as events, then push entity changes.\n\n"
-    "Exit codes: 0 everything delivered; 1 the run failed or stopped (nothing is lost, the next run "
-    "resumes); 2 bad input (config, mapping, events, usage); 3 the run finished but left new dead letters "
-    "(see `dcsync dlq list`); 130 interrupted."
+    "Exit codes: 0 everything delivered; 1 the run failed or stopped, or its push waits for an open bulk "
+    "load (nothing is lost, the next run resumes); 2 bad input (config, mapping, events, usage); 3 the run "
+    "finished but left new dead letters (see `dcsync dlq list`); 130 interrupted."
 )
 
 
@@ -419,6 +419,9 @@ def run(
         )
     if not report.ok:
         fail(f"{name}: {redact(report.error or '')}", EXIT_FAILED)
+    if report.held:  # asked to push and it did not: the one-line reason, as for a busy connector
+        hint = f"`dcsync bulk-load {name} --local` completes it here"
+        fail(f"{name}: push skipped: {report.held} ({hint})", EXIT_FAILED)
     dead = report.totals().dead_lettered
     if dead and report.dry_run:
         err.print(f"[yellow]dry run:[/] {dead} records would be dead-lettered (see the plan)")
@@ -547,6 +550,8 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
     """One row per count and one column per direction, in the order they ran: fits any terminal."""
     title = f"{report.connector}" + (" (dry run: nothing was written)" if report.dry_run else "")
     parts = [part for part in (report.pull, report.push) if part is not None]
+    if not parts:  # nothing ran (a push held by a bulk load): the reason is the command's last line
+        return
     out.print(Text(title, style="italic"))
     table = Table("", *(part.direction for part in parts))
     for column in table.columns[1:]:
@@ -676,9 +681,11 @@ def _bulk_dry_run(project: Any, name: str, shards: int) -> None:
 
     open_plan = project.state.open_bulk_plan(name)
     project.instance(name)
+    states: list[str] = []
     if open_plan is not None:
         start, mark, shards = open_plan.start_cursor, open_plan.mark, open_plan.shards
         out.print(f"would resume the open plan {open_plan.id} ({shards} shards)")
+        states = bulk.shard_states(project, bulk.BulkPlan.of(project, open_plan))
     else:
         start, mark = project.state.get_checkpoint(name, Direction.PUSH), project.eventlog.head()
     events = project.eventlog.count(start) - (project.eventlog.count(mark) if mark else 0)
@@ -688,6 +695,10 @@ def _bulk_dry_run(project: Any, name: str, shards: int) -> None:
         for root in sharding.roots(e.guid for e in page).values():
             sizes[bulk.shard_of(root, shards)] += 1
     out.print(f"{name}: {events} events after cursor {start} up to the mark {mark}, in {shards} shards")
+    if states:  # an open plan: each shard's share, then where it stands
+        rows = [[str(k), str(n), states[k]] for k, n in enumerate(sizes)]
+        show_rows(["shard", "entities in the log", "state"], rows)
+        return
     show_rows(["shard", "entities in the log"], [[str(k), str(n)] for k, n in enumerate(sizes)])
 
 

@@ -9,6 +9,9 @@ What makes it safe to leave alone:
   and a scheduler that finds the tick claimed skips it. APScheduler's own persistent job stores are not
   safe to share between processes (its documentation says so), so job state lives in our state store.
 - **Missed ticks.** A scheduler that starts less than ``misfire_grace`` after an unclaimed tick runs it.
+- **A push held by a bulk load is skipped, not failed.** While a bulk load of the connector is open its
+  shards write the records; a tick's push is recorded ``skipped`` with that reason (its pull still runs),
+  and pushes resume from the load's mark once it is finished.
 - **Failures are loud and back off.** A failed run is logged with its reason, counted in metrics and kept
   in run history (``dcsync status`` shows it); the connector's next runs wait a growing number of
   intervals (1, 2, 4, ... capped at an hour) so a broken registry is not hammered.
@@ -288,8 +291,13 @@ class Scheduler:
         self, job: ScheduledJob, state: _JobState, project: Any, report: Any, duration: float
     ) -> None:
         if report.skipped:
-            log.info("%s: tick already run by another scheduler", job.job_id)
+            if report.held:  # in run history as skipped; the tick is done, and nothing failed
+                log.info("%s: tick skipped: %s", job.job_id, report.held)
+            else:
+                log.info("%s: tick already run by another scheduler", job.job_id)
             return
+        if report.held:
+            log.info("%s: run %s pulled; its push skipped: %s", job.job_id, report.run_id, report.held)
         if self.metrics is not None:
             self.metrics.record_run(report, duration, time.time())
             self.record_levels(project, job.connector)

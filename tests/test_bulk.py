@@ -33,8 +33,12 @@ from connector_core.sync.bulk import (
     run_shard,
     shard_name,
     shard_of,
+    shard_states,
 )
-from connector_core.sync.runner import run_connector
+from connector_core.sync.context import RunStopped
+from connector_core.sync.push import run_push
+from connector_core.sync.report import DirectionReport
+from connector_core.sync.runner import run_connector, sync_session
 
 
 def _event(guid: str, entity: str, parent: str | None = None, n: int = 0) -> FormSubmission:
@@ -144,10 +148,10 @@ def test_a_bulk_load_in_shards_delivers_each_record_once_and_hands_over_to_push(
     assert (plan.start, plan.mark, plan.shards, plan.status) == (start, project.eventlog.head(), 3, "open")
     assert plan_bulk_load(project, "reg", 5) == plan, "planning again returns the open plan"
 
-    # while the plan is open, an ordinary push is refused with its reason; a pull would still run
+    # while the plan is open, an ordinary push is skipped with its reason; a pull would still run
     project.eventlog.append(mobile_log(households=5, members=1, seed=9))  # after the mark
     refused = run_connector(project, "reg", pull=False)
-    assert refused.push is not None and "bulk load" in (refused.push.error or "")
+    assert refused.skipped and refused.push is None and f"bulk load {plan.id}" in (refused.held or "")
     assert project.state.get_checkpoint("reg", Direction.PUSH) == start
 
     assert run_shard(project, "reg", plan.id, 1).done
@@ -184,6 +188,43 @@ def test_a_bulk_load_in_shards_delivers_each_record_once_and_hands_over_to_push(
     assert {r["entityGuid"] for r in _records(mock_server)} == after_mark
     assert finish_bulk_load(project, "reg", plan.id), "finishing again is a no-op"
     assert project.state.get_checkpoint("reg", Direction.PUSH) == project.eventlog.head()
+
+
+def test_while_a_bulk_load_is_open_pushes_are_skipped_with_their_reason_not_failed(
+    make_project: Callable[..., Project], mock_server: httpx.Client
+) -> None:
+    """A push during a load is expected, not a fault (the shards write the same records, so it waits for
+    them): a scheduled or queued push that failed for it filled the failed lists and backed off. It is
+    recorded ``skipped`` with the reason; a run of both directions still pulls and says the push waited;
+    by hand the command says so and exits 1."""
+    project = make_project()
+    project.eventlog.append(mobile_log(households=3, members=1, seed=1))
+    plan = plan_bulk_load(project, "reg", 2)
+    reason = f"bulk load {plan.id} in progress: pushes resume from its mark when it finishes"
+
+    pushed = run_connector(project, "reg", pull=False, trigger="schedule")
+    assert pushed.skipped and pushed.ok and pushed.held == reason and pushed.push is None
+    (run,) = project.state.runs("reg")
+    assert (run.outcome, run.direction, run.trigger, run.error) == ("skipped", "push", "schedule", reason)
+    assert run.finished_at is not None
+    assert project.state.runs("reg", failed_only=True) == [], "a skipped push is no failure"
+
+    both = run_connector(project, "reg", trigger="schedule")
+    assert both.ok and not both.skipped and both.pull is not None and both.push is None
+    assert both.held == reason
+    latest = project.state.runs("reg", limit=1)[0]
+    assert (latest.outcome, latest.direction, latest.error) == ("ok", "pull", f"push skipped: {reason}")
+    assert project.state.get_checkpoint("reg", Direction.PUSH) is None
+    with sync_session(project, "reg") as ctx, pytest.raises(RunStopped, match=reason):
+        run_push(ctx, DirectionReport("push"))  # any other caller of the push engine is refused so
+    assert _records(mock_server) == []
+
+    config = str(project.config.path)
+    result = CliRunner().invoke(app, ["run", "reg", "--push", "-c", config], env={"COLUMNS": "250"})
+    assert result.exit_code == 1, result.output
+    assert f"reg: push skipped: {reason}" in " ".join(result.output.split())
+    listed = CliRunner().invoke(app, ["runs", "-c", config], env={"COLUMNS": "250"})
+    assert "skipped" in listed.stdout and plan.id in listed.stdout
 
 
 def test_shards_run_in_local_processes_side_by_side(tmp_path: Path, mock_server: httpx.Client) -> None:
@@ -276,11 +317,19 @@ def test_a_shard_ended_by_an_exception_is_closed_in_the_history_as_a_run_is(
         run_shard(project, "reg", plan.id, 0)
     (run,) = project.state.runs(shard_name("reg", 0))
     assert run.outcome == outcome and run.finished_at is not None
+    # the stored shard row still says running; where it stands is read with its run record
     assert [s.status for s in project.state.bulk_shards(plan.id)] == ["running"]
+    stands = f"pending (run {run.id} ended {outcome})"
+    assert shard_states(project, plan_bulk_load(project, "reg", 1)) == [stands]
+    dry = CliRunner().invoke(
+        app, ["bulk-load", "reg", "--dry-run", "-c", str(project.config.path)], env={"COLUMNS": "200"}
+    )
+    assert dry.exit_code == 0 and stands in dry.output, dry.output
     monkeypatch.setattr(bulk, "run_push", real_push)
     assert run_shard(project, "reg", plan.id, 0).done
     latest, _ = project.state.runs(shard_name("reg", 0))
     assert latest.outcome == "ok"
+    assert shard_states(project, plan_bulk_load(project, "reg", 1)) == [f"done (run {latest.id})"]
 
 
 def test_the_command_plans_shows_and_runs_a_bulk_load(tmp_path: Path, mock_server: httpx.Client) -> None:

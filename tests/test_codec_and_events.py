@@ -101,12 +101,12 @@ def test_the_mock_event_guid_is_uuid5(name: str) -> None:
 
 
 def test_a_run_restores_the_collector_threshold() -> None:
-    from connector_core.sync.runner import _batch_collector
+    from connector_core.sync.runner import batch_collector
 
     before = gc.get_threshold()
-    with _batch_collector():
+    with batch_collector():
         assert gc.get_threshold()[0] >= 20_000
-        with _batch_collector():  # a second run in the same process (the scheduler)
+        with batch_collector():  # a second run in the same process (the scheduler)
             pass
         assert gc.get_threshold()[0] >= 20_000  # still held by the outer run
     assert gc.get_threshold() == before

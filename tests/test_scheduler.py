@@ -190,6 +190,53 @@ def test_a_failing_schedule_is_loud_backs_off_and_keeps_going(
     assert "failed" in result.stdout and "gave up after retries" in result.stdout
 
 
+def test_a_scheduled_push_during_a_bulk_load_is_skipped_with_its_reason_and_does_not_back_off(
+    tmp_path: Path, mock_server: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shards of an open bulk load write the connector's records, so its pushes wait; each tick of the
+    load is a skip with the reason, in the log and in run history, never a failure that backs off."""
+    from connector_core.sync.bulk import plan_bulk_load
+
+    config = _config(tmp_path / "dcsync.yaml", str(mock_server.base_url), "- {direction: push, every: 1}")
+    _append(config, seed=1)
+    project = Project.open(config)
+    try:
+        plan = plan_bulk_load(project, "reg", 2)
+    finally:
+        project.close()
+    metrics = Metrics()
+    reports: list = []
+    clock = {"wall": datetime(2026, 1, 1, tzinfo=UTC), "mono": 1000.0}
+    scheduler = Scheduler(
+        config,
+        metrics=metrics,
+        on_run=lambda job, report: reports.append(report),
+        utcnow=lambda: clock["wall"],
+        monotonic=lambda: clock["mono"],
+    )
+    (job,) = scheduler.jobs
+    with caplog.at_level("INFO", logger="dcsync.scheduler"):
+        for _tick in range(3):
+            scheduler.run_now(job)
+            clock["wall"] += timedelta(seconds=1)
+            clock["mono"] += 1
+    reason = f"bulk load {plan.id} in progress: pushes resume from its mark when it finishes"
+    assert caplog.text.count(reason) == 3, caplog.text
+    assert "failed" not in caplog.text and "wait" not in caplog.text.replace(reason, "")
+    failed = metrics.registry.get_sample_value(
+        "dcsync_runs_total", {"connector": "reg", "direction": "push", "outcome": "failed"}
+    )
+    assert not failed and reports == []
+    project = Project.open(config, read_only=True)
+    try:
+        runs = project.state.runs("reg")
+        assert [(r.outcome, r.error) for r in runs] == [("skipped", reason)] * 3
+        assert project.state.get_checkpoint("reg", Direction.PUSH) is None
+    finally:
+        project.close()
+    assert mock_server.get("/_control/records").json() == []
+
+
 def test_status_shows_dead_letters_and_the_metrics_endpoint_serves_counters(
     tmp_path: Path, mock_server: httpx.Client
 ) -> None:

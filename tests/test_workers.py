@@ -296,6 +296,40 @@ def test_a_busy_connector_is_retried_later_and_a_failed_run_is_not(tmp_path: Pat
     assert strategy.get_retry_exception(exception=RunFailed("reg: run 3 failed"), job=job) is None
 
 
+def test_a_run_job_during_a_bulk_load_is_skipped_with_its_reason_not_failed(
+    tmp_path: Path, mock_server: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A periodic push of a connector whose bulk load is open waits for the shards: the job succeeds as
+    skipped (with the reason) instead of filling ``dcsync queue list --state failed`` for the whole load."""
+    from sync_support import write_config
+
+    from connector_core.project import Project
+    from connector_core.sample import mobile_log
+    from connector_core.sync.bulk import plan_bulk_load
+    from connector_core.workers import projects
+    from connector_core.workers.tasks import run_job
+
+    config = write_config(tmp_path / "dcsync.yaml", str(mock_server.base_url))
+    project = Project.open(config)
+    try:
+        project.eventlog.append(mobile_log(households=3, members=1, seed=1))
+        plan = plan_bulk_load(project, "reg", 2)
+    finally:
+        project.close()
+    cache = projects.ProjectCache()
+    monkeypatch.setattr(projects, "_cache", cache)
+    job = procrastinate.jobs.Job(
+        id=7, queue="default", lock=None, queueing_lock=None, task_name="run", attempts=0
+    )
+    reason = f"bulk load {plan.id} in progress: pushes resume from its mark when it finishes"
+    try:
+        assert run_job(job, str(config), "reg", "push", int(time.time())) == {"skipped": reason}
+        both = run_job(job, str(config), "reg", "both", None)
+        assert both["push_skipped"] == reason and isinstance(both["run_id"], int)
+    finally:
+        cache.close()
+
+
 # -- the commands -----------------------------------------------------------------------------------------
 
 

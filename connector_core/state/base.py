@@ -98,7 +98,8 @@ class RunRecord:
     trigger: str  # manual | schedule | demo
     started_at: str
     finished_at: str | None
-    outcome: str  # running | ok | degraded | failed | interrupted | abandoned
+    # running | ok | degraded | failed | interrupted | abandoned | skipped (a push a bulk load held back)
+    outcome: str
     counts: dict[str, int]
     error: str | None
 

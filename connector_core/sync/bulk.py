@@ -48,12 +48,13 @@ from typing import Protocol
 from connector_core.connector import Capability
 from connector_core.eventlog.base import EventLog
 from connector_core.logs import redact
+from connector_core.outcomes import shown_outcome
 from connector_core.project import Project
 from connector_core.state.base import BulkPlanRecord, Direction
 from connector_core.state.lease import ConnectorBusy
 from connector_core.sync.push import PushScope, run_push
 from connector_core.sync.report import Counts, DirectionReport
-from connector_core.sync.runner import _batch_collector, _guarded, recorded_run, sync_session
+from connector_core.sync.runner import batch_collector, guarded_step, recorded_run, sync_session
 
 log = logging.getLogger("dcsync.bulk")
 
@@ -71,6 +72,7 @@ __all__ = [
     "plan_bulk_load",
     "run_shard",
     "shard_of",
+    "shard_states",
 ]
 
 TRIGGER = "bulk-load"
@@ -93,7 +95,8 @@ class BulkPlan:
     start: str | None
     mark: str | None
     status: str  # open | finished
-    shard_status: tuple[str, ...]  # pending | running | done, per shard
+    shard_status: tuple[str, ...]  # pending | running | done, per shard (see shard_states)
+    shard_runs: tuple[int | None, ...] = ()  # each shard's latest run in history, None before its first
 
     @classmethod
     def of(cls, project: Project, record: BulkPlanRecord) -> BulkPlan:
@@ -106,6 +109,7 @@ class BulkPlan:
             mark=record.mark,
             status=record.status,
             shard_status=tuple(r.status for r in rows),
+            shard_runs=tuple(r.run_id for r in rows),
         )
 
     @property
@@ -290,7 +294,7 @@ def run_shard(
     )
     state = project.state
     with (
-        _batch_collector(),
+        batch_collector(),
         sync_session(project, connector, stop=stop, lease=name) as ctx,
         recorded_run(state, name, "push", TRIGGER, report.counts.as_dict) as run,
     ):
@@ -299,7 +303,7 @@ def run_shard(
             tx.set_bulk_shard(plan_id, shard, "running", report.run_id)
         part = DirectionReport("push", counts=report.counts)
         if plan.mark is not None and plan.mark != plan.start:  # else the log held nothing new
-            _guarded(lambda c, p: run_push(c, p, scope), ctx, part)
+            guarded_step(lambda c, p: run_push(c, p, scope), ctx, part)
         else:
             part.checkpoint_after = plan.mark
         report.error = part.error
@@ -309,6 +313,22 @@ def run_shard(
             tx.set_bulk_shard(plan_id, shard, "done" if report.done else "pending")
         run.finish("ok" if report.done else "failed", report.error, stopped=ctx.stop.is_set())
     return report
+
+
+def shard_states(project: Project, plan: BulkPlan) -> list[str]:
+    """Where each shard of ``plan`` stands, for an operator: ``done``, ``running`` or ``pending``, with its
+    latest run. A stored ``running`` is only as true as that run: a shard stopped by Ctrl-C or an exception
+    leaves it, so a shard whose run has ended is pending, and the run's outcome says how it ended."""
+    states = []
+    for status, run_id in zip(plan.shard_status, plan.shard_runs, strict=True):
+        run = project.state.get_run(run_id) if run_id is not None else None
+        if run is None:
+            states.append("done" if status == "done" else "pending")
+        elif status == "done" or (status == "running" and run.outcome == "running"):
+            states.append(f"{status} (run {run.id})")
+        else:
+            states.append(f"pending (run {run.id} ended {shown_outcome(run.outcome, run.counts)})")
+    return states
 
 
 def finish_bulk_load(project: Project, connector: str, plan_id: str) -> bool:

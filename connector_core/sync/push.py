@@ -39,7 +39,7 @@ from connector_core.events import now_timestamp
 from connector_core.mapping import MapContext
 from connector_core.retry import call_with_retry
 from connector_core.scopes import runtime_key
-from connector_core.state.base import Direction, Link, StateTxn
+from connector_core.state.base import Direction, Link, StateStore, StateTxn
 from connector_core.streams import KeptOnDisk, SeenOnDisk, chunks
 from connector_core.sync.context import RunStopped, SyncContext
 from connector_core.sync.report import Counts, DirectionReport, PlannedOperation
@@ -1016,15 +1016,23 @@ class PushScope:
 ORDINARY = PushScope()
 
 
+def bulk_load_hold(state: StateStore, connector: str) -> str | None:
+    """Why an ordinary push of ``connector`` waits (``None``: it does not): an open bulk load's shards write
+    the same records, so a push now would race them on the same households; once the load is finished its
+    mark is the push checkpoint."""
+    plan = state.open_bulk_plan(connector)
+    if plan is None:
+        return None
+    return f"bulk load {plan.id} in progress: pushes resume from its mark when it finishes"
+
+
 def run_push(ctx: SyncContext, report: DirectionReport, scope: PushScope = ORDINARY) -> None:
     key = scope.checkpoint or ctx.name
     if scope.checkpoint is None and not ctx.dry_run:
-        plan = ctx.state.open_bulk_plan(ctx.name)
-        if plan is not None:  # its shards write to the same records: a push now would race them
-            raise RunStopped(
-                f"bulk load {plan.id} of {ctx.name} is in progress; pushes wait until it is finished "
-                f"(dcsync bulk-load {ctx.name} --local completes it)"
-            )
+        # run_connector skips such a push before it starts; this guards every other caller
+        held = bulk_load_hold(ctx.state, ctx.name)
+        if held is not None:
+            raise RunStopped(held)
     cursor = ctx.state.get_checkpoint(key, Direction.PUSH)
     if cursor is None and scope.checkpoint is not None:
         cursor = scope.start

@@ -55,7 +55,8 @@ class RunReport:
     push: DirectionReport | None = None
     pull: DirectionReport | None = None
     dry_run: bool = False
-    skipped: bool = False
+    skipped: bool = False  # nothing ran: the tick was already run, or the push it was is held (``held``)
+    held: str | None = None  # why the push did not run although asked for (a bulk load in progress)
 
     @property
     def ok(self) -> bool:

@@ -25,12 +25,21 @@ from connector_core.state.base import Direction
 from connector_core.state.lease import ConnectorBusy, LeaseLost
 from connector_core.sync.context import RunStopped, SyncContext
 from connector_core.sync.pull import run_pull
-from connector_core.sync.push import run_push
+from connector_core.sync.push import bulk_load_hold, run_push
 from connector_core.sync.report import DirectionReport, RunReport
 
 log = logging.getLogger("dcsync.run")
 
-__all__ = ["ConnectorBusy", "connector_lock", "run_connector", "sync_session"]
+__all__ = [
+    "ConnectorBusy",
+    "RecordedRun",
+    "batch_collector",
+    "connector_lock",
+    "guarded_step",
+    "recorded_run",
+    "run_connector",
+    "sync_session",
+]
 
 ABANDONED = (
     "the process running it stopped before the run ended (killed or crashed); "
@@ -49,7 +58,7 @@ BATCH_GC_THRESHOLD = 20_000
 
 
 @contextmanager
-def _batch_collector() -> Iterator[None]:
+def batch_collector() -> Iterator[None]:
     """Collect less often while any run is in progress in this process; the last run out restores."""
     global _gc_runs, _gc_saved
     with _gc_lock:
@@ -138,9 +147,8 @@ def run_connector(
     do_push = push and instance.push and Capability.PUSH in cls.capabilities
     do_pull = pull and instance.pull and Capability.PULL in cls.capabilities
     report = RunReport(connector=name, dry_run=dry_run)
-    direction = "both" if do_push and do_pull else ("push" if do_push else "pull")
     with (
-        _batch_collector(),
+        batch_collector(),
         sync_session(
             project, name, dry_run=dry_run, stop=stop, retry=retry, on_progress=on_progress, wait=wait
         ) as ctx,
@@ -153,6 +161,19 @@ def run_connector(
         if dry_run:  # writes nothing, so it has no run record either
             _run_directions(ctx, report, do_pull=do_pull, do_push=do_push)
             return report
+        # read with the lease held: a bulk load is planned and finished under it, so this stays true
+        report.held = bulk_load_hold(project.state, name) if do_push else None
+        if report.held is not None:  # expected while the load runs: not a failure, not a backoff
+            do_push = False
+            if not do_pull:
+                report.skipped = True
+                nothing = report.totals().as_dict
+                with recorded_run(project.state, name, "push", trigger, nothing) as run:
+                    report.run_id = run.run_id
+                    run.finish("skipped", report.held)
+                log.info("%s: push skipped: %s", name, report.held)
+                return report
+        direction = "both" if do_push and do_pull else ("push" if do_push else "pull")
 
         def totals() -> dict[str, int]:
             counts = report.totals().as_dict()
@@ -167,7 +188,9 @@ def run_connector(
         with recorded_run(project.state, name, direction, trigger, totals) as run:
             report.run_id = run.run_id
             _run_directions(ctx, report, do_pull=do_pull, do_push=do_push)
-            run.finish("ok" if report.ok else "failed", report.error, stopped=ctx.stop.is_set())
+            notes = [report.error, report.held and f"push skipped: {report.held}"]
+            error = "; ".join(n for n in notes if n) or None
+            run.finish("ok" if report.ok else "failed", error, stopped=ctx.stop.is_set())
     return report
 
 
@@ -220,14 +243,19 @@ def _run_directions(ctx: SyncContext, report: RunReport, *, do_pull: bool, do_pu
     over them."""
     if do_pull:
         report.pull = DirectionReport("pull")
-        _guarded(run_pull, ctx, report.pull)
+        guarded_step(run_pull, ctx, report.pull)
     pulled = report.pull is None or report.pull.error is None
     if do_push and not ctx.stop.is_set() and pulled:
         report.push = DirectionReport("push")
-        _guarded(run_push, ctx, report.push)
+        guarded_step(run_push, ctx, report.push)
 
 
-def _guarded(step, ctx: SyncContext, part: DirectionReport) -> None:  # type: ignore[no-untyped-def]
+def guarded_step(
+    step: Callable[[SyncContext, DirectionReport], None], ctx: SyncContext, part: DirectionReport
+) -> None:
+    """Run one direction; a stop it reports (a remote that failed the run, a stop asked for, a lost lease)
+    becomes the direction's error, so the run is closed with it and every other exception propagates to
+    :func:`recorded_run`. Shared by runs and bulk-load shards, so both end the same way."""
     try:
         step(ctx, part)
     except (RunStopped, ConnectorError, LeaseLost) as exc:

@@ -27,6 +27,9 @@ the job's ``lock``: a run from ``dcsync run`` on a laptop, or from an embedded s
   later tick from queueing behind it.
 - **A failed run** (the remote refused, a systemic error): the job fails, visible in ``dcsync queue list
   --state failed`` as well as in ``dcsync runs``; the next tick runs again from the checkpoint.
+- **A push held by a bulk load** (the connector's bulk load is open; its shards write the records): the
+  job succeeds as skipped, with that reason as its result (a ``both`` run still pulls), and the run is
+  ``skipped`` in ``dcsync runs``; pushes resume from the load's mark once it is finished.
 - **A run that left dead letters** is done (degraded, as ``dcsync run`` exits 3): the job succeeds.
 - **A worker killed mid-run**: procrastinate retries the job on another worker once the dead worker's
   heartbeat is older than ``workers.stalled_after`` (fleet.py); the retry takes the lease the dead process
@@ -116,10 +119,13 @@ def run_job(job: Any, project: str, connector: str, direction: str, timestamp: i
             gate=gate,
         )
     if report.skipped:
-        return {"skipped": "the tick was already run"}
+        if report.held:
+            log.info("%s: push skipped: %s", connector, report.held)
+        return {"skipped": report.held or "the tick was already run"}
     if not report.ok:
         raise RunFailed(f"{connector}: run {report.run_id} failed: {report.error}")
-    return {"run_id": report.run_id, **report.totals().as_dict()}
+    held = {"push_skipped": report.held} if report.held else {}
+    return {"run_id": report.run_id, **report.totals().as_dict(), **held}
 
 
 def defer_job(

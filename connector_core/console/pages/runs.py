@@ -12,7 +12,7 @@ from connector_core.console.pages.overview import duration
 from connector_core.outcomes import shown_outcome
 
 DIRECTIONS = ("push", "pull", "both")
-OUTCOMES = ("ok", "failed", "interrupted", "abandoned", "running")
+OUTCOMES = ("ok", "failed", "interrupted", "abandoned", "skipped", "running")
 """Outcomes as stored; ``degraded`` is shown (derived from a run's counts) but is stored as ``ok``."""
 
 
