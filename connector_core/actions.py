@@ -217,21 +217,29 @@ def discard_dead_letters(
 ) -> int:
     """Close ``letters`` without delivering them, a transaction a page; each page's record commits with it,
     so an interrupted discard (``stop`` set, checked between pages) leaves a trail of exactly what it
-    closed."""
+    closed.
+
+    The connector's lease is held throughout, as a replay holds it: a run or replay elsewhere (another
+    console, the CLI, the scheduler) works on these very letters, and a discard between its read of a letter
+    and its write would be undone or doubled. A busy connector raises ``ConnectorBusy`` before anything is
+    closed or recorded."""
+    from connector_core.sync.runner import connector_lock
+
     discarded = 0
-    for page in chunks(letters, PAGE):
-        if stop is not None and stop.is_set():
-            break
-        with project.state.transaction() as tx:
-            for letter in page:
-                tx.resolve_dead_letter(letter.connector, letter.direction, letter.ref, "discarded")
-            detail: dict[str, Any] = {"letters": len(page), "ids": _id_span(page)}
-            if note:
-                detail["note"] = note
-            tx.record_action(actor, "discard", connector=connector, detail=detail)
-        discarded += len(page)
-        if on_page is not None:
-            on_page(Progress(letters=discarded, discarded=discarded))
+    with connector_lock(project, connector):
+        for page in chunks(letters, PAGE):
+            if stop is not None and stop.is_set():
+                break
+            with project.state.transaction() as tx:
+                for letter in page:
+                    tx.resolve_dead_letter(letter.connector, letter.direction, letter.ref, "discarded")
+                detail: dict[str, Any] = {"letters": len(page), "ids": _id_span(page)}
+                if note:
+                    detail["note"] = note
+                tx.record_action(actor, "discard", connector=connector, detail=detail)
+            discarded += len(page)
+            if on_page is not None:
+                on_page(Progress(letters=discarded, discarded=discarded))
     return discarded
 
 

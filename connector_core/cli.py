@@ -1051,6 +1051,14 @@ def _period(seconds: float) -> str:
 def forget(
     guids: Annotated[list[str], typer.Argument(help="Entity guids of the people (or households) to forget.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")] = False,
+    with_members: Annotated[
+        bool,
+        typer.Option(
+            "--with-members",
+            help="Also forget each household's members: its group's memberIds, or whoever's parentGuid "
+            "names it (not a person the group no longer lists).",
+        ),
+    ] = False,
     config: ConfigOption = Path(CONFIG_FILE_NAME),
 ) -> None:
     """Answer an erasure request: remove what dcsync keeps of an entity (link snapshots, dead letters,
@@ -1060,13 +1068,26 @@ def forget(
 
     with handled(), _project(config, read_only=dry_run) as project:
         backend = project.config.project.eventlog.backend
-        reports = forget(project.state, project.eventlog, guids, actor=current_actor(), dry_run=dry_run)
+        reports = forget(
+            project.state,
+            project.eventlog,
+            guids,
+            actor=current_actor(),
+            dry_run=dry_run,
+            with_members=with_members,
+        )
     for r in reports:
         verb = "would remove" if dry_run else "removed"
         out.print(
             f"{r.guid}: {verb} {r.snapshots} snapshot(s), {r.dead_letters} dead letter(s), "
             f"{r.conflicts} conflict(s) from dcsync's state store"
         )
+        if r.members is not None and r.in_event_log:
+            listed = f" ({', '.join(r.members)})" if r.members else ""
+            with_it = "would be forgotten with it" if dry_run else "forgotten with it"
+            out.print(f"  members: {len(r.members)}{listed}, {with_it}" if r.members else "  members: none")
+        elif r.members is not None:
+            out.print("  its members cannot be found (not in the event log): name their guids")
         if r.in_event_log:
             where = (
                 "the DataCollect tenant and its local mirror" if backend == "datacollect" else "the event log"

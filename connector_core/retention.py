@@ -13,7 +13,8 @@ the deleted record back as a new entity.
 
 :func:`forget` answers an erasure request for one person: it removes what dcsync itself keeps of them (the
 snapshots and merge bases of their links, their dead letters and conflicts) and says what remains elsewhere
-(the event log, which is the source's history, and each remote's record, named by its external id).
+(the event log, which is the source's history, and each remote's record, named by its external id). With
+``with_members`` a household's members go with it, each as if named.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from connector_core.entities import Entity
 from connector_core.events import format_timestamp
 
 KINDS: tuple[str, ...] = ("dead_letters", "runs", "conflicts", "deleted_snapshots", "audit")
@@ -110,6 +112,8 @@ class ForgetReport:
     linked: list[tuple[str, str, bool]] = field(default_factory=list)  # connector, external id, deleted
     in_event_log: bool = False
     event_log: str = ""
+    members: list[str] | None = None
+    """With ``with_members``: the household's members, forgotten right after it (their reports follow)."""
 
     @property
     def removed(self) -> int:
@@ -117,34 +121,85 @@ class ForgetReport:
 
 
 def forget(
-    state: Any, eventlog: Any, guids: Iterable[str], *, actor: str, dry_run: bool = False, event_log: str = ""
+    state: Any,
+    eventlog: Any,
+    guids: Iterable[str],
+    *,
+    actor: str,
+    dry_run: bool = False,
+    event_log: str = "",
+    with_members: bool = False,
 ) -> list[ForgetReport]:
     """Erase what dcsync keeps of each entity in ``guids`` (see the module docstring), one transaction per
-    entity, each recorded in the audit trail by its guid and counts."""
-    reports = []
+    entity, each recorded in the audit trail by its guid and counts.
+
+    ``with_members``: each household's members (:func:`household_members`) are forgotten after it, each as
+    any entity named, and the household's record counts them (``members``): an erasure request for a family
+    is one command, and the trail says how many people it reached without naming anyone's data. An entity
+    named twice (a member also listed) is forgotten once."""
+    reports: list[ForgetReport] = []
+    done: set[str] = set()
     for guid in dict.fromkeys(guids):
-        found = state.forget_entity(guid, dry_run=dry_run)
-        report = ForgetReport(
-            guid=guid,
-            dry_run=dry_run,
-            snapshots=found["snapshots"],
-            dead_letters=found["dead_letters"],
-            conflicts=found["conflicts"],
-            linked=found["linked"],
-            in_event_log=eventlog.get_entity(guid) is not None,
-            event_log=event_log,
-        )
-        if not dry_run and (report.removed or report.linked):
-            state.record_action(
-                actor,
-                "forget",
-                target=guid,
-                detail={
-                    "snapshots": report.snapshots,
-                    "dead_letters": report.dead_letters,
-                    "conflicts": report.conflicts,
-                    "connectors": sorted({c for c, _, _ in report.linked}),
-                },
+        if guid in done:
+            continue
+        done.add(guid)
+        household = eventlog.get_entity(guid)
+        members = None
+        if with_members:
+            members = (
+                [m for m in household_members(eventlog, household) if m not in done] if household else []
             )
-        reports.append(report)
+        reports.append(_forget_one(state, guid, household, members, actor, dry_run, event_log))
+        for member in members or ():
+            done.add(member)
+            reports.append(
+                _forget_one(state, member, eventlog.get_entity(member), None, actor, dry_run, event_log)
+            )
     return reports
+
+
+def household_members(eventlog: Any, household: Entity) -> list[str]:
+    """Whom the push sends as members of ``household`` (``push.household_of``): a group's ``memberIds``,
+    and those whose ``parentGuid`` names it unless it is a group that no longer lists them (a
+    ``remove-member`` leaves the person's ``parentGuid``); a mobile household has members by ``parentGuid``
+    alone."""
+    from connector_core.sync.push import household_of
+
+    by_parent = [
+        e.guid for e in eventlog.children_of(household.guid) if household_of(e, household) == household.guid
+    ]
+    return [g for g in dict.fromkeys([*household.member_ids, *by_parent]) if g != household.guid]
+
+
+def _forget_one(
+    state: Any,
+    guid: str,
+    entity: Entity | None,
+    members: list[str] | None,
+    actor: str,
+    dry_run: bool,
+    event_log: str,
+) -> ForgetReport:
+    found = state.forget_entity(guid, dry_run=dry_run)
+    report = ForgetReport(
+        guid=guid,
+        dry_run=dry_run,
+        snapshots=found["snapshots"],
+        dead_letters=found["dead_letters"],
+        conflicts=found["conflicts"],
+        linked=found["linked"],
+        in_event_log=entity is not None,
+        event_log=event_log,
+        members=members,
+    )
+    if not dry_run and (report.removed or report.linked or members):
+        detail: dict[str, Any] = {
+            "snapshots": report.snapshots,
+            "dead_letters": report.dead_letters,
+            "conflicts": report.conflicts,
+            "connectors": sorted({c for c, _, _ in report.linked}),
+        }
+        if members is not None:
+            detail["members"] = len(members)  # how many, never who: each member has its own record
+        state.record_action(actor, "forget", target=guid, detail=detail)
+    return report

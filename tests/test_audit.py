@@ -23,6 +23,9 @@ from connector_core.actions import (
 )
 from connector_core.cli import app
 from connector_core.project import Project
+from connector_core.state import SqliteStateStore
+from connector_core.state.lease import LeasedStateStore
+from connector_core.state.postgres import PostgresStateStore
 from connector_core.sync.runner import run_connector
 
 
@@ -84,6 +87,64 @@ def test_a_secret_typed_into_a_note_is_not_kept(
     assert done.exit_code == 0, done.output
     (action,) = _audit(config)
     assert "hunter2hunter2" not in json.dumps(action) and "registry.example" in action["detail"]["note"]
+
+
+def _two_letters_refused_while_another_process_holds_reg(
+    project: Project, mock_server: httpx.Client, config: str, other: LeasedStateStore
+) -> None:
+    """A discard closes the letters a run (or a replay elsewhere) is working on: it takes the connector's
+    lease as a replay does, and a busy connector gives the CLI's one line, closing and recording nothing."""
+    mock_server.put("/_control/faults", json={"reject": {"p1": "bad phone", "p2": "bad phone"}})
+    project.eventlog.append(
+        [
+            event("a", "p1", "create-individual", {"entityName": "individual"}),
+            event("b", "p2", "create-individual", {"entityName": "individual"}),
+        ]
+    )
+    run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    runner = CliRunner()
+    with other.lease("reg"):
+        answers = [
+            runner.invoke(app, ["dlq", "discard", "reg", "--all", "--note", "dup", "-c", config]),
+            runner.invoke(app, ["dlq", "replay", "reg", "--all", "-c", config]),
+        ]
+    for answer in answers:
+        assert answer.exit_code == 1, answer.output
+        assert "connector 'reg' is already running (lease held by pid " in answer.output
+        assert "Traceback" not in answer.output
+    assert project.state.open_counts("reg").dead_letters == 2 and _audit(config) == []
+    done = runner.invoke(app, ["dlq", "discard", "reg", "--all", "--note", "dup", "-c", config])
+    assert done.exit_code == 0 and "discarded 2" in done.output, done.output
+
+
+def test_a_discard_while_another_process_holds_the_connector_is_refused_like_a_replay(
+    project: Project, mock_server: httpx.Client, tmp_path: Path
+) -> None:
+    other = SqliteStateStore(tmp_path / "state.db")  # another process's connection to the store
+    try:
+        config = str(tmp_path / "dcsync.yaml")
+        _two_letters_refused_while_another_process_holds_reg(project, mock_server, config, other)
+    finally:
+        other.close()
+
+
+@pytest.mark.postgres
+def test_a_discard_on_a_postgres_store_another_process_holds_is_refused_like_a_replay(
+    mock_server: httpx.Client, tmp_path: Path, postgres_url: str, pg_schema: str
+) -> None:
+    config = tmp_path / "dcsync.yaml"
+    config.write_text(
+        f"state: {{backend: postgres, url: '{postgres_url}', schema: {pg_schema}}}\n"
+        "connectors:\n"
+        f"  reg: {{type: mock, settings: {{url: '{mock_server.base_url}'}}}}\n"
+    )
+    project = Project.open(config)
+    other = PostgresStateStore(postgres_url, schema=pg_schema)
+    try:
+        _two_letters_refused_while_another_process_holds_reg(project, mock_server, str(config), other)
+    finally:
+        other.close()
+        project.close()
 
 
 PAST = "2025-03-01T10:00:00.000Z"

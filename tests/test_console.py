@@ -521,18 +521,61 @@ def test_a_console_stopped_mid_job_keeps_what_was_done_and_leaves_the_rest_open(
     assert "asked to stop" in action.detail["error"]
 
 
-def test_a_job_that_fails_says_why_in_one_line(
-    project: Project, mock_server: httpx.Client, client: TestClient
+def test_a_replay_or_discard_of_a_connector_another_process_holds_is_refused_with_a_409(
+    project: Project, mock_server: httpx.Client, client: TestClient, tmp_path: Path
 ) -> None:
+    """Another console replica, a ``dcsync`` run or a CLI replay holds the connector's lease: neither
+    action starts a job (a discard would close letters under a run working on them), and the page names
+    the holder; once it lets go, the discard goes through."""
+    from connector_core.state import SqliteStateStore
+
     failing_remote(project, mock_server, count=3)
     log_in(client)
-    with project.state.lease("reg"):  # another process is running the connector
-        started = client.post("/ui/dead-letters/apply", data=group_form(client, "replay"))
-        page = ended_job(client, str(started.url)).text
-    shown = job_of(page)
-    assert shown["state"] == "failed" and "already running" in shown["error"]
-    assert project.state.open_counts("reg").dead_letters == 3
+    other = SqliteStateStore(tmp_path / "state.db")  # another process's connection to the store
+    try:
+        with other.lease("reg"):
+            answers = [
+                client.post("/ui/dead-letters/apply", data=group_form(client, "replay")),
+                client.post("/ui/dead-letters/apply", data=group_form(client, "discard", note="dup")),
+            ]
+    finally:
+        other.close()
+    for answer in answers:
+        assert answer.status_code == 409, answer.text
+        assert "connector &#39;reg&#39; is already running (lease held by pid " in answer.text
+    assert project.state.open_counts("reg").dead_letters == 3 and not project.state.actions(action="discard")
+    assert client.get("/ui/jobs").text.count('class="job"') == 0
+    done = client.post("/ui/dead-letters/apply", data=group_form(client, "discard", note="dup"))
+    assert job_of(ended_job(client, str(done.url)).text)["discarded"] == "3"
     assert client.get("/ui/jobs/999").status_code == 404
+
+
+def test_a_discard_job_that_loses_the_lease_race_fails_in_one_line(
+    project: Project, mock_server: httpx.Client
+) -> None:
+    """The lease taken by another process between the page's check and the job's start: the job fails
+    with the same line, closing nothing."""
+    from connector_core.console.jobs import Jobs
+
+    failing_remote(project, mock_server, count=3)
+    with TestClient(app_for(project)) as client:
+        log_in(client)
+        real_start = Jobs.start
+
+        def start_late(self, **kw):  # type: ignore[no-untyped-def]
+            with project.state.lease("reg"):
+                job = real_start(self, **kw)
+                deadline = time.monotonic() + 10
+                while job.running and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            return job
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(Jobs, "start", start_late)
+            started = client.post("/ui/dead-letters/apply", data=group_form(client, "discard", note="x"))
+        shown = job_of(ended_job(client, str(started.url)).text)
+    assert shown["state"] == "failed" and "already running" in shown["error"]
+    assert project.state.open_counts("reg").dead_letters == 3 and not project.state.actions(action="discard")
 
 
 def test_the_mapping_explorer_shows_a_removed_member_without_its_old_household(

@@ -107,6 +107,90 @@ def test_forgetting_what_dcsync_never_held_is_not_an_error(project: Project, tmp
     assert project.state.actions() == [], "nothing was erased: nothing to audit"
 
 
+def _households(project: Project) -> None:
+    """A DataCollect group listing m1 and m2 (m3 removed from it: its ``parentGuid`` still names it), and
+    a mobile household whose member k1 belongs to it by ``parentGuid`` alone; all delivered and linked."""
+
+    def member(guid: str, name: str) -> dict[str, str]:
+        return {"guid": guid, "entityName": "individual", "parentGuid": "grp", "first_name": name}
+
+    project.eventlog.append(
+        [
+            event(
+                "g1",
+                "grp",
+                "create-group",
+                {
+                    "entityName": "household",
+                    "household_name": "Smith",
+                    "members": [member("m1", "Ana"), member("m2", "Ben"), member("m3", "Cy")],
+                },
+            ),
+            event("g2", "grp", "remove-member", {"memberId": "m3"}),
+            event("h1", "hh", "create-individual", {"entityName": "household", "household_name": "Mo"}),
+            event(
+                "h2",
+                "k1",
+                "create-individual",
+                {"entityName": "individual", "parentGuid": "hh", "first_name": "Kim"},
+            ),
+            event("o1", "p9", "create-individual", {"entityName": "individual", "first_name": "Other"}),
+        ]
+    )
+    assert run_connector(project, "reg", pull=False, retry=FAST_RETRY).ok
+
+
+def _audit_of(config: Path) -> list[dict]:
+    shown = _cli(config, "audit", "--json", "--action", "forget").strip()
+    return [json.loads(line) for line in shown.splitlines()] if shown else []
+
+
+def test_forget_with_members_forgets_a_household_and_whoever_it_has_as_members_in_one_command(
+    project: Project, tmp_path: Path
+) -> None:
+    config = tmp_path / "dcsync.yaml"
+    _households(project)
+    snapshot = {g: project.state.get_link("reg", g).snapshot for g in ("grp", "m1", "m2", "m3", "p9")}  # type: ignore[union-attr]
+    assert all(snapshot.values())
+
+    planned = _cli(config, "forget", "grp", "--with-members", "--dry-run")
+    assert "grp: would remove 1 snapshot(s)" in planned
+    assert "members: 2 (m1, m2), would be forgotten with it" in planned
+    assert "m1: would remove 1 snapshot(s)" in planned and "m2: would remove 1 snapshot(s)" in planned
+    assert "m3" not in planned, "removed from the group: no longer its member"
+    assert {g: project.state.get_link("reg", g).snapshot for g in snapshot} == snapshot  # type: ignore[union-attr]
+    assert _audit_of(config) == []
+
+    shown = _cli(config, "forget", "grp", "--with-members")
+    assert "grp: removed 1 snapshot(s)" in shown and "m2: removed 1 snapshot(s)" in shown
+    for guid in ("grp", "m1", "m2"):
+        assert project.state.get_link("reg", guid).snapshot == {}, guid  # type: ignore[union-attr]
+    for guid in ("m3", "p9"):
+        assert project.state.get_link("reg", guid).snapshot == snapshot[guid], guid  # type: ignore[union-attr]
+    records = {a["target"]: a for a in _audit_of(config)}
+    assert sorted(records) == ["grp", "m1", "m2"]
+    assert records["grp"]["detail"]["members"] == 2
+    assert "members" not in records["m1"]["detail"]
+    trail = json.dumps(list(records.values()))
+    assert "Ana" not in trail and "Ben" not in trail and "Smith" not in trail
+
+    # a mobile household (an individual-typed entity) has its members by parentGuid alone
+    mobile = _cli(config, "forget", "hh", "--with-members")
+    assert "members: 1 (k1), forgotten with it" in mobile and "k1: removed 1 snapshot(s)" in mobile
+    assert project.state.get_link("reg", "k1").snapshot == {}  # type: ignore[union-attr]
+    # without the flag, only the household named; naming a member too forgets it once
+    again = _cli(config, "forget", "grp", "m1", "--with-members")
+    assert again.count("m1: removed") == 1
+
+
+def test_forget_with_members_of_a_household_not_in_the_log_says_its_members_cannot_be_found(
+    project: Project, tmp_path: Path
+) -> None:
+    shown = _cli(tmp_path / "dcsync.yaml", "forget", "gone", "--with-members")
+    assert "not in the event log" in shown and "members cannot be found" in shown
+    assert project.state.actions() == []
+
+
 def _with_retention(tmp_path: Path, mock: httpx.Client, retention: str) -> Path:
     config = write_config(tmp_path / "dcsync.yaml", str(mock.base_url))
     config.write_text(config.read_text() + retention)

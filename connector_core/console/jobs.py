@@ -5,7 +5,9 @@ pages, while the job's page (``/jobs/<id>``) shows how far it has got.
 Jobs live in the console process's memory: a restart forgets them. What a job did is committed page by page
 by the action itself (``connector_core/actions.py``), so a console stopped mid-job leaves the rest of its
 letters open, to be replayed or discarded again. One job per connector at a time: a second is refused
-(:class:`JobRefused`), never queued behind the first.
+(:class:`JobRefused`), never queued behind the first. Across processes the connector's lease does the same:
+the action holds it for the whole job, and the dead-letter page refuses a job whose connector another
+process holds (pages/dead_letters.py).
 """
 
 from __future__ import annotations

@@ -141,6 +141,11 @@ class EventLog(Protocol):
         """The current state of each guid that exists (missing guids are left out)."""
         ...
 
+    def children_of(self, guid: str) -> list[Entity]:
+        """The entities whose ``parentGuid`` is ``guid``, as they are now (an operator's look-up, not a run's:
+        it may scan)."""
+        ...
+
     def iter_entities(self, page_size: int = 1000) -> Iterator[Entity]: ...
 
     def stats(self) -> dict[str, Any]:

@@ -1358,6 +1358,9 @@ class DataCollectEventLog:
     def get_entities(self, guids: Iterable[str]) -> dict[str, Entity]:
         return self.local.get_entities(guids)
 
+    def children_of(self, guid: str) -> list[Entity]:
+        return self.local.children_of(guid)
+
     def iter_entities(self, page_size: int = 1000) -> Iterator[Entity]:
         return self.local.iter_entities(page_size)
 

@@ -476,6 +476,15 @@ class SqlEventLog(ABC):
         )
         return [Entity.stored(json(doc)) for _guid, doc in rows]
 
+    def children_of(self, guid: str) -> list[Entity]:
+        """The entities whose ``parentGuid`` is ``guid`` (a household's members, and people its group no
+        longer lists): ``dcsync forget --with-members``. No index serves it (one would cost every append,
+        schema migration 2), so it scans the entity table in the database: seconds on a large log, for an
+        operator's command, never a run."""
+        json = self._db.json_out
+        rows = self._db.rows("SELECT doc FROM {s}.entities WHERE parent_guid = ? ORDER BY id", (guid,))
+        return [Entity.stored(json(doc)) for (doc,) in rows]
+
     def iter_entities(self, page_size: int = 1000) -> Iterator[Entity]:
         """Every entity, in the order of its row's key (for entities first folded since schema version 4, the
         order they appeared in), a page per query (keyset paging: no OFFSET rescans)."""

@@ -281,6 +281,22 @@ class EventLogContract:
         assert [e.guid for e in search("50%_")] == ["p-2"] and search("0%o") == [] and search("  ") == []
         assert [e.guid for e in search("ånström")] == ["p-3"] or [e.guid for e in search("ström")] == ["p-3"]
 
+    def test_children_of_finds_the_entities_whose_parent_guid_names_it_as_they_are_now(
+        self, log: EventLog
+    ) -> None:
+        log.append(
+            [
+                event("create-individual", "hh-1", {"entityName": "household"}),
+                event("create-individual", "p-a", {"parentGuid": "hh-1"}),
+                event("create-individual", "p-b", {"parentGuid": "hh-1"}),
+                event("create-individual", "p-c", {"parentGuid": "hh-2"}),
+                event("update-individual", "p-b", {"parentGuid": "hh-2"}),  # moved out
+            ]
+        )
+        assert [e.guid for e in log.children_of("hh-1")] == ["p-a"]
+        assert [e.guid for e in log.children_of("hh-2")] == ["p-b", "p-c"]  # in the order they appeared
+        assert log.children_of("p-a") == [] and log.children_of("nobody") == []
+
     # -- events that cannot be applied -------------------------------------------------------------
 
     def test_inapplicable_events_are_stored_and_reported(self, open_log: MakeEventLog) -> None:

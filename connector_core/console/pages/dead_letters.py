@@ -22,6 +22,8 @@ from connector_core.console.context import PAGE, Console, actor, opt, opt_int, r
 from connector_core.console.jobs import Job, JobRefused, Step
 from connector_core.redaction import redact, redact_value
 from connector_core.state.base import DeadLetter
+from connector_core.state.lease import ConnectorBusy
+from connector_core.sync.runner import connector_lock
 
 STREAM_PAGE = 500
 ACTIONS = ("replay", "discard")
@@ -110,6 +112,25 @@ class Selection:
 def stream(state: Any, connector: str, direction: str | None, reason: str | None) -> Iterator[DeadLetter]:
     """The open letters matching, in id order, a keyset page per query (a replay closes them as it goes)."""
     return state.iter_dead_letters(connector, "open", STREAM_PAGE, direction=direction, reason=reason)  # type: ignore[no-any-return]
+
+
+def _held_elsewhere(console: Console, connectors: tuple[str, ...]) -> str | None:
+    """The one line of a connector whose lease another process holds (a run, a CLI replay, another console
+    replica), so the operator gets the answer on the page they asked from rather than as a failed job.
+
+    Tried by taking and letting go of each lease: no store can say whether a lease is free without
+    contesting it (a dead holder's name lingers). A holder that comes between this and the job's start
+    still stops the job, with the same line on its page. A connector with a job of this console running is
+    left to :meth:`Jobs.start`, which names the job."""
+    for name in connectors:
+        if console.jobs.running(name) is not None:
+            continue
+        try:
+            with connector_lock(console.project, name):
+                pass
+        except ConnectorBusy as exc:
+            return str(exc)
+    return None
 
 
 def _back(selection: Selection) -> str:
@@ -205,6 +226,9 @@ def routes(console: Console) -> list[Route]:
         if not grouped or not total:
             request.session["flash"] = "nothing to do: no open dead letter matches"
             return redirect(request, f"/dead-letters{_back(selection)}")
+        busy = await console.run(lambda: _held_elsewhere(console, tuple(grouped)))
+        if busy is not None:
+            return console.render(request, "error.html", 409, message=busy, job=None)
 
         def work(job: Job, step: Step) -> None:
             """One action per connector (an audit record each, as the CLI makes), a page at a time."""
