@@ -525,8 +525,10 @@ def test_an_add_member_of_a_person_without_a_parent_guid_makes_them_a_member_in_
     assert _memberships(fake, ben) == []
 
     field.eventlog.append([_event(3, HH, "add-member", {"members": [{"guid": BEN}]})])
+    dry = run_connector(field, "reg", dry_run=True, retry=RETRY)
     joined = run_connector(field, "reg", retry=RETRY)
-    assert joined.ok and joined.push is not None, joined.error
+    assert joined.ok and joined.push is not None and dry.push is not None, joined.error
+    assert joined.push.counts.updated == 1 and dry.push.counts.updated == 1, (dry.push, joined.push)
     assert _memberships(fake, ben) == [(household, False)], "the add-member reached OpenSPP"
     again = run_connector(field, "reg", retry=RETRY)
     assert again.ok and again.pull is not None and again.push is not None
