@@ -271,6 +271,11 @@ class Connector(ABC):
     config_model: ClassVar[type[ConnectorConfig]] = ConnectorConfig
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     description: ClassVar[str] = ""
+    pulls_households: ClassVar[bool] = False
+    """Does a pulled individual with no ``parent_external_id`` mean the remote holds it in no household?
+    Only then does the pull read a membership the remote ended as a ``remove-member`` (OpenSPP reads each
+    individual's current membership); a remote that merges fields (the mock server keeps the last
+    ``parentExternalId`` it was sent) says nothing about the household by leaving it out."""
     max_in_flight: ClassVar[int] = 1
     """How many ``push`` calls may run at once from different threads (1: the engine never overlaps them;
     a connector that orders its own writes, e.g. one writer per household, keeps 1)."""

@@ -380,3 +380,35 @@ def test_refusals_and_held_children_of_a_shard_are_the_connectors_as_for_a_push(
     assert finish_bulk_load(project, "reg", plan.id)
     delivered = {r["entityGuid"] for r in _records(mock_server)}
     assert delivered == {e.guid for e in entities} - members - {household.guid}
+
+
+def test_a_member_its_group_lists_alone_goes_with_its_household_from_another_shard(
+    make_project: Callable[..., Project], mock_server: httpx.Client
+) -> None:
+    """A member with no ``parentGuid`` of its own is sharded by its own guid, so its group may be another
+    shard's. Its shard, run first, keeps it waiting for the group (it knows the group from the page's
+    ``create-group``); the push after the load delivers it as the group's member."""
+    project = make_project()
+    group = "hh-listing"
+    member = next(f"m-{i}" for i in range(100) if shard_of(f"m-{i}", 2) != shard_of(group, 2))
+    project.eventlog.append(
+        [
+            FormSubmission(
+                guid="ev-listing",
+                entity_guid=group,
+                type="create-group",
+                data={"entityName": "household", "members": [{"guid": member, "entityName": "individual"}]},
+                timestamp="2025-01-01T00:00:00.000Z",
+                user_id="u",
+            )
+        ]
+    )
+    plan = plan_bulk_load(project, "reg", 2)
+    assert run_shard(project, "reg", plan.id, shard_of(member, 2)).done
+    assert run_shard(project, "reg", plan.id, shard_of(group, 2)).done
+    assert finish_bulk_load(project, "reg", plan.id)
+    follow = run_connector(project, "reg", pull=False)
+    assert follow.ok, follow.error
+    by_guid = {r["entityGuid"]: r for r in _records(mock_server)}
+    assert by_guid[member]["data"].get("parentExternalId") == by_guid[group]["id"]
+    assert project.state.open_counts("reg").parked == 0

@@ -204,3 +204,60 @@ def test_a_record_committed_late_behind_the_cursor_is_still_pulled(project: Proj
     assert sorted(e.data["n"] for e in project.eventlog.iter_entities()) == [1, 2]
     third = run_connector(project, "reg", push=False, retry=FAST_RETRY)
     assert third.pull.counts.appended == 0, "re-reading the look-back window appends nothing"
+
+
+def test_a_member_a_group_lists_without_a_parent_guid_goes_with_its_household(
+    project: Project, mock_server
+) -> None:
+    """A group's ``memberIds`` is a membership in DataCollect: members of a ``create-group`` without a
+    ``parentGuid`` of their own, and a person an ``add-member`` lists later, carry the household's id."""
+    project.eventlog.append(
+        [
+            _event(
+                "e1",
+                "hh",
+                "create-group",
+                {"entityName": "household", "members": [{"guid": "p1", "entityName": "individual"}]},
+            ),
+            _event("e2", "p2", "create-individual", {"entityName": "individual", "first_name": "Ben"}),
+        ]
+    )
+    first = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert first.ok and first.push.counts.parked == 0, first.push.counts
+    by_guid = {r["entityGuid"]: r for r in _remote(mock_server)}
+    assert by_guid["p1"]["data"].get("parentExternalId") == by_guid["hh"]["id"]
+    assert "parentExternalId" not in by_guid["p2"]["data"]
+
+    project.eventlog.append([_event("e3", "hh", "add-member", {"members": [{"guid": "p2"}]})])
+    joined = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert joined.ok and joined.push.counts.updated == 1, joined.push.counts
+    by_guid = {r["entityGuid"]: r for r in _remote(mock_server)}
+    assert by_guid["p2"]["data"].get("parentExternalId") == by_guid["hh"]["id"]
+    again = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert again.push.counts.created + again.push.counts.updated == 0
+
+
+def test_members_a_refused_group_lists_follow_it_with_their_household_when_it_is_replayed(
+    project: Project, mock_server
+) -> None:
+    """The members of a refused group wait for it; replayed, the group is delivered and they follow with
+    its id as their household, though they have no ``parentGuid`` to name it by, and so does a member
+    the end of a later run retries."""
+    from connector_core.actions import replay_dead_letters
+
+    members = [{"guid": "p1", "entityName": "individual"}, {"guid": "p2", "entityName": "individual"}]
+    project.eventlog.append(
+        [_event("e1", "hh", "create-group", {"entityName": "household", "members": members})]
+    )
+    mock_server.put("/_control/faults", json={"reject": {"hh": "household refused"}})
+    first = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert first.ok and first.push.counts.dead_lettered == 1, first.push.counts
+    assert _remote(mock_server) == []
+    mock_server.put("/_control/faults", json={"reject": {}})
+    replay_dead_letters(project, "reg", project.state.dead_letters("reg"), actor="test")
+    by_guid = {r["entityGuid"]: r for r in _remote(mock_server)}
+    assert set(by_guid) == {"hh", "p1", "p2"}
+    assert by_guid["p1"]["data"].get("parentExternalId") == by_guid["hh"]["id"]
+    assert by_guid["p2"]["data"].get("parentExternalId") == by_guid["hh"]["id"]
+    again = run_connector(project, "reg", pull=False, retry=FAST_RETRY)
+    assert again.push.counts.created + again.push.counts.updated == 0, again.push.counts

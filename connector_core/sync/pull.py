@@ -211,8 +211,12 @@ class PagePuller:
         else:
             remote_state = {**(entity.data if entity else {}), **remote}
         household = news.get("parentGuid")
+        synced_household = base.get("parentGuid") if base is not None else None
+        left = self._left(record, entity, synced_household)
+        if left is not None:  # the base says what the remote holds now: no household
+            remote_state.pop("parentGuid", None)
         if not apply:
-            if self._join(record, guid, entity, household, version):
+            if self._join(record, guid, entity, household, version, synced_household, left):
                 self.counts.updated += 1
                 self._note("update", guid, entity_name, f"member of {household}")
             else:
@@ -226,7 +230,7 @@ class PagePuller:
         )
         new_state = fold([event], self.entity).changed[guid]
         self.local[guid] = new_state
-        self._join(record, guid, entity, household, version)
+        self._join(record, guid, entity, household, version, synced_household, left)
         if entity is None:
             self.counts.created += 1
         else:
@@ -235,30 +239,64 @@ class PagePuller:
         self._link(record, guid, entity_name, new_state, remote_state, version, held)
         self.resolved_dead_letters.append(record.external_id)
 
+    def _left(self, record: RemoteRecord, entity: Entity | None, held: Any) -> str | None:
+        """The real group of the log the remote took the record out of, leaving it in no household: the
+        one the merge base names (the remote's household at the last sync), for a remote whose pulled
+        individuals always say their household (``Connector.pulls_households``). A mobile household (an
+        individual-typed entity) is no such group: its membership is the person's ``parentGuid``, which
+        the pull does not rewrite."""
+        if (
+            record.parent_external_id is not None
+            or not self.ctx.connector.pulls_households
+            or entity is None
+            or entity.type != "individual"
+            or not isinstance(held, str)
+            or not held
+        ):
+            return None
+        group = self.entity(held)
+        return held if group is not None and group.type == "group" else None
+
     def _join(
-        self, record: RemoteRecord, guid: str, before: Entity | None, household: Any, version: str
+        self,
+        record: RemoteRecord,
+        guid: str,
+        before: Entity | None,
+        household: Any,
+        version: str,
+        held: Any = None,
+        left: str | None = None,
     ) -> bool:
-        """The remote put the record in ``household`` (changed since the last sync): where that is a real
-        group of the log (type ``group``) that does not list it, say so in the group's terms, as the push
-        reads membership (``sync/push.py``'s ``household_of``: a group's ``memberIds`` is the truth):
-        ``add-member`` on the new group, and ``remove-member`` on the group its ``parentGuid`` named
-        before, if that one still lists it. A mobile household (an individual-typed entity) has no
-        ``memberIds``: its members belong to it by ``parentGuid`` alone, and nothing more is written."""
-        if not isinstance(household, str) or not household:
+        """The remote put the record in ``household`` (changed since the last sync), or took it out of
+        ``left`` into none: where that is a real group of the log (type ``group``), say so in the group's
+        terms, as the push reads membership (``sync/push.py``'s ``household_of``: a group's ``memberIds``
+        is the truth): ``add-member`` on the new group if it does not list the record, and
+        ``remove-member`` on the group it left, if that one still lists it (the group its ``parentGuid``
+        named before, or the household of the last sync: a member a group lists has no ``parentGuid`` to
+        say so). Without the ``remove-member`` the group would still list the person, and their next
+        local edit would undo the registrar's end of the membership. A mobile household (an
+        individual-typed entity) has no ``memberIds``: its members belong to it by ``parentGuid`` alone,
+        and nothing more is written."""
+        joined = isinstance(household, str) and bool(household)
+        if not joined and left is None:
             return False
         member = self.entity(guid)
         if member is None or member.type != "individual":
             return False
         events: list[FormSubmission] = []
-        group = self.entity(household)
-        if group is not None and group.type == "group" and guid not in group.member_ids:
-            events.append(
-                self._event(record, household, "add-member", {"members": [{"guid": guid}]}, version)
-            )
-        previous = before.parent_guid if before is not None else None
-        old_group = self.entity(previous) if previous is not None and previous != household else None
-        if old_group is not None and old_group.type == "group" and guid in old_group.member_ids:
-            events.append(self._event(record, old_group.guid, "remove-member", {"memberId": guid}, version))
+        if joined:
+            group = self.entity(household)
+            if group is not None and group.type == "group" and guid not in group.member_ids:
+                events.append(
+                    self._event(record, household, "add-member", {"members": [{"guid": guid}]}, version)
+                )
+            previous = {before.parent_guid if before is not None else None, held}
+        else:
+            previous = {left}
+        for old in sorted(g for g in previous if isinstance(g, str) and g and g != household):
+            old_group = self.entity(old)
+            if old_group is not None and old_group.type == "group" and guid in old_group.member_ids:
+                events.append(self._event(record, old, "remove-member", {"memberId": guid}, version))
         if events:
             self.local.update(fold(events, self.entity).changed)
         return bool(events)
@@ -345,7 +383,9 @@ class PagePuller:
     def _changed_locally(self, entity: Entity, link: Link) -> bool:
         """Has the entity changed since its last sync in a way its push mapping would send?"""
         parent = self.entity(entity.parent_guid) if entity.parent_guid else None
-        doc = pushed_doc(entity, household_of(entity, parent))
+        held = link.base.get("parentGuid") if link.base else None
+        group = self.entity(held) if isinstance(held, str) and held else None
+        doc = pushed_doc(entity, household_of(entity, parent, [group] if group else [], held))
         mapping = self.ctx.mappings.for_entity(doc)
         if mapping is None:
             return False

@@ -65,12 +65,16 @@ class PageChanges:
 
     entities: list[str] = field(default_factory=list)
     unlinks: list[tuple[str, str]] = field(default_factory=list)  # (group guid, member guid)
+    # groups the page listed members in: a member's household even where the group itself is not
+    # delivered with the page (a bulk load's shard keeps the member, another shard the group)
+    listers: list[str] = field(default_factory=list)
 
 
 def touched_entities(events: Iterable[EventTouch], own_user_id: str) -> PageChanges:
     """Entity guids a page changed (first-touch order) and memberships it ended, minus this
     connector's own pulls (echo suppression)."""
     seen: dict[str, None] = {}
+    listers: dict[str, None] = {}
     changes = PageChanges()
     for event in events:
         if event.user_id == own_user_id:
@@ -82,16 +86,18 @@ def touched_entities(events: Iterable[EventTouch], own_user_id: str) -> PageChan
             for member in event.data.get("members") or []:
                 if isinstance(member, dict) and member.get("guid"):
                     seen.setdefault(str(member["guid"]), None)
+                    listers.setdefault(event.entity_guid, None)
         elif event.type == "remove-member" and event.data.get("memberId"):
             member_guid = str(event.data["memberId"])
             seen.setdefault(member_guid, None)
             changes.unlinks.append((event.entity_guid, member_guid))
     changes.entities = list(seen)
+    changes.listers = list(listers)
     changes.unlinks = list(dict.fromkeys(changes.unlinks))  # one membership ends once, however often removed
     return changes
 
 
-def _depths(entities: dict[str, Entity]) -> dict[str, int]:
+def _depths(entities: dict[str, Entity], households: dict[str, str | None]) -> dict[str, int]:
     """Depth of each entity below its nearest ancestor outside the set: parents go out first.
 
     A walk up each parent chain, not a recursive closure: a closure that calls itself is a reference
@@ -105,7 +111,7 @@ def _depths(entities: dict[str, Entity]) -> dict[str, int]:
         while current is not None and current not in depths:
             chain.append(current)
             on_chain.add(current)
-            parent = entities[current].parent_guid
+            parent = households.get(current)
             current = parent if parent in entities and parent not in on_chain else None
         below = depths[current] if current is not None else -1
         for member in reversed(chain):  # the topmost first: a parent in a cycle counts as a root
@@ -119,21 +125,40 @@ def _parent_of(data: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def household_of(entity: Entity, parent: Entity | None) -> str | None:
-    """The parent the push sends for ``entity`` (``parent`` is the entity its ``parentGuid`` names, if the
-    log holds it): its ``parentGuid``, unless that names a real group (type ``group``) whose ``memberIds``
-    do not list it.
+def household_of(
+    entity: Entity,
+    parent: Entity | None,
+    listing: Iterable[Entity] = (),
+    held: str | None = None,
+) -> str | None:
+    """The parent the push sends for ``entity``. ``parent`` is the entity its ``parentGuid`` names, if
+    the log holds it; ``listing`` the groups known to list it among their ``memberIds`` (those of the
+    page, and the one the remote holds); ``held`` the household the remote holds (the link's merge base).
 
-    DataCollect's ``remove-member`` takes the person out of the group's ``memberIds`` and leaves their own
-    ``parentGuid`` as it was; a later edit of the person must not make them a member again. A group's
-    ``memberIds`` is what DataCollect shows as its members, so it is the truth where there is one. A
+    Its ``parentGuid``, unless that names a real group (type ``group``) whose ``memberIds`` do not list
+    it: DataCollect's ``remove-member`` takes the person out of the group's ``memberIds`` and leaves their
+    own ``parentGuid`` as it was, and a later edit of the person must not make them a member again. A
     mobile household is a ``create-individual`` entity with no ``memberIds`` at all: its members belong to
     it by ``parentGuid`` alone, and the rule leaves them be. A parent the log does not hold is kept (the
-    push waits for it, or sends the member without it, as before)."""
+    push waits for it, or sends the member without it, as before).
+
+    Without a ``parentGuid`` that holds, a real group that lists the person is their household:
+    ``create-group`` and ``add-member`` make members whose own answers need not name the group, and
+    DataCollect shows them as its members. When several groups list them, the most recently changed
+    one (``lastUpdated``; on a tie, not the one the remote holds) is their household: a registry holds
+    one household per person through dcsync, and the newest listing is the field worker's latest word. A
+    move done as ``add-member`` to the new group first and ``remove-member`` from the old one in a later
+    sync then ends where DataCollect does; holding the old household until the ``remove-member`` would
+    leave the person in none, as nothing finds the other group then (the log has no member-to-group
+    index). A dead letter instead would hold every later edit of the person back for a question of
+    DataCollect's data the registry's operator cannot answer."""
     guid = entity.parent_guid
-    if guid is None or parent is None or parent.type != "group" or entity.guid in parent.member_ids:
+    if guid is not None and (parent is None or parent.type != "group" or entity.guid in parent.member_ids):
         return guid
-    return None
+    groups = {g.guid: g for g in listing if g.type == "group" and entity.guid in g.member_ids}
+    if not groups:
+        return None
+    return max(groups.values(), key=lambda g: (g.last_updated or "", g.guid != held, g.guid)).guid
 
 
 def pushed_doc(entity: Entity, household: str | None) -> dict[str, Any]:
@@ -149,9 +174,12 @@ def pushed_doc(entity: Entity, household: str | None) -> dict[str, Any]:
 
 def _without_parent(data: dict[str, Any], household: str | None) -> dict[str, Any]:
     """The merge base of a delivered record: its data, naming as its parent the one the remote now holds
-    (none, for a member its group no longer lists), so a later add-back reads as a move."""
+    (none, for a member its group no longer lists, so a later add-back reads as a move; the group that
+    lists a member without a ``parentGuid`` of its own, so a later edit of the member alone finds it)."""
     if _parent_of(data) == household:
         return dict(data)
+    if household is not None:
+        return {**data, "parentGuid": household}
     return {k: v for k, v in data.items() if k != "parentGuid"}
 
 
@@ -216,9 +244,11 @@ class Pusher:
         # many links, parked children and dead letters the store holds): entity guid -> external id of
         # what this page delivered or refers to as a parent, parked guid -> runs waited, open dead letters.
         self._links: dict[str, str] = {}
-        # the entities the page's parentGuids name (a group's memberIds say who is its member), and the
-        # group each member of the page leaves by an unlink of that page
+        # the entities the page's parentGuids name (a group's memberIds say who is its member), the real
+        # groups that list each member of the page (the page's own, and those the remote holds as their
+        # household), and the group each member of the page leaves by an unlink of that page
         self._parents: dict[str, Entity] = {}
+        self._listing: dict[str, list[Entity]] = {}
         self._leaving: dict[str, str] = {}
         self._parked: dict[str, int] = {}
         self._open_letters: set[str] = set()
@@ -268,12 +298,28 @@ class Pusher:
             return None
         return link.external_id
 
-    def _preload_parents(self, entities: dict[str, Entity]) -> None:
+    def _preload_parents(
+        self, entities: dict[str, Entity], links: dict[str, Link], listers: Iterable[str] = ()
+    ) -> None:
         """One query for every parent a page refers to, instead of one per child: the parent entities (is
-        it a group, whom does it list), their links, and the dead letters of those not delivered."""
+        it a group, whom does it list), their links, and the dead letters of those not delivered. A parent
+        is one a ``parentGuid`` names, the household the remote holds (a member listed only by a group's
+        ``memberIds`` has no ``parentGuid`` to find it by, and the log has no member-to-group index: the
+        link's merge base is that index for what was delivered), or a group of the page listing a member
+        (``listers``: those the caller knows of beyond the page's entities).
+        """
         named = {e.parent_guid for e in entities.values() if e.parent_guid}
+        named.update(h for g in entities if (h := self._held(links.get(g))))
+        named.update(listers)
         self._parents = {g: entities[g] for g in named if g in entities}
         self._parents.update(self.ctx.eventlog.get_entities([g for g in named if g not in entities]))
+        self._listing = {}
+        groups = {g.guid: g for g in (*entities.values(), *self._parents.values()) if g.type == "group"}
+        for group in groups.values():
+            for member in group.member_ids:
+                if member in entities:
+                    self._listing.setdefault(member, []).append(group)
+                    named.add(group.guid)
         parents = named - set(self._links)
         for guid, link in self.ctx.state.get_links(self.ctx.name, parents).items():
             if not link.deleted:
@@ -289,8 +335,11 @@ class Pusher:
         self._replayed_parts = {guid: set(refs) for guid, refs in parts.items()}
 
     # -- planning -------------------------------------------------------------------------------
-    def push_entities(self, guids: list[str], unlinks: Sequence[tuple[str, str]] = ()) -> None:
-        """Deliver ended memberships, then the current state of ``guids`` (parents first), then deletes."""
+    def push_entities(
+        self, guids: list[str], unlinks: Sequence[tuple[str, str]] = (), listers: Iterable[str] = ()
+    ) -> None:
+        """Deliver ended memberships, then the current state of ``guids`` (parents first), then deletes.
+        ``listers``: groups that may list members among ``guids`` (``household_of``), not delivered here."""
         ctx = self.ctx
         held = ctx.state.open_conflicts(ctx.name, guids)
         if held:
@@ -302,7 +351,8 @@ class Pusher:
         self._links.clear()  # a rehearsal's earlier pages are in self._rehearsed: see external_id
         self._parked = ctx.state.parked_attempts(ctx.name, guids)
         self._open_letters = ctx.state.open_dead_letter_refs(ctx.name, Direction.PUSH, guids)
-        self._preload_parents(entities)
+        self._preload_parents(entities, links, listers)
+        households = {g: self._household(e, links.get(g)) for g, e in entities.items()}
         deletes = [g for g in guids if g not in entities and g in links and not links[g].deleted]
         made = self._made_by_lost_creates([g for g in guids if g not in entities and g not in links])
         # an ended membership the log holds again (added back later in the log) is not ended remotely: the
@@ -313,10 +363,10 @@ class Pusher:
         # with its new household, and no unlink that a remote can only read as "no household" (the mock
         # server's, REST's parent_id) follows the move and undoes it
         self._deliver(p for group, member in ended if (p := self._plan_unlink(group, member)))
-        depths = _depths(entities)
+        depths = _depths(entities, households)
         for level in sorted(set(depths.values())):
             wave = [entities[g] for g in guids if g in entities and depths[g] == level]
-            self._deliver(p for e in wave if (p := self._plan(e, links.get(e.guid))))
+            self._deliver(p for e in wave if (p := self._plan(e, links.get(e.guid), households[e.guid])))
         self._deliver(
             [
                 _Planned(
@@ -369,9 +419,30 @@ class Pusher:
             self._stale_intents.difference_update(absent)
         return {g: str(found[g]) for g in lost if g in found}
 
-    def _plan(self, entity: Entity, link: Link | None) -> _Planned | None:
+    @staticmethod
+    def _held(link: Link | None) -> str | None:
+        """The household the remote holds for a delivered entity, as its link's merge base names it."""
+        return _parent_of(link.base) if link is not None and not link.deleted and link.base else None
+
+    def _household(self, entity: Entity, link: Link | None) -> str | None:
+        """``household_of`` with what the page knows; a person several groups list is logged (ids only)."""
+        listing = self._listing.get(entity.guid, [])
+        parent_guid = household_of(
+            entity, self._parents.get(entity.parent_guid or ""), listing, self._held(link)
+        )
+        if len(listing) > 1 and entity.parent_guid != parent_guid:
+            log.warning(
+                "%s: %s is listed by %d groups (%s); sent as a member of %s",
+                self.ctx.name,
+                entity.guid,
+                len(listing),
+                ", ".join(sorted(g.guid for g in listing)),
+                parent_guid,
+            )
+        return parent_guid
+
+    def _plan(self, entity: Entity, link: Link | None, parent_guid: str | None) -> _Planned | None:
         ctx = self.ctx
-        parent_guid = household_of(entity, self._parents.get(entity.parent_guid or ""))
         doc = pushed_doc(entity, parent_guid)
         mapping = ctx.mappings.for_entity(doc)
         if mapping is None:
@@ -533,15 +604,17 @@ class Pusher:
         if not waiting:
             return
         log.info("%s: retrying %d parked children", ctx.name, waiting)
-        guids = (p.entity_guid for p in ctx.state.iter_parked(ctx.name, page_size=ctx.page_size))
-        for page in chunks(guids, ctx.page_size):
+        parked = ctx.state.iter_parked(ctx.name, page_size=ctx.page_size)
+        for chunk in chunks(parked, ctx.page_size):
             if ctx.stop.is_set():
                 break
+            page = [p.entity_guid for p in chunk]
             if select is not None:
                 kept = select(page)
                 page = [g for g in page if g in kept]
             if page:
-                self.push_entities(page)
+                # the parent each waited for: for a member a group lists alone, the only way to find it
+                self.push_entities(page, listers={p.parent_guid for p in chunk if p.parent_guid})
         self.flush_refusals()
 
     # -- delivery -------------------------------------------------------------------------------
@@ -1010,6 +1083,7 @@ class PushScope:
         return PageChanges(
             entities=[g for g in changes.entities if g in kept],
             unlinks=[(group, member) for group, member in changes.unlinks if group in kept],
+            listers=changes.listers,
         )
 
 
@@ -1057,7 +1131,7 @@ def _push_pages(
             break
         report.counts.read += len(page.touches)
         changes = scope.narrow(touched_entities(page.touches, ctx.user_id))
-        pusher.push_entities(changes.entities, changes.unlinks)
+        pusher.push_entities(changes.entities, changes.unlinks, changes.listers)
         if not ctx.dry_run and not pusher.holding_refusals:  # a streak may yet stop the run before them
             with ctx.state.transaction() as tx:
                 tx.set_checkpoint(key, Direction.PUSH, page.cursor)

@@ -80,7 +80,7 @@ def _replay_pushes(ctx: SyncContext, pusher: Pusher, refs: list[str]) -> None:
     while parents and not ctx.stop.is_set():
         before = set(pusher.delivered_now)
         for page in chunks(ctx.state.parked_children(ctx.name, parents), ctx.page_size):
-            pusher.push_entities(page)
+            pusher.push_entities(page, listers=parents)  # a member a group lists alone finds it so
         parents = sorted(pusher.delivered_now - before)
 
 

@@ -96,6 +96,7 @@ class OpenSppConnector(Connector):
     config_model = OpenSppConfig
     capabilities = frozenset({Capability.PUSH, Capability.PULL})
     description = "OpenSPP 17 (Odoo 17 + OpenG2P registry) over Odoo JSON-RPC"
+    pulls_households = True  # every pulled individual carries its current membership, or none
 
     config: OpenSppConfig
 

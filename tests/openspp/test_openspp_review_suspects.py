@@ -405,20 +405,19 @@ def test_a_planned_end_date_is_a_current_membership_and_a_local_edit_keeps_it(
     assert again.pull.counts.appended == 0 and again.push.counts.updated == 0, (again.pull, again.push)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: a pulled individual with no current membership says nothing to the engine (parent None "
-    "reads as 'no parent reported'), so the registrar's end is not appended as remove-member",
-)
+@pytest.mark.parametrize("own_parent", [True, False], ids=["parent-guid", "listed-only"])
 def test_a_membership_the_registrar_ends_is_not_reopened_by_a_local_edit(
-    open_project: OpenProject, fake: FakeOpenSpp, rpc: Rpc
+    open_project: OpenProject, fake: FakeOpenSpp, rpc: Rpc, own_parent: bool
 ) -> None:
     """Seen alike on a real Odoo 17 + OpenG2P and on the fake: a registrar ends Ben's membership (he left
-    the household); the pull appends nothing, the log's group still lists him, and the next local edit of
-    Ben reopens the membership, undoing the registrar. An admin's hard unlink of a membership goes the same
-    way (the group's write_date moves, but no member record is pulled)."""
+    the household); the pull appended nothing, the log's group still listed him, and the next local edit
+    of Ben reopened the membership, undoing the registrar. The pull now appends ``remove-member`` on the
+    group, for a member whose ``parentGuid`` names it and for one the group lists alone. An admin's hard
+    unlink of a membership is not read yet (the group's write_date moves, but no member record is
+    pulled)."""
     field = open_project()
-    ana, ben = {"guid": ANA, **_person(ANA, "Ana", "1")}, {"guid": BEN, **_person(BEN, "Ben", "3")}
+    ana = {"guid": ANA, **_person(ANA, "Ana", "1")}
+    ben = {"guid": BEN, **_person(BEN, "Ben", "3")} if own_parent else _listed_only(BEN, "Ben")
     field.eventlog.append(
         [
             _event(
@@ -451,3 +450,131 @@ def test_a_membership_the_registrar_ends_is_not_reopened_by_a_local_edit(
     field.eventlog.append([_event(2, BEN, "update-individual", {"phone_number": "+254700000005"})])
     assert run_connector(field, "reg", retry=RETRY).ok
     assert _memberships(fake, person) == [(household, True)], "the edit left the membership ended"
+    again = run_connector(field, "reg", retry=RETRY)
+    assert again.ok and again.pull is not None and again.push is not None
+    assert again.pull.counts.appended == 0 and again.push.counts.updated == 0, (again.pull, again.push)
+
+
+# -- a member a group lists by its memberIds alone (no parentGuid of its own) ---------------------------
+def _listed_only(guid: str, first: str) -> dict[str, Any]:
+    """A member as DataCollect's create-group or add-member may carry it: no ``parentGuid``."""
+    person = _person(guid, first, "3")
+    del person["parentGuid"]
+    return {"guid": guid, **person}
+
+
+def test_a_member_a_group_lists_without_a_parent_guid_is_a_member_in_openspp(
+    open_project: OpenProject, fake: FakeOpenSpp
+) -> None:
+    """A group's ``memberIds`` is a real membership in DataCollect, whether or not the person's own answers
+    carry ``parentGuid``: a household made with ``create-group`` whose members have none reaches OpenSPP
+    with both of them members, and a later edit of one person alone keeps the membership."""
+    field = open_project()
+    field.eventlog.append(
+        [
+            _event(
+                1,
+                HH,
+                "create-group",
+                {
+                    "entityName": "household",
+                    "household_name": "Wanjiru",
+                    "members": [_listed_only(ANA, "Ana"), _listed_only(BEN, "Ben")],
+                },
+            )
+        ]
+    )
+    first = run_connector(field, "reg", retry=RETRY)
+    assert first.ok and first.push is not None, first.error
+    assert first.push.counts.created == 3 and first.push.counts.parked == 0, first.push.counts
+    household, ana, ben = (_partner(field, g) for g in (HH, ANA, BEN))
+    assert _memberships(fake, ana) == [(household, False)]
+    assert _memberships(fake, ben) == [(household, False)]
+    assert field.state.dead_letters("reg") == []
+
+    field.eventlog.append([_event(2, BEN, "update-individual", {"phone_number": "+254700000006"})])
+    edited = run_connector(field, "reg", retry=RETRY)
+    assert edited.ok and edited.push is not None and edited.push.counts.updated == 1, edited.push
+    assert _phone(fake, ben) == "+254700000006"
+    assert _memberships(fake, ben) == [(household, False)], "the edit kept the membership"
+    again = run_connector(field, "reg", retry=RETRY)
+    assert again.ok and again.pull is not None and again.push is not None
+    assert again.pull.counts.appended == 0 and again.push.counts.updated == 0, (again.pull, again.push)
+
+
+def test_an_add_member_of_a_person_without_a_parent_guid_makes_them_a_member_in_openspp(
+    open_project: OpenProject, fake: FakeOpenSpp
+) -> None:
+    """The edit path: Ben is registered on his own (no household), then a later ``add-member`` on the
+    group lists him. Nothing of Ben's answers changed, but the group's ``memberIds`` did: the push must
+    send his membership."""
+    field = open_project()
+    field.eventlog.append(
+        [
+            _event(1, HH, "create-group", {"entityName": "household", "household_name": "Wanjiru"}),
+            _event(
+                2,
+                BEN,
+                "create-individual",
+                {k: v for k, v in _listed_only(BEN, "Ben").items() if k != "guid"},
+            ),
+        ]
+    )
+    assert run_connector(field, "reg", retry=RETRY).ok
+    household, ben = (_partner(field, g) for g in (HH, BEN))
+    assert _memberships(fake, ben) == []
+
+    field.eventlog.append([_event(3, HH, "add-member", {"members": [{"guid": BEN}]})])
+    dry = run_connector(field, "reg", dry_run=True, retry=RETRY)
+    joined = run_connector(field, "reg", retry=RETRY)
+    assert joined.ok and joined.push is not None and dry.push is not None, joined.error
+    assert joined.push.counts.updated == 1 and dry.push.counts.updated == 1, (dry.push, joined.push)
+    assert _memberships(fake, ben) == [(household, False)], "the add-member reached OpenSPP"
+    again = run_connector(field, "reg", retry=RETRY)
+    assert again.ok and again.pull is not None and again.push is not None
+    assert again.pull.counts.appended == 0 and again.push.counts.updated == 0, (again.pull, again.push)
+
+    field.eventlog.append([_event(4, HH, "remove-member", {"memberId": BEN})])
+    assert run_connector(field, "reg", retry=RETRY).ok
+    assert _memberships(fake, ben) == [(household, True)], "and its remove-member ends it"
+
+
+def test_a_person_two_groups_list_is_a_member_of_the_one_that_listed_them_last(
+    open_project: OpenProject, fake: FakeOpenSpp
+) -> None:
+    """Ben, with no ``parentGuid``, is listed by the Wanjiru group, then also added to the Otieno group
+    (a move whose ``remove-member`` from the first comes in a later sync). OpenSPP holds one household
+    per person through dcsync: the group that listed him last is it, and the ``remove-member`` that
+    follows leaves him there."""
+    other = "5e7a0c11-0000-4000-8000-000000000009"
+    field = open_project()
+    field.eventlog.append(
+        [
+            _event(
+                1,
+                HH,
+                "create-group",
+                {
+                    "entityName": "household",
+                    "household_name": "Wanjiru",
+                    "members": [_listed_only(BEN, "Ben")],
+                },
+            ),
+            _event(2, other, "create-group", {"entityName": "household", "household_name": "Otieno"}),
+        ]
+    )
+    assert run_connector(field, "reg", retry=RETRY).ok
+    first, second, ben = (_partner(field, g) for g in (HH, other, BEN))
+    field.eventlog.append([_event(3, other, "add-member", {"members": [{"guid": BEN}]})])
+    both = run_connector(field, "reg", retry=RETRY)
+    assert both.ok, both.error
+    assert _memberships(fake, ben) == [(first, True), (second, False)], "the newest listing wins"
+    assert field.state.dead_letters("reg") == []
+
+    field.eventlog.append([_event(4, HH, "remove-member", {"memberId": BEN})])
+    moved = run_connector(field, "reg", retry=RETRY)
+    assert moved.ok, moved.error
+    assert _memberships(fake, ben) == [(first, True), (second, False)], "still in the other"
+    again = run_connector(field, "reg", retry=RETRY)
+    assert again.ok and again.pull is not None and again.push is not None
+    assert again.pull.counts.appended == 0 and again.push.counts.updated == 0, (again.pull, again.push)
