@@ -183,6 +183,15 @@ def _memberships(fake: FakeOpenSpp, partner: int) -> list[tuple[int, bool]]:
     return sorted((r["group"], bool(r["ended_date"])) for r in rows if r["individual"] == partner)
 
 
+def _register_the_wanjirus(field: Project, ben: dict[str, Any] | None = None) -> None:
+    """DataCollect's ``create-group`` of the Wanjiru household with Ana and Ben (``ben``: Ben as given,
+    e.g. listed only, without his own ``parentGuid``)."""
+    ana = {"guid": ANA, **_person(ANA, "Ana", "1")}
+    ben = ben if ben is not None else {"guid": BEN, **_person(BEN, "Ben", "3")}
+    household = {"entityName": "household", "household_name": "Wanjiru", "members": [ana, ben]}
+    field.eventlog.append([_event(1, HH, "create-group", household)])
+
+
 def test_a_member_removed_then_added_back_in_a_later_run_is_a_member_again(
     open_project: OpenProject, fake: FakeOpenSpp
 ) -> None:
@@ -190,17 +199,7 @@ def test_a_member_removed_then_added_back_in_a_later_run_is_a_member_again(
     ``add-member`` of the same person in a later run makes it active again, although the person's own
     answers did not change."""
     field = open_project()
-    ana, ben = {"guid": ANA, **_person(ANA, "Ana", "1")}, {"guid": BEN, **_person(BEN, "Ben", "3")}
-    field.eventlog.append(
-        [
-            _event(
-                1,
-                HH,
-                "create-group",
-                {"entityName": "household", "household_name": "Wanjiru", "members": [ana, ben]},
-            )
-        ]
-    )
+    _register_the_wanjirus(field)
     first = run_connector(field, "reg", retry=RETRY)
     assert first.ok and first.push is not None and first.push.counts.created == 3, first.push
     household, person = (_partner(field, g) for g in (HH, BEN))
@@ -212,6 +211,7 @@ def test_a_member_removed_then_added_back_in_a_later_run_is_a_member_again(
     assert field.state.dead_letters("reg") == []
     assert _memberships(fake, person) == [(household, True)], "the membership is ended"
 
+    ben = {"guid": BEN, **_person(BEN, "Ben", "3")}
     field.eventlog.append([_event(3, HH, "add-member", {"members": [ben]})])
     back = run_connector(field, "reg", retry=RETRY)
     assert back.ok, back.error
@@ -257,17 +257,7 @@ def _phone(fake: FakeOpenSpp, partner: int) -> str | None:
 def _ben_removed_from_the_wanjirus(field: Project, fake: FakeOpenSpp) -> tuple[int, int, int]:
     """The Wanjiru household (Ana, Ben) pushed, then Ben's ``remove-member`` pushed (his membership
     ended): the OpenSPP ids of the household, Ben and Ana."""
-    ana, ben = {"guid": ANA, **_person(ANA, "Ana", "1")}, {"guid": BEN, **_person(BEN, "Ben", "3")}
-    field.eventlog.append(
-        [
-            _event(
-                1,
-                HH,
-                "create-group",
-                {"entityName": "household", "household_name": "Wanjiru", "members": [ana, ben]},
-            )
-        ]
-    )
+    _register_the_wanjirus(field)
     assert run_connector(field, "reg", retry=RETRY).ok
     household, person, other = (_partner(field, g) for g in (HH, BEN, ANA))
     field.eventlog.append([_event(2, HH, "remove-member", {"memberId": BEN})])
@@ -368,17 +358,7 @@ def test_a_planned_end_date_is_a_current_membership_and_a_local_edit_keeps_it(
     must too: the pull leaves him in the group, and a later local edit of Ben neither reopens the
     membership (which wiped the registrar's date) nor ends it."""
     field = open_project()
-    ana, ben = {"guid": ANA, **_person(ANA, "Ana", "1")}, {"guid": BEN, **_person(BEN, "Ben", "3")}
-    field.eventlog.append(
-        [
-            _event(
-                1,
-                HH,
-                "create-group",
-                {"entityName": "household", "household_name": "Wanjiru", "members": [ana, ben]},
-            )
-        ]
-    )
+    _register_the_wanjirus(field)
     assert run_connector(field, "reg", retry=RETRY).ok
     household, person = (_partner(field, g) for g in (HH, BEN))
     (membership,) = [
@@ -416,18 +396,7 @@ def test_a_membership_the_registrar_ends_is_not_reopened_by_a_local_edit(
     unlink of a membership is not read yet (the group's write_date moves, but no member record is
     pulled)."""
     field = open_project()
-    ana = {"guid": ANA, **_person(ANA, "Ana", "1")}
-    ben = {"guid": BEN, **_person(BEN, "Ben", "3")} if own_parent else _listed_only(BEN, "Ben")
-    field.eventlog.append(
-        [
-            _event(
-                1,
-                HH,
-                "create-group",
-                {"entityName": "household", "household_name": "Wanjiru", "members": [ana, ben]},
-            )
-        ]
-    )
+    _register_the_wanjirus(field, ben=None if own_parent else _listed_only(BEN, "Ben"))
     assert run_connector(field, "reg", retry=RETRY).ok
     household, person = (_partner(field, g) for g in (HH, BEN))
     (membership,) = rpc.ok(
