@@ -609,6 +609,30 @@ def test_the_mapping_explorer_shows_a_removed_member_without_its_old_household(
     assert "parent_ref" in payload and "null" in payload.split("parent_ref")[1].split(",")[0], payload
 
 
+def test_the_mapping_explorer_shows_a_member_only_its_group_lists_with_that_household(
+    make_project: Callable[..., Project], mock_server: httpx.Client
+) -> None:
+    """A ``create-group`` member with no ``parentGuid`` of its own is the group's member (the push sends it
+    so); once delivered, the explorer shows the payload with the household's id, not null."""
+    from sync_support import event
+
+    from connector_core.sync.runner import run_connector
+
+    mapping = Path(__file__).resolve().parents[1] / "mappings" / "datacollect-registrant.yaml"
+    project = make_project(f"    mapping: {mapping}\n")
+    member = {"guid": "m3", "entityName": "individual", "first_name": "Tom"}
+    household = {"entityName": "household", "household_name": "Jones", "members": [member]}
+    project.eventlog.append([event("g1", "grp", "create-group", household)])
+    assert run_connector(project, "reg", pull=False).ok
+    group_id = project.state.get_link("reg", "grp").external_id
+    with TestClient(app_for(project)) as client:
+        log_in(client)
+        page = client.get("/ui/mapping/reg/m3").text
+    payload = page.split('id="payload">')[1].split("</pre>")[0]
+    assert "parent_ref" in payload, payload
+    assert group_id in payload.split("parent_ref")[1].split(",")[0], payload
+
+
 def test_a_replay_job_the_remote_stops_part_way_shows_what_its_audit_record_says(
     make_project: Callable[..., Project], mock_server: httpx.Client
 ) -> None:

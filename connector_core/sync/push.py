@@ -34,7 +34,7 @@ from connector_core.connector import (
     part_ref,
 )
 from connector_core.entities import Entity
-from connector_core.eventlog.base import MEMBERSHIP_EVENTS, EventTouch
+from connector_core.eventlog.base import MEMBERSHIP_EVENTS, EventLog, EventTouch
 from connector_core.events import now_timestamp
 from connector_core.mapping import MapContext
 from connector_core.retry import call_with_retry
@@ -159,6 +159,18 @@ def household_of(
     if not groups:
         return None
     return max(groups.values(), key=lambda g: (g.last_updated or "", g.guid != held, g.guid)).guid
+
+
+def household_outside_a_run(eventlog: EventLog, entity: Entity, link: Link | None) -> str | None:
+    """``household_of`` for one entity looked at alone (the console's mapping page): its ``parentGuid``'s
+    entity, and the household the remote holds (the link's merge base) as the one group known to list it.
+    A member listed only by a group and never delivered shows without one: a run finds that group in the
+    same page as the ``create-group``/``add-member`` that lists them, a look at one entity cannot."""
+    held = _parent_of(link.base) if link is not None and not link.deleted and link.base else None
+    wanted = [g for g in (entity.parent_guid, held) if g]
+    found = eventlog.get_entities(wanted) if wanted else {}
+    parent = found.get(entity.parent_guid or "")
+    return household_of(entity, parent, [found[held]] if held in found else [], held)
 
 
 def pushed_doc(entity: Entity, household: str | None) -> dict[str, Any]:

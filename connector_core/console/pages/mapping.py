@@ -19,7 +19,7 @@ from connector_core.console.context import Console, opt
 from connector_core.mapping import MapContext
 from connector_core.redaction import redact_value
 from connector_core.scopes import FieldScopes
-from connector_core.sync.push import household_of, pushed_doc
+from connector_core.sync.push import household_outside_a_run, pushed_doc
 from connector_core.sync.scoping import scoped_push
 
 SEARCH_LIMIT = 20
@@ -93,17 +93,17 @@ def routes(console: Console) -> list[Route]:
             if found is None:
                 raise HTTPException(404, f"no entity {guid} in the event log")
             doc = found.to_json()
-            # what the push maps: a member its group no longer lists goes without that household
-            parent = project.eventlog.get_entity(found.parent_guid) if found.parent_guid else None
-            pushed = pushed_doc(found, household_of(found, parent))
+            # what the push maps: a member its group no longer lists goes without that household, one
+            # only a group lists goes with it
             state = project.state
+            link = state.get_link(connector, guid)
+            pushed = pushed_doc(found, household_outside_a_run(project.eventlog, found, link))
 
             def link_of(other: str) -> str | None:
                 link = state.get_link(connector, other)
                 return link.external_id if link is not None and not link.deleted else None
 
             mapping = project.mapping(connector).for_entity(pushed)
-            link = state.get_link(connector, guid)
             values: dict[str, Any] = {"entity": found, "doc": _pretty(doc), "link": link, "mapping": mapping}
             if mapping is not None:
                 ctx = MapContext(link=link_of)
