@@ -122,6 +122,38 @@ def test_merge_gives_a_field_both_sides_changed_to_the_declared_side(
     assert (record["data"]["first_name"], record["data"]["last_name"]) == ("Anna", "Lee")
 
 
+def test_a_member_only_its_group_lists_has_no_local_household_change_to_win_with(
+    make_project: Callable[..., Project], mock_server: httpx.Client
+) -> None:
+    """A ``create-group`` member with no ``parentGuid`` of its own goes with the group as its household, and
+    the link's merge base keeps that household. Its entity still has no ``parentGuid``: compared with the
+    base as it stands, that read as a local change of the household, so under ``merge`` with the local
+    side winning a registrar's move lost to a household nobody changed locally, and the push moved the
+    person back."""
+    project = make_project("    conflict_policy: merge\n    merge_fallback: local\n")
+    member = {"guid": "p1", "entityName": "individual", "first_name": "Ana", "phone_number": "+1"}
+    project.eventlog.append(
+        [
+            event("e0", "hh", "create-group", {"entityName": "household", "members": [member]}),
+            event("e1", "hh2", "create-group", {"entityName": "household", "members": []}),
+        ]
+    )
+    assert run_connector(project, "reg", retry=FAST_RETRY).ok
+    by_guid = {r["entityGuid"]: r for r in remote_records(mock_server)}
+    assert by_guid["p1"]["data"]["parentExternalId"] == by_guid["hh"]["id"]
+
+    project.eventlog.append([event("e2", "p1", "update-individual", {"phone_number": "+2"}, PAST)])
+    moved = {**by_guid["p1"]["data"], "parentExternalId": by_guid["hh2"]["id"]}
+    mock_server.patch(f"/_control/records/{by_guid['p1']['id']}", json={"data": moved})
+    report = run_connector(project, "reg", retry=FAST_RETRY)
+    assert report.ok, report.error
+    for conflict in project.state.conflicts("reg", status=None):
+        assert "parentGuid" not in conflict.local, conflict  # the household was not changed here
+    by_guid = {r["entityGuid"]: r for r in remote_records(mock_server)}
+    assert by_guid["p1"]["data"]["parentExternalId"] == by_guid["hh2"]["id"], "the move was undone"
+    assert by_guid["p1"]["data"]["phone_number"] == "+2"
+
+
 def test_manual_holds_the_entity_until_an_operator_resolves_it(
     make_project: Callable[..., Project], mock_server: httpx.Client, tmp_path: Path
 ) -> None:

@@ -57,15 +57,19 @@ def decide(
     remote_updated_at: str | None,
     *,
     local_changed: bool,
+    local: Mapping[str, Any] | None = None,
 ) -> Decision:
-    """What to apply of ``remote_delta`` (the fields the remote changed since the base)."""
+    """What to apply of ``remote_delta`` (the fields the remote changed since the base).
+
+    ``local``: the entity as the push sends it (``push.pushed_doc``), which the base was written from; its
+    household may differ from the entity's own ``parentGuid`` (a member only its group lists has none), and
+    compared with the bare entity that would read as a local change nobody made."""
     if not remote_delta or not local_changed:
         return Decision(apply=remote_delta)
     base = link.base
-    local_delta = {
-        k: entity.data.get(k) for k in set(entity.data) | set(base) if entity.data.get(k) != base.get(k)
-    }
-    if all(entity.data.get(k) == v for k, v in remote_delta.items()):
+    mine = entity.data if local is None else local
+    local_delta = {k: mine.get(k) for k in set(mine) | set(base) if mine.get(k) != base.get(k)}
+    if all(mine.get(k) == v for k, v in remote_delta.items()):
         return Decision(apply={})  # both sides made the same change: nothing disagrees
     overlapping = {k for k, v in remote_delta.items() if k in local_delta and local_delta[k] != v}
     policy = ctx.conflict_policy

@@ -186,13 +186,15 @@ class PagePuller:
         else:
             assert link is not None and synced is not None  # a merge base only exists on a link
             remote_delta = {k: v for k, v in remote.items() if synced.get(k) != v}
+            pushed = self._as_pushed(entity, link) if remote_delta else None
             decision = decide(
                 ctx,
                 entity,
                 link,
                 remote_delta,
                 record.updated_at,
-                local_changed=bool(remote_delta) and self._changed_locally(entity, link),
+                local_changed=pushed is not None and self._changed_locally(pushed, link),
+                local=pushed["data"] if pushed is not None else None,
             )
             if decision.conflict is not None:
                 self.counts.conflicts += 1
@@ -380,12 +382,16 @@ class PagePuller:
         back = mapping.pull(link.snapshot, MapContext(link=self.external_id_of, resolve=self.resolve))
         return {**base, **back.record} if back.record is not None else base
 
-    def _changed_locally(self, entity: Entity, link: Link) -> bool:
-        """Has the entity changed since its last sync in a way its push mapping would send?"""
+    def _as_pushed(self, entity: Entity, link: Link) -> dict[str, Any]:
+        """The entity's document as the push sends it (its household as ``household_of`` finds it)."""
         parent = self.entity(entity.parent_guid) if entity.parent_guid else None
         held = link.base.get("parentGuid") if link.base else None
         group = self.entity(held) if isinstance(held, str) and held else None
-        doc = pushed_doc(entity, household_of(entity, parent, [group] if group else [], held))
+        return pushed_doc(entity, household_of(entity, parent, [group] if group else [], held))
+
+    def _changed_locally(self, doc: dict[str, Any], link: Link) -> bool:
+        """Has the entity (``doc``: as the push sends it) changed since its last sync in a way its push
+        mapping would send?"""
         mapping = self.ctx.mappings.for_entity(doc)
         if mapping is None:
             return False
