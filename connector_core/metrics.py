@@ -23,7 +23,8 @@ class Metrics:
         r = self.registry
         self.runs = Counter(
             "dcsync_runs",
-            "Runs by connector, direction and outcome (ok, degraded: left new dead letters, failed)",
+            "Runs by connector, direction and outcome (ok, degraded: left new dead letters, failed, skipped: "
+            "a push held back by a bulk load in progress)",
             ["connector", "direction", "outcome"],
             registry=r,
         )
@@ -61,6 +62,10 @@ class Metrics:
 
     def record_run(self, report: RunReport, duration: float, finished_at: float) -> None:
         name = report.connector
+        if report.held:  # asked for, not run: counted, so a dashboard sees pushes paused, not just quiet
+            self.runs.labels(name, "push", "skipped").inc()
+        if report.skipped:  # nothing ran: no duration, and not a success either
+            return
         for part in (report.pull, report.push):
             if part is None:
                 continue

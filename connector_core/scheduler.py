@@ -293,6 +293,8 @@ class Scheduler:
         if report.skipped:
             if report.held:  # in run history as skipped; the tick is done, and nothing failed
                 log.info("%s: tick skipped: %s", job.job_id, report.held)
+                if self.metrics is not None:
+                    self.metrics.record_run(report, duration, time.time())
             else:
                 log.info("%s: tick already run by another scheduler", job.job_id)
             return

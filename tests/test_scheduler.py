@@ -227,6 +227,14 @@ def test_a_scheduled_push_during_a_bulk_load_is_skipped_with_its_reason_and_does
         "dcsync_runs_total", {"connector": "reg", "direction": "push", "outcome": "failed"}
     )
     assert not failed and reports == []
+    skipped = metrics.registry.get_sample_value(
+        "dcsync_runs_total", {"connector": "reg", "direction": "push", "outcome": "skipped"}
+    )
+    assert skipped == 3, "a paused push shows in the metrics"
+    assert metrics.registry.get_sample_value("dcsync_run_duration_seconds_count", {"connector": "reg"}) in (
+        None,
+        0,
+    )
     project = Project.open(config, read_only=True)
     try:
         runs = project.state.runs("reg")
