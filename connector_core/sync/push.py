@@ -438,7 +438,13 @@ class Pusher:
 
     def _household(self, entity: Entity, link: Link | None) -> str | None:
         """``household_of`` with what the page knows; a person several groups list is logged (ids only)."""
-        listing = self._listing.get(entity.guid, [])
+        listing = self._listing.get(entity.guid)
+        if listing is None:  # most entities, on every push: no group of the page lists them
+            guid = entity.parent_guid
+            if guid is None:
+                return None  # a group that lists it is in _listing (the held one too: _preload_parents)
+            parent = self._parents.get(guid)
+            return household_of(entity, parent) if parent is not None and parent.type == "group" else guid
         parent_guid = household_of(
             entity, self._parents.get(entity.parent_guid or ""), listing, self._held(link)
         )
