@@ -115,6 +115,14 @@ def _wait_for_text(driver: Any, text: str) -> None:
     )
 
 
+def _wait_for_url(driver: Any, part: str) -> None:
+    """Until the browser is on a page whose URL holds ``part`` (a click that submits a form returns before
+    the answer has loaded)."""
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    WebDriverWait(driver, 10).until(lambda d: part in d.current_url)
+
+
 def _log_in(driver: Any, url: str) -> None:
     driver.get(f"{url}/ui/")
     assert _all(driver, "#login-form"), "the console did not ask for a login"
@@ -160,7 +168,7 @@ def test_a_failing_connector_is_seen_its_dead_letters_replayed_once_the_remote_i
     _shot(driver, "confirm")
     assert project.state.open_counts("reg").dead_letters == 3  # nothing happens before confirming
     _by(driver, "#confirm").click()
-    assert "/ui/jobs/" in driver.current_url  # the replay is a job: its page, reloading itself until it ends
+    _wait_for_url(driver, "/ui/jobs/")  # the replay is a job: its page, reloading itself until it ends
     assert _by(driver, "#job-actor").text == f"ui:{USER}" and _by(driver, "#job-total").text == "3"
     _wait_for_text(driver, "replayed 3: 3 delivered, 0 failed again")
     assert _by(driver, "#job-state").text == "finished" and _by(driver, "#job-delivered").text == "3"
