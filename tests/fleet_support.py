@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,3 +58,18 @@ def runs_in_progress(url: str, schema: str, pid: int) -> list[str]:
             (pid,),
         ).fetchall()
     return [name for (name,) in rows]
+
+
+def kill_inside_a_run(proc: subprocess.Popen, url: str, schemas: list[str]) -> list[str]:
+    """SIGKILL ``proc`` only if it is inside a run, and name those runs (``schema/connector``); ``[]`` and
+    the process left running otherwise.
+
+    Reading run history and then killing races with the run's own close: a run that ends between the two
+    leaves nothing to abandon. So the process is frozen (SIGSTOP) first, its last statements are given time
+    to land, and the check runs on a history that can no longer move.
+    """
+    proc.send_signal(signal.SIGSTOP)
+    time.sleep(0.3)  # a COMMIT already on the wire still lands after the stop
+    inside = [f"{schema}/{name}" for schema in schemas for name in runs_in_progress(url, schema, proc.pid)]
+    proc.send_signal(signal.SIGKILL if inside else signal.SIGCONT)
+    return inside

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fleet_support import fleet_workers, runs_in_progress
+from fleet_support import fleet_workers, kill_inside_a_run
 from test_openspp_sync import MAPPING, assert_mirrors, partner_ids, rows
 
 from connector_core.project import Project
@@ -213,11 +213,8 @@ def test_a_bulk_load_on_two_fleet_workers_survives_one_killed_mid_shard(
         deadline = time.monotonic() + 300
         killed = False
         while not killed and time.monotonic() < deadline:
-            if len(rows(fake, "res.partner")) >= len(local) // 4 and runs_in_progress(
-                postgres_url, pg_schema, victim.pid
-            ):
-                victim.send_signal(signal.SIGKILL)  # inside a shard, with batches in flight
-                killed = True
+            if len(rows(fake, "res.partner")) >= len(local) // 4:
+                killed = bool(kill_inside_a_run(victim, postgres_url, [pg_schema]))  # inside a shard
             time.sleep(0.05)
         assert killed, "the victim worker never ran a shard"
         assert victim.wait(timeout=10) == -signal.SIGKILL
