@@ -716,6 +716,11 @@ class Pusher:
         batches before it are on the wire, so the remote and this process work at the same time even
         with one request in flight. Records of one call never depend on each other (parents go in an
         earlier call), so planning ahead of a commit sees nothing stale.
+
+        A batch the remote took whole (no error, no refusal) is committed after the next batch is sent:
+        its commit then overlaps that request, and still no more than ``in_flight`` are on the wire. An
+        answer with a failure or a refusal is committed first, since it may stop the run (a systemic
+        error, a streak of refusals) before anything more is sent.
         """
         ctx = self.ctx
         batches = chunks(planned, ctx.batch_size)
@@ -728,17 +733,27 @@ class Pusher:
         with ThreadPoolExecutor(ctx.in_flight, thread_name_prefix=f"push-{ctx.name}") as pool:
             try:
                 for batch in batches:
+                    taken: tuple[list[_Planned], _Sent] | None = None
                     while pending and (len(pending) >= ctx.in_flight or stopped is not None):
                         done, future = pending.popleft()
-                        stopped = self._settle(done, future.result()) or stopped
-                    if stopped is not None or ctx.stop.is_set():
-                        stopped = stopped or RunStopped(
-                            "shutdown requested; the checkpoint stays before the undelivered records"
-                        )
-                        break
-                    self._record_intents(batch)
-                    # the worker logs with this run's id: copy the context the log lines read it from
-                    pending.append((batch, pool.submit(contextvars.copy_context().run, self._send, batch)))
+                        sent = future.result()
+                        if stopped is None and _taken_whole(done, sent):
+                            taken = (done, sent)  # committed below, once the next batch is on its way
+                            break
+                        stopped = self._settle(done, sent) or stopped
+                    try:
+                        if stopped is not None or ctx.stop.is_set():
+                            stopped = stopped or RunStopped(
+                                "shutdown requested; the checkpoint stays before the undelivered records"
+                            )
+                            break
+                        self._record_intents(batch)
+                        # the worker logs with this run's id: copy the context the log lines read it from
+                        future = pool.submit(contextvars.copy_context().run, self._send, batch)
+                        pending.append((batch, future))
+                    finally:
+                        if taken is not None:
+                            stopped = self._settle(*taken) or stopped
             finally:
                 while pending:  # whatever left is answered and committed, even when planning failed
                     done, future = pending.popleft()
@@ -1003,6 +1018,16 @@ def _without_refused(snapshot: dict[str, Any], result: PushResult) -> dict[str, 
         except (KeyError, IndexError, TypeError):
             continue  # not where the connector said: the snapshot keeps it
     return out
+
+
+def _taken_whole(batch: list[_Planned], sent: _Sent) -> bool:
+    """Every record of ``batch`` answered and accepted: committing it cannot stop the run."""
+    results = sent.results
+    return (
+        sent.error is None
+        and len(results) == len(batch)
+        and all((r := results.get(p.record.ref)) is not None and r.ok for p in batch)
+    )
 
 
 class _BatchSender:
