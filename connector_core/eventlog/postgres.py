@@ -22,7 +22,7 @@ import psycopg
 
 from connector_core._postgres import advisory_key, check_identifier, connect, redact_url
 from connector_core._sql import PostgresDatabase, SchemaVersionError, existing_version
-from connector_core.eventlog.schema import GUID_KEY_POSTGRES, LAYOUT
+from connector_core.eventlog.schema import LAYOUT
 from connector_core.eventlog.store import (
     SCHEMA_VERSION,
     EntityRow,
@@ -47,33 +47,27 @@ _NAMES = {
     "without_rowid": "",
 }  # eventlog/schema.py
 
-# One statement per chunk: arrays in, the new rows' seqs out, and their guid keys (computed in SQL, the same
-# number as schema.guid_key) into the recent key level. ORDER BY ord makes the sequence follow the caller's
-# order; the store has left out every guid the log holds already. Arrays go in binary (%b): in text form
-# psycopg escapes every quote of every JSON document, which cost more than the whole insert.
-_INSERT_EVENTS = f"""
-    WITH ins AS (
-        INSERT INTO {{s}}.dcsync_events (guid, entity_guid, type, data, timestamp, user_id, sync_level)
-        SELECT g, e, t, d::jsonb, ts, u, l
-        FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::smallint[])
-             WITH ORDINALITY AS x(g, e, t, d, ts, u, l, ord)
-        ORDER BY ord
-        RETURNING seq, guid
-    ), keyed AS (
-        INSERT INTO {{s}}.dcsync_event_keys_recent (guid_key, ref) SELECT {GUID_KEY_POSTGRES}, seq FROM ins
-    )
-    SELECT seq, guid FROM ins
+# One statement per chunk: arrays in, the new rows' seqs out. ORDER BY ord makes the sequence follow the
+# caller's order; the store has left out every guid the log holds already. Arrays go in binary (%b): in text
+# form psycopg escapes every quote of every JSON document, which cost more than the whole insert.
+_INSERT_EVENTS = """
+    INSERT INTO {s}.dcsync_events (guid, entity_guid, type, data, timestamp, user_id, sync_level)
+    SELECT g, e, t, d::jsonb, ts, u, l
+    FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::smallint[])
+         WITH ORDINALITY AS x(g, e, t, d, ts, u, l, ord)
+    ORDER BY ord
+    RETURNING seq, guid
 """
-_INSERT_ENTITIES = f"""
-    WITH ins AS (
-        INSERT INTO {{s}}.dcsync_entities (guid, type, entity_name, parent_guid, version, doc, last_seq)
-        SELECT g, t, n, p, v, d::jsonb, l
-        FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::bigint[])
-             AS x(g, t, n, p, v, d, l)
-        RETURNING id, guid
-    )
-    INSERT INTO {{s}}.dcsync_entity_keys_recent (guid_key, ref) SELECT {GUID_KEY_POSTGRES}, id FROM ins
+_INSERT_ENTITIES = """
+    INSERT INTO {s}.dcsync_entities (guid, type, entity_name, parent_guid, version, doc, last_seq)
+    SELECT g, t, n, p, v, d::jsonb, l
+    FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::bigint[])
+         AS x(g, t, n, p, v, d, l)
+    RETURNING id, guid
 """
+# The guid keys of the rows just inserted, as the store computed them for its probes: computing them again
+# in SQL (GUID_KEY_POSTGRES: md5, text and bit casts) cost more per row than this second round trip per chunk.
+_INSERT_KEYS = "INSERT INTO {s}.dcsync_{level} (guid_key, ref) SELECT * FROM unnest(%b::int[], %b::bigint[])"
 _UPDATE_ENTITIES = """
     UPDATE {s}.dcsync_entities AS e SET type = x.t, entity_name = x.n, parent_guid = x.p, version = x.v,
         doc = x.d::jsonb, last_seq = x.l
@@ -119,6 +113,8 @@ class PostgresEventLog(SqlEventLog):
         self._insert_entities_sql = _INSERT_ENTITIES.replace("{s}.", prefix)
         self._update_entities_sql = _UPDATE_ENTITIES.replace("{s}.", prefix)
         self._insert_issues_sql = _INSERT_ISSUES.replace("{s}.", prefix)
+        self._insert_event_keys_sql = _INSERT_KEYS.format(s=f'"{schema}"', level="event_keys_recent")
+        self._insert_entity_keys_sql = _INSERT_KEYS.format(s=f'"{schema}"', level="entity_keys_recent")
         where = f"{redact_url(url)} (schema {schema})"
         if read_only:  # nothing is created: a missing schema is reported (``exists``) and reads as empty
             current = existing_version(db, LAYOUT, "meta", f"event log {where}")
@@ -149,12 +145,20 @@ class PostgresEventLog(SqlEventLog):
         if not rows:
             return []
         added = sorted(self._conn.execute(self._insert_events_sql, _columns(rows)[1:]).fetchall())
+        self._insert_keys(self._insert_event_keys_sql, rows, added)
         if added:  # one per transaction is enough: PostgreSQL folds identical notifications of one commit
             self._conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, self.schema))
         return added
 
     def _insert_entities(self, rows: list[EntityRow]) -> None:
-        self._conn.execute(self._insert_entities_sql, _columns(rows)[1:])  # the key is computed in SQL
+        added = self._conn.execute(self._insert_entities_sql, _columns(rows)[1:]).fetchall()
+        self._insert_keys(self._insert_entity_keys_sql, rows, added)
+
+    def _insert_keys(self, sql: str, rows: list[Any], added: list[tuple[int, str]]) -> None:
+        """The recent key level's rows for ``added`` (``(ref, guid)``), keyed as ``rows`` (key first)."""
+        if added:
+            key_of = {row[1]: row[0] for row in rows}
+            self._conn.execute(sql, [[key_of[guid] for _ref, guid in added], [ref for ref, _guid in added]])
 
     def _update_entities(self, rows: list[EntityUpdate]) -> None:
         self._conn.execute(self._update_entities_sql, _columns(rows))

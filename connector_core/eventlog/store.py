@@ -56,8 +56,8 @@ _TOUCH_COLUMNS = (
 _ONE_ENTITY_EVENTS = frozenset({"create-individual", "update-individual"})
 
 EventRow = tuple[int, str, str, str, str, str, str, int]
-"""guid_key, guid, entity_guid, type, data, timestamp, user_id, sync_level (a backend that computes the key
-itself skips the first)"""
+"""guid_key, guid, entity_guid, type, data, timestamp, user_id, sync_level (the key as computed once for the
+append's probes; the backends insert it, none computes it again)"""
 EntityRow = tuple[int, str, str, str | None, str | None, int, str, int]
 """guid_key, guid, type, entity_name, parent_guid, version, doc, last_seq"""
 EntityUpdate = tuple[str, str | None, str | None, int, str, int, int]
