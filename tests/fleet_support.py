@@ -60,6 +60,11 @@ def runs_in_progress(url: str, schema: str, pid: int) -> list[str]:
     return [name for (name,) in rows]
 
 
+def runs_in_progress_on(url: str, schemas: list[str], pid: int) -> list[str]:
+    """:func:`runs_in_progress` across several projects' schemas, each named ``schema/connector``."""
+    return [f"{schema}/{name}" for schema in schemas for name in runs_in_progress(url, schema, pid)]
+
+
 def kill_inside_a_run(proc: subprocess.Popen, url: str, schemas: list[str]) -> list[str]:
     """SIGKILL ``proc`` only if it is inside a run, and name those runs (``schema/connector``); ``[]`` and
     the process left running otherwise.
@@ -70,6 +75,6 @@ def kill_inside_a_run(proc: subprocess.Popen, url: str, schemas: list[str]) -> l
     """
     proc.send_signal(signal.SIGSTOP)
     time.sleep(0.3)  # a COMMIT already on the wire still lands after the stop
-    inside = [f"{schema}/{name}" for schema in schemas for name in runs_in_progress(url, schema, proc.pid)]
+    inside = runs_in_progress_on(url, schemas, proc.pid)
     proc.send_signal(signal.SIGKILL if inside else signal.SIGCONT)
     return inside

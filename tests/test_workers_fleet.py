@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from fleet_support import fleet_workers, kill_inside_a_run, runs_in_progress
+from fleet_support import fleet_workers, kill_inside_a_run, runs_in_progress_on
 
 from connector_core.project import Project
 from connector_core.sample import mobile_log
@@ -81,11 +81,6 @@ def _no_overlap(connector: str, runs: list) -> None:
         )
 
 
-def _running_on(url: str, schemas: list[str], pid: int) -> list[str]:
-    """Connectors with a run in progress by process ``pid``, in any of the projects' schemas."""
-    return [f"{schema}/{name}" for schema in schemas for name in runs_in_progress(url, schema, pid)]
-
-
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_three_workers_serve_twenty_connectors_and_survive_a_sigkill(
@@ -131,7 +126,7 @@ def test_three_workers_serve_twenty_connectors_and_survive_a_sigkill(
             while time.monotonic() < deadline:
                 time.sleep(0.25)
                 warm = time.monotonic() > deadline - SERVE_SECONDS + 10
-                if killed_at is None and warm and _running_on(postgres_url, schemas, victim.pid):
+                if killed_at is None and warm and runs_in_progress_on(postgres_url, schemas, victim.pid):
                     killed_runs = kill_inside_a_run(victim, postgres_url, schemas)
                     if killed_runs:
                         killed_at = time.monotonic()

@@ -68,6 +68,8 @@ _INSERT_ENTITIES = """
 # The guid keys of the rows just inserted, as the store computed them for its probes: computing them again
 # in SQL (GUID_KEY_POSTGRES: md5, text and bit casts) cost more per row than this second round trip per chunk.
 _INSERT_KEYS = "INSERT INTO {s}.dcsync_{level} (guid_key, ref) SELECT * FROM unnest(%b::int[], %b::bigint[])"
+_INSERT_EVENT_KEYS = _INSERT_KEYS.replace("{level}", "event_keys_recent")
+_INSERT_ENTITY_KEYS = _INSERT_KEYS.replace("{level}", "entity_keys_recent")
 _UPDATE_ENTITIES = """
     UPDATE {s}.dcsync_entities AS e SET type = x.t, entity_name = x.n, parent_guid = x.p, version = x.v,
         doc = x.d::jsonb, last_seq = x.l
@@ -113,8 +115,8 @@ class PostgresEventLog(SqlEventLog):
         self._insert_entities_sql = _INSERT_ENTITIES.replace("{s}.", prefix)
         self._update_entities_sql = _UPDATE_ENTITIES.replace("{s}.", prefix)
         self._insert_issues_sql = _INSERT_ISSUES.replace("{s}.", prefix)
-        self._insert_event_keys_sql = _INSERT_KEYS.format(s=f'"{schema}"', level="event_keys_recent")
-        self._insert_entity_keys_sql = _INSERT_KEYS.format(s=f'"{schema}"', level="entity_keys_recent")
+        self._insert_event_keys_sql = _INSERT_EVENT_KEYS.replace("{s}.", prefix)
+        self._insert_entity_keys_sql = _INSERT_ENTITY_KEYS.replace("{s}.", prefix)
         where = f"{redact_url(url)} (schema {schema})"
         if read_only:  # nothing is created: a missing schema is reported (``exists``) and reads as empty
             current = existing_version(db, LAYOUT, "meta", f"event log {where}")
